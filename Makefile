@@ -1,0 +1,47 @@
+# The two set-up commands of the README:
+#   make book   set up, prepare the embedded dataset, run every notebook of the default
+#               profile through papermill, build the Jupyter Book (HTML)
+#   make test   set up, run the test suite
+# Both are idempotent: the venv is reinstalled only when requirements.txt changes, and
+# stages whose artifacts exist for the same parameters are skipped.
+SHELL := /bin/bash
+PYTHON ?= python3
+PROFILE ?= default
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.aepsl-installed
+
+.PHONY: setup fashion-mnist notebooks book test clean-book
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	@touch $@
+
+# Fashion-MNIST for the embedded default: Debian's package when we may install it.
+# Without it the data notebook stops with one message listing the three ways to provide it.
+fashion-mnist:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "$$AEPSL_FASHION_MNIST" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "[make] installing the Debian package dataset-fashion-mnist"; \
+	    (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null)) \
+	     || echo "[make] could not install dataset-fashion-mnist"; \
+	  else echo "[make] Fashion-MNIST not found; see data/README.md"; fi; \
+	fi
+
+notebooks: setup fashion-mnist
+	$(PY) -m aepsl --profile $(PROFILE) --book
+
+book: notebooks
+	$(VENV)/bin/jupyter-book build book --builder html -W -n --keep-going
+	@echo "The book: $(CURDIR)/book/_build/html/index.html"
+
+test: setup
+	$(PY) -m pytest -q
+
+clean-book:
+	rm -rf book/_build book/notebooks

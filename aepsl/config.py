@@ -1,0 +1,124 @@
+"""Profiles and parameter checking.
+
+A profile (``notebooks/params/<profile>.yaml``) holds every hyper-parameter of a run:
+
+    common:       parameters every notebook receives (profile, seed, device, data_root, ...)
+    notebooks:    one entry per notebook, in reading order; its parameters
+                  (an entry may hold ``runs:``, a list of parameter sets, one papermill run each)
+
+Stage functions receive a flat dict and turn it into a dataclass with :func:`from_params`,
+which rejects unknown names and wrong types with one message naming the parameter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .artifacts import REPO_DIR
+
+PARAMS_DIR = REPO_DIR / "notebooks" / "params"
+
+
+class ParameterError(ValueError):
+    """A parameter is unknown or has the wrong type or value."""
+
+
+def _check_type(name: str, value: Any, typ: Any, stage: str) -> Any:
+    origin = typing.get_origin(typ)
+    if typ is Any:
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParameterError(f"{stage}: parameter {name} must be a number, got {value!r}")
+        return float(value)
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ParameterError(f"{stage}: parameter {name} must be an integer, got {value!r}")
+        return value
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ParameterError(f"{stage}: parameter {name} must be true or false, got {value!r}")
+        return value
+    if typ is str:
+        if not isinstance(value, str):
+            raise ParameterError(f"{stage}: parameter {name} must be a string, got {value!r}")
+        return value
+    if typ is list or origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ParameterError(f"{stage}: parameter {name} must be a list, got {value!r}")
+        return value
+    return value
+
+
+def from_params(cls, params: dict, stage: str):
+    """Build dataclass ``cls`` from ``params``; unknown names or wrong types -> ParameterError."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ParameterError(f"{stage}: unknown parameter(s) {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _check_type(k, v, hints[k], stage) for k, v in params.items()}
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def profile_path(profile: str) -> Path:
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    path = PARAMS_DIR / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ParameterError(f"unknown profile {profile!r}: no file {path} (profiles: {known})")
+    return path
+
+
+def load_profile(profile: str) -> dict:
+    """The profile as ``{"common": {...}, "notebooks": {name: entry}}``."""
+    path = profile_path(profile)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"profile file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data.get("common"), dict) or not isinstance(data.get("notebooks"), dict):
+        raise ParameterError(f"profile file {path} needs the sections 'common' and 'notebooks'")
+    return data
+
+
+def notebook_runs(profile: str, notebook: str) -> list[dict]:
+    """The parameter sets of every papermill run of ``notebook`` in ``profile``."""
+    data = load_profile(profile)
+    if notebook not in data["notebooks"]:
+        raise ParameterError(f"profile {profile!r} has no notebook {notebook!r} "
+                             f"(it has {list(data['notebooks'])})")
+    entry = dict(data["notebooks"][notebook] or {})
+    runs = entry.pop("runs", None) or [{}]
+    return [{**data["common"], **entry, **run} for run in runs]
+
+
+def stage_params(profile: str, notebook: str, run: int = 0, **overrides) -> dict:
+    """The flat parameter dict of one run of a notebook (what papermill would inject)."""
+    return {**notebook_runs(profile, notebook)[run], **overrides}
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """Relative paths in parameters are relative to the repository root."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO_DIR / p
+
+
+def collect(namespace: dict, cls) -> dict:
+    """The parameters a notebook declared: the entries of ``namespace`` named like ``cls``'s fields."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in namespace.items() if k in names}

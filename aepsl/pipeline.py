@@ -1,0 +1,152 @@
+"""Run the notebooks of a profile, in order, through papermill.
+
+    python -m aepsl --profile default --book        # the book's notebooks -> book/notebooks/
+    python -m aepsl --profile quick                 # executed notebooks -> artifacts/quick/notebooks/
+    python -m aepsl --profile default --only 01_cam --force
+
+Each notebook is a jupytext py:percent file in ``notebooks/``.  The profile file
+``notebooks/params/<profile>.yaml`` gives each run's parameters; they are checked against
+the notebook's ``parameters`` cell (unknown names and wrong types are refused before
+anything runs).  Stages skip their work when their artifacts exist for the same parameters,
+so rerunning the pipeline only re-executes notebooks (cheap) unless ``--force`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .artifacts import REPO_DIR, atomic_path, write_json
+from .config import ParameterError, load_profile, notebook_runs, resolve
+
+NOTEBOOK_DIR = REPO_DIR / "notebooks"
+BOOK_NOTEBOOK_DIR = REPO_DIR / "book" / "notebooks"
+
+
+def notebook_source(name: str) -> Path:
+    path = NOTEBOOK_DIR / f"{name}.py"
+    if not path.exists():
+        raise FileNotFoundError(f"notebook source not found: {path}")
+    return path
+
+
+def parameters_cell(path: Path) -> dict:
+    """The literal values assigned in the notebook's ``parameters`` cell."""
+    import jupytext
+
+    nb = jupytext.read(path)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{path} must have exactly one cell tagged 'parameters' (found {len(cells)})")
+    values = {}
+    for node in ast.parse(cells[0].source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{path}: the parameters cell may only hold 'name = literal' lines")
+        try:
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            raise ValueError(f"{path}: parameter {node.targets[0].id} is not a literal") from None
+    return values
+
+
+def check_parameters(name: str, params: dict) -> None:
+    """Refuse parameters the notebook does not declare, or of another type than its literal."""
+    declared = parameters_cell(notebook_source(name))
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise ParameterError(f"notebook {name}: unknown parameter(s) {unknown}; it declares {sorted(declared)}")
+    for key, value in params.items():
+        ref = declared[key]
+        ok = (type(value) is type(ref) or (isinstance(ref, float) and type(value) is int)
+              or (isinstance(ref, (list, tuple)) and isinstance(value, (list, tuple))))
+        if not ok:
+            raise ParameterError(f"notebook {name}: parameter {key} must be of type {type(ref).__name__} "
+                                 f"(like {ref!r}), got {value!r}")
+
+
+def run_name(name: str, run: dict, base: dict) -> str:
+    """Output name of one run: the notebook name, plus e.g. '_round2' for a run with round=2."""
+    extra = [k for k in run if k not in base]
+    return name + "".join(f"_{k}{run[k]}" for k in extra)
+
+
+def execute(name: str, params: dict, output: Path, log_output: bool = False) -> float:
+    """Execute notebook ``name`` with ``params`` into ``output`` (atomically); returns seconds."""
+    import jupytext
+    import nbformat
+    import papermill
+
+    check_parameters(name, params)
+    nb = jupytext.read(notebook_source(name))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        src = Path(tmpdir) / f"{name}.ipynb"
+        nbformat.write(nb, str(src))
+        with atomic_path(output) as tmp:
+            papermill.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
+                                       cwd=str(REPO_DIR), progress_bar=False, log_output=log_output,
+                                       language="python")
+            check_executed(tmp, name)
+    return time.time() - t0
+
+
+def check_executed(path: Path, name: str) -> None:
+    """Every code cell ran (has an execution count) and papermill recorded a duration."""
+    nb = json.loads(Path(path).read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and c["source"]]
+    missing = [i for i, c in enumerate(code) if not c.get("execution_count")]
+    if missing:
+        raise RuntimeError(f"notebook {name}: code cells {missing} did not execute")
+    duration = nb.get("metadata", {}).get("papermill", {}).get("duration") or 0
+    if not code or duration <= 0:
+        raise RuntimeError(f"notebook {name}: no recorded execution (0-second run)")
+
+
+def run_profile(profile: str, only: list[str] | None = None, force: bool = False, book: bool = False,
+                log_output: bool = False) -> dict:
+    data = load_profile(profile)
+    out_dir = BOOK_NOTEBOOK_DIR if book else resolve(data["common"].get("artifacts_root", "artifacts")) / profile / "notebooks"
+    names = list(data["notebooks"])
+    if only:
+        bad = [n for n in only if n not in names]
+        if bad:
+            raise ParameterError(f"--only {bad}: profile {profile!r} has notebooks {names}")
+        names = [n for n in names if n in only]
+    plan = []
+    for name in names:  # check every run's parameters before executing anything
+        base = {**data["common"], **{k: v for k, v in (data["notebooks"][name] or {}).items() if k != "runs"}}
+        for params in notebook_runs(profile, name):
+            if force:
+                params = {**params, "force": True}
+            check_parameters(name, params)
+            plan.append((name, run_name(name, params, base), params))
+    timings = {}
+    for name, out_name, params in plan:
+        print(f"[aepsl] {profile}: executing {out_name} ...", flush=True)
+        seconds = execute(name, params, out_dir / f"{out_name}.ipynb", log_output=log_output)
+        timings[out_name] = round(seconds, 1)
+        print(f"[aepsl] {profile}: {out_name} done in {seconds:.1f} s", flush=True)
+    record = {"profile": profile, "notebooks": timings, "output_dir": str(out_dir)}
+    write_json(resolve(data["common"].get("artifacts_root", "artifacts")) / profile / "pipeline.json", record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m aepsl", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default", help="profile name (notebooks/params/<name>.yaml) or a YAML path")
+    ap.add_argument("--only", nargs="*", help="run only these notebooks (e.g. 01_cam)")
+    ap.add_argument("--force", action="store_true", help="recompute stages even when their artifacts exist")
+    ap.add_argument("--book", action="store_true", help="write executed notebooks where the book reads them")
+    ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    args = ap.parse_args(argv)
+    try:
+        run_profile(args.profile, args.only, args.force, args.book, args.log_output)
+    except (ParameterError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,132 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The data: scenes with image-level labels
+#
+# **What you will learn.** What "weak supervision" hands a learner: for each training image
+# only the *set of classes* it contains, never where they are. We build a small dataset in
+# the same format as PASCAL VOC 2012 so that every later chapter can run on a laptop CPU,
+# and we keep the exact pixel masks aside for evaluation only.
+#
+# Each scene holds one to three real Fashion-MNIST items (clothes and shoes photographed
+# by Zalando, 28x28 grey) scaled up, tinted with a random colour and pasted onto a crop of
+# one of the photos and textures that ship with scikit-image. Items may overlap; an item
+# that ends up mostly hidden is dropped from the labels and its visible scraps are marked
+# *ignore* (255), as VOC marks uncertain pixels.
+
+# %% tags=["parameters"]
+profile = "default"
+seed = 0
+device = "auto"
+data_root = "data/scenes-default"
+artifacts_root = "artifacts"
+source = "fashion"
+classes = ["tshirt", "trouser", "dress", "sandal", "sneaker", "bag", "boot"]
+fashion_dir = ""
+fashion_download = False
+image_size = 96
+n_train = 2000
+n_val = 300
+n_test = 300
+min_items = 1
+max_items = 3
+item_size = [40, 64]
+min_visible = 0.5
+bg_contrast = 0.6
+mask_dir = "SegmentationClass"
+force = False
+
+# %%
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from aepsl import viz
+from aepsl.config import collect, resolve
+from aepsl.data import stage as data_stage
+from aepsl.data.voc import VOCTree
+
+record = data_stage.run(collect(globals(), data_stage.DataConfig))
+tree = VOCTree(resolve(data_root), mask_dir=mask_dir)
+stats = record["metrics"]["splits"]
+print(f"{tree.num_classes - 1} foreground classes: {', '.join(tree.classes[1:])}")
+print({split: s["images"] for split, s in stats.items()})
+
+# %% [markdown]
+# ## What a training example looks like
+# Top: the image the learner sees, with its label set as the title — that is *all* the
+# supervision. Bottom: the ground-truth mask, which only the evaluation ever reads.
+
+# %%
+names = tree.ids("train")[:8]
+rows = [[tree.image(n) for n in names], [viz.colorize(tree.mask(n)) for n in names]]
+titles = [[", ".join(tree.classes[i + 1] for i in np.flatnonzero(tree.labels(n))) for n in names], None]
+fig = viz.image_grid(rows, titles, size=1.7)
+fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=len(tree.classes) + 1,
+           fontsize=7, bbox_to_anchor=(0.5, -0.06))
+plt.show()
+
+# %% [markdown]
+# ## Class statistics
+# How often each class is present, and how many pixels it covers. Objects are small:
+# background dominates the pixels, as in VOC, which is why the background threshold of a
+# CAM matters so much in the next chapter.
+
+# %%
+train = stats["train"]
+fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+pd.Series(train["images_per_class"]).plot.bar(ax=axes[0], color="tab:blue")
+axes[0].set_title("train images containing the class")
+frac = pd.Series(train["pixel_fraction"])
+frac.plot.bar(ax=axes[1], color="tab:orange", logy=True)
+axes[1].set_title("share of train pixels (log)")
+pd.Series(train["classes_per_image"]).plot.bar(ax=axes[2], color="tab:green")
+axes[2].set_title("labels per image")
+axes[2].set_xlabel("number of classes")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Why these scenes: the calibration
+# A first design (96 px scenes, all ten Fashion-MNIST classes, a small CNN trained from
+# scratch) learned too slowly on two CPU cores to teach anything: its CAMs were diffuse and a
+# fully supervised model could barely tell the four kinds of top apart. The settings below
+# were measured with `python benchmarks/calibrate.py` on this machine; the table is read from
+# `benchmarks/calibration.json`, not typed.
+
+# %%
+cal_path = resolve("benchmarks/calibration.json")
+if cal_path.exists():
+    cal = json.loads(cal_path.read_text())
+    rows = [{"setting": k, "classes": len(v["dataset"]["classes"]), "train images": v["dataset"]["n_train"],
+             "val mAP": v["val_map"], "CAM seed mIoU": v["seed_miou"], "best bg threshold": v["best_threshold"],
+             "train s": v["train_seconds"]} for k, v in cal.items() if not k.startswith("_")]
+    display(pd.DataFrame(rows).set_index("setting"))
+else:
+    print("benchmarks/calibration.json not found: run python benchmarks/calibrate.py")
+
+# %% [markdown]
+# ## What we saw
+
+# %%
+share_bg = train["pixel_fraction"]["background"]
+display(Markdown(
+    f"The {profile!r} profile has {stats['train']['images']} training, {stats.get('val', {}).get('images', 0)} "
+    f"validation and {stats.get('test', {}).get('images', 0)} test scenes of {image_size} px with "
+    f"{tree.num_classes - 1} classes. Background covers {100 * share_bg:.1f}% of the training pixels; "
+    f"the rarest class is present in {min(train['images_per_class'].values())} training images."))

@@ -1,0 +1,163 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Class activation maps: where does a classifier look?
+#
+# **What you will learn.** How a network trained only to say *which* classes an image
+# contains can still point at *where* they are; how those class activation maps (CAMs,
+# Zhou et al. 2016) become a first pixel-level pseudo mask through a background
+# threshold; and how that mask is scored — mean intersection-over-union (mIoU) over the
+# classes plus background, with *ignore* pixels (255) left out.
+#
+# The classifier is a backbone with output stride 8, a 1x1 convolution giving one score map
+# per class, and global average pooling (GAP) turning each map into an image-level logit.
+# It is trained with the multi-label soft-margin loss. Because GAP and the 1x1 convolution
+# commute, the score maps before pooling *are* the CAMs.
+
+# %% tags=["parameters"]
+profile = "default"
+seed = 0
+device = "auto"
+data_root = "data/scenes-default"
+artifacts_root = "artifacts"
+stage = "cam"
+backbone = "efficientnet_lite0"
+backbone_weights = "package"
+backbone_depth = "stage5"
+width = 32
+dropout = 0.0
+epochs = 6
+batch_size = 32
+lr = 0.01
+weight_decay = 0.0001
+optimizer = "sgd"
+crop = 96
+scale_range = [0.9, 1.1]
+cam_scales = [1.0, 0.5, 1.5, 2.0]
+cam_flip = True
+sweep = [0.05, 0.95, 0.05]
+eval_batch_size = 64
+num_workers = 0
+force = False
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from aepsl import cam, viz
+from aepsl.artifacts import stage_dir
+from aepsl.config import collect, resolve
+from aepsl.data.voc import VOCTree
+from aepsl.metrics import cam_to_mask
+
+record = cam.run(collect(globals(), cam.CAMConfig))
+m = record["metrics"]
+folder = stage_dir(resolve(artifacts_root), profile, stage)
+tree = VOCTree(resolve(data_root))
+print(f"classifier: {backbone} ({backbone_depth}), {epochs} epochs on {record['device']}, "
+      f"train {record['timings_s']['train']:.0f} s")
+
+# %% [markdown]
+# ## Training
+# The loss per epoch, and how well the classifier answers the only question it was asked:
+# average precision (AP) per class on the held-out validation scenes.
+
+# %%
+hist = pd.DataFrame(m["history"]).set_index("epoch")
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+hist["loss"].plot(ax=axes[0], marker="o")
+axes[0].set_title("training loss (multi-label soft margin)")
+pd.Series(m["val_ap"]).plot.bar(ax=axes[1], color=[viz.class_colours(tree.classes)[c] for c in tree.classes[1:]],
+                                edgecolor="k")
+axes[1].set_ylim(0, 1)
+axes[1].set_title(f"validation AP per class (mAP {m['val_map']:.3f})")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## What the CAMs look like
+# For some training images: the image, the normalised CAM of each labelled class (each map
+# divided by its maximum, so it peaks at 1), the pseudo mask obtained with the best
+# background threshold, and the ground truth. Watch how the maps light up the most
+# *discriminative* part of an item — a shoe's toe, a bag's handle — rather than all of it:
+# this is the gap that adversarial erasing, in the next chapter, tries to close.
+
+# %%
+t_best = m["best_threshold"]
+rows, titles = [], []
+for name in tree.ids("train")[:6]:
+    image, gt = tree.image(name), tree.mask(name)
+    ids = np.flatnonzero(tree.labels(name)) + 1
+    cams = cam.load_cam(folder, name)
+    row = [image] + [viz.overlay(image, c) for c in cams]
+    row += [None] * (4 - len(cams)) + [viz.colorize(cam_to_mask(cams, ids, t_best)), viz.colorize(gt)]
+    rows.append(row)
+    titles.append(["image"] + [f"CAM: {tree.classes[i]}" for i in ids] + [""] * (4 - len(cams))
+                  + [f"pseudo mask (t={t_best:.2f})", "ground truth"])
+fig = viz.image_grid(rows, titles, size=1.6)
+fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=len(tree.classes) + 1,
+           fontsize=7, bbox_to_anchor=(0.5, -0.03))
+plt.show()
+
+# %% [markdown]
+# ## The background threshold
+# A CAM says nothing about background. The standard evaluation adds a constant background
+# plane at threshold $t$ and takes the arg-max per pixel: a pixel is background unless some
+# labelled class's normalised CAM exceeds $t$. We sweep $t$ on the training split (whose
+# masks the learner never saw) and report the best — the protocol of PSA and IRN, which
+# score CAM seeds on VOC *train*.
+
+# %%
+sw = m["seed"]
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.plot(sw["thresholds"], sw["miou"], marker=".")
+ax.axvline(t_best, color="r", ls="--", label=f"best t = {t_best:.2f}, mIoU {m['seed_miou']:.3f}")
+ax.set_xlabel("background threshold t")
+ax.set_ylabel("seed mIoU (train)")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %%
+best = sw["best_scores"]
+iou = pd.Series(best["iou"], dtype=float)
+fig, ax = plt.subplots(figsize=(6, 2.8))
+iou.plot.bar(ax=ax, color=[viz.class_colours(tree.classes)[c] for c in iou.index], edgecolor="k")
+ax.set_ylim(0, 1)
+ax.set_title("CAM seed IoU per class (train, best threshold)")
+fig.tight_layout()
+plt.show()
+fig = viz.confusion_figure(np.asarray(m["seed_confusion"]), tree.classes,
+                           title="CAM seeds: confusion (rows = ground truth, row-normalised)")
+plt.show()
+
+# %% [markdown]
+# ## What we saw
+
+# %%
+display(Markdown(
+    f"The classifier reached validation mAP **{m['val_map']:.3f}** (train mAP {m['train_map']:.3f}). "
+    f"Its CAM seeds score **{m['seed_miou']:.3f} mIoU** on the training split at the best background "
+    f"threshold {t_best:.2f}, with foreground precision {best['fg_precision']:.3f} and recall "
+    f"{best['fg_recall']:.3f}. "
+    + ("Recall below precision is the signature of CAMs that cover only the most discriminative part "
+       "of each object." if best["fg_recall"] < best["fg_precision"] else
+       "Here recall is not below precision: the maps spill over the objects rather than stopping short.")))
+display(pd.DataFrame([{"method": "CAM (ours)", "seed mIoU train": round(m["seed_miou"], 3),
+                       "val mAP": round(m["val_map"], 3)},
+                      {"method": "CAM, PSA on VOC (published)", "seed mIoU train": 0.480, "val mAP": None},
+                      {"method": "CAM, IRN on VOC (published)", "seed mIoU train": 0.483, "val mAP": None}]
+                     ).set_index("method"))
