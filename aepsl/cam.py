@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics as M
-from .artifacts import StageRun, is_done, load_metrics, params_hash, save_npy, save_torch, stage_dir
+from .artifacts import StageRun, is_done, load_metrics, params_hash, read_json, save_npy, save_torch, stage_dir
 from .config import from_params, resolve
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree
@@ -177,6 +177,26 @@ def _same_size(dataset) -> bool:
     return len(sizes) == 1 and (tree.root / "dataset.json").exists()
 
 
+def dataset_identity(tree: VOCTree) -> str:
+    """What identifies the dataset's content: the generator's parameter hash for generated
+    scenes, else the number of train images and the first and last name (an external tree)."""
+    record = tree.root / "dataset.json"
+    if record.exists():
+        return read_json(record)["params_hash"]
+    ids = tree.ids("train")
+    return f"external:{len(ids)}:{ids[0] if ids else ''}:{ids[-1] if ids else ''}"
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty folder at ``path`` (files left by an earlier run are removed)."""
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
 def load_cam(folder: str | Path, name: str) -> np.ndarray:
     """The saved normalised CAMs [K,H,W] (float32) of one training image."""
     path = Path(folder) / "cams" / f"{name}.npy"
@@ -187,8 +207,15 @@ def load_cam(folder: str | Path, name: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the stage
 def train_classifier(cfg: CAMConfig, train_set, num_classes: int, folder: Path, device: torch.device,
-                     progress: bool = True, stop_after: int | None = None, fingerprint: str = "") -> tuple:
-    """Train a fresh classifier on ``train_set`` (a dataset of samples with labels)."""
+                     progress: bool = True, stop_after: int | None = None, fingerprint: str = "",
+                     fresh: bool = False) -> tuple:
+    """Train a classifier on ``train_set`` (a dataset of samples with labels).
+
+    An interrupted run with the same ``fingerprint`` resumes from ``folder/checkpoint.pt``;
+    ``fresh=True`` (a forced rerun) discards that checkpoint and trains from the start.
+    """
+    if fresh:
+        (folder / "checkpoint.pt").unlink(missing_ok=True)
     seed_everything(cfg.seed)
     model = build_model(cfg, num_classes)
     view = TrainView(train_set, cfg.crop, tuple(cfg.scale_range), flip=True, seed=cfg.seed)
@@ -204,17 +231,17 @@ def run(params: dict, progress: bool = True) -> dict:
     """Train the classifier, infer and save the train-split CAMs, score them; returns metrics.json."""
     cfg = from_params(CAMConfig, params, "cam")
     folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
-    hashed = cfg.hashed()
+    tree = VOCTree(resolve(cfg.data_root))
+    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree)}
     if not cfg.force and is_done(folder, hashed):
         return load_metrics(folder)
     device = pick_device(cfg.device)
-    tree = VOCTree(resolve(cfg.data_root))
     run_ = StageRun(folder, cfg.stage, hashed, device=str(device))
     num_classes = tree.num_classes - 1
     train_set = SegDataset(tree, "train", with_masks=False)   # image-level labels only
     with run_.timed("train"):
         model, history = train_classifier(cfg, train_set, num_classes, folder, device, progress,
-                                          fingerprint=params_hash(hashed))
+                                          fingerprint=params_hash(hashed), fresh=cfg.force)
     save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": num_classes,
                                      "config": dataclasses.asdict(cfg), "classes": tree.classes})
     m = evaluate_classifier(model, tree, cfg, folder, device, progress, run_)
@@ -237,8 +264,7 @@ def evaluate_classifier(model, tree: VOCTree, cfg: CAMConfig, folder: Path, devi
     with run_.timed("cams"):
         with_masks = tree.has_masks("train")
         ds = SegDataset(tree, "train", with_masks=with_masks)
-        cam_dir = folder / "cams"
-        cam_dir.mkdir(parents=True, exist_ok=True)
+        cam_dir = fresh_dir(folder / "cams")
 
         def saved():
             for name, cams, ids, gt in iterate_cams(model, ds, device, cfg.cam_scales, cfg.cam_flip,

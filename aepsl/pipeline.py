@@ -69,9 +69,12 @@ def check_parameters(name: str, params: dict) -> None:
 
 
 def run_name(name: str, run: dict, base: dict) -> str:
-    """Output name of one run: the notebook name, plus e.g. '_round2' for a run with round=2."""
-    extra = [k for k in run if k not in base]
-    return name + "".join(f"_{k}{run[k]}" for k in extra)
+    """Output name of one run: ``_name`` if the run gives one, else the notebook name plus the
+    parameters the run changes (e.g. '02_erasing_round2' for a run with round=2)."""
+    if run.get("_name"):
+        return str(run["_name"])
+    changed = [k for k in run if not k.startswith("_") and (k not in base or base[k] != run[k]) and k != "force"]
+    return name + "".join(f"_{k}{run[k]}" for k in changed)
 
 
 def execute(name: str, params: dict, output: Path, log_output: bool = False) -> float:
@@ -110,6 +113,9 @@ def check_executed(path: Path, name: str) -> None:
 def run_profile(profile: str, only: list[str] | None = None, force: bool = False, book: bool = False,
                 log_output: bool = False) -> dict:
     data = load_profile(profile)
+    source = profile
+    # a profile given as a YAML path is named by its common.profile (where its stages write)
+    profile = str(data["common"].get("profile") or Path(profile).stem)
     out_dir = BOOK_NOTEBOOK_DIR if book else resolve(data["common"].get("artifacts_root", "artifacts")) / profile / "notebooks"
     names = list(data["notebooks"])
     if only:
@@ -120,11 +126,13 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
     plan = []
     for name in names:  # check every run's parameters before executing anything
         base = {**data["common"], **{k: v for k, v in (data["notebooks"][name] or {}).items() if k != "runs"}}
-        for params in notebook_runs(profile, name):
+        for params in notebook_runs(source, name):
+            out_name = run_name(name, params, base)
+            params = {k: v for k, v in params.items() if not k.startswith("_")}
             if force:
                 params = {**params, "force": True}
             check_parameters(name, params)
-            plan.append((name, run_name(name, params, base), params))
+            plan.append((name, out_name, params))
     timings = {}
     for name, out_name, params in plan:
         print(f"[aepsl] {profile}: executing {out_name} ...", flush=True)

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from aepsl import viz
+from aepsl import report, viz
 from aepsl.config import collect, resolve
 from aepsl.data import stage as data_stage
 from aepsl.data.voc import VOCTree
@@ -112,11 +112,11 @@ plt.show()
 # %%
 cal_path = resolve("benchmarks/calibration.json")
 if cal_path.exists():
-    cal = json.loads(cal_path.read_text())
-    rows = [{"setting": k, "classes": len(v["dataset"]["classes"]), "train images": v["dataset"]["n_train"],
-             "val mAP": v["val_map"], "CAM seed mIoU": v["seed_miou"], "best bg threshold": v["best_threshold"],
-             "train s": v["train_seconds"]} for k, v in cal.items() if not k.startswith("_")]
-    display(pd.DataFrame(rows).set_index("setting"))
+    classifiers, oracles = report.calibration_tables(cal_path)
+    print("Classifier (CAM stage) settings:")
+    display(classifiers)
+    print("Fully supervised oracle settings (same backbone, trained on the true masks):")
+    display(oracles)
 else:
     print("benchmarks/calibration.json not found: run python benchmarks/calibrate.py")
 

@@ -97,15 +97,17 @@ plt.show()
 
 # %%
 t_best = m["best_threshold"]
+names = tree.ids("train")[:6]
+ncam = max(int(tree.labels(n).sum()) for n in names)
 rows, titles = [], []
-for name in tree.ids("train")[:6]:
+for name in names:
     image, gt = tree.image(name), tree.mask(name)
     ids = np.flatnonzero(tree.labels(name)) + 1
     cams = cam.load_cam(folder, name)
-    row = [image] + [viz.overlay(image, c) for c in cams]
-    row += [None] * (4 - len(cams)) + [viz.colorize(cam_to_mask(cams, ids, t_best)), viz.colorize(gt)]
-    rows.append(row)
-    titles.append(["image"] + [f"CAM: {tree.classes[i]}" for i in ids] + [""] * (4 - len(cams))
+    pad = [None] * (ncam - len(cams))
+    rows.append([image] + [viz.overlay(image, c) for c in cams] + pad
+                + [viz.colorize(cam_to_mask(cams, ids, t_best)), viz.colorize(gt)])
+    titles.append(["image"] + [f"CAM: {tree.classes[i]}" for i in ids] + [""] * len(pad)
                   + [f"pseudo mask (t={t_best:.2f})", "ground truth"])
 fig = viz.image_grid(rows, titles, size=1.6)
 fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=len(tree.classes) + 1,

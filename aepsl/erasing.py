@@ -1,0 +1,418 @@
+"""Adversarial erasing (Wei et al., CVPR 2017): mine, erase, retrain, repeat; then merge.
+
+Round k (``notebooks/02_erasing.py`` run with ``round=k``) writes
+``artifacts/<profile>/<stage>/round<k>/``:
+
+    regions/<name>.png   the regions mined in this round: pixel = class id (0 = none)
+    cams/<name>.npy      the round's normalised CAMs of the labelled classes (round 1 reuses
+                         the CAM stage's maps instead: its classifier *is* round 1's)
+    model.pt             the round's classifier (rounds >= 2)
+    metrics.json
+
+Round 1's classifier is the CAM chapter's (trained on clean images). Round k >= 2 trains a
+fresh classifier with the same recipe on the training images in which every region mined by
+rounds 1..k-1 is replaced by the erase value, infers its CAMs on those erased images and
+mines new regions (pixels not erased before whose normalised CAM exceeds ``mine_threshold``).
+
+The merge (``notebooks/03_pseudo_masks.py``, :func:`merge`) unions the mined regions per
+class; a pixel claimed by two classes goes to the one with the higher CAM score; background
+comes from a cue: low CAM everywhere (built in) or a saliency map; everything else is 255.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from . import metrics as M
+from .artifacts import StageRun, is_done, load_metrics, params_hash, read_json, save_npy, save_torch, stage_dir, write_bytes
+from .cam import CAMConfig, fresh_dir, iterate_cams, load_cam, predict_logits, train_classifier
+from .config import from_params, resolve
+from .data.voc import SegDataset, VOCTree, write_mask
+from .train import pick_device
+
+ERASE_VALUES = ("mean", "blur", "noise")
+
+
+# --------------------------------------------------------------------------- region files
+def save_regions(path: Path, regions: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(regions.astype(np.uint8), mode="L").save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
+
+
+def load_regions(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise FileNotFoundError(f"missing region file {path}: run the earlier erasing round first")
+    return np.asarray(Image.open(path))
+
+
+def mine_regions(cams: np.ndarray, class_ids: np.ndarray, threshold: float,
+                 exclude: np.ndarray | None = None) -> np.ndarray:
+    """Mined region map: pixel = class id whose normalised CAM exceeds ``threshold``
+    (highest CAM wins where several do), 0 elsewhere and on ``exclude``d pixels."""
+    h, w = cams.shape[-2:]
+    out = np.zeros((h, w), np.uint8)
+    if len(class_ids) == 0:
+        return out
+    best = cams.argmax(axis=0)
+    hit = cams.max(axis=0) > threshold
+    if exclude is not None:
+        hit &= ~exclude
+    out[hit] = np.asarray(class_ids, np.uint8)[best[hit]]
+    return out
+
+
+def erase(image: np.ndarray, region: np.ndarray, value: str, mean_pixel: np.ndarray,
+          std_pixel: np.ndarray | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Replace the pixels of boolean ``region`` in ``image`` (HxWx3 uint8); others untouched.
+
+    ``mean``: the training set's mean pixel (the paper). ``blur``: a heavy Gaussian blur of
+    the image itself (hides shape, keeps colour). ``noise``: Gaussian noise around the mean
+    pixel with the training set's per-channel spread (hides shape and colour).
+    """
+    if not region.any():
+        return image
+    out = image.copy()
+    if value == "mean":
+        out[region] = np.round(mean_pixel).astype(np.uint8)
+    elif value == "blur":
+        radius = max(2.0, max(image.shape[:2]) / 12)
+        blurred = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
+        out[region] = blurred[region]
+    elif value == "noise":
+        rng = rng or np.random.default_rng(0)
+        std = std_pixel if std_pixel is not None else np.full(3, 40.0)
+        noise = rng.normal(mean_pixel, std, size=(int(region.sum()), 3))
+        out[region] = np.clip(noise, 0, 255).astype(np.uint8)
+    else:
+        raise ValueError(f"parameter erase_value must be one of {ERASE_VALUES}, got {value!r}")
+    return out
+
+
+def pixel_statistics(tree: VOCTree, split: str = "train", limit: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the split's pixels (first ``limit`` images)."""
+    total, total_sq, n = np.zeros(3), np.zeros(3), 0
+    for name in tree.ids(split)[:limit]:
+        px = tree.image(name).reshape(-1, 3).astype(np.float64)
+        total += px.sum(0)
+        total_sq += (px ** 2).sum(0)
+        n += len(px)
+    mean = total / max(n, 1)
+    return mean, np.sqrt(np.maximum(total_sq / max(n, 1) - mean ** 2, 0))
+
+
+class ErasedView(torch.utils.data.Dataset):
+    """The training split with the regions of ``region_dirs`` erased; originals untouched."""
+
+    def __init__(self, tree: VOCTree, split: str, region_dirs: list[Path], value: str,
+                 mean_pixel: np.ndarray, std_pixel: np.ndarray, seed: int = 0, with_masks: bool = False):
+        self.base = SegDataset(tree, split, with_masks=with_masks)
+        self.tree, self.names = tree, self.base.names
+        self.region_dirs, self.value = list(region_dirs), value
+        self.mean_pixel, self.std_pixel, self.seed = mean_pixel, std_pixel, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def erased_mask(self, name: str) -> np.ndarray:
+        """Union (boolean) of the regions mined for ``name`` by the rounds in ``region_dirs``."""
+        mask = None
+        for d in self.region_dirs:
+            r = load_regions(d / f"{name}.png") > 0
+            mask = r if mask is None else mask | r
+        return mask
+
+    def __getitem__(self, index: int) -> dict:
+        sample = dict(self.base[index])
+        if self.region_dirs:
+            name = sample["name"]
+            rng = np.random.default_rng([self.seed, index, 17])
+            sample["image"] = erase(sample["image"], self.erased_mask(name), self.value, self.mean_pixel,
+                                    self.std_pixel, rng)
+        return sample
+
+
+# --------------------------------------------------------------------------- one round
+@dataclass
+class ErasingConfig:
+    """Parameters of one erasing round (``notebooks/02_erasing.py``).
+
+    The classifier recipe is not repeated here: every round uses the CAM stage's (read from
+    ``artifacts/<profile>/<cam_stage>/metrics.json``), so round 1 *is* the CAM classifier.
+    """
+
+    profile: str = "default"
+    seed: int = 0
+    device: str = "auto"
+    data_root: str = "data/scenes-default"
+    artifacts_root: str = "artifacts"
+    stage: str = "erasing"
+    cam_stage: str = "cam"
+    round: int = 1
+    mine_threshold: float = 0.5
+    erase_value: str = "mean"
+    collapse_map: float = 0.6
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    force: bool = False
+
+    def validate(self) -> None:
+        if self.round < 1:
+            raise ValueError(f"parameter round must be >= 1, got {self.round}")
+        if not 0 < self.mine_threshold < 1:
+            raise ValueError(f"parameter mine_threshold must lie in (0, 1), got {self.mine_threshold}")
+        if self.erase_value not in ERASE_VALUES:
+            raise ValueError(f"parameter erase_value must be one of {ERASE_VALUES}, got {self.erase_value!r}")
+
+
+def round_dir(cfg, k: int) -> Path:
+    return stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage) / f"round{k}"
+
+
+def cam_recipe(cfg: ErasingConfig) -> tuple[CAMConfig, dict]:
+    """The CAM stage's classifier recipe and its metrics.json record."""
+    folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.cam_stage)
+    record = load_metrics(folder)
+    if record is None:
+        raise FileNotFoundError(f"no CAM stage results in {folder}: run notebook 01_cam (stage "
+                                f"{cfg.cam_stage!r}) before erasing round {cfg.round}")
+    fields = {f.name for f in dataclasses.fields(CAMConfig)}
+    return CAMConfig(**{k: v for k, v in record["params"].items() if k in fields}), record
+
+
+def run_round(params: dict, progress: bool = True) -> dict:
+    """Run erasing round ``params['round']``; returns its metrics.json record."""
+    cfg = from_params(ErasingConfig, params, "erasing")
+    recipe, cam_record = cam_recipe(cfg)
+    hashed = {**dataclasses.asdict(cfg), "cam_params_hash": cam_record["params_hash"]}
+    for k in ("force", "eval_batch_size", "num_workers"):
+        hashed.pop(k)
+    folder = round_dir(cfg, cfg.round)
+    if not cfg.force and is_done(folder, hashed):
+        return load_metrics(folder)
+    previous = [round_dir(cfg, k) for k in range(1, cfg.round)]
+    for k, d in enumerate(previous, start=1):
+        rec = load_metrics(d)
+        if rec is None:
+            raise FileNotFoundError(f"erasing round {cfg.round} needs round {k} first (no {d / 'metrics.json'})")
+        if rec["params"].get("cam_params_hash") != cam_record["params_hash"] or any(
+                rec["params"].get(p) != getattr(cfg, p) for p in ("mine_threshold", "erase_value")):
+            raise ValueError(f"round {k} in {d} was made with other parameters (mine_threshold, erase_value or "
+                             f"CAM stage); rerun rounds 1..{cfg.round - 1} with these parameters first")
+    device = pick_device(cfg.device)
+    tree = VOCTree(resolve(cfg.data_root))
+    run_ = StageRun(folder, f"{cfg.stage}/round{cfg.round}", hashed, device=str(device))
+    mean_pixel, std_pixel = pixel_statistics(tree)
+    prev_regions = [d / "regions" for d in previous]
+    view = ErasedView(tree, "train", prev_regions, cfg.erase_value, mean_pixel, std_pixel, seed=cfg.seed,
+                      with_masks=tree.has_masks("train"))
+    cam_folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.cam_stage)
+    out: dict = {"round": cfg.round, "mean_pixel": mean_pixel.round(2).tolist(),
+                 "std_pixel": std_pixel.round(2).tolist(), "erase_value": cfg.erase_value}
+    if cfg.round == 1:
+        out["train_map"], out["val_map"] = cam_record["metrics"]["train_map"], cam_record["metrics"]["val_map"]
+        out["history"] = cam_record["metrics"].get("history", [])
+        cam_source = cam_folder
+    else:
+        recipe = dataclasses.replace(recipe, stage=f"{cfg.stage}/round{cfg.round}", seed=cfg.seed)
+        train_only = ErasedView(tree, "train", prev_regions, cfg.erase_value, mean_pixel, std_pixel, seed=cfg.seed)
+        with run_.timed("train"):
+            model, history = train_classifier(recipe, train_only, tree.num_classes - 1, folder, device, progress,
+                                              fingerprint=params_hash(hashed), fresh=cfg.force)
+        save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes - 1,
+                                         "config": dataclasses.asdict(recipe), "classes": tree.classes})
+        with run_.timed("classify"):
+            scores, targets = predict_logits(model, train_only, device, cfg.eval_batch_size)
+            out["train_map"] = M.mean_average_precision(scores, targets)   # on erased training images
+            if "val" in tree.splits():
+                s, t = predict_logits(model, SegDataset(tree, "val", with_masks=False), device, cfg.eval_batch_size)
+                out["val_map"] = M.mean_average_precision(s, t)              # on clean validation images
+        out["history"] = history
+    # mine this round's regions
+    region_dir = fresh_dir(folder / "regions")
+    area = np.zeros(tree.num_classes, np.int64)
+    total_px = 0
+    meter_round = M.ConfusionMeter(tree.num_classes)
+    with run_.timed("mine"):
+        if cfg.round == 1:
+            items = ((n, load_cam(cam_source, n), np.flatnonzero(tree.labels(n)) + 1,
+                      tree.mask(n) if view.base.with_masks else None) for n in view.names)
+        else:
+            items = _save_cams(iterate_cams(model, view, device, recipe.cam_scales, recipe.cam_flip,
+                                            max(cfg.eval_batch_size // 4, 1), progress, f"round {cfg.round} CAMs"),
+                               folder / "cams")
+        for name, cams, ids, gt in items:
+            erased = view.erased_mask(name) if prev_regions else None
+            regions = mine_regions(cams, ids, cfg.mine_threshold, erased)
+            save_regions(region_dir / f"{name}.png", regions)
+            area += np.bincount(regions.ravel(), minlength=tree.num_classes)
+            total_px += regions.size
+            if gt is not None:
+                meter_round.update(regions, gt)
+    out["mined_fraction"] = {c: round(float(a) / max(total_px, 1), 5) for c, a in zip(tree.classes[1:], area[1:])}
+    out["mined_total_fraction"] = round(float(area[1:].sum()) / max(total_px, 1), 5)
+    if view.base.with_masks:
+        # precision of this round's regions alone: the share of mined pixels that are the right class
+        conf = meter_round.matrix
+        mined = conf[:, 1:].sum()
+        out["region_precision"] = float(np.trace(conf[1:, 1:]) / mined) if mined else None
+    collapsed = out["train_map"] < cfg.collapse_map
+    out["collapsed"] = bool(collapsed)
+    if collapsed:
+        print(f"warning: round {cfg.round}: the classifier no longer learns (train mAP {out['train_map']:.3f} < "
+              f"collapse_map {cfg.collapse_map}); later rounds would mine background")
+    run_.metrics = out
+    return run_.finish()
+
+
+def _save_cams(items, folder: Path):
+    fresh_dir(folder)
+    for name, cams, ids, gt in items:
+        cams16 = cams.astype(np.float16)
+        save_npy(folder / f"{name}.npy", cams16)
+        yield name, cams16.astype(np.float32), ids, gt
+
+
+# --------------------------------------------------------------------------- merging
+@dataclass
+class MergeConfig:
+    """Parameters of the merge into pseudo masks (``notebooks/03_pseudo_masks.py``)."""
+
+    profile: str = "default"
+    seed: int = 0
+    device: str = "auto"
+    data_root: str = "data/scenes-default"
+    artifacts_root: str = "artifacts"
+    stage: str = "pseudo_masks"
+    erasing_stage: str = "erasing"
+    cam_stage: str = "cam"
+    rounds: int = 3
+    bg_cue: str = "cam"
+    bg_threshold: float = 0.2
+    saliency_dir: str = ""
+    saliency_threshold: float = 0.5
+    force: bool = False
+
+    def validate(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"parameter rounds must be >= 1, got {self.rounds}")
+        if self.bg_cue not in ("cam", "saliency"):
+            raise ValueError(f"parameter bg_cue must be 'cam' or 'saliency', got {self.bg_cue!r}")
+        if self.bg_cue == "saliency" and not self.saliency_dir:
+            raise ValueError("bg_cue 'saliency' needs the parameter saliency_dir (a folder of <name>.png maps)")
+
+
+def merge_masks(regions: list[np.ndarray], cams: list[np.ndarray], class_ids: np.ndarray,
+                background: np.ndarray) -> np.ndarray:
+    """Pseudo mask from per-round region maps and CAMs of one image.
+
+    ``regions[r]`` HxW class ids mined in round r; ``cams[r]`` [K,H,W] that round's CAMs of
+    ``class_ids``; ``background`` boolean HxW from the cue. A pixel mined for one or more
+    classes gets the class with the highest CAM score over rounds; unmined background-cue
+    pixels get 0; the rest 255.
+    """
+    h, w = background.shape
+    out = np.full((h, w), 255, np.uint8)
+    out[background] = 0
+    if len(class_ids) == 0:
+        out[:] = 0
+        return out
+    score = np.stack(cams).max(axis=0)                        # [K,H,W]: best CAM over rounds
+    claimed = np.zeros((len(class_ids), h, w), bool)
+    for reg in regions:
+        for j, c in enumerate(class_ids):
+            claimed[j] |= reg == c
+    any_claim = claimed.any(axis=0)
+    winner = np.where(claimed, score, -np.inf).argmax(axis=0)
+    out[any_claim] = np.asarray(class_ids, np.uint8)[winner[any_claim]]
+    return out
+
+
+def _background_cue(cfg: MergeConfig, name: str, cams: list[np.ndarray], shape) -> np.ndarray:
+    if cfg.bg_cue == "cam":
+        peak = np.stack([c.max(axis=0) if len(c) else np.zeros(shape, np.float32) for c in cams]).max(axis=0)
+        return peak < cfg.bg_threshold
+    path = resolve(cfg.saliency_dir) / f"{name}.png"
+    if not path.exists():
+        raise FileNotFoundError(f"missing saliency map {path} (bg_cue 'saliency' needs one PNG per training image)")
+    sal = np.asarray(Image.open(path).convert("L"), np.float32) / 255
+    if sal.shape != tuple(shape):
+        raise ValueError(f"saliency map {path} has size {sal.shape}, its image {tuple(shape)}")
+    return sal < cfg.saliency_threshold
+
+
+def _pseudo_scores(conf: np.ndarray, labelled: int, total: int, classes) -> dict:
+    s = M.segmentation_scores(conf, classes)
+    s["labelled_fraction"] = round(labelled / max(total, 1), 5)
+    return s
+
+
+def merge(params: dict, progress: bool = True) -> dict:
+    """Merge rounds 1..``rounds`` into pseudo masks; score every prefix 1..k on the train split."""
+    from tqdm.auto import tqdm
+
+    cfg = from_params(MergeConfig, params, "pseudo_masks")
+    er = ErasingConfig(profile=cfg.profile, data_root=cfg.data_root, artifacts_root=cfg.artifacts_root,
+                       stage=cfg.erasing_stage, cam_stage=cfg.cam_stage)
+    rounds = []
+    for k in range(1, cfg.rounds + 1):
+        rec = load_metrics(round_dir(er, k))
+        if rec is None:
+            raise FileNotFoundError(f"merging {cfg.rounds} rounds needs round {k} of stage {cfg.erasing_stage!r} "
+                                    f"({round_dir(er, k)}); run notebook 02_erasing with round={k}")
+        rounds.append(rec)
+    hashed = {**dataclasses.asdict(cfg), "rounds_hashes": [r["params_hash"] for r in rounds]}
+    hashed.pop("force")
+    folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
+    if not cfg.force and is_done(folder, hashed):
+        return load_metrics(folder)
+    tree = VOCTree(resolve(cfg.data_root))
+    run_ = StageRun(folder, cfg.stage, hashed)
+    with_masks = tree.has_masks("train")
+    n = tree.num_classes
+    meters = [M.ConfusionMeter(n) for _ in range(cfg.rounds)]
+    labelled = np.zeros(cfg.rounds, np.int64)
+    total = 0
+    cam_dirs = [stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.cam_stage) / "cams"] + \
+               [round_dir(er, k) / "cams" for k in range(2, cfg.rounds + 1)]
+    region_dirs = [round_dir(er, k) / "regions" for k in range(1, cfg.rounds + 1)]
+    mask_dir = fresh_dir(folder / "masks")
+    with run_.timed("merge"):
+        for name in tqdm(tree.ids("train"), desc="merge", disable=not progress, leave=False):
+            ids = np.flatnonzero(tree.labels(name)) + 1
+            cams = [load_cam(d.parent, name) for d in cam_dirs]
+            regs = [load_regions(d / f"{name}.png") for d in region_dirs]
+            gt = tree.mask(name) if with_masks else None
+            shape = regs[0].shape
+            for k in range(1, cfg.rounds + 1):
+                bg = _background_cue(cfg, name, cams[:k], shape)
+                pm = merge_masks(regs[:k], cams[:k], ids, bg)
+                labelled[k - 1] += int((pm != 255).sum())
+                if gt is not None:
+                    meters[k - 1].update(np.where(pm == 255, 0, pm), gt)
+            total += pm.size
+            write_mask(mask_dir / f"{name}.png", pm)
+    out: dict = {"rounds": cfg.rounds, "bg_cue": cfg.bg_cue, "classes": tree.classes,
+                 "cue": {"bg_cue": cfg.bg_cue, "bg_threshold": cfg.bg_threshold, "saliency_dir": cfg.saliency_dir}}
+    if with_masks:
+        out["per_rounds"] = [_pseudo_scores(m.matrix, int(l), total, tree.classes) for m, l in zip(meters, labelled)]
+        out["confusion"] = meters[-1].matrix
+        out["miou"] = out["per_rounds"][-1]["miou"]
+        best = int(np.nanargmax([p["miou"] for p in out["per_rounds"]]))
+        out["best_rounds"] = best + 1
+    out["round_train_map"] = [r["metrics"]["train_map"] for r in rounds]
+    out["round_val_map"] = [r["metrics"].get("val_map") for r in rounds]
+    out["mask_count"] = len(tree.ids("train"))
+    run_.metrics = out
+    return run_.finish()
+
+
+def read_round(artifacts_root: str, profile: str, stage: str, k: int) -> dict:
+    return read_json(stage_dir(resolve(artifacts_root), profile, stage) / f"round{k}" / "metrics.json")

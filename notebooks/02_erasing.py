@@ -1,0 +1,115 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Adversarial erasing: one round
+#
+# **What you will learn.** How Wei et al. (CVPR 2017) push a classifier beyond the most
+# discriminative part of an object: take the region its CAM is most confident about, *erase*
+# it from the training image, and train a fresh classifier on the erased images. To keep
+# answering "is there a shoe?" the new classifier has to find other evidence — the next part
+# of the shoe. Each round mines a new region; their union covers more of the object.
+#
+# This notebook is **one round**; the pipeline runs it once per round with the papermill
+# parameter `round` (1, 2, 3 as in the paper). Round 1's classifier is the one of the CAM
+# chapter (trained on clean images); round *k* trains on images from which the regions of
+# rounds 1..*k*−1 have been erased.
+
+# %% tags=["parameters"]
+profile = "default"
+seed = 0
+device = "auto"
+data_root = "data/scenes-default"
+artifacts_root = "artifacts"
+stage = "erasing"
+cam_stage = "cam"
+round = 1
+mine_threshold = 0.5
+erase_value = "mean"
+collapse_map = 0.6
+eval_batch_size = 64
+num_workers = 0
+force = False
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from aepsl import erasing, viz
+from aepsl.artifacts import stage_dir
+from aepsl.cam import load_cam
+from aepsl.config import collect, resolve
+from aepsl.data.voc import VOCTree
+
+record = erasing.run_round(collect(globals(), erasing.ErasingConfig))
+m = record["metrics"]
+cfg = erasing.ErasingConfig(**collect(globals(), erasing.ErasingConfig))
+tree = VOCTree(resolve(data_root))
+folder = erasing.round_dir(cfg, round)
+cam_dir = stage_dir(resolve(artifacts_root), profile, cam_stage) if round == 1 else folder
+print(f"round {round}: train mAP {m['train_map']:.3f} (on the images it was trained on), "
+      f"val mAP {m.get('val_map') or float('nan'):.3f} (clean images); erase value {erase_value!r}")
+
+# %% [markdown]
+# ## What this round's classifier saw, and what it found
+# Per image: the training input of this round (regions of earlier rounds erased with the
+# *{erase_value}* value), this round's CAM of each labelled class, and the region it mines —
+# the pixels whose normalised CAM exceeds the mining threshold and that were not erased before.
+
+# %%
+view = erasing.ErasedView(tree, "train", [erasing.round_dir(cfg, k) / "regions" for k in range(1, round)],
+                          erase_value, np.array(m["mean_pixel"]), np.array(m["std_pixel"]), seed=seed)
+samples = [view[i] for i in range(6)]
+ncam = max(int(s["labels"].sum()) for s in samples)
+rows, titles = [], []
+for sample in samples:
+    name = sample["name"]
+    ids = np.flatnonzero(sample["labels"]) + 1
+    cams = load_cam(cam_dir, name)
+    pad = [None] * (ncam - len(cams))
+    regions = erasing.load_regions(folder / "regions" / f"{name}.png")
+    rows.append([sample["image"]] + [viz.overlay(sample["image"], c) for c in cams] + pad
+                + [viz.blend_mask(sample["image"], regions), viz.colorize(tree.mask(name))])
+    titles.append([f"round {round} input"] + [f"CAM {tree.classes[c]}" for c in ids] + [""] * len(pad)
+                  + ["mined region", "ground truth"])
+fig = viz.image_grid(rows, titles, size=1.6)
+plt.show()
+
+# %% [markdown]
+# ## How much each class gave up this round
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 2.8))
+pd.Series(m["mined_fraction"]).plot.bar(ax=ax, color=[viz.class_colours(tree.classes)[c] for c in tree.classes[1:]],
+                                        edgecolor="k")
+ax.set_ylabel("share of train pixels")
+ax.set_title(f"pixels mined in round {round}")
+fig.tight_layout()
+plt.show()
+if m.get("history"):
+    display(pd.DataFrame(m["history"]).set_index("epoch")[["loss", "seconds"]].round(4).T)
+
+# %% [markdown]
+# ## What we saw
+
+# %%
+prec = m.get("region_precision")
+text = (f"Round {round} mined {100 * m['mined_total_fraction']:.1f}% of the training pixels"
+        + (f"; {100 * prec:.1f}% of the mined pixels belong to the right class" if prec is not None else "")
+        + f". Its classifier reached train mAP {m['train_map']:.3f} on its own (erased) inputs.")
+if m["collapsed"]:
+    text += (f" **Safeguard:** train mAP fell below {collapse_map}: this classifier no longer learns the "
+             "classes, and what it mines next is mostly background — the paper's reason to stop after three rounds.")
+display(Markdown(text))

@@ -1,0 +1,127 @@
+"""Adversarial erasing: erasing, mining, round bookkeeping, merging."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aepsl import erasing
+from aepsl.config import ParameterError
+
+
+def _image(seed=0, h=12, w=10):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("value", erasing.ERASE_VALUES)
+def test_erase_touches_only_the_region(value):
+    image = _image()
+    region = np.zeros(image.shape[:2], bool)
+    region[3:7, 2:5] = True
+    out = erasing.erase(image, region, value, np.array([120.0, 110.0, 100.0]), np.array([30.0, 30.0, 30.0]),
+                        np.random.default_rng(1))
+    assert np.array_equal(out[~region], image[~region])
+    assert not np.array_equal(out[region], image[region])
+    assert image is not out  # the original is not modified in place
+    if value == "mean":
+        assert (out[region] == [120, 110, 100]).all()
+
+
+def test_erase_empty_region_and_unknown_value():
+    image = _image()
+    empty = np.zeros(image.shape[:2], bool)
+    assert np.array_equal(erasing.erase(image, empty, "noise", np.zeros(3)), image)
+    region = ~empty
+    with pytest.raises(ValueError, match="erase_value"):
+        erasing.erase(image, region, "zeros", np.zeros(3))
+
+
+def test_mine_regions_threshold_argmax_and_exclusion():
+    cams = np.zeros((2, 3, 3), np.float32)
+    cams[0, 0, 0] = 0.9          # only class 4 fires
+    cams[1, 0, 1] = 0.8          # only class 6 fires
+    cams[0, 1, 1], cams[1, 1, 1] = 0.7, 0.95   # both fire: the higher (class 6) wins
+    cams[0, 2, 2] = 0.5          # exactly at the threshold: not mined
+    exclude = np.zeros((3, 3), bool)
+    exclude[0, 1] = True
+    out = erasing.mine_regions(cams, np.array([4, 6]), 0.5, exclude)
+    expected = np.zeros((3, 3), np.uint8)
+    expected[0, 0], expected[1, 1] = 4, 6
+    assert np.array_equal(out, expected)
+    assert erasing.mine_regions(np.zeros((0, 3, 3)), np.array([], int), 0.5).sum() == 0
+
+
+def test_merge_resolves_overlaps_by_cam_score_deterministically():
+    h, w = 2, 3
+    ids = np.array([1, 2])
+    r1 = np.array([[1, 1, 0], [0, 0, 0]], np.uint8)    # round 1 claims (0,0),(0,1) for class 1
+    r2 = np.array([[2, 0, 0], [0, 2, 0]], np.uint8)    # round 2 claims (0,0) and (1,1) for class 2
+    cam1 = np.zeros((2, h, w), np.float32)
+    cam2 = np.zeros((2, h, w), np.float32)
+    cam1[0, 0, 0], cam2[1, 0, 0] = 0.6, 0.9             # at (0,0) class 2 scores higher (in round 2)
+    bg = np.array([[False, False, True], [True, False, False]])
+    out = erasing.merge_masks([r1, r2], [cam1, cam2], ids, bg)
+    expected = np.array([[2, 1, 0], [0, 2, 255]], np.uint8)
+    assert np.array_equal(out, expected)
+    again = erasing.merge_masks([r1, r2], [cam1, cam2], ids, bg)
+    assert np.array_equal(out, again)
+    # a tie goes to the first labelled class, every time
+    cam2[1, 0, 0] = 0.6
+    assert erasing.merge_masks([r1, r2], [cam1, cam2], ids, bg)[0, 0] == 1
+
+
+def test_round_parameters_are_checked():
+    with pytest.raises(ParameterError, match="round"):
+        erasing.run_round({"round": "two"})
+    with pytest.raises(ValueError, match="round"):
+        erasing.run_round({"round": -1})
+    with pytest.raises(ValueError, match="erase_value"):
+        erasing.run_round({"round": 1, "erase_value": "zeros"})
+
+
+def _quick_cam(tree_root, tmp_path):
+    from aepsl import cam
+
+    params = dict(profile="t", data_root=str(tree_root), artifacts_root=str(tmp_path), backbone="small",
+                  backbone_weights="", width=4, epochs=1, batch_size=8, crop=32, cam_scales=[1.0],
+                  eval_batch_size=8)
+    return cam.run(params, progress=False)
+
+
+def test_rounds_see_only_earlier_regions(scene_tree, tmp_path):
+    from aepsl.data.voc import VOCTree
+
+    _quick_cam(scene_tree, tmp_path)
+    base = dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), eval_batch_size=8,
+                mine_threshold=0.3)
+    with pytest.raises(FileNotFoundError, match="round 1"):
+        erasing.run_round({**base, "round": 2})
+    r1 = erasing.run_round({**base, "round": 1}, progress=False)
+    assert r1["metrics"]["round"] == 1
+    r2 = erasing.run_round({**base, "round": 2}, progress=False)
+    cfg = erasing.ErasingConfig(**base)
+    tree = VOCTree(scene_tree)
+    mean_px = np.array(r2["metrics"]["mean_pixel"])
+    view = erasing.ErasedView(tree, "train", [erasing.round_dir(cfg, 1) / "regions"], "mean", mean_px, None)
+    changed_any = False
+    for i, name in enumerate(tree.ids("train")):
+        reg1 = erasing.load_regions(erasing.round_dir(cfg, 1) / "regions" / f"{name}.png") > 0
+        reg2 = erasing.load_regions(erasing.round_dir(cfg, 2) / "regions" / f"{name}.png") > 0
+        # round 2 never re-mines what round 1 erased
+        assert not (reg1 & reg2).any()
+        # round 2's input differs from the original exactly inside round 1's regions (or equals the mean there)
+        orig, seen = tree.image(name), view[i]["image"]
+        assert np.array_equal(seen[~reg1], orig[~reg1])
+        assert (seen[reg1] == np.round(mean_px).astype(np.uint8)).all()
+        changed_any |= bool(reg1.any())
+    assert changed_any, "round 1 mined nothing: the test would prove nothing"
+    # a later round with other mining parameters than its predecessors is refused
+    with pytest.raises(ValueError, match="other parameters"):
+        erasing.run_round({**base, "round": 2, "mine_threshold": 0.6, "force": True})
+    merged = erasing.merge(dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), rounds=2),
+                           progress=False)
+    per = merged["metrics"]["per_rounds"]
+    assert len(per) == 2
+    # more rounds never label fewer pixels as foreground
+    assert per[1]["fg_recall"] >= per[0]["fg_recall"]
+    with pytest.raises(FileNotFoundError, match="round 3"):
+        erasing.merge(dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), rounds=3))

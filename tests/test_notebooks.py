@@ -1,0 +1,112 @@
+"""The whole quick profile end to end through papermill, into a temporary folder.
+
+Every notebook of ``notebooks/params/quick.yaml`` runs (each erasing round is its own papermill
+run); the per-notebook checks follow pipeline.json. ``ONLY`` can narrow it while debugging.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aepsl.artifacts import read_json
+from aepsl.cam import CAMConfig
+from aepsl.config import PARAMS_DIR
+from aepsl.pipeline import run_profile
+
+pytestmark = pytest.mark.notebooks
+
+ONLY = None
+NOTEBOOKS = ONLY or list(yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())["notebooks"])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """Run the quick profile once, with data and artifacts under a temporary folder."""
+    tmp = tmp_path_factory.mktemp("quick")
+    profile = yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())
+    profile["common"]["artifacts_root"] = str(tmp / "artifacts")
+    profile["common"]["data_root"] = str(tmp / "data")
+    path = tmp / "quick.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    record = run_profile(str(path), only=ONLY)
+    return {"record": record, "profile": profile, "artifacts": tmp / "artifacts" / "quick", "data": tmp / "data"}
+
+
+def _notebook(quick_run, name: str) -> dict:
+    path = quick_run["artifacts"] / "notebooks" / f"{name}.ipynb"
+    assert path.is_file(), f"executed notebook missing: {path}"
+    return json.loads(path.read_text())
+
+
+def test_every_run_wrote_a_notebook(quick_run):
+    runs = list(quick_run["record"]["notebooks"])
+    assert [n for n in NOTEBOOKS if any(r.startswith(n) for r in runs)] == NOTEBOOKS
+    written = sorted(p.stem for p in (quick_run["artifacts"] / "notebooks").glob("*.ipynb"))
+    assert written == sorted(runs)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_executed_without_errors(quick_run, name):
+    runs = [r for r in quick_run["record"]["notebooks"] if r.startswith(name)]
+    assert runs, f"{name} did not run"
+    for run in runs:
+        _check_notebook(quick_run, run)
+
+
+def _check_notebook(quick_run, name: str) -> None:
+    nb = _notebook(quick_run, name)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    assert len(code) >= 3
+    assert all(c.get("execution_count") for c in code), "a code cell did not run"
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors[0].get("evalue") if errors else ""
+    assert nb["metadata"]["papermill"]["duration"] > 0
+    # the profile's values were injected (papermill adds a cell tagged injected-parameters)
+    injected = nb["metadata"]["papermill"]["parameters"]
+    assert injected["data_root"] == quick_run["profile"]["common"]["data_root"]
+    assert injected["profile"] == "quick"
+    assert any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"])
+    # figures were drawn
+    outputs = [o for c in code for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_data_metrics(quick_run):
+    record = read_json(quick_run["artifacts"] / "data" / "metrics.json")
+    want = quick_run["profile"]["notebooks"]["00_data"]
+    splits = record["metrics"]["splits"]
+    assert {s: splits[s]["images"] for s in ("train", "val", "test")} == \
+        {"train": want["n_train"], "val": want["n_val"], "test": want["n_test"]}
+    assert record["metrics"]["classes"] == ["background"] + want["classes"]
+    assert (quick_run["data"] / "JPEGImages").is_dir()
+    assert (quick_run["data"] / "dataset.json").is_file()
+
+
+def test_cam_metrics(quick_run):
+    record = read_json(quick_run["artifacts"] / "cam" / "metrics.json")
+    m = record["metrics"]
+    assert 0 <= m["seed_miou"] <= 1
+    sweep = record["params"]["sweep"]
+    assert sweep[0] <= m["best_threshold"] <= sweep[1]
+    assert m["best_threshold"] in CAMConfig(sweep=sweep).thresholds()
+    assert 0 <= m["val_map"] <= 1
+    want = quick_run["profile"]["notebooks"]["01_cam"]
+    assert len(m["history"]) == want["epochs"]
+    assert record["params"]["backbone"] == want["backbone"]
+    assert m["cam_count"] == quick_run["profile"]["notebooks"]["00_data"]["n_train"]
+    assert (quick_run["artifacts"] / "cam" / "model.pt").is_file()
+
+
+def test_pipeline_record(quick_run):
+    path = quick_run["artifacts"] / "pipeline.json"
+    record = read_json(path)
+    assert record == json.loads(json.dumps(quick_run["record"]))
+    assert record["profile"] == "quick"
+    assert list(record["notebooks"])[:2] == ["00_data", "01_cam"]
+    if ONLY:
+        assert list(record["notebooks"]) == ONLY
+    assert all(t > 0 for t in record["notebooks"].values())
+    assert Path(record["output_dir"]) == quick_run["artifacts"] / "notebooks"

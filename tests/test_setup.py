@@ -1,0 +1,93 @@
+"""The set-up files: pins agree, CI calls the README's test command, the Makefile's targets."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from aepsl.artifacts import REPO_DIR
+
+
+def _requirements() -> list[str]:
+    lines = (REPO_DIR / "requirements.txt").read_text().splitlines()
+    return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
+
+
+def _conda_pip() -> list[str]:
+    env = yaml.safe_load((REPO_DIR / "environment.yml").read_text())
+    pip = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip) == 1, "environment.yml needs one pip: section"
+    return [str(p).strip() for p in pip[0]]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[=<>!~;\[ ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_requirements_and_environment_agree():
+    req, conda = _requirements(), _conda_pip()
+    assert len(req) == len(set(req)) and len(conda) == len(set(conda)), "a pin is listed twice"
+    assert set(req) == set(conda), (f"only in requirements.txt: {sorted(set(req) - set(conda))}; "
+                                    f"only in environment.yml: {sorted(set(conda) - set(req))}")
+
+
+def test_requirements_are_pinned():
+    req = _requirements()
+    assert req
+    for r in req:
+        assert "==" in r, f"{r} is not pinned to one version"
+    names = [_name(r) for r in req]
+    assert len(names) == len(set(names)), "a package is pinned twice"
+    for needed in ("torch", "numpy", "papermill", "jupytext", "jupyter-book", "pytest", "pyyaml"):
+        assert needed in names
+
+
+def test_environment_python_and_pip():
+    env = yaml.safe_load((REPO_DIR / "environment.yml").read_text())
+    deps = [d for d in env["dependencies"] if isinstance(d, str)]
+    assert "pip" in deps
+    assert any(d.startswith("python") for d in deps)
+
+
+def test_ci_script_runs_make_test():
+    ci = REPO_DIR / ".ci" / "run"
+    assert ci.is_file()
+    assert os.access(ci, os.X_OK), ".ci/run must be executable"
+    text = ci.read_text()
+    assert text.startswith("#!")
+    commands = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    assert "make test" in commands
+
+
+def _makefile() -> str:
+    return (REPO_DIR / "Makefile").read_text()
+
+
+@pytest.mark.parametrize("target", ["book", "test", "setup"])
+def test_makefile_targets(target):
+    text = _makefile()
+    assert re.search(rf"^{target}:", text, re.M), f"no {target} target"
+    phony = " ".join(re.findall(r"^\.PHONY:(.*)$", text, re.M)).split()
+    assert target in phony
+
+
+def test_makefile_recipes():
+    text = _makefile()
+    test_recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", text, re.M)
+    assert test_recipe and "pytest" in test_recipe.group(1)
+    book_recipe = re.search(r"^book:.*\n((?:\t.*\n)+)", text, re.M)
+    assert book_recipe and "jupyter-book build" in book_recipe.group(1)
+    assert re.search(r"^book:.*\bnotebooks\b", text, re.M), "book must depend on notebooks"
+    assert re.search(r"^notebooks:.*\bsetup\b", text, re.M)
+    assert re.search(r"^test:.*\bsetup\b", text, re.M)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_dry_run_test():
+    result = subprocess.run(["make", "-n", "test"], cwd=REPO_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "pytest" in result.stdout
