@@ -11,14 +11,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aepsl-installed
 
-.PHONY: setup fashion-mnist notebooks book test clean-book
+.PHONY: setup fashion-mnist notebooks book test results clean-book
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
-	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	@start=$$(date +%s); \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || exit 1; \
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt || exit 1; \
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e . || exit 1; \
+	echo $$(( $$(date +%s) - start )) > $(VENV)/.aepsl-setup-seconds
 	@touch $@
 
 # Fashion-MNIST for the embedded default: Debian's package when we may install it.
@@ -39,6 +41,10 @@ notebooks: setup fashion-mnist
 book: notebooks
 	$(VENV)/bin/jupyter-book build book --builder html -W -n --keep-going
 	@echo "The book: $(CURDIR)/book/_build/html/index.html"
+
+# after `make book`: write benchmarks/results.md from the saved metrics
+results:
+	$(PY) benchmarks/record_results.py --profile $(PROFILE)
 
 test: setup
 	$(PY) -m pytest -q

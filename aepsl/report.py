@@ -27,3 +27,67 @@ def calibration_tables(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                         "best bg threshold": v["best_threshold"], "train s": v["train_seconds"]})
     frame = lambda rows: pd.DataFrame(rows).set_index("setting") if rows else pd.DataFrame()  # noqa: E731
     return frame(clf), frame(ora)
+
+
+# Published PASCAL VOC 2012 numbers (mIoU, %), shown beside ours and labelled as published.
+PUBLISHED = {
+    "CAM": "48.0 train (PSA) · 48.3 train (IRN)",
+    "AE (3 rounds, saliency bg) + PSL": "54.1 val (Wei et al.)",
+    "PSL++": "55.0 val / 55.7 test (Wei et al.)",
+    "AE seeds (pseudo masks)": "50.9 val (Wei et al., segmenter on AE masks)",
+}
+
+
+def _m(root: Path, profile: str, stage: str) -> dict | None:
+    from .artifacts import load_metrics
+
+    return load_metrics(Path(root) / profile / stage)
+
+
+def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
+    """The results chapter's table, built only from the stages' metrics.json files.
+
+    Columns: pseudo-label mIoU on the train split, final mIoU on the held-out split, ratio of
+    the final mIoU to the oracle's, wall time of the stage, the published VOC number.
+    """
+    root = Path(artifacts_root)
+    rows = []
+
+    def add(method, pseudo=None, final=None, seconds=None, published=""):
+        rows.append({"method": method, "pseudo-label mIoU (train)": pseudo, "final mIoU (held-out)": final,
+                     "wall time (s)": seconds, "published (VOC 2012)": published})
+
+    cam = _m(root, profile, "cam")
+    if cam:
+        add("CAM (best bg threshold)", cam["metrics"].get("seed_miou"), None, cam["wall_time_s"], PUBLISHED["CAM"])
+    pm = _m(root, profile, "pseudo_masks")
+    if pm and "per_rounds" in pm["metrics"]:
+        for k, p in enumerate(pm["metrics"]["per_rounds"], start=1):
+            rd = _m(root, profile, f"erasing/round{k}")
+            add(f"AE, {k} round{'s' if k > 1 else ''}", p["miou"], None, rd["wall_time_s"] if rd else None, "")
+    ae = _m(root, profile, "ae_segmenter")
+    if ae:
+        add("AE (segmenter on AE masks, no PSL)", None, ae["metrics"]["eval"].get("miou"), ae["wall_time_s"],
+            PUBLISHED["AE seeds (pseudo masks)"])
+    ps = _m(root, profile, "psl")
+    if ps:
+        ev, tr = ps["metrics"]["eval"], ps["metrics"].get("train", {})
+        add("AE + PSL", tr.get("miou"), ev.get("miou"), ps["wall_time_s"], PUBLISHED["AE (3 rounds, saliency bg) + PSL"])
+        if "crf_miou" in ev:
+            add("AE + PSL + CRF", tr.get("crf_miou"), ev.get("crf_miou"), None, "")
+    pp = _m(root, profile, "psl_plus_plus")
+    if pp:
+        ev = pp["metrics"]["eval"]
+        add("PSL++", None, ev.get("miou"), pp["wall_time_s"], PUBLISHED["PSL++"])
+        if "crf_miou" in ev:
+            add("PSL++ + CRF", None, ev.get("crf_miou"), None, "")
+    orc = _m(root, profile, "oracle")
+    oracle_miou = None
+    if orc:
+        oracle_miou = orc["metrics"]["eval"].get("miou")
+        add("fully supervised oracle", None, oracle_miou, orc["wall_time_s"], "")
+    df = pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
+    if not df.empty:
+        ratio = df["final mIoU (held-out)"].astype(float) / oracle_miou if oracle_miou else float("nan")
+        df.insert(2, "ratio to oracle", ratio)
+    return df

@@ -1,0 +1,292 @@
+"""Prohibitive segmentation learning (PSL, Wei et al. 2017), the dense CRF step and PSL++.
+
+A LargeFOV segmenter with a classification branch learns from pseudo masks S:
+
+* f: per-pixel class probabilities (softmax over background + C classes);
+* v: class confidences, sigmoid of the classification branch, trained with a squared loss
+  against the image labels;
+* Ŝ: an online label map, recomputed every step from the current network: the arg-max over
+  background and the image's labelled classes of [1, v] ⊗ f (background weight 1), so a class
+  the network is unsure the image contains is *prohibited* from taking pixels;
+* loss = CE(f, S) / |S| + CE(f, Ŝ) / |Ŝ| + squared classification loss, where both maps only
+  count pixels that S labels (255 never contributes).
+
+At test time classes with confidence below ``test_threshold`` are removed before the arg-max.
+PSL++ retrains the same way on the PSL model's predictions for the training images, refined
+by the dense CRF. The oracle is the same segmenter trained on the true masks.
+
+Entry point :func:`run` (notebooks 04_psl, 05_psl_plus_plus) writes
+``artifacts/<profile>/<stage>/``: model.pt, checkpoint.pt, metrics.json and, when asked,
+``train_pred/`` and ``train_crf/`` masks (the next stage's labels).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from . import metrics as M
+from .artifacts import StageRun, is_done, load_metrics, params_hash, save_torch, stage_dir
+from .cam import dataset_identity, fresh_dir
+from .config import from_params, resolve
+from .crf import CRFParams, crf_batch
+from .data.transforms import TrainView, normalize
+from .data.voc import SegDataset, VOCTree, write_mask
+from .models.segmenter import LargeFOVSegmenter
+from .train import autocast, fit, make_loader, pick_device, seed_everything, to_device
+
+
+# --------------------------------------------------------------------------- the loss
+def online_labels(probs: torch.Tensor, conf: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Ŝ = argmax over {background} ∪ labelled classes of [1, v] ⊗ f.
+
+    probs [B, C+1, H, W]; conf, labels [B, C]. Returns int64 [B, H, W].
+    """
+    b = probs.shape[0]
+    weights = torch.cat([torch.ones(b, 1, device=probs.device, dtype=probs.dtype), conf.to(probs.dtype)], 1)
+    allowed = torch.cat([torch.ones(b, 1, device=probs.device, dtype=torch.bool), labels > 0.5], 1)
+    scores = probs * weights[..., None, None]
+    scores = scores.masked_fill(~allowed[..., None, None], -1.0)
+    return scores.argmax(1)
+
+
+def psl_loss(seg_logits: torch.Tensor, cls_logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
+             online: bool = True, cls_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """The PSL objective. ``seg_logits`` [B,C+1,H,W] at the resolution of ``target`` [B,H,W]
+    (int64, 255 = ignore); ``cls_logits``, ``labels`` [B,C]."""
+    logp = F.log_softmax(seg_logits.float(), dim=1)
+    valid = target != 255
+    count = valid.sum().clamp(min=1)
+    ce_s = F.nll_loss(logp, target, ignore_index=255, reduction="sum") / count
+    conf = torch.sigmoid(cls_logits.float())
+    cls = ((conf - labels) ** 2).sum(1).mean()
+    loss = ce_s + cls_weight * cls
+    logs = {"ce_s": ce_s.detach(), "cls": cls.detach()}
+    if online:
+        with torch.no_grad():
+            s_hat = online_labels(logp.exp(), conf, labels)
+            s_hat = s_hat.masked_fill(~valid, 255)
+            logs["agree"] = ((s_hat == target) & valid).sum().float() / count
+        ce_hat = F.nll_loss(logp, s_hat, ignore_index=255, reduction="sum") / count
+        loss = loss + ce_hat
+        logs["ce_hat"] = ce_hat.detach()
+    return loss, logs
+
+
+def drop_unconfident(probs: torch.Tensor, conf: torch.Tensor, threshold: float,
+                     allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero the probability planes of classes whose confidence is below ``threshold`` (and of
+    classes not in ``allowed`` [B,C], if given); background is always kept. Renormalised."""
+    keep = conf >= threshold
+    if allowed is not None:
+        keep = keep & (allowed > 0.5)
+    keep = torch.cat([torch.ones_like(keep[:, :1]), keep], 1).to(probs.dtype)
+    out = probs * keep[..., None, None]
+    return out / out.sum(1, keepdim=True).clamp(min=1e-8)
+
+
+# --------------------------------------------------------------------------- label sources
+class LabelView(Dataset):
+    """The training split with masks from a label source: 'ground_truth', or an artifact folder
+    of palette PNGs (``<stage>/masks``, ``<stage>/train_crf`` ...)."""
+
+    def __init__(self, tree: VOCTree, split: str, mask_dir: Path | None):
+        self.base = SegDataset(tree, split, with_masks=mask_dir is None)
+        self.tree, self.names, self.mask_dir = tree, self.base.names, mask_dir
+        if mask_dir is not None:
+            missing = [n for n in self.names[:1] if not (mask_dir / f"{n}.png").exists()]
+            if missing:
+                raise FileNotFoundError(f"label masks not found: {mask_dir / (missing[0] + '.png')} "
+                                        f"(run the stage that writes {mask_dir.name}/ first)")
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = dict(self.base[i])
+        if self.mask_dir is not None:
+            sample["mask"] = np.asarray(Image.open(self.mask_dir / f"{sample['name']}.png"))
+        return sample
+
+
+# --------------------------------------------------------------------------- the stage
+@dataclass
+class PSLConfig:
+    """Parameters of a segmenter stage (``notebooks/04_psl.py``, ``05_psl_plus_plus.py``)."""
+
+    profile: str = "default"
+    seed: int = 0
+    device: str = "auto"
+    data_root: str = "data/scenes-default"
+    artifacts_root: str = "artifacts"
+    stage: str = "psl"
+    labels: str = "pseudo_masks/masks"   # '<stage>/<folder>' of label PNGs, or 'ground_truth'
+    online: bool = True
+    backbone: str = "efficientnet_lite0"
+    backbone_weights: str = "package"
+    backbone_depth: str = "stage5"
+    width: int = 32
+    head_channels: int = 256
+    head_dilation: int = 4
+    dropout: float = 0.1
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 0.001
+    weight_decay: float = 0.0001
+    optimizer: str = "adamw"
+    crop: int = 96
+    scale_range: list = field(default_factory=lambda: [0.9, 1.1])
+    cls_weight: float = 1.0
+    test_threshold: float = 0.5
+    eval_split: str = "val"
+    predict_train: bool = True
+    crf: bool = True
+    crf_workers: int = 2
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    force: bool = False
+
+    def validate(self) -> None:
+        if not 0 <= self.test_threshold < 1:
+            raise ValueError(f"parameter test_threshold must lie in [0, 1), got {self.test_threshold}")
+        if self.labels != "ground_truth" and "/" not in self.labels:
+            raise ValueError(f"parameter labels must be 'ground_truth' or '<stage>/<folder>', got {self.labels!r}")
+
+    def hashed(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("force", "num_workers", "eval_batch_size", "crf_workers"):
+            d.pop(k)
+        return d
+
+
+def build_segmenter(cfg: PSLConfig, num_classes: int, weights: str | None = None) -> LargeFOVSegmenter:
+    return LargeFOVSegmenter(num_classes, cfg.backbone, cfg.backbone_weights if weights is None else weights,
+                             depth=cfg.backbone_depth, width=cfg.width, head_channels=cfg.head_channels,
+                             head_dilation=cfg.head_dilation, dropout=cfg.dropout)
+
+
+def load_segmenter(folder: str | Path, device="cpu") -> tuple[LargeFOVSegmenter, PSLConfig]:
+    path = Path(folder) / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no trained segmenter at {path}: run its stage first")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = PSLConfig(**state["config"])
+    model = build_segmenter(cfg, state["num_classes"], weights="")
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+def _label_dir(cfg: PSLConfig) -> Path | None:
+    if cfg.labels == "ground_truth":
+        return None
+    stage, sub = cfg.labels.split("/", 1)
+    return stage_dir(resolve(cfg.artifacts_root), cfg.profile, stage) / sub
+
+
+def _loss_fn(cfg: PSLConfig):
+    def loss_fn(model, batch):
+        out = model(normalize(batch["image"]))
+        seg = F.interpolate(out["seg"], size=batch["mask"].shape[-2:], mode="bilinear", align_corners=False)
+        return psl_loss(seg, out["cls"], batch["mask"], batch["labels"], cfg.online, cfg.cls_weight)
+    return loss_fn
+
+
+@torch.no_grad()
+def predict(model: LargeFOVSegmenter, images: torch.Tensor, threshold: float,
+            allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities [B,C+1,H,W] after dropping unconfident classes, confidences [B,C])."""
+    with autocast(images.device):
+        out = model(normalize(images).contiguous(memory_format=torch.channels_last))
+    seg = F.interpolate(out["seg"].float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+    conf = torch.sigmoid(out["cls"].float())
+    return drop_unconfident(seg.softmax(1), conf, threshold, allowed), conf
+
+
+def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool, save_dir: Path | None = None,
+             crf_dir: Path | None = None, restrict_to_labels: bool = False, progress: bool = True) -> dict:
+    """Score predictions on ``split`` (and CRF-refined ones); optionally save both as PNGs."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    ds = SegDataset(tree, split, with_masks=tree.has_masks(split))
+    meter, meter_crf = M.ConfusionMeter(tree.num_classes), M.ConfusionMeter(tree.num_classes)
+    bs = cfg.eval_batch_size if (tree.root / "dataset.json").exists() else 1
+    for batch in tqdm(make_loader(ds, bs, False, 0), desc=f"{cfg.stage}: predict {split}", disable=not progress,
+                      leave=False):
+        images = batch["image"].to(device)
+        allowed = batch["labels"].to(device) if restrict_to_labels else None
+        probs, _ = predict(model, images, cfg.test_threshold, allowed)
+        pred = probs.argmax(1).cpu().numpy().astype(np.uint8)
+        refined = None
+        if crf:
+            imgs = batch["image"].permute(0, 2, 3, 1).numpy()
+            refined = crf_batch(list(imgs), list(probs.cpu().numpy()), workers=cfg.crf_workers,
+                                params=CRFParams())
+        for i, name in enumerate(batch["name"]):
+            if "mask" in batch:
+                gt = batch["mask"][i].numpy()
+                meter.update(pred[i], gt)
+                if refined is not None:
+                    meter_crf.update(refined[i], gt)
+            if save_dir is not None:
+                write_mask(save_dir / f"{name}.png", pred[i])
+            if crf_dir is not None and refined is not None:
+                write_mask(crf_dir / f"{name}.png", refined[i])
+    out = {}
+    if ds.with_masks:
+        out["scores"] = M.segmentation_scores(meter.matrix, tree.classes)
+        out["miou"] = out["scores"]["miou"]
+        out["confusion"] = meter.matrix
+        if crf:
+            out["crf_scores"] = M.segmentation_scores(meter_crf.matrix, tree.classes)
+            out["crf_miou"] = out["crf_scores"]["miou"]
+    return out
+
+
+def run(params: dict, progress: bool = True) -> dict:
+    """Train a segmenter on the chosen labels; score it on ``eval_split`` (with and without
+    CRF) and, if asked, predict the training images for the next stage."""
+    cfg = from_params(PSLConfig, params, "psl")
+    tree = VOCTree(resolve(cfg.data_root))
+    label_dir = _label_dir(cfg)
+    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree)}
+    if label_dir is not None:
+        src = load_metrics(label_dir.parent)
+        if src is None:
+            raise FileNotFoundError(f"labels {cfg.labels!r}: no finished stage at {label_dir.parent} "
+                                    f"(run the notebook that writes it first)")
+        hashed["labels_hash"] = src["params_hash"]
+    folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
+    if not cfg.force and is_done(folder, hashed):
+        return load_metrics(folder)
+    device = pick_device(cfg.device)
+    run_ = StageRun(folder, cfg.stage, hashed, device=str(device))
+    train = LabelView(tree, "train", label_dir)
+    if cfg.force:
+        (folder / "checkpoint.pt").unlink(missing_ok=True)
+    seed_everything(cfg.seed)
+    model = build_segmenter(cfg, tree.num_classes)
+    with run_.timed("train"):
+        history = fit(model, TrainView(train, cfg.crop, tuple(cfg.scale_range), seed=cfg.seed), _loss_fn(cfg),
+                      epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                      optimizer=cfg.optimizer, ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,
+                      num_workers=cfg.num_workers, fingerprint=params_hash(hashed), desc=cfg.stage,
+                      progress=progress)
+    save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes,
+                                     "config": dataclasses.asdict(cfg), "classes": tree.classes})
+    out: dict = {"history": history, "classes": tree.classes}
+    with run_.timed("evaluate"):
+        out["eval"] = evaluate(model, tree, cfg.eval_split, cfg, device, cfg.crf, progress=progress)
+    if cfg.predict_train:
+        with run_.timed("predict_train"):
+            out["train"] = evaluate(model, tree, "train", cfg, device, cfg.crf, fresh_dir(folder / "train_pred"),
+                                    fresh_dir(folder / "train_crf") if cfg.crf else None,
+                                    restrict_to_labels=True, progress=progress)
+    run_.metrics = out
+    return run_.finish()

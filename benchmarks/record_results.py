@@ -1,0 +1,111 @@
+"""Write benchmarks/results.md from what a pipeline run saved (no number is typed by hand).
+
+    make book                                       # runs the default profile, builds the book
+    .venv/bin/python benchmarks/record_results.py   # -> benchmarks/results.md
+
+Reads artifacts/<profile>/pipeline.json (notebook wall times), every stage's metrics.json,
+and .venv/.aepsl-setup-seconds (written by `make setup`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aepsl.artifacts import load_metrics, write_text  # noqa: E402
+
+
+def fmt(x, digits=3):
+    return "–" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--artifacts", default=str(ROOT / "artifacts"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.md"))
+    ap.add_argument("--make-seconds", default="", help="file holding `make book`'s measured wall time")
+    args = ap.parse_args()
+    art = Path(args.artifacts) / args.profile
+    pipe = json.loads((art / "pipeline.json").read_text())
+    lines = [f"# Measured results — profile `{args.profile}`", "",
+             "Written by `.venv/bin/python benchmarks/record_results.py` after `make book` (which runs "
+             "`python -m aepsl --profile default --book` and builds the book). Every number below is read from "
+             "the saved artifacts (`artifacts/default/*/metrics.json`, `pipeline.json`).", "",
+             f"Machine: {torch.get_num_threads()} CPU threads, {platform.machine()}, Python "
+             f"{platform.python_version()}, torch {torch.__version__}, no GPU.", ""]
+    setup = ROOT / ".venv" / ".aepsl-setup-seconds"
+    lines += ["## Set-up and wall time", "", "| step | seconds |", "|---|---|"]
+    if setup.exists():
+        lines.append(f"| `make setup` (venv + pinned stack, first time, pip cache warm) | {setup.read_text().strip()} |")
+    if args.make_seconds and Path(args.make_seconds).exists():
+        lines.append(f"| `make book` (whole default profile + book build, after set-up) | "
+                     f"{Path(args.make_seconds).read_text().strip()} |")
+    for name, sec in pipe["notebooks"].items():
+        lines.append(f"| notebook `{name}` (papermill, includes its stage's training) | {sec} |")
+    lines.append("")
+    data = load_metrics(art / "data")
+    cam = load_metrics(art / "cam")
+    if data:
+        g = data["metrics"].get("generator") or {}
+        lines += [f"Data: {data['metrics']['splits']['train']['images']} train scenes, "
+                  f"{len(data['metrics']['classes']) - 1} classes; generation {fmt(g.get('seconds'), 1)} s.", ""]
+    if cam:
+        m = cam["metrics"]
+        lines += ["## CAM (notebook 01_cam)", "", "| metric | value |", "|---|---|",
+                  f"| classification mAP, val | {fmt(m['val_map'])} |",
+                  f"| classification mAP, train | {fmt(m['train_map'])} |",
+                  f"| CAM seed mIoU, train split (best bg threshold) | {fmt(m.get('seed_miou'))} |",
+                  f"| best background threshold | {fmt(m.get('best_threshold'), 2)} |",
+                  f"| seed fg precision / recall | {fmt(m['seed']['best_scores']['fg_precision'])} / "
+                  f"{fmt(m['seed']['best_scores']['fg_recall'])} |",
+                  f"| classifier training time (s) | {cam['timings_s'].get('train')} |",
+                  f"| CAM inference + scoring time (s) | {cam['timings_s'].get('cams')} |", ""]
+    pm = load_metrics(art / "pseudo_masks")
+    if pm and "per_rounds" in pm["metrics"]:
+        m = pm["metrics"]
+        lines += ["## Adversarial erasing (notebooks 02_erasing, 03_pseudo_masks)", "",
+                  f"Pseudo masks on the train split; background cue `{m['bg_cue']}` "
+                  f"(threshold {pm['params']['bg_threshold']}); ignore (255) scored as background.", "",
+                  "| pseudo masks | mIoU | fg precision | fg recall | labelled share |", "|---|---|---|---|---|"]
+        if cam:
+            s = cam["metrics"]["seed"]["best_scores"]
+            lines.append(f"| CAM alone (best threshold) | {fmt(s['miou'])} | {fmt(s['fg_precision'])} | "
+                         f"{fmt(s['fg_recall'])} | 1.000 |")
+        for k, p in enumerate(m["per_rounds"], start=1):
+            lines.append(f"| AE, {k} round{'s' if k > 1 else ''} | {fmt(p['miou'])} | {fmt(p['fg_precision'])} | "
+                         f"{fmt(p['fg_recall'])} | {fmt(p['labelled_fraction'])} |")
+        lines += ["", "Per-round classifiers (train mAP on their own erased inputs / val mAP on clean images): "
+                  + ", ".join(f"round {k}: {fmt(t)} / {fmt(v)}" for k, (t, v) in
+                              enumerate(zip(m["round_train_map"], m["round_val_map"]), start=1)), ""]
+        for variant in sorted(p.name for p in art.glob("pseudo_masks_*")):
+            vm = load_metrics(art / variant)
+            if vm and "per_rounds" in vm["metrics"]:
+                lines.append(f"- `{variant}`: " + ", ".join(
+                    f"{k} round{'s' if k > 1 else ''} mIoU {fmt(p['miou'])}"
+                    for k, p in enumerate(vm["metrics"]["per_rounds"], start=1)))
+        lines.append("")
+    from aepsl.report import ablation_table
+
+    table = ablation_table(args.artifacts, args.profile)
+    if not table.empty:
+        lines += ["## Ablation table (as in the results chapter)", "",
+                  "| method | " + " | ".join(table.columns) + " |", "|---" * (len(table.columns) + 1) + "|"]
+        for method, row in table.iterrows():
+            cells = [("–" if isinstance(v, float) and v != v else fmt(v, 1 if col.startswith("wall") else 3))
+                     for col, v in row.items()]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    write_text(args.out, "\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

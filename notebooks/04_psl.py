@@ -1,0 +1,141 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Prohibitive segmentation learning (PSL)
+#
+# **What you will learn.** How a segmentation network can learn from pseudo masks that are
+# incomplete and partly wrong, and correct some of their mistakes while it learns. The PSL
+# segmenter (Wei et al. 2017) has two heads on one backbone: a LargeFOV segmentation head
+# giving per-pixel class probabilities $f$, and a classification branch giving a confidence
+# $v_c$ for every class (trained with a squared loss against the image labels).
+#
+# Each training step builds a second, *online* label map from the network itself:
+# $\hat S = \arg\max_c \, [1, v] \otimes f$ over background and the image's labelled classes —
+# every class's score map is weighted by how sure the network is that the image contains the
+# class, background keeps weight 1. A class the classifier doubts is *prohibited* from taking
+# pixels. The loss adds the cross-entropy against the erasing masks $S$ and against $\hat S$,
+# each normalised by its number of labelled pixels, plus the classification loss. At test time,
+# classes whose confidence is below a threshold are removed before the arg-max.
+
+# %% tags=["parameters"]
+profile = "default"
+seed = 0
+device = "auto"
+data_root = "data/scenes-default"
+artifacts_root = "artifacts"
+stage = "psl"
+labels = "pseudo_masks/masks"
+online = True
+backbone = "efficientnet_lite0"
+backbone_weights = "package"
+backbone_depth = "stage5"
+width = 32
+head_channels = 256
+head_dilation = 4
+dropout = 0.1
+epochs = 5
+batch_size = 32
+lr = 0.001
+weight_decay = 0.0001
+optimizer = "adamw"
+crop = 96
+scale_range = [0.9, 1.1]
+cls_weight = 1.0
+test_threshold = 0.5
+eval_split = "val"
+predict_train = True
+crf = True
+crf_workers = 2
+eval_batch_size = 64
+num_workers = 0
+force = False
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+import torch
+
+from aepsl import psl, viz
+from aepsl.crf import crf_batch
+from aepsl.artifacts import stage_dir
+from aepsl.config import collect, resolve
+from aepsl.data.voc import VOCTree
+
+record = psl.run(collect(globals(), psl.PSLConfig))
+m = record["metrics"]
+tree = VOCTree(resolve(data_root))
+folder = stage_dir(resolve(artifacts_root), profile, stage)
+print(f"trained on labels {labels!r} for {epochs} epochs ({record['timings_s']['train']:.0f} s on {record['device']})")
+
+# %% [markdown]
+# ## Training
+# The two cross-entropies and the classification loss per epoch, and how often the online
+# map $\hat S$ agrees with $S$ on the pixels $S$ labels: where they disagree, PSL overrules the
+# erasing masks.
+
+# %%
+hist = pd.DataFrame(m["history"]).set_index("epoch")
+cols = [c for c in ("ce_s", "ce_hat", "cls") if c in hist]
+fig, axes = plt.subplots(1, 2 if "agree" in hist else 1, figsize=(10, 3), squeeze=False)
+hist[cols].plot(ax=axes[0][0], marker="o", title="loss terms")
+if "agree" in hist:
+    hist["agree"].plot(ax=axes[0][1], marker="o", color="tab:green", title="share of S pixels where Ŝ = S")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Predictions on held-out images, before and after the dense CRF
+# The CRF (next chapter's tool, used here for scoring) pulls label boundaries onto colour edges.
+
+# %%
+model, _ = psl.load_segmenter(folder)
+names = tree.ids(eval_split)[:6]
+images = torch.from_numpy(np.stack([tree.image(n) for n in names])).permute(0, 3, 1, 2)
+probs, conf = psl.predict(model, images, test_threshold)
+refined = crf_batch([tree.image(n) for n in names], list(probs.numpy()))
+rows, titles = [], []
+for i, n in enumerate(names):
+    rows.append([tree.image(n), viz.colorize(probs[i].argmax(0).numpy().astype(np.uint8)),
+                 viz.colorize(refined[i]), viz.colorize(tree.mask(n))])
+    titles.append(["image", "PSL", "PSL + CRF", "ground truth"])
+fig = viz.image_grid(rows, titles, size=1.7)
+fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=len(tree.classes) + 1,
+           fontsize=7, bbox_to_anchor=(0.5, -0.03))
+plt.show()
+
+# %%
+ev = m["eval"]
+iou = pd.DataFrame({"PSL": ev["scores"]["iou"], "PSL + CRF": ev.get("crf_scores", {}).get("iou", {})}).astype(float)
+ax = iou.plot.bar(figsize=(7, 3), ylim=(0, 1), title=f"IoU per class on {eval_split}")
+plt.tight_layout()
+plt.show()
+fig = viz.confusion_figure(np.asarray(ev["confusion"]), tree.classes, title=f"PSL on {eval_split} (row-normalised)")
+plt.show()
+
+# %% [markdown]
+# ## What we saw
+
+# %%
+tr = m.get("train", {})
+who = ("The fully supervised oracle (the same segmenter trained on the true masks)" if labels == "ground_truth"
+       else ("PSL trained on the erasing masks" if online
+             else "The same segmenter trained with plain cross-entropy on the erasing masks (no Ŝ term)"))
+display(Markdown(
+    f"{who} reaches **{ev['miou']:.3f} mIoU** on the {eval_split} split"
+    + (f", {ev['crf_miou']:.3f} after the dense CRF" if "crf_miou" in ev else "") + "."
+    + (f" Its predictions on the training images (restricted to each image's labels) score {tr['miou']:.3f} "
+       f"mIoU as pseudo labels ({tr.get('crf_miou', float('nan')):.3f} after the CRF) — these CRF masks are "
+       "what PSL++ retrains on." if tr else "")))

@@ -1,0 +1,119 @@
+"""PSL loss, online labels, test-time class dropping, and the dense CRF."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aepsl import psl
+from aepsl.crf import crf_labels
+
+
+def _logits_from_probs(p):
+    return torch.log(torch.tensor(p, dtype=torch.float32))
+
+
+def test_online_labels_weight_classes_by_confidence_and_keep_background_weight_one():
+    # one image, 2 foreground classes, 1x3 pixels; probabilities over (bg, c1, c2)
+    probs = torch.tensor([[[[0.2, 0.5, 0.3]],      # bg
+                           [[0.7, 0.1, 0.1]],      # c1
+                           [[0.1, 0.4, 0.6]]]])    # c2
+    labels = torch.tensor([[1.0, 1.0]])
+    conf = torch.tensor([[0.25, 1.0]])
+    s_hat = psl.online_labels(probs, conf, labels)
+    # pixel 0: bg 0.2*1 vs c1 0.7*0.25=0.175 vs c2 0.1 -> bg (the low-confidence class loses)
+    # pixel 1: bg 0.5 vs c1 0.025 vs c2 0.4 -> bg;  pixel 2: bg 0.3 vs c2 0.6 -> c2
+    assert s_hat.tolist() == [[[0, 0, 2]]]
+    # a class missing from the image labels can never win, however confident
+    s_hat = psl.online_labels(probs, torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0]]))
+    assert s_hat.tolist() == [[[1, 0, 0]]]
+
+
+def test_psl_loss_matches_hand_computation_with_ignore_and_normalisation():
+    p = [[[[0.6, 0.2, 0.3, 0.5]]],      # bg      (1 image, 1x4 pixels)
+         [[[0.3, 0.7, 0.1, 0.4]]],      # c1
+         [[[0.1, 0.1, 0.6, 0.1]]]]      # c2
+    logits = _logits_from_probs(p).squeeze(1).unsqueeze(0)   # [1,3,1,4]
+    target = torch.tensor([[[0, 1, 255, 2]]])              # pixel 2 ignored
+    labels = torch.tensor([[1.0, 1.0]])
+    cls_logits = torch.tensor([[0.0, 0.0]])                # confidences 0.5, 0.5
+    loss, logs = psl.psl_loss(logits, cls_logits, target, labels, online=False, cls_weight=1.0)
+    ce_s = -(math.log(0.6) + math.log(0.7) + math.log(0.1)) / 3       # 3 labelled pixels
+    cls = (0.5 - 1) ** 2 * 2                                            # squared loss, summed over classes
+    assert logs["ce_s"].item() == pytest.approx(ce_s, rel=1e-5)
+    assert loss.item() == pytest.approx(ce_s + cls, rel=1e-5)
+    # online: Ŝ with weights [1, .5, .5]: px0 bg(.6) ; px1 c1 .35 vs bg .2 -> c1 ; px3 bg .5 vs .2,.05 -> bg
+    loss_on, logs_on = psl.psl_loss(logits, cls_logits, target, labels, online=True, cls_weight=1.0)
+    ce_hat = -(math.log(0.6) + math.log(0.7) + math.log(0.5)) / 3
+    assert logs_on["ce_hat"].item() == pytest.approx(ce_hat, rel=1e-5)
+    assert loss_on.item() == pytest.approx(ce_s + cls + ce_hat, rel=1e-5)
+
+
+def test_psl_loss_all_ignored_is_finite_and_gradients_flow():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    target = torch.full((2, 4, 4), 255)
+    loss, _ = psl.psl_loss(logits, torch.zeros(2, 2), target, torch.ones(2, 2))
+    assert torch.isfinite(loss)
+    target[0, 0, 0] = 1
+    loss, _ = psl.psl_loss(logits, torch.zeros(2, 2), target, torch.ones(2, 2))
+    loss.backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_test_time_threshold_removes_a_low_confidence_class():
+    probs = torch.tensor([[[[0.1]], [[0.6]], [[0.3]]]])   # bg, c1, c2 at one pixel: c1 would win
+    conf = torch.tensor([[0.2, 0.9]])
+    kept = psl.drop_unconfident(probs, conf, threshold=0.5)
+    assert kept[0, 1].item() == 0
+    assert kept.argmax(1).item() == 2
+    assert kept.sum(1).item() == pytest.approx(1.0)
+    # background is kept even when every class is dropped
+    none = psl.drop_unconfident(probs, torch.tensor([[0.1, 0.1]]), threshold=0.5)
+    assert none.argmax(1).item() == 0
+
+
+def test_crf_moves_a_noisy_mask_towards_the_colour_edge():
+    h, w = 32, 32
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, 16:] = (220, 40, 40)           # a sharp vertical colour edge at x = 16
+    image[:, :16] = (30, 60, 200)
+    # a soft, misplaced prediction: class 1 probability ramps from x=8 to x=24 (edge blurred)
+    ramp = np.clip((np.arange(w) - 8) / 16, 0, 1)[None, :].repeat(h, 0)
+    rng = np.random.default_rng(0)
+    p1 = np.clip(ramp + rng.normal(0, 0.15, (h, w)), 0.02, 0.98)
+    probs = np.stack([1 - p1, p1]).astype(np.float32)
+    truth = np.zeros((h, w), np.uint8)
+    truth[:, 16:] = 1
+    before = (probs.argmax(0) == truth).mean()
+    after = (crf_labels(image, probs) == truth).mean()
+    assert after > before
+    assert after > 0.95
+
+
+def test_psl_parameters_are_checked():
+    with pytest.raises(ValueError, match="labels"):
+        psl.run({"labels": "nonsense"})
+    with pytest.raises(ValueError, match="test_threshold"):
+        psl.run({"test_threshold": 1.5})
+
+
+def test_psl_stage_trains_and_writes_train_predictions(scene_tree, tmp_path):
+    base = dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), backbone="small",
+                backbone_weights="", width=4, head_channels=16, epochs=1, batch_size=8, crop=32,
+                eval_batch_size=8, crf_workers=0)
+    with pytest.raises(FileNotFoundError, match="labels"):
+        psl.run({**base, "labels": "pseudo_masks/masks"}, progress=False)
+    rec = psl.run({**base, "stage": "oracle", "labels": "ground_truth"}, progress=False)
+    m = rec["metrics"]
+    assert 0 <= m["eval"]["miou"] <= 1 and 0 <= m["eval"]["crf_miou"] <= 1
+    names = (scene_tree / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    for sub in ("train_pred", "train_crf"):
+        files = sorted(p.stem for p in (tmp_path / "t" / "oracle" / sub).glob("*.png"))
+        assert files == sorted(names)
+    # PSL++-style: a second stage trains on the first one's CRF masks
+    rec2 = psl.run({**base, "stage": "pp", "labels": "oracle/train_crf", "predict_train": False}, progress=False)
+    assert rec2["params"]["labels_hash"] == rec["params_hash"]
+    assert not (tmp_path / "t" / "pp" / "train_pred").exists()

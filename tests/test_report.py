@@ -1,0 +1,33 @@
+"""The results table is built only from metrics.json files."""
+from __future__ import annotations
+
+import math
+
+from aepsl.artifacts import write_json
+from aepsl.report import PUBLISHED, ablation_table
+
+
+def _stage(root, stage, metrics, wall=10.0):
+    write_json(root / "p" / stage / "metrics.json", {"metrics": metrics, "wall_time_s": wall, "params": {}})
+
+
+def test_ablation_table_rows_ratio_and_published_column(tmp_path):
+    _stage(tmp_path, "cam", {"seed_miou": 0.40})
+    _stage(tmp_path, "pseudo_masks", {"rounds": 2, "per_rounds": [{"miou": 0.42}, {"miou": 0.45}]})
+    _stage(tmp_path, "erasing/round1", {}, wall=1.0)
+    _stage(tmp_path, "erasing/round2", {}, wall=2.0)
+    _stage(tmp_path, "psl", {"eval": {"miou": 0.50, "crf_miou": 0.55}, "train": {"miou": 0.48, "crf_miou": 0.52}})
+    _stage(tmp_path, "oracle", {"eval": {"miou": 0.80}})
+    table = ablation_table(tmp_path, "p")
+    assert list(table.index) == ["CAM (best bg threshold)", "AE, 1 round", "AE, 2 rounds", "AE + PSL",
+                                 "AE + PSL + CRF", "fully supervised oracle"]
+    assert table.loc["AE, 2 rounds", "pseudo-label mIoU (train)"] == 0.45
+    assert table.loc["AE + PSL", "ratio to oracle"] == 0.50 / 0.80
+    assert table.loc["AE + PSL + CRF", "final mIoU (held-out)"] == 0.55
+    assert table.loc["AE, 2 rounds", "wall time (s)"] == 2.0
+    assert math.isnan(float(table.loc["CAM (best bg threshold)", "final mIoU (held-out)"]))
+    assert table.loc["AE + PSL", "published (VOC 2012)"] == PUBLISHED["AE (3 rounds, saliency bg) + PSL"]
+
+
+def test_ablation_table_of_a_profile_that_never_ran_is_empty(tmp_path):
+    assert ablation_table(tmp_path, "nothing").empty
