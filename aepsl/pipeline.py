@@ -68,6 +68,31 @@ def check_parameters(name: str, params: dict) -> None:
                                  f"(like {ref!r}), got {value!r}")
 
 
+def _literal(value) -> str:
+    """Python source for a YAML value, with double-quoted strings."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def sync_parameters_cell(name: str, profile: str = "default") -> bool:
+    """Rewrite notebook ``name``'s parameters cell with the first run of ``profile`` (so the
+    notebook run by hand reproduces that profile). Returns True when the file changed."""
+    path = notebook_source(name)
+    params = {k: v for k, v in notebook_runs(profile, name)[0].items() if not k.startswith("_")}
+    lines = [f"{key} = {_literal(value)}" for key, value in params.items()]
+    text = path.read_text()
+    start = text.index('# %% tags=["parameters"]\n') + len('# %% tags=["parameters"]\n')
+    end = text.index("\n# %%", start)
+    new = text[:start] + "\n".join(lines) + "\n" + text[end:]
+    if new != text:
+        path.write_text(new)
+        return True
+    return False
+
+
 def run_name(name: str, run: dict, base: dict) -> str:
     """Output name of one run: ``_name`` if the run gives one, else the notebook name plus the
     parameters the run changes (e.g. '02_erasing_round2' for a run with round=2)."""
@@ -151,7 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="recompute stages even when their artifacts exist")
     ap.add_argument("--book", action="store_true", help="write executed notebooks where the book reads them")
     ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    ap.add_argument("--sync-params", action="store_true",
+                    help="developers: rewrite every notebook's parameters cell from the profile, then exit")
     args = ap.parse_args(argv)
+    if args.sync_params:
+        for name in load_profile(args.profile)["notebooks"]:
+            if sync_parameters_cell(name, args.profile):
+                print(f"updated the parameters cell of notebooks/{name}.py")
+        return 0
     try:
         run_profile(args.profile, args.only, args.force, args.book, args.log_output)
     except (ParameterError, FileNotFoundError) as exc:

@@ -33,13 +33,13 @@ data_root = "data/scenes-default"
 artifacts_root = "artifacts"
 stage = "erasing"
 cam_stage = "cam"
-round = 1
 mine_threshold = 0.5
 erase_value = "mean"
 collapse_map = 0.6
 eval_batch_size = 64
 num_workers = 0
 force = False
+round = 1
 
 # %%
 import matplotlib.pyplot as plt

@@ -27,6 +27,7 @@ seed = 0
 device = "auto"
 data_root = "data/scenes-default"
 artifacts_root = "artifacts"
+force = False
 
 # %%
 import matplotlib.pyplot as plt
