@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from . import metrics as M
-from .artifacts import StageRun, is_done, load_metrics, params_hash, read_json, save_npy, save_torch, stage_dir, write_bytes
+from .artifacts import StageRun, is_done, load_metrics, params_hash, save_npy, save_torch, stage_dir, write_bytes
 from .cam import CAMConfig, fresh_dir, iterate_cams, load_cam, predict_logits, train_classifier
 from .config import from_params, resolve
 from .data.voc import SegDataset, VOCTree, write_mask
@@ -137,6 +137,40 @@ class ErasedView(torch.utils.data.Dataset):
             sample["image"] = erase(sample["image"], self.erased_mask(name), self.value, self.mean_pixel,
                                     self.std_pixel, rng)
         return sample
+
+
+def mining_sweep(tree: VOCTree, cam_folder: Path, thresholds, limit: int = 0) -> dict:
+    """How the mining threshold trades precision for coverage, from saved round-1 CAMs.
+
+    For each threshold: ``precision`` (share of mined pixels labelled with the right class),
+    ``coverage`` (share of ground-truth foreground pixels mined) and ``mined_per_fg`` (mined
+    pixels per foreground pixel). Needs ground-truth masks of the train split.
+    """
+    thresholds = list(thresholds)
+    right = np.zeros(len(thresholds))
+    mined = np.zeros(len(thresholds))
+    covered = np.zeros(len(thresholds))
+    fg = 0
+    names = tree.ids("train")
+    for name in names[:limit] if limit else names:
+        cams = load_cam(cam_folder, name)
+        ids = np.flatnonzero(tree.labels(name)) + 1
+        gt = tree.mask(name)
+        valid = gt != 255
+        fg += int(((gt > 0) & valid).sum())
+        if len(ids) == 0:
+            continue
+        label = ids[cams.argmax(0)]
+        peak = cams.max(0)
+        for i, t in enumerate(thresholds):
+            hit = (peak > t) & valid
+            mined[i] += hit.sum()
+            right[i] += (hit & (label == gt)).sum()
+            covered[i] += (hit & (gt > 0)).sum()
+    return {"thresholds": thresholds,
+            "precision": [float(r / m) if m else None for r, m in zip(right, mined)],
+            "coverage": [float(c / fg) if fg else None for c in covered],
+            "mined_per_fg": [float(m / fg) if fg else None for m in mined]}
 
 
 # --------------------------------------------------------------------------- one round
@@ -263,13 +297,32 @@ def run_round(params: dict, progress: bool = True) -> dict:
         conf = meter_round.matrix
         mined = conf[:, 1:].sum()
         out["region_precision"] = float(np.trace(conf[1:, 1:]) / mined) if mined else None
-    collapsed = out["train_map"] < cfg.collapse_map
-    out["collapsed"] = bool(collapsed)
-    if collapsed:
-        print(f"warning: round {cfg.round}: the classifier no longer learns (train mAP {out['train_map']:.3f} < "
-              f"collapse_map {cfg.collapse_map}); later rounds would mine background")
+    out.update(safeguards(out, cfg.collapse_map))
+    for message in out["warnings"]:
+        print(f"warning: round {cfg.round}: {message}")
     run_.metrics = out
     return run_.finish()
+
+
+def safeguards(metrics: dict, collapse_map: float) -> dict:
+    """The round's health, from its saved numbers.
+
+    ``collapsed``: train mAP (on its own erased inputs) below ``collapse_map``: the classifier no
+    longer learns, and later rounds would mine background. ``shortcut``: it fits its erased
+    inputs but its val mAP on clean images is below ``collapse_map``: it learned the erased
+    images (the fill, what is left around it), not the objects.
+    """
+    train, val = metrics.get("train_map"), metrics.get("val_map")
+    collapsed = train is not None and train < collapse_map
+    shortcut = not collapsed and val is not None and val < collapse_map
+    warnings = []
+    if collapsed:
+        warnings.append(f"the classifier no longer learns (train mAP {train:.3f} < collapse_map {collapse_map}); "
+                        "later rounds would mine background")
+    if shortcut:
+        warnings.append(f"train mAP {train:.3f} on erased images but val mAP {val:.3f} on clean ones "
+                        f"(< collapse_map {collapse_map}): it learned the erased images, not the objects")
+    return {"collapsed": bool(collapsed), "shortcut": bool(shortcut), "warnings": warnings}
 
 
 def _save_cams(items, folder: Path):
@@ -414,5 +467,12 @@ def merge(params: dict, progress: bool = True) -> dict:
     return run_.finish()
 
 
-def read_round(artifacts_root: str, profile: str, stage: str, k: int) -> dict:
-    return read_json(stage_dir(resolve(artifacts_root), profile, stage) / f"round{k}" / "metrics.json")
+def rounds_available(artifacts_root: str, profile: str, stage: str, most: int) -> int:
+    """How many consecutive rounds (1, 2, ...) of ``stage`` have finished, at most ``most``."""
+    cfg = ErasingConfig(profile=profile, artifacts_root=artifacts_root, stage=stage)
+    k = 0
+    while k < most and load_metrics(round_dir(cfg, k + 1)) is not None:
+        k += 1
+    return k
+
+

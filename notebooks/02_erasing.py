@@ -88,6 +88,29 @@ fig = viz.image_grid(rows, titles, size=1.6)
 plt.show()
 
 # %% [markdown]
+# ## Choosing the mining threshold
+# Round 1's maps are the CAM chapter's, so the threshold's effect can be read off them before
+# any erasing: a low threshold mines most of every object but also much background (low
+# precision); a high one mines only the confident core. The paper's idea needs the core — a
+# discriminative part to erase — so that the next round has an object left to look at.
+# (Computed on the training masks, which only evaluation reads.)
+
+# %%
+if round == 1 and tree.has_masks("train"):
+    sweep = erasing.mining_sweep(tree, cam_dir, [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.plot(sweep["thresholds"], sweep["precision"], marker="o", label="precision of mined pixels")
+    ax.plot(sweep["thresholds"], sweep["coverage"], marker="o", label="share of object pixels mined")
+    ax.axvline(mine_threshold, color="k", ls="--", lw=1, label=f"mine_threshold = {mine_threshold}")
+    ax.set_xlabel("mining threshold on the normalised CAM")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+else:
+    print("(the threshold sweep is drawn in round 1)")
+
+# %% [markdown]
 # ## How much each class gave up this round
 
 # %%
@@ -105,11 +128,16 @@ if m.get("history"):
 # ## What we saw
 
 # %%
+health = erasing.safeguards(m, collapse_map)
 prec = m.get("region_precision")
 text = (f"Round {round} mined {100 * m['mined_total_fraction']:.1f}% of the training pixels"
         + (f"; {100 * prec:.1f}% of the mined pixels belong to the right class" if prec is not None else "")
         + f". Its classifier reached train mAP {m['train_map']:.3f} on its own (erased) inputs.")
-if m["collapsed"]:
+if health["shortcut"]:
+    text += (f" **Safeguard:** yet on clean validation images its mAP is only {m['val_map']:.3f} (below "
+             f"{collapse_map}): it learned to recognise the *erased* images — the shape of the filled region, "
+             "what is left around it — rather than the objects, so the regions it mines say little about them.")
+if health["collapsed"]:
     text += (f" **Safeguard:** train mAP fell below {collapse_map}: this classifier no longer learns the "
              "classes, and what it mines next is mostly background — the paper's reason to stop after three rounds.")
 display(Markdown(text))
