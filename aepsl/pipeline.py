@@ -164,8 +164,11 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
         seconds = execute(name, params, out_dir / f"{out_name}.ipynb", log_output=log_output)
         timings[out_name] = round(seconds, 1)
         print(f"[aepsl] {profile}: {out_name} done in {seconds:.1f} s", flush=True)
-    record = {"profile": profile, "notebooks": timings, "output_dir": str(out_dir)}
-    write_json(resolve(data["common"].get("artifacts_root", "artifacts")) / profile / "pipeline.json", record)
+    # merge with earlier runs, so a run of a few notebooks (--only) keeps the others' last times
+    path = resolve(data["common"].get("artifacts_root", "artifacts")) / profile / "pipeline.json"
+    earlier = json.loads(path.read_text()).get("notebooks", {}) if path.exists() else {}
+    record = {"profile": profile, "notebooks": {**earlier, **timings}, "output_dir": str(out_dir)}
+    write_json(path, record)
     return record
 
 

@@ -46,7 +46,7 @@ def main() -> None:
     if setup.exists():
         lines.append(f"| `make setup` (venv + pinned stack, first time, pip cache warm) | {setup.read_text().strip()} |")
     if args.make_seconds and Path(args.make_seconds).exists():
-        lines.append(f"| `make book` (whole default profile + book build, after set-up) | "
+        lines.append(f"| `make book`, default profile, from empty artifacts (after set-up) | "
                      f"{Path(args.make_seconds).read_text().strip()} |")
     # per-stage compute time from each stage's metrics.json (kept when a later run skips the stage)
     for path in sorted(art.glob("**/metrics.json")):
@@ -54,8 +54,6 @@ def main() -> None:
         stage = str(path.parent.relative_to(art))
         lines.append(f"| stage `{stage}` (computed once; `timings_s`: {rec.get('timings_s', {})}) | "
                      f"{rec.get('wall_time_s')} |")
-    lines.append(f"| last `python -m aepsl` run: executing all notebooks (stages already computed are "
-                 f"skipped) | {round(sum(pipe['notebooks'].values()), 1)} |")
     lines.append("")
     data = load_metrics(art / "data")
     cam = load_metrics(art / "cam")

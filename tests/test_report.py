@@ -17,13 +17,14 @@ def test_ablation_table_rows_ratio_and_published_column(tmp_path):
     _stage(tmp_path, "erasing/round1", {}, wall=1.0)
     _stage(tmp_path, "erasing/round2", {}, wall=2.0)
     _stage(tmp_path, "psl", {"eval": {"miou": 0.50, "crf_miou": 0.55}, "train": {"miou": 0.48, "crf_miou": 0.52}})
-    _stage(tmp_path, "oracle", {"eval": {"miou": 0.80}})
+    _stage(tmp_path, "oracle", {"eval": {"miou": 0.80, "crf_miou": 0.88}})
     table = ablation_table(tmp_path, "p")
     assert list(table.index) == ["CAM (best bg threshold)", "AE, 1 round", "AE, 2 rounds", "AE + PSL",
-                                 "AE + PSL + CRF", "fully supervised oracle"]
+                                 "AE + PSL + CRF", "fully supervised oracle", "fully supervised oracle + CRF"]
     assert table.loc["AE, 2 rounds", "pseudo-label mIoU (train)"] == 0.45
     assert table.loc["AE + PSL", "ratio to oracle"] == 0.50 / 0.80
     assert table.loc["AE + PSL + CRF", "final mIoU (held-out)"] == 0.55
+    assert table.loc["AE + PSL + CRF", "ratio to oracle"] == 0.55 / 0.88   # CRF rows against the oracle + CRF
     assert table.loc["AE, 2 rounds", "wall time (s)"] == 2.0
     assert math.isnan(float(table.loc["CAM (best bg threshold)", "final mIoU (held-out)"]))
     assert table.loc["AE + PSL", "published (VOC 2012)"] == PUBLISHED["AE (3 rounds, saliency bg) + PSL"]
@@ -31,3 +32,16 @@ def test_ablation_table_rows_ratio_and_published_column(tmp_path):
 
 def test_ablation_table_of_a_profile_that_never_ran_is_empty(tmp_path):
     assert ablation_table(tmp_path, "nothing").empty
+
+
+def test_provenance_lists_every_finished_stage(tmp_path):
+    from aepsl.report import provenance_table
+
+    write_json(tmp_path / "p" / "cam" / "metrics.json",
+               {"params_hash": "abc", "seed": 1, "git_revision": "r1", "device": "cpu", "wall_time_s": 3.5})
+    write_json(tmp_path / "p" / "erasing" / "round2" / "metrics.json",
+               {"params_hash": "def", "seed": 1, "git_revision": "r1", "device": "cpu", "wall_time_s": 7.0})
+    table = provenance_table(tmp_path, "p")
+    assert list(table.index) == ["cam", "erasing/round2"]
+    assert table.loc["erasing/round2", "params hash"] == "def"
+    assert table.loc["cam", "wall time (s)"] == 3.5
