@@ -22,7 +22,7 @@ from torch import nn
 
 from . import metrics as M
 from .artifacts import StageRun, is_done, load_metrics, params_hash, read_json, save_npy, save_torch, stage_dir
-from .config import from_params, resolve
+from .config import StageConfig, from_params, resolve
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree
 from .models import CAMClassifier
@@ -30,14 +30,9 @@ from .train import autocast, fit, make_loader, pick_device, prepare_model, seed_
 
 
 @dataclass
-class CAMConfig:
+class CAMConfig(StageConfig):
     """Parameters of the CAM stage (``notebooks/01_cam.py``)."""
 
-    profile: str = "default"
-    seed: int = 0
-    device: str = "auto"
-    data_root: str = "data/scenes-default"
-    artifacts_root: str = "artifacts"
     stage: str = "cam"
     backbone: str = "efficientnet_lite0"
     backbone_weights: str = "package"

@@ -28,6 +28,17 @@ class ParameterError(ValueError):
     """A parameter is unknown or has the wrong type or value."""
 
 
+@dataclasses.dataclass
+class StageConfig:
+    """The parameters every stage shares (the profile's ``common`` section)."""
+
+    profile: str = "default"
+    seed: int = 0
+    device: str = "auto"
+    data_root: str = "data/scenes-default"
+    artifacts_root: str = "artifacts"
+
+
 def _check_type(name: str, value: Any, typ: Any, stage: str) -> Any:
     origin = typing.get_origin(typ)
     if typ is Any:

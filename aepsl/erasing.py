@@ -31,7 +31,7 @@ from PIL import Image, ImageFilter
 from . import metrics as M
 from .artifacts import StageRun, is_done, load_metrics, params_hash, save_npy, save_torch, stage_dir, write_bytes
 from .cam import CAMConfig, fresh_dir, iterate_cams, load_cam, predict_logits, train_classifier
-from .config import from_params, resolve
+from .config import StageConfig, from_params, resolve
 from .data.voc import SegDataset, VOCTree, write_mask
 from .train import pick_device
 
@@ -175,18 +175,13 @@ def mining_sweep(tree: VOCTree, cam_folder: Path, thresholds, limit: int = 0) ->
 
 # --------------------------------------------------------------------------- one round
 @dataclass
-class ErasingConfig:
+class ErasingConfig(StageConfig):
     """Parameters of one erasing round (``notebooks/02_erasing.py``).
 
     The classifier recipe is not repeated here: every round uses the CAM stage's (read from
     ``artifacts/<profile>/<cam_stage>/metrics.json``), so round 1 *is* the CAM classifier.
     """
 
-    profile: str = "default"
-    seed: int = 0
-    device: str = "auto"
-    data_root: str = "data/scenes-default"
-    artifacts_root: str = "artifacts"
     stage: str = "erasing"
     cam_stage: str = "cam"
     round: int = 1
@@ -335,14 +330,9 @@ def _save_cams(items, folder: Path):
 
 # --------------------------------------------------------------------------- merging
 @dataclass
-class MergeConfig:
+class MergeConfig(StageConfig):
     """Parameters of the merge into pseudo masks (``notebooks/03_pseudo_masks.py``)."""
 
-    profile: str = "default"
-    seed: int = 0
-    device: str = "auto"
-    data_root: str = "data/scenes-default"
-    artifacts_root: str = "artifacts"
     stage: str = "pseudo_masks"
     erasing_stage: str = "erasing"
     cam_stage: str = "cam"

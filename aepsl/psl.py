@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from . import metrics as M
 from .artifacts import StageRun, is_done, load_metrics, params_hash, save_torch, stage_dir
 from .cam import dataset_identity, fresh_dir
-from .config import from_params, resolve
+from .config import StageConfig, from_params, resolve
 from .crf import CRFParams, crf_batch
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree, write_mask
@@ -117,14 +117,9 @@ class LabelView(Dataset):
 
 # --------------------------------------------------------------------------- the stage
 @dataclass
-class PSLConfig:
+class PSLConfig(StageConfig):
     """Parameters of a segmenter stage (``notebooks/04_psl.py``, ``05_psl_plus_plus.py``)."""
 
-    profile: str = "default"
-    seed: int = 0
-    device: str = "auto"
-    data_root: str = "data/scenes-default"
-    artifacts_root: str = "artifacts"
     stage: str = "psl"
     labels: str = "pseudo_masks/masks"   # '<stage>/<folder>' of label PNGs, or 'ground_truth'
     online: bool = True
