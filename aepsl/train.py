@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import time
@@ -171,10 +170,3 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, bat
                                "epoch": epoch + 1, "history": history, "fingerprint": fingerprint})
     return history
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def sec_per(n: int, seconds: float) -> float:
-    return seconds / n if n else math.nan
