@@ -3,7 +3,7 @@
     make book                                       # runs the default profile, builds the book
     .venv/bin/python benchmarks/record_results.py   # -> benchmarks/results.md
 
-Reads artifacts/<profile>/pipeline.json (notebook wall times), every stage's metrics.json,
+Reads every stage's metrics.json under artifacts/<profile>/
 and .venv/.aepsl-setup-seconds (written by `make setup`).
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     lines = [f"# Measured results — profile `{args.profile}`", "",
              "Written by `.venv/bin/python benchmarks/record_results.py` after `make book` (which runs "
              "`python -m aepsl --profile default --book` and builds the book). Every number below is read from "
-             "the saved artifacts (`artifacts/default/*/metrics.json`, `pipeline.json`).", "",
+             "the saved artifacts (`artifacts/default/*/metrics.json`); the `make book` total was measured with `date` around the command.", "",
              f"Machine: {torch.get_num_threads()} CPU threads, {platform.machine()}, Python "
              f"{platform.python_version()}, torch {torch.__version__}, no GPU.", ""]
     setup = ROOT / ".venv" / ".aepsl-setup-seconds"
