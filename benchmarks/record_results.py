@@ -34,7 +34,6 @@ def main() -> None:
     ap.add_argument("--make-seconds", default="", help="file holding `make book`'s measured wall time")
     args = ap.parse_args()
     art = Path(args.artifacts) / args.profile
-    pipe = json.loads((art / "pipeline.json").read_text())
     lines = [f"# Measured results — profile `{args.profile}`", "",
              "Written by `.venv/bin/python benchmarks/record_results.py` after `make book` (which runs "
              "`python -m aepsl --profile default --book` and builds the book). Every number below is read from "
