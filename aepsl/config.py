@@ -119,8 +119,10 @@ def notebook_runs(profile: str, notebook: str) -> list[dict]:
 
 
 def stage_params(profile: str, notebook: str, run: int = 0, **overrides) -> dict:
-    """The flat parameter dict of one run of a notebook (what papermill would inject)."""
-    return {**notebook_runs(profile, notebook)[run], **overrides}
+    """The flat parameter dict of one run of a notebook (what papermill would inject: keys
+    starting with '_', such as a run's ``_name``, are the pipeline's own and are left out)."""
+    params = {k: v for k, v in notebook_runs(profile, notebook)[run].items() if not k.startswith("_")}
+    return {**params, **overrides}
 
 
 def resolve(path: str | os.PathLike) -> Path:
