@@ -143,3 +143,13 @@ def test_run_profile_from_yaml_path_writes_under_its_name(tmp_path):
     assert record["output_dir"] == str(tmp_path / "art" / "mine" / "notebooks")
     with pytest.raises(ParameterError, match="01_cam"):
         run_profile(str(path), only=["01_cam"])
+
+
+def test_stage_params_leave_out_the_pipelines_own_keys():
+    from aepsl import psl
+    from aepsl.config import from_params
+
+    for run in range(len(notebook_runs("default", "04_psl"))):
+        params = stage_params("default", "04_psl", run)
+        assert not [k for k in params if k.startswith("_")]
+        from_params(psl.PSLConfig, params, "psl")   # every run's parameters build the stage's config
