@@ -39,14 +39,14 @@ class CAMConfig(StageConfig):
     backbone_depth: str = "stage5"
     width: int = 32
     dropout: float = 0.0
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 32
-    lr: float = 0.01
+    lr: float = 0.001
     weight_decay: float = 1e-4
-    optimizer: str = "sgd"
+    optimizer: str = "adamw"
     crop: int = 96
     scale_range: list = field(default_factory=lambda: [0.9, 1.1])
-    cam_scales: list = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
+    cam_scales: list = field(default_factory=lambda: [1.0, 0.5, 1.5])
     cam_flip: bool = True
     sweep: list = field(default_factory=lambda: [0.05, 0.95, 0.05])
     eval_batch_size: int = 64
@@ -151,7 +151,7 @@ def iterate_cams(model: nn.Module, dataset, device: torch.device, scales, flip: 
     from tqdm.auto import tqdm
 
     model.eval()
-    loader = make_loader(dataset, batch_size if _same_size(dataset) else 1, False, 0)
+    loader = make_loader(dataset, batch_size if uniform_size(dataset.tree) else 1, False, 0)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         images = batch["image"].to(device)
         cams = normalise_cams(infer_cams(model, images, scales, flip)).cpu().numpy()
@@ -162,14 +162,10 @@ def iterate_cams(model: nn.Module, dataset, device: torch.device, scales, flip: 
             yield name, cams[i, fg], fg + 1, gt
 
 
-def _same_size(dataset) -> bool:
-    tree, ids = getattr(dataset, "tree", None), getattr(dataset, "names", None)
-    if tree is None or not ids:
-        return False
-    from PIL import Image
-
-    sizes = {Image.open(tree.image_path(n)).size for n in ids[: min(len(ids), 16)]}
-    return len(sizes) == 1 and (tree.root / "dataset.json").exists()
+def uniform_size(tree: VOCTree) -> bool:
+    """Whether every image of ``tree`` has one size (so images can be batched): true for the
+    generated scenes, which record their generator in dataset.json; VOC trees go one by one."""
+    return (tree.root / "dataset.json").exists()
 
 
 def dataset_identity(tree: VOCTree) -> str:
@@ -209,8 +205,6 @@ def train_classifier(cfg: CAMConfig, train_set, num_classes: int, folder: Path, 
     An interrupted run with the same ``fingerprint`` resumes from ``folder/checkpoint.pt``;
     ``fresh=True`` (a forced rerun) discards that checkpoint and trains from the start.
     """
-    if fresh:
-        (folder / "checkpoint.pt").unlink(missing_ok=True)
     seed_everything(cfg.seed)
     model = build_model(cfg, num_classes)
     view = TrainView(train_set, cfg.crop, tuple(cfg.scale_range), flip=True, seed=cfg.seed)
@@ -218,7 +212,7 @@ def train_classifier(cfg: CAMConfig, train_set, num_classes: int, folder: Path, 
                   lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
                   ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,
                   num_workers=cfg.num_workers, fingerprint=fingerprint, stop_after=stop_after,
-                  desc=f"{cfg.stage} classifier", progress=progress)
+                  desc=f"{cfg.stage} classifier", progress=progress, fresh=fresh)
     return model, history
 
 

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from . import metrics as M
 from .artifacts import StageRun, is_done, load_metrics, params_hash, save_torch, stage_dir
-from .cam import dataset_identity, fresh_dir
+from .cam import dataset_identity, fresh_dir, uniform_size
 from .config import StageConfig, from_params, resolve
 from .crf import CRFParams, crf_batch
 from .data.transforms import TrainView, normalize
@@ -211,7 +211,7 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
     model.eval()
     ds = SegDataset(tree, split, with_masks=tree.has_masks(split))
     meter, meter_crf = M.ConfusionMeter(tree.num_classes), M.ConfusionMeter(tree.num_classes)
-    bs = cfg.eval_batch_size if (tree.root / "dataset.json").exists() else 1
+    bs = cfg.eval_batch_size if uniform_size(tree) else 1
     for batch in tqdm(make_loader(ds, bs, False, 0), desc=f"{cfg.stage}: predict {split}", disable=not progress,
                       leave=False):
         images = batch["image"].to(device)
@@ -263,8 +263,6 @@ def run(params: dict, progress: bool = True) -> dict:
     device = pick_device(cfg.device)
     run_ = StageRun(folder, cfg.stage, hashed, device=str(device))
     train = LabelView(tree, "train", label_dir)
-    if cfg.force:
-        (folder / "checkpoint.pt").unlink(missing_ok=True)
     seed_everything(cfg.seed)
     model = build_segmenter(cfg, tree.num_classes)
     with run_.timed("train"):
@@ -272,7 +270,7 @@ def run(params: dict, progress: bool = True) -> dict:
                       epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                       optimizer=cfg.optimizer, ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,
                       num_workers=cfg.num_workers, fingerprint=params_hash(hashed), desc=cfg.stage,
-                      progress=progress)
+                      progress=progress, fresh=cfg.force)
     save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes,
                                      "config": dataclasses.asdict(cfg), "classes": tree.classes})
     out: dict = {"history": history, "classes": tree.classes}

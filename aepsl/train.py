@@ -110,12 +110,13 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, bat
         weight_decay: float = 1e-4, optimizer: str = "sgd", momentum: float = 0.9,
         poly_power: float = 0.9, warmup_steps: int = 0, num_workers: int = 0,
         fingerprint: str = "", stop_after: int | None = None, desc: str = "train",
-        progress: bool = True) -> list[dict]:
+        progress: bool = True, fresh: bool = False) -> list[dict]:
     """Train ``model`` in place and return the per-epoch history.
 
     ``loss_fn(model, batch)`` gets a batch already on ``device`` (images still uint8) and
     returns ``(loss, logs)``.  A checkpoint at ``ckpt_path`` with the same ``fingerprint``
-    is resumed; a different fingerprint starts over.  ``stop_after`` ends the call after
+    is resumed; a different fingerprint, or ``fresh=True`` (a forced rerun), starts over.
+    ``stop_after`` ends the call after
     that many epochs in total (used to test resume).
     """
     from tqdm.auto import tqdm
@@ -125,6 +126,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, bat
     opt = _optimizer(model, optimizer, lr, weight_decay, momentum)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     start, history = 0, []
+    if fresh:
+        ckpt_path.unlink(missing_ok=True)
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state.get("fingerprint") == fingerprint:

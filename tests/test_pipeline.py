@@ -153,3 +153,20 @@ def test_stage_params_leave_out_the_pipelines_own_keys():
         params = stage_params("default", "04_psl", run)
         assert not [k for k in params if k.startswith("_")]
         from_params(psl.PSLConfig, params, "psl")   # every run's parameters build the stage's config
+
+
+@pytest.mark.parametrize("name,module,cls", [("00_data", "aepsl.data.stage", "DataConfig"),
+                                             ("01_cam", "aepsl.cam", "CAMConfig"),
+                                             ("02_erasing", "aepsl.erasing", "ErasingConfig"),
+                                             ("03_pseudo_masks", "aepsl.erasing", "MergeConfig"),
+                                             ("04_psl", "aepsl.psl", "PSLConfig")])
+def test_stage_defaults_are_the_default_profile(name, module, cls):
+    """default.yaml is the one place for hyper-parameters: a stage called without a parameter
+    gets the value the default profile would give it."""
+    import dataclasses
+    import importlib
+
+    defaults = dataclasses.asdict(getattr(importlib.import_module(module), cls)())
+    profile = stage_params("default", name)
+    differ = {k: (defaults[k], profile[k]) for k in profile if k in defaults and defaults[k] != profile[k]}
+    assert not differ, f"dataclass default vs default.yaml: {differ}"

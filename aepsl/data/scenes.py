@@ -38,17 +38,17 @@ class SceneConfig:
 
     data_root: str = "data/scenes-default"
     source: str = "fashion"            # "fashion" (real Fashion-MNIST) or "shapes" (built-in)
-    classes: list = field(default_factory=lambda: list(FASHION_CLASSES))
+    classes: list = field(default_factory=lambda: ["tshirt", "trouser", "dress", "sneaker", "bag", "boot"])
     fashion_dir: str = ""
     fashion_download: bool = False
     image_size: int = 96
     n_train: int = 3000
-    n_val: int = 500
-    n_test: int = 500
+    n_val: int = 300
+    n_test: int = 300
     min_items: int = 1
     max_items: int = 3
     item_size: list = field(default_factory=lambda: [40, 64])   # pasted item side, px
-    min_visible: float = 0.5          # fraction of an item that must stay visible
+    min_visible: float = 0.7          # fraction of an item that must stay visible
     bg_contrast: float = 0.6          # background contrast relative to the photo (1 = as is)
     seed: int = 0
 
