@@ -49,11 +49,20 @@ class CAMConfig(StageConfig):
     cam_scales: list = field(default_factory=lambda: [1.0, 0.5, 1.5])
     cam_flip: bool = True
     sweep: list = field(default_factory=lambda: [0.05, 0.95, 0.05])
+    hfpl: bool = False            # HFPL's likelihood losses (aepsl.hfpl); the hfpl_* values are published
+    hfpl_weight: float = 0.2
+    hfpl_samples: int = 10
+    hfpl_fs_weight: float = 1.0
+    hfpl_sigma: float = 5.0
+    hfpl_mu: float = 2.5
     eval_batch_size: int = 64
     num_workers: int = 0
     force: bool = False
 
     def validate(self) -> None:
+        if not 0 <= self.hfpl_weight <= 1 or self.hfpl_samples < 1 or self.hfpl_sigma <= 0:
+            raise ValueError(f"parameters hfpl_weight must lie in [0, 1], hfpl_samples be >= 1 and hfpl_sigma > 0, "
+                             f"got {self.hfpl_weight}, {self.hfpl_samples}, {self.hfpl_sigma}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("parameters epochs and batch_size must be >= 1")
         if not self.cam_scales or any(s <= 0 for s in self.cam_scales):
@@ -71,12 +80,29 @@ class CAMConfig(StageConfig):
         d = dataclasses.asdict(self)
         for k in ("force", "num_workers", "eval_batch_size"):
             d.pop(k)
+        if not self.hfpl:   # without HFPL its settings change nothing (and old runs keep their hash)
+            for k in [k for k in d if k.startswith("hfpl")]:
+                d.pop(k)
         return d
 
 
 def classification_loss(model: nn.Module, batch: dict):
     logits = model(normalize(batch["image"]))
     return F.multilabel_soft_margin_loss(logits.float(), batch["labels"]), {}
+
+
+def loss_for(cfg: CAMConfig):
+    """The classifier's training loss: GAP + multi-label soft margin, or HFPL's losses."""
+    if not cfg.hfpl:
+        return classification_loss
+    from .hfpl import hfpl_classification_loss
+
+    def loss(model: nn.Module, batch: dict):
+        _, maps = model(normalize(batch["image"]), maps=True)
+        return hfpl_classification_loss(maps, batch["image"], batch["labels"], weight=cfg.hfpl_weight,
+                                        samples=cfg.hfpl_samples, fs_weight=cfg.hfpl_fs_weight,
+                                        sigma=cfg.hfpl_sigma, mu=cfg.hfpl_mu)
+    return loss
 
 
 def build_model(cfg: CAMConfig, num_classes: int) -> CAMClassifier:
@@ -208,7 +234,7 @@ def train_classifier(cfg: CAMConfig, train_set, num_classes: int, folder: Path, 
     seed_everything(cfg.seed)
     model = build_model(cfg, num_classes)
     view = TrainView(train_set, cfg.crop, tuple(cfg.scale_range), flip=True, seed=cfg.seed)
-    history = fit(model, view, classification_loss, epochs=cfg.epochs, batch_size=cfg.batch_size,
+    history = fit(model, view, loss_for(cfg), epochs=cfg.epochs, batch_size=cfg.batch_size,
                   lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
                   ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,
                   num_workers=cfg.num_workers, fingerprint=fingerprint, stop_after=stop_after,

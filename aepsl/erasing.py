@@ -410,6 +410,10 @@ def merge(params: dict, progress: bool = True) -> dict:
         if rec is None:
             raise FileNotFoundError(f"merging {cfg.rounds} rounds needs round {k} of stage {cfg.erasing_stage!r} "
                                     f"({round_dir(er, k)}); run notebook 02_erasing with round={k}")
+        if rec["params"].get("cam_stage", "cam") != cfg.cam_stage:
+            raise ValueError(f"round {k} of stage {cfg.erasing_stage!r} was trained from CAM stage "
+                             f"{rec['params'].get('cam_stage')!r}, but parameter cam_stage is {cfg.cam_stage!r}; "
+                             f"merge with cam_stage={rec['params'].get('cam_stage')!r}")
         rounds.append(rec)
     hashed = {**dataclasses.asdict(cfg), "rounds_hashes": [r["params_hash"] for r in rounds]}
     hashed.pop("force")
@@ -455,6 +459,15 @@ def merge(params: dict, progress: bool = True) -> dict:
     out["mask_count"] = len(tree.ids("train"))
     run_.metrics = out
     return run_.finish()
+
+
+def cam_stage_of(artifacts_root: str, profile: str, stage: str) -> str:
+    """The CAM stage that erasing ``stage`` started from (recorded by its round 1)."""
+    cfg = ErasingConfig(profile=profile, artifacts_root=artifacts_root, stage=stage)
+    rec = load_metrics(round_dir(cfg, 1))
+    if rec is None:
+        raise FileNotFoundError(f"no round 1 of erasing stage {stage!r} in {round_dir(cfg, 1)}")
+    return rec["params"].get("cam_stage", "cam")
 
 
 def rounds_available(artifacts_root: str, profile: str, stage: str, most: int) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 __all__ = [
     "confusion_matrix", "ConfusionMeter", "iou_per_class", "mean_iou", "pixel_accuracy",
     "foreground_precision_recall", "segmentation_scores", "average_precision",
-    "mean_average_precision", "cam_to_mask", "threshold_sweep",
+    "mean_average_precision", "cam_to_mask", "threshold_sweep", "boundaries", "BoundaryMeter",
 ]
 
 
@@ -280,3 +280,46 @@ def threshold_sweep(cams_iter: Iterable[tuple[Any, Any, Any]], thresholds: Seque
         "best_scores": segmentation_scores(conf[best], class_names),
         "confusion": conf[best],
     }
+
+
+# --------------------------------------------------------------------------- contours
+def boundaries(labels: Any) -> np.ndarray:
+    """Boolean HxW: pixels whose right or lower neighbour has another label."""
+    lab = _to_numpy(labels)
+    out = np.zeros(lab.shape, bool)
+    out[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+    out[:-1, :] |= lab[:-1, :] != lab[1:, :]
+    return out
+
+
+class BoundaryMeter:
+    """Contour precision / recall / F-score accumulated over images (a boundary pixel counts as
+    matched when the other map has a boundary within ``tolerance`` pixels, chessboard distance).
+    Boundaries within ``tolerance`` of an ignore pixel (255 in the ground truth) are not counted."""
+
+    def __init__(self, tolerance: int = 1, ignore_index: int = 255):
+        self.tolerance, self.ignore_index = int(tolerance), ignore_index
+        self.counts = np.zeros(4, np.int64)   # matched pred, pred, matched gt, gt
+
+    def update(self, pred: Any, gt: Any) -> None:
+        from scipy.ndimage import binary_dilation
+
+        pred, gt = _to_numpy(pred), _to_numpy(gt)
+        if pred.shape != gt.shape:
+            raise ValueError(f"BoundaryMeter: pred shape {pred.shape} != gt shape {gt.shape}")
+        size = 2 * self.tolerance + 1
+        grow = (lambda m: binary_dilation(m, np.ones((size, size), bool))) if self.tolerance else (lambda m: m)
+        ignore = grow(gt == self.ignore_index)
+        bp, bg = boundaries(pred) & ~ignore, boundaries(gt) & ~ignore
+        self.counts += [(bp & grow(bg)).sum(), bp.sum(), (bg & grow(bp)).sum(), bg.sum()]
+
+    def scores(self) -> dict:
+        mp, p, mg, g = (float(c) for c in self.counts)
+        precision = mp / p if p else float("nan")
+        recall = mg / g if g else float("nan")
+        if precision != precision or recall != recall:
+            f = float("nan")
+        else:
+            f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        return {"contour_precision": _none_if_nan(precision), "contour_recall": _none_if_nan(recall),
+                "contour_f": _none_if_nan(f)}

@@ -35,6 +35,7 @@ PUBLISHED = {
     "AE (3 rounds, saliency bg) + PSL": "54.1 val (Wei et al.)",
     "PSL++": "55.0 val / 55.7 test (Wei et al.)",
     "AE seeds (pseudo masks)": "50.9 val (Wei et al., segmenter on AE masks)",
+    "CAM + random walk": "59.7 train (PSA)",
 }
 
 
@@ -60,11 +61,25 @@ def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
     cam = _m(root, profile, "cam")
     if cam:
         add("CAM (best bg threshold)", cam["metrics"].get("seed_miou"), None, cam["wall_time_s"], PUBLISHED["CAM"])
+    cam_h = _m(root, profile, "cam_hfpl")
+    if cam_h:
+        add("CAM + HFPL", cam_h["metrics"].get("seed_miou"), None, cam_h["wall_time_s"], "")
+    aff = _m(root, profile, "affinity_cam")
+    if aff and "miou_after" in aff["metrics"]:
+        add("CAM + random walk (AffinityNet)", aff["metrics"]["miou_after"], None, aff["wall_time_s"],
+            PUBLISHED["CAM + random walk"])
     pm = _m(root, profile, "pseudo_masks")
     if pm and "per_rounds" in pm["metrics"]:
         for k, p in enumerate(pm["metrics"]["per_rounds"], start=1):
             rd = _m(root, profile, f"erasing/round{k}")
             add(f"AE, {k} round{'s' if k > 1 else ''}", p["miou"], None, rd["wall_time_s"] if rd else None, "")
+    pm_h = _m(root, profile, "pseudo_masks_erasing_hfpl")
+    if pm_h and "miou" in pm_h["metrics"]:
+        k = pm_h["metrics"]["rounds"]
+        add(f"AE + HFPL, {k} round{'s' if k > 1 else ''}", pm_h["metrics"]["miou"], None, None, "")
+    aff = _m(root, profile, "affinity_ae")
+    if aff and "miou_after" in aff["metrics"]:
+        add("AE + random walk (AffinityNet)", aff["metrics"]["miou_after"], None, aff["wall_time_s"], "")
     ae = _m(root, profile, "ae_segmenter")
     if ae:
         add("AE (segmenter on AE masks, no PSL)", None, ae["metrics"]["eval"].get("miou"), ae["wall_time_s"],

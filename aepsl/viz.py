@@ -83,3 +83,13 @@ def confusion_figure(conf: np.ndarray, classes: list[str], normalise: bool = Tru
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def draw_contours(image: np.ndarray, masks: list[np.ndarray], colours: list[tuple[int, int, int]]) -> np.ndarray:
+    """The image with the region boundaries of each mask drawn in its colour (later masks on top)."""
+    from .metrics import boundaries
+
+    out = image.copy()
+    for mask, colour in zip(masks, colours):
+        out[boundaries(mask)] = colour
+    return out

@@ -40,7 +40,7 @@ bg_cue = "cam"
 bg_threshold = 0.2
 saliency_dir = ""
 saliency_threshold = 0.5
-compare_stages = ["erasing_blur", "erasing_noise", "erasing_t07"]
+compare_stages = ["erasing_blur", "erasing_noise", "erasing_t07", "erasing_hfpl"]
 force = False
 
 # %%
@@ -127,6 +127,7 @@ for other in compare_stages:
     try:
         ran = erasing.rounds_available(artifacts_root, profile, other, rounds)
         rec = erasing.merge({**params, "stage": f"{stage}_{other}", "erasing_stage": other,
+                             "cam_stage": erasing.cam_stage_of(artifacts_root, profile, other),
                              "rounds": max(ran, 1), "force": False})
         variants.append((other, rec))
     except FileNotFoundError as exc:

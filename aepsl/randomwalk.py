@@ -1,0 +1,443 @@
+"""AffinityNet and the random walk (PSA: Ahn & Kwak, CVPR 2018) on any seeds.
+
+1. **Affinity labels.** From CAM seeds: a background score ``(1 - max_k CAM_k)^alpha``. With a
+   low alpha the background score is strong, so a pixel the arg-max still gives to a class is
+   *confident foreground*; with a high alpha it is weak, so a pixel that still falls to the
+   background is *confident background*; everything else is uncertain (255). Both maps may be
+   refined by the dense CRF first. From mask seeds (the AE pseudo masks) the mask is the label
+   map: mined classes, background cue, and 255 for the rest.
+2. **Pairs.** On the stride-8 grid, every pixel pair closer than ``radius`` is labelled
+   background-positive (both background), foreground-positive (both the same class) or
+   negative (two different certain labels); a pair touching an uncertain pixel is ignored.
+3. **AffinityNet** (:class:`aepsl.models.affinity.AffinityNet`) predicts
+   ``a_ij = exp(-mean |f_i - f_j|)``; the loss is ``1/4 bg-pos + 1/4 fg-pos + 1/2 neg`` of the
+   cross-entropies ``-log a`` (positives) and ``-log(1 - a)`` (negatives), each averaged over
+   its own pairs.
+4. **Random walk.** ``A = a^beta`` within the radius (1 on the diagonal), ``T`` = A with each
+   column divided by its sum, and the score maps ``v`` (background + classes) become
+   ``v T^t`` with ``t = 2^logt``: every step replaces a pixel's scores by a weighted average of
+   its neighbours'. PSA forms ``T^t`` by squaring a dense HW x HW matrix ``logt`` times, whose
+   memory grows with the square of the pixel count; here ``T`` is kept as a band (one weight
+   per pixel and offset) and ``t`` steps are applied to ``v``, so memory stays linear in the
+   pixels. :func:`random_walk_dense` is the squaring form, kept as the reference the tests
+   compare with.
+
+Entry point :func:`run` (``notebooks/06_affinity.py``) writes ``artifacts/<profile>/<stage>/``:
+``labels/`` (affinity label maps), ``model.pt``, ``checkpoint.pt``, ``masks/`` (the walked
+pseudo masks, usable as labels by the segmenter stages) and metrics.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import metrics as M
+from .artifacts import StageRun, is_done, load_metrics, params_hash, save_torch, stage_dir
+from .cam import dataset_identity, fresh_dir, load_cam, uniform_size
+from .config import StageConfig, from_params, resolve
+from .crf import CRFParams, crf_labels
+from .data.transforms import TrainView, normalize
+from .data.voc import SegDataset, VOCTree, write_mask
+from .models.affinity import AffinityNet
+from .train import autocast, fit, make_loader, pick_device, seed_everything
+
+
+# --------------------------------------------------------------------------- geometry
+def pair_offsets(radius: int) -> list[tuple[int, int]]:
+    """PSA's half set of offsets (dy, dx) with 0 < dy^2 + dx^2 < radius^2: each unordered pair of
+    pixels appears once (dy > 0, or dy == 0 and dx > 0)."""
+    out = [(0, dx) for dx in range(1, radius)]
+    for dy in range(1, radius):
+        out += [(dy, dx) for dx in range(-radius + 1, radius) if dy * dy + dx * dx < radius * radius]
+    return out
+
+
+def window_offsets(radius: int) -> list[tuple[int, int]]:
+    """Every offset with dy^2 + dx^2 < radius^2, the pixel itself (0, 0) included."""
+    r = radius - 1
+    return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx < radius * radius]
+
+
+def shift(x: torch.Tensor, dy: int, dx: int, fill: float = 0.0) -> torch.Tensor:
+    """``y[..., i, j] = x[..., i + dy, j + dx]``; positions outside the map get ``fill``."""
+    h, w = x.shape[-2:]
+    out = torch.full_like(x, fill)
+    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
+    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+    out[..., yd, xd] = x[..., ys, xs]
+    return out
+
+
+# --------------------------------------------------------------------------- labels and loss
+def affinity_labels_from_cams(cams: np.ndarray, class_ids: np.ndarray, alpha_low: float, alpha_high: float,
+                              image: np.ndarray | None = None, crf: CRFParams | None = None) -> np.ndarray:
+    """Affinity label map (uint8 HxW: class id, 0 background, 255 uncertain) from normalised CAMs
+    [K,H,W] of ``class_ids``. With ``image`` and ``crf`` both score maps are CRF-refined first.
+    A pixel that is foreground under ``alpha_low`` and background under ``alpha_high`` (possible
+    only after the CRF) is left uncertain."""
+    h, w = cams.shape[-2:]
+    if len(class_ids) == 0:
+        return np.zeros((h, w), np.uint8)
+    ids = np.concatenate([[0], np.asarray(class_ids)]).astype(np.uint8)
+    peak = cams.max(axis=0)
+
+    def label(alpha):
+        scores = np.concatenate([((1 - peak) ** alpha)[None], cams]).astype(np.float32)
+        if crf is not None and image is not None:
+            probs = scores / np.maximum(scores.sum(0, keepdims=True), 1e-8)
+            return crf_labels(image, probs, ids, crf)
+        return ids[scores.argmax(0)]
+
+    low, high = label(alpha_low), label(alpha_high)
+    out = np.full((h, w), 255, np.uint8)
+    fg = low > 0
+    out[fg] = low[fg]
+    bg = high == 0
+    out[bg & ~fg] = 0
+    out[bg & fg] = 255
+    return out
+
+
+def pair_labels(labels: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boolean maps [B, P, H, W] (P = len(pair_offsets(radius))) of the pairs (pixel, pixel +
+    offset): background-positive, foreground-positive, negative. ``labels`` [B,H,W] int64 with
+    255 = uncertain; pairs leaving the map or touching 255 are in none of the three."""
+    here, there = [], []
+    for dy, dx in pair_offsets(radius):
+        here.append(labels)
+        there.append(shift(labels, dy, dx, fill=255))
+    a, b = torch.stack(here, 1), torch.stack(there, 1)
+    valid = (a != 255) & (b != 255)
+    same = valid & (a == b)
+    return same & (a == 0), same & (a > 0), valid & (a != b)
+
+
+def pair_affinities(emb: torch.Tensor, offsets) -> torch.Tensor:
+    """``exp(-mean_c |f_i - f_{i+d}|)`` for every pixel i and offset d: [B, len(offsets), H, W]
+    (pairs leaving the map get affinity 0)."""
+    out = []
+    h, w = emb.shape[-2:]
+    for dy, dx in offsets:
+        aff = torch.exp(-(emb - shift(emb, dy, dx)).abs().mean(1))
+        inside = torch.ones(h, w, device=emb.device, dtype=torch.bool)
+        inside = shift(inside, dy, dx, fill=False)
+        out.append(aff * inside)
+    return torch.stack(out, 1)
+
+
+def affinity_loss(emb: torch.Tensor, labels: torch.Tensor, radius: int) -> tuple[torch.Tensor, dict]:
+    """AffinityNet's loss for embeddings [B,E,H,W] and affinity labels [B,H,W] at the same size."""
+    bg_pos, fg_pos, neg = pair_labels(labels, radius)
+    aff = pair_affinities(emb.float(), pair_offsets(radius)).clamp(1e-5, 1 - 1e-5)
+    pos_loss = -torch.log(aff)
+    neg_loss = -torch.log(1 - aff)
+
+    def mean(loss, mask):
+        n = mask.sum()
+        return (loss * mask).sum() / n.clamp(min=1), n
+
+    l_bg, n_bg = mean(pos_loss, bg_pos)
+    l_fg, n_fg = mean(pos_loss, fg_pos)
+    l_neg, n_neg = mean(neg_loss, neg)
+    loss = 0.25 * l_bg + 0.25 * l_fg + 0.5 * l_neg
+    return loss, {"bg_pos": l_bg.detach(), "fg_pos": l_fg.detach(), "neg": l_neg.detach(),
+                  "n_bg_pos": n_bg.float(), "n_fg_pos": n_fg.float(), "n_neg": n_neg.float()}
+
+
+def downsample_labels(labels: torch.Tensor, size) -> torch.Tensor:
+    """Nearest-neighbour resize of label maps [B,H,W] (uint8/int64) to ``size``."""
+    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
+
+
+# --------------------------------------------------------------------------- the random walk
+def transition_band(emb: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
+    """The column-normalised transition matrix T as a band [B, (2r-1)^2, H, W] (r = radius):
+    entry (k, j) is T[j + d_k, j] for the k-th offset d_k of the (2r-1)x(2r-1) window (0 for
+    offsets outside the circle or the map), so that ``out[j] = sum_k band[k, j] v[j + d_k]``."""
+    r = radius - 1
+    circle = set(window_offsets(radius))
+    square = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+    aff = pair_affinities(emb.float(), square)
+    keep = torch.tensor([d in circle for d in square], device=emb.device, dtype=aff.dtype)
+    a = aff.pow(beta) * keep[None, :, None, None]
+    return a / a.sum(1, keepdim=True).clamp(min=1e-12)
+
+
+def random_walk(scores: torch.Tensor, band: torch.Tensor, steps: int) -> torch.Tensor:
+    """Apply ``steps`` steps of the banded walk to score maps [B,C,H,W]; memory O(B C H W r^2)."""
+    b, c, h, w = scores.shape
+    k = int(round(band.shape[1] ** 0.5))
+    r = (k - 1) // 2
+    v = scores.float()
+    for _ in range(steps):
+        cols = F.unfold(v, kernel_size=k, padding=r).view(b, c, k * k, h, w)   # v[j + d_k]
+        v = (cols * band[:, None]).sum(2)
+    return v
+
+
+def random_walk_dense(scores: torch.Tensor, emb: torch.Tensor, radius: int, beta: float, logt: int) -> torch.Tensor:
+    """The same walk with PSA's dense matrices (reference for small maps): A_ij = a_ij^beta for
+    pixels closer than ``radius``, T = A / column sums, T^(2^logt) by squaring, v T^t."""
+    _, c, h, w = scores.shape
+    f = emb[0].float().flatten(1).T                                        # [HW, E]
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    pos = torch.stack([yy.flatten(), xx.flatten()], 1).float()
+    near = torch.cdist(pos, pos) ** 2 < radius * radius
+    a = torch.exp(-torch.cdist(f, f, p=1) / f.shape[1]).pow(beta) * near
+    t = a / a.sum(0, keepdim=True)
+    for _ in range(logt):
+        t = t @ t
+    return (scores[0].float().flatten(1) @ t).view(1, c, h, w)
+
+
+def scores_from_cams(cams: torch.Tensor, alpha: float) -> torch.Tensor:
+    """[B,K,H,W] CAMs -> [B,K+1,H,W] with the background score (1 - max CAM)^alpha first."""
+    peak = cams.max(1, keepdim=True).values if cams.shape[1] else torch.zeros_like(cams[:, :1])
+    return torch.cat([(1 - peak).clamp(min=0) ** alpha, cams], 1)
+
+
+def scores_from_masks(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """[B,H,W] label maps (255 = unknown) -> one-hot [B,num_classes,H,W]; unknown pixels all 0."""
+    known = masks != 255
+    onehot = F.one_hot(torch.where(known, masks, 0).long(), num_classes).permute(0, 3, 1, 2).float()
+    return onehot * known[:, None]
+
+
+# --------------------------------------------------------------------------- the stage
+@dataclass
+class AffinityConfig(StageConfig):
+    """Parameters of AffinityNet + random walk (``notebooks/06_affinity.py``)."""
+
+    stage: str = "affinity_cam"
+    seeds: str = "cam"            # a stage with cams/ (CAM seeds) or masks/ (e.g. pseudo_masks)
+    alpha_low: float = 4.0
+    alpha_high: float = 32.0
+    alpha_infer: float = 16.0
+    label_crf: bool = True
+    radius: int = 5
+    beta: float = 8.0
+    logt: int = 8
+    embed_dim: int = 128
+    backbone: str = "efficientnet_lite0"
+    backbone_weights: str = "package"
+    backbone_depth: str = "stage5"
+    width: int = 32
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 0.001
+    weight_decay: float = 0.0001
+    optimizer: str = "adamw"
+    crop: int = 96
+    scale_range: list = field(default_factory=lambda: [0.9, 1.1])
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    force: bool = False
+
+    def validate(self) -> None:
+        if self.radius < 2:
+            raise ValueError(f"parameter radius must be >= 2, got {self.radius}")
+        if self.logt < 0 or self.beta <= 0:
+            raise ValueError(f"parameters logt must be >= 0 and beta > 0, got logt={self.logt}, beta={self.beta}")
+        if not 0 < self.alpha_low <= self.alpha_high:
+            raise ValueError(f"parameters alpha_low and alpha_high need 0 < alpha_low <= alpha_high, "
+                             f"got {self.alpha_low}, {self.alpha_high}")
+
+    def hashed(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("force", "num_workers", "eval_batch_size"):
+            d.pop(k)
+        return d
+
+
+def seed_kind(folder: Path) -> str:
+    """'cams' or 'masks': what the seed stage in ``folder`` provides."""
+    if (folder / "cams").is_dir():
+        return "cams"
+    if (folder / "masks").is_dir():
+        return "masks"
+    raise FileNotFoundError(f"seed stage {folder} has neither cams/ nor masks/: run it first "
+                            f"(parameter seeds names a CAM stage such as 'cam' or a mask stage such as 'pseudo_masks')")
+
+
+def build_affinity_net(cfg: AffinityConfig, weights: str | None = None) -> AffinityNet:
+    return AffinityNet(cfg.backbone, cfg.backbone_weights if weights is None else weights, depth=cfg.backbone_depth,
+                       width=cfg.width, embed_dim=cfg.embed_dim)
+
+
+def load_affinity_net(folder: str | Path, device="cpu") -> tuple[AffinityNet, AffinityConfig]:
+    path = Path(folder) / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no trained AffinityNet at {path}: run notebook 06_affinity first")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = AffinityConfig(**state["config"])
+    model = build_affinity_net(cfg, weights="")
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+@torch.no_grad()
+def embed(model: AffinityNet, images: torch.Tensor) -> torch.Tensor:
+    with autocast(images.device):
+        return model(normalize(images).contiguous(memory_format=torch.channels_last)).float()
+
+
+@torch.no_grad()
+def affinity_to_pixel(model: AffinityNet, image: np.ndarray, y: int, x: int, device="cpu") -> np.ndarray:
+    """Affinity of every stride-8 cell of ``image`` (HxWx3 uint8) to the cell holding pixel (y, x),
+    upsampled to the image size (for figures)."""
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
+    f = embed(model, img)[0]
+    h, w = f.shape[-2:]
+    cy, cx = min(y * h // image.shape[0], h - 1), min(x * w // image.shape[1], w - 1)
+    aff = torch.exp(-(f - f[:, cy:cy + 1, cx:cx + 1]).abs().mean(0))
+    return F.interpolate(aff[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
+
+
+def _seed_scores(kind: str, seed_folder: Path, names, tree: VOCTree, alpha: float) -> tuple[torch.Tensor, list]:
+    """Score maps [B, C+1, H, W] over background + every class (0 for absent classes)."""
+    n = tree.num_classes
+    maps, ids_list = [], []
+    for name in names:
+        ids = np.flatnonzero(tree.labels(name)) + 1
+        if kind == "cams":
+            cams = torch.from_numpy(load_cam(seed_folder, name))[None]
+            s = scores_from_cams(cams, alpha)[0]
+            full = torch.zeros((n,) + s.shape[1:])
+            full[0] = s[0]
+            full[torch.as_tensor(ids, dtype=torch.long)] = s[1:]
+        else:
+            from PIL import Image
+
+            mask = torch.from_numpy(np.array(Image.open(seed_folder / "masks" / f"{name}.png")))[None]
+            full = scores_from_masks(mask, n)[0]
+        maps.append(full)
+        ids_list.append(ids)
+    return torch.stack(maps), ids_list
+
+
+def _label_stats(label_dir: Path, tree: VOCTree, names) -> dict:
+    from PIL import Image
+
+    counts = np.zeros(3, np.int64)
+    meter = M.ConfusionMeter(tree.num_classes)
+    with_masks = tree.has_masks("train")
+    for name in names:
+        lab = np.asarray(Image.open(label_dir / f"{name}.png"))
+        counts += [(lab == 0).sum(), ((lab > 0) & (lab != 255)).sum(), (lab == 255).sum()]
+        if with_masks:
+            gt = tree.mask(name)
+            sure = lab != 255
+            meter.update(lab[sure], np.where(sure, gt, 255)[sure])
+    total = max(int(counts.sum()), 1)
+    out = {"bg_fraction": counts[0] / total, "fg_fraction": counts[1] / total, "uncertain_fraction": counts[2] / total}
+    if with_masks:
+        conf = meter.matrix
+        out["certain_pixel_accuracy"] = float(np.trace(conf) / max(conf.sum(), 1))
+    return {k: round(float(v), 5) for k, v in out.items()}
+
+
+def run(params: dict, progress: bool = True) -> dict:
+    """Make affinity labels from the seeds, train AffinityNet, walk the seeds; returns metrics.json."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from .psl import LabelView
+
+    cfg = from_params(AffinityConfig, params, "affinity")
+    root = resolve(cfg.artifacts_root)
+    seed_folder = stage_dir(root, cfg.profile, cfg.seeds)
+    seed_record = load_metrics(seed_folder)
+    if seed_record is None:
+        raise FileNotFoundError(f"parameter seeds={cfg.seeds!r}: no finished stage at {seed_folder} "
+                                f"(run the notebook that writes it first)")
+    kind = seed_kind(seed_folder)
+    tree = VOCTree(resolve(cfg.data_root))
+    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree), "seeds_hash": seed_record["params_hash"]}
+    folder = stage_dir(root, cfg.profile, cfg.stage)
+    if not cfg.force and is_done(folder, hashed):
+        return load_metrics(folder)
+    device = pick_device(cfg.device)
+    run_ = StageRun(folder, cfg.stage, hashed, device=str(device))
+    names = tree.ids("train")
+    out: dict = {"seed_kind": kind, "seeds": cfg.seeds, "classes": tree.classes}
+
+    # 1. affinity labels at image resolution
+    label_dir = folder / "labels"
+    with run_.timed("labels"):
+        if kind == "cams":
+            fresh_dir(label_dir)
+            crf = CRFParams() if cfg.label_crf else None
+            for name in tqdm(names, desc="affinity labels", disable=not progress, leave=False):
+                ids = np.flatnonzero(tree.labels(name)) + 1
+                lab = affinity_labels_from_cams(load_cam(seed_folder, name), ids, cfg.alpha_low, cfg.alpha_high,
+                                                tree.image(name), crf)
+                write_mask(label_dir / f"{name}.png", lab)
+        else:
+            label_dir = seed_folder / "masks"
+        out["labels"] = _label_stats(label_dir, tree, names)
+
+    # 2. AffinityNet
+    seed_everything(cfg.seed)
+    model = build_affinity_net(cfg)
+    view = TrainView(LabelView(tree, "train", label_dir), cfg.crop, tuple(cfg.scale_range), seed=cfg.seed)
+
+    def loss_fn(net, batch):
+        emb = net(normalize(batch["image"]))
+        labels = downsample_labels(batch["mask"], emb.shape[-2:])
+        return affinity_loss(emb, labels, cfg.radius)
+
+    with run_.timed("train"):
+        out["history"] = fit(model, view, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                             weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+                             ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,
+                             num_workers=cfg.num_workers, fingerprint=params_hash(hashed),
+                             desc=f"{cfg.stage} AffinityNet", progress=progress, fresh=cfg.force)
+    save_torch(folder / "model.pt", {"model": model.state_dict(), "config": dataclasses.asdict(cfg),
+                                     "classes": tree.classes})
+
+    # 3. walk the seeds of every training image
+    model.eval()
+    steps = 2 ** cfg.logt
+    with_masks = tree.has_masks("train")
+    before, after = M.ConfusionMeter(tree.num_classes), M.ConfusionMeter(tree.num_classes)
+    mask_dir = fresh_dir(folder / "masks")
+    ds = SegDataset(tree, "train", with_masks=with_masks)
+    bs = max(cfg.eval_batch_size // 4, 1) if uniform_size(tree) else 1
+    with run_.timed("walk"):
+        for batch in tqdm(make_loader(ds, bs, False, 0), desc=f"{cfg.stage}: random walk", disable=not progress,
+                          leave=False):
+            images = batch["image"].to(device)
+            emb = embed(model, images)
+            scores, ids_list = _seed_scores(kind, seed_folder, batch["name"], tree, cfg.alpha_infer)
+            scores = scores.to(device)
+            small = F.adaptive_avg_pool2d(scores, emb.shape[-2:])
+            walked = random_walk(small, transition_band(emb, cfg.radius, cfg.beta), steps)
+            walked = F.interpolate(walked, size=images.shape[-2:], mode="bilinear", align_corners=False)
+            for i, name in enumerate(batch["name"]):
+                allowed = np.concatenate([[0], ids_list[i]]).astype(np.int64)
+                pred_before = allowed[scores[i, allowed].argmax(0).cpu().numpy()].astype(np.uint8)
+                pred_after = allowed[walked[i, allowed].argmax(0).cpu().numpy()].astype(np.uint8)
+                write_mask(mask_dir / f"{name}.png", pred_after)
+                if with_masks:
+                    gt = batch["mask"][i].numpy()
+                    if kind == "masks":   # the seed as the next stage reads it: unknown pixels count as background
+                        seed = np.asarray(Image.open(seed_folder / "masks" / f"{name}.png"))
+                        pred_before = np.where(seed == 255, 0, seed).astype(np.uint8)
+                    before.update(pred_before, gt)
+                    after.update(pred_after, gt)
+    if with_masks:
+        out["before"] = M.segmentation_scores(before.matrix, tree.classes)
+        out["after"] = M.segmentation_scores(after.matrix, tree.classes)
+        out["miou_before"], out["miou_after"] = out["before"]["miou"], out["after"]["miou"]
+        out["confusion_after"] = after.matrix
+        if kind == "cams":
+            out["cam_best_threshold_miou"] = seed_record["metrics"].get("seed_miou")
+    out["walk"] = {"radius": cfg.radius, "beta": cfg.beta, "steps": steps, "alpha_infer": cfg.alpha_infer}
+    out["mask_count"] = len(names)
+    run_.metrics = out
+    return run_.finish()

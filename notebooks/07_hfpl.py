@@ -1,0 +1,144 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # HFPL: class maps read as likelihoods
+#
+# **What you will learn.** How two extra losses on the *classifier* change the seeds every
+# later stage inherits (Jonnarth, Zhang & Felsberg, "High-fidelity pseudo-labels for boosting
+# weakly-supervised segmentation", WACV 2024). Both read each class map through a per-class
+# sigmoid — the probability that a pixel shows the class — instead of letting classes compete
+# in a softmax.
+#
+# - **Importance sampling.** Global average pooling scores a class by the mean of its map over
+#   all pixels, background included. HFPL also draws a few pixels per class, with probability
+#   proportional to the sigmoid of the map, and asks the logits found *there* to be right; it
+#   mixes this loss with the pooled one (weight 0.2, 10 samples, as published).
+# - **Feature similarity.** For pixel pairs (weighted by a Gaussian of their distance, σ = 5
+#   cells), a change of the normalised class maps is rewarded where the colours differ and
+#   penalised where they agree, so the maps' contours move onto the image's edges.
+#
+# Nothing is trained in this notebook. HFPL is a switch of the classifier recipe
+# (`hfpl: true`): the CAM chapter ran once more with it (`01_cam_hfpl`), and because every
+# erasing round trains with its CAM stage's recipe, erasing from that stage
+# (`02_erasing_hfpl_round1..3`) gives AE + HFPL. Here the seeds are compared, as regions (mIoU)
+# and as contours (boundary F-score: a boundary pixel counts when the other map has one within
+# `tolerance` pixels).
+
+# %% tags=["parameters"]
+profile = "default"
+seed = 0
+device = "auto"
+data_root = "data/scenes-default"
+artifacts_root = "artifacts"
+stage = "hfpl"
+cam_stage = "cam"
+hfpl_cam_stage = "cam_hfpl"
+masks_stage = "pseudo_masks"
+hfpl_masks_stage = "pseudo_masks_erasing_hfpl"
+tolerance = 1
+force = False
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from aepsl import hfpl, report, viz
+from aepsl.artifacts import load_metrics, stage_dir
+from aepsl.config import collect, resolve
+from aepsl.data.voc import VOCTree
+
+record = hfpl.compare(collect(globals(), hfpl.HFPLCompareConfig))
+m = record["metrics"]
+tree = VOCTree(resolve(data_root))
+root = resolve(artifacts_root)
+rows = pd.DataFrame(m["rows"]).T
+cols = ["stage", "miou", "fg_precision", "fg_recall", "contour_precision", "contour_recall", "contour_f"]
+display(rows[cols].style.format(precision=3, na_rep="–"))
+
+# %% [markdown]
+# ## Training with HFPL
+# The pooled (GAP), importance-sampled (IS) and feature-similarity (FS) terms per epoch of the
+# HFPL classifier, and its validation mAP beside the plain classifier's.
+
+# %%
+plain, with_h = (load_metrics(stage_dir(root, profile, s)) for s in (cam_stage, hfpl_cam_stage))
+hist = pd.DataFrame(with_h["metrics"]["history"]).set_index("epoch")
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+hist[[c for c in ("gap", "is", "fs", "loss") if c in hist]].plot(ax=axes[0], marker="o", title="HFPL loss terms")
+pd.Series({"CAM": plain["metrics"]["val_map"], "CAM + HFPL": with_h["metrics"]["val_map"]}).plot.bar(
+    ax=axes[1], color=["tab:gray", "tab:purple"], edgecolor="k", rot=0, title="validation mAP")
+axes[1].set_ylim(0, 1)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Contours
+# Seeds of the same training images with and without HFPL, drawn as outlines on the image:
+# white the true boundary, yellow without HFPL, magenta with it. CAM seeds use each
+# stage's best background threshold; AE seeds are the merged pseudo masks.
+
+# %%
+names = tree.ids("train")[:5]
+grid, titles = [], []
+for name in names:
+    image, gt = tree.image(name), tree.mask(name)
+    row, tit = [], []
+    for base, other, label in (("CAM", "CAM + HFPL", "CAM"), ("AE", "AE + HFPL", "AE")):
+        seeds = []
+        for key in (base, other):
+            r = m["rows"][key]
+            kind = "cams" if key.startswith("CAM") else "masks"
+            seeds.append(hfpl.seed_mask(kind, stage_dir(root, profile, r["stage"]), name, tree, r["threshold"]))
+        row.append(viz.draw_contours(image, [gt, seeds[0], seeds[1]], [(255, 255, 255), (255, 220, 0), (255, 0, 255)]))
+        tit.append(f"{label}: yellow plain, magenta HFPL")
+    grid.append([image] + row)
+    titles.append(["image"] + tit)
+fig = viz.image_grid(grid, titles, size=2.2)
+plt.show()
+
+# %% [markdown]
+# Per class, the seeds' IoU with and without HFPL:
+
+# %%
+per = pd.DataFrame({k: m["rows"][k]["iou"] for k in m["rows"]})
+ax = per.plot.bar(figsize=(8, 3), edgecolor="k", title="IoU per class of the seeds (train split)")
+ax.set_ylim(0, 1)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Its rows of the ablation table, and what we saw
+
+# %%
+table = report.ablation_table(root, profile)
+mine = [r for r in table.index if "HFPL" in r or r.startswith(("CAM (", "AE, "))]
+display(table.loc[mine].style.format(precision=3, na_rep="–"))
+r = m["rows"]
+
+
+def change(a, b, key):
+    x, y = r[a][key], r[b][key]
+    return f"{x:.3f} → {y:.3f}"
+
+
+display(Markdown(
+    f"With HFPL the classifier's validation mAP is {with_h['metrics']['val_map']:.3f} "
+    f"(without: {plain['metrics']['val_map']:.3f}). CAM seeds: mIoU {change('CAM', 'CAM + HFPL', 'miou')}, "
+    f"contour F-score {change('CAM', 'CAM + HFPL', 'contour_f')}. AE pseudo masks: mIoU "
+    f"{change('AE', 'AE + HFPL', 'miou')}, contour F-score {change('AE', 'AE + HFPL', 'contour_f')} "
+    f"(tolerance {tolerance} px). HFPL "
+    f"**{'helps' if r['CAM + HFPL']['miou'] > r['CAM']['miou'] else 'does not help'}** the CAM seeds and "
+    f"**{'helps' if r['AE + HFPL']['miou'] > r['AE']['miou'] else 'does not help'}** the AE seeds on our data."))

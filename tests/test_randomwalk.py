@@ -1,0 +1,154 @@
+"""AffinityNet labels and loss, the random walk, and the affinity stage on tiny scenes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aepsl import randomwalk as rw
+
+# a hand-made 3x3 label map: 0 background, 1 and 2 classes, 255 uncertain
+HAND = torch.tensor([[[0, 0, 1],
+                      [255, 1, 1],
+                      [2, 2, 2]]])
+
+
+def test_pair_offsets_cover_each_unordered_pair_once():
+    half = rw.pair_offsets(5)
+    assert len(half) == 34                                   # PSA's count for radius 5
+    full = set(rw.window_offsets(5)) - {(0, 0)}
+    assert set(half) | {(-dy, -dx) for dy, dx in half} == full
+    assert not set(half) & {(-dy, -dx) for dy, dx in half}
+
+
+def test_pair_labels_counts_on_a_hand_made_map():
+    # radius 2: offsets right (0,1), down-left (1,-1), down (1,0), down-right (1,1); 20 pairs inside the map.
+    # Counted by hand: bg-pos {(0,0)-(0,1)}; fg-pos: (1,1)-(1,2), (2,0)-(2,1), (2,1)-(2,2), (0,2)-(1,1),
+    # (0,2)-(1,2); negative: 9; ignored (touching the 255 at (1,0)): 5.
+    assert rw.pair_offsets(2) == [(0, 1), (1, -1), (1, 0), (1, 1)]
+    bg, fg, neg = rw.pair_labels(HAND, 2)
+    assert (int(bg.sum()), int(fg.sum()), int(neg.sum())) == (1, 5, 9)
+    inside = rw.pair_labels(torch.zeros_like(HAND), 2)[0].sum()   # all-background map: every pair is bg-pos
+    assert int(inside) == 20
+    assert int(inside) - int(bg.sum() + fg.sum() + neg.sum()) == 5
+    # the bg-positive pair is the one starting at (0,0) with offset (0,1)
+    assert bg[0, 0, 0, 0] and int(bg[0, 0].sum()) == 1
+    # no labelled pair starts at the uncertain pixel (1,0), nor ends there ((0,0)+(1,0), (0,1)+(1,-1))
+    labelled = bg | fg | neg
+    assert not labelled[0, :, 1, 0].any()
+    assert not labelled[0, 2, 0, 0] and not labelled[0, 1, 0, 1]
+
+
+def test_affinity_labels_from_cams_confident_fg_bg_and_uncertain():
+    cams = np.array([[[0.9, 0.15, 0.02]]], np.float32)       # one class, three pixels
+    lab = rw.affinity_labels_from_cams(cams, np.array([3]), alpha_low=4, alpha_high=32)
+    # 0.9: foreground even against the strong (alpha 4) background score; 0.02: background even
+    # against the weak (alpha 32) one; 0.15: background at alpha 4 but foreground at alpha 32
+    assert lab.tolist() == [[3, 255, 0]]
+    assert rw.affinity_labels_from_cams(np.zeros((0, 2, 2), np.float32), np.array([], int), 4, 32).max() == 0
+
+
+def test_affinity_loss_is_small_for_embeddings_that_follow_the_labels():
+    labels = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 1], [2, 2, 1, 1]]])
+    good = torch.zeros(1, 4, 4, 4)
+    for c in range(3):
+        good[0, c] = (labels[0] == c).float() * 20        # same label: same embedding; different: far apart
+    bad = torch.zeros(1, 4, 4, 4)                          # every pixel alike: negatives are violated
+    loss_good, logs = rw.affinity_loss(good, labels, 3)
+    loss_bad, _ = rw.affinity_loss(bad, labels, 3)
+    assert loss_good.item() < 0.01 < loss_bad.item()
+    assert logs["n_bg_pos"] > 0 and logs["n_fg_pos"] > 0 and logs["n_neg"] > 0
+
+
+def _random_band(h=6, w=7, radius=3, beta=2.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(1, 8, h, w, generator=g)
+    return emb, rw.transition_band(emb, radius, beta)
+
+
+def test_walk_keeps_a_constant_map_constant_and_zero_steps_change_nothing():
+    emb, band = _random_band()
+    assert torch.allclose(band.sum(1), torch.ones(1, 6, 7))          # each output pixel: a weighted average
+    const = torch.full((1, 3, 6, 7), 0.7)
+    assert torch.allclose(rw.random_walk(const, band, 16), const, atol=1e-5)
+    scores = torch.rand(1, 3, 6, 7, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(rw.random_walk(scores, band, 0), scores)
+    assert not torch.allclose(rw.random_walk(scores, band, 4), scores)   # a step does change a random map
+
+
+@pytest.mark.parametrize("radius,beta,logt", [(2, 1.0, 2), (3, 8.0, 3), (4, 4.0, 4)])
+def test_banded_walk_equals_the_dense_reference(radius, beta, logt):
+    emb, band = _random_band(radius=radius, beta=beta, seed=radius)
+    scores = torch.rand(1, 4, 6, 7, generator=torch.Generator().manual_seed(2))
+    banded = rw.random_walk(scores, band, 2 ** logt)
+    dense = rw.random_walk_dense(scores, emb, radius, beta, logt)
+    assert torch.allclose(banded, dense, atol=1e-5)
+
+
+def test_walk_spreads_scores_inside_a_region_but_not_across_an_edge():
+    # two regions with very different embeddings; a score placed in one stays there
+    emb = torch.zeros(1, 4, 6, 6)
+    emb[0, :, :, 3:] = 10.0
+    band = rw.transition_band(emb, 3, 8.0)
+    scores = torch.zeros(1, 1, 6, 6)
+    scores[0, 0, 2, 1] = 1.0
+    out = rw.random_walk(scores, band, 64)[0, 0]
+    assert out[:, :3].min() > 0                       # spread over the whole left region
+    assert out[:, 3:].max() < 1e-6                     # nothing crossed the edge
+    assert torch.allclose(out[:, :3], out[:, :3].mean(), rtol=0.05)   # and evened out there
+
+
+def test_scores_from_masks_and_cams():
+    masks = torch.tensor([[[0, 2], [255, 1]]])
+    s = rw.scores_from_masks(masks, 3)
+    assert s.shape == (1, 3, 2, 2)
+    assert s[0, :, 1, 0].sum() == 0 and s[0, 2, 0, 1] == 1 and s[0, 0, 0, 0] == 1
+    cams = torch.tensor([[[[0.5, 0.0]]]])
+    sc = rw.scores_from_cams(cams, 2.0)
+    assert torch.allclose(sc[0, 0, 0], torch.tensor([0.25, 1.0]))
+
+
+def _affinity_params(scene_tree, tmp_path, **kw):
+    return dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), backbone="small",
+                backbone_weights="", width=8, embed_dim=8, epochs=1, batch_size=8, crop=32, logt=3,
+                eval_batch_size=8, **kw)
+
+
+def test_affinity_stage_on_cam_and_mask_seeds(scene_tree, tmp_path):
+    from aepsl import cam
+    from aepsl.data.voc import VOCTree
+
+    with pytest.raises(FileNotFoundError, match="seeds='cam'"):
+        rw.run(_affinity_params(scene_tree, tmp_path))
+    cam.run(dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), backbone="small",
+                 backbone_weights="", width=8, epochs=1, batch_size=8, crop=32, cam_scales=[1.0],
+                 eval_batch_size=8), progress=False)
+    rec = rw.run(_affinity_params(scene_tree, tmp_path), progress=False)
+    m = rec["metrics"]
+    tree = VOCTree(scene_tree)
+    names = tree.ids("train")
+    folder = tmp_path / "t" / "affinity_cam"
+    assert m["seed_kind"] == "cams" and m["mask_count"] == len(names)
+    assert sorted(p.stem for p in (folder / "masks").glob("*.png")) == sorted(names)
+    assert sorted(p.stem for p in (folder / "labels").glob("*.png")) == sorted(names)
+    assert 0 <= m["miou_before"] <= 1 and 0 <= m["miou_after"] <= 1
+    assert abs(sum(m["labels"][k] for k in ("bg_fraction", "fg_fraction", "uncertain_fraction")) - 1) < 1e-3
+    # walked masks only use background and the image's own classes
+    from PIL import Image
+    for name in names:
+        got = set(np.unique(np.asarray(Image.open(folder / "masks" / f"{name}.png"))).tolist())
+        assert got <= {0, *(np.flatnonzero(tree.labels(name)) + 1).tolist()}
+    # a stage whose output is masks/ serves as seeds too (here: the walked masks themselves)
+    rec2 = rw.run(_affinity_params(scene_tree, tmp_path, stage="affinity_again", seeds="affinity_cam"), progress=False)
+    assert rec2["metrics"]["seed_kind"] == "masks"
+    # cached: same parameters, nothing recomputed
+    assert rw.run(_affinity_params(scene_tree, tmp_path), progress=False)["finished_at"] == rec["finished_at"]
+
+
+def test_affinity_parameters_are_checked(tmp_path):
+    from aepsl.config import ParameterError
+
+    with pytest.raises(ValueError, match="radius"):
+        rw.run({"radius": 1, "artifacts_root": str(tmp_path)})
+    with pytest.raises(ParameterError, match="logt"):
+        rw.run({"logt": "eight", "artifacts_root": str(tmp_path)})
