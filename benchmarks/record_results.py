@@ -95,6 +95,46 @@ def main() -> None:
                     f"{k} round{'s' if k > 1 else ''} mIoU {fmt(p['miou'])}"
                     for k, p in enumerate(vm["metrics"]["per_rounds"], start=1)))
         lines.append("")
+    walks = [(s, load_metrics(art / s)) for s in ("affinity_cam", "affinity_ae")]
+    walks = [(s, r) for s, r in walks if r and "miou_after" in r["metrics"]]
+    if walks:
+        lines += ["## AffinityNet + random walk (notebook 06_affinity)", "",
+                  "Seeds on the train split before and after the walk (radius 5, beta 8, 256 steps).", "",
+                  "| stage | seeds | mIoU before | mIoU after | fg precision before / after | fg recall before / after "
+                  "| uncertain share of affinity labels | AffinityNet train (s) | walk (s) |", "|---" * 9 + "|"]
+        for stage, r in walks:
+            m = r["metrics"]
+            lines.append(f"| `{stage}` | `{m['seeds']}` | {fmt(m['miou_before'])} | {fmt(m['miou_after'])} | "
+                         f"{fmt(m['before']['fg_precision'])} / {fmt(m['after']['fg_precision'])} | "
+                         f"{fmt(m['before']['fg_recall'])} / {fmt(m['after']['fg_recall'])} | "
+                         f"{fmt(m['labels']['uncertain_fraction'])} | {r['timings_s'].get('train')} | "
+                         f"{r['timings_s'].get('walk')} |")
+        lines.append("")
+    mem = ROOT / "benchmarks" / "randomwalk_memory.json"
+    if mem.exists():
+        bench = json.loads(mem.read_text())
+        lines += ["### Random-walk memory", "", f"Command: `{bench['command']}` ({bench['machine']}, {bench['date']}); "
+                  "peak resident memory added by AffinityNet's forward pass + the walk (256 steps, 21 score maps), "
+                  "each case in a fresh process.", "", "| case | input | cells at stride 8 | added MB | seconds |",
+                  "|---|---|---|---|---|"]
+        for name, c in bench["cases"].items():
+            lines.append(f"| {name} ({c['method']}) | {c['input']} | {c['cells']} | {c['added_mb']} | {c['seconds']} |")
+        lines.append("")
+    hf = load_metrics(art / "hfpl")
+    if hf:
+        lines += ["## HFPL (notebook 07_hfpl)", "",
+                  f"Seeds on the train split; contour F-score with a tolerance of {hf['metrics']['tolerance']} px.", "",
+                  "| seeds | stage | mIoU | fg precision | fg recall | contour precision | contour recall | contour F |",
+                  "|---" * 8 + "|"]
+        for label, r in hf["metrics"]["rows"].items():
+            lines.append(f"| {label} | `{r['stage']}` | {fmt(r['miou'])} | {fmt(r['fg_precision'])} | "
+                         f"{fmt(r['fg_recall'])} | {fmt(r['contour_precision'])} | {fmt(r['contour_recall'])} | "
+                         f"{fmt(r['contour_f'])} |")
+        ch = load_metrics(art / "cam_hfpl")
+        if ch and cam:
+            lines += ["", f"Classifier val mAP: {fmt(cam['metrics']['val_map'])} without HFPL, "
+                      f"{fmt(ch['metrics']['val_map'])} with it."]
+        lines.append("")
     from aepsl.report import ablation_table
 
     table = ablation_table(args.artifacts, args.profile)
