@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         counts = prepare(args.voc, args.sbd, force=args.force)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote train_aug.txt ({counts['train_aug']} images), {AUG_MASK_DIR}/ ({counts['masks']}) and "
           f"{LABELS_NPY} ({counts['labels']} images) under {args.voc}")
