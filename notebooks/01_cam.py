@@ -49,6 +49,9 @@ cam_flip = True
 sweep = [0.05, 0.95, 0.05]
 eval_batch_size = 64
 num_workers = 0
+train_split = "train"
+score_split = "train"
+torch_compile = False
 force = False
 
 # %%
