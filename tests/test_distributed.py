@@ -107,3 +107,25 @@ def test_single_process_helpers_are_no_ops():
     t = torch.ones(3)
     assert dist.all_reduce_sum(t) is t and t.tolist() == [1.0, 1.0, 1.0]
     assert dist.init_from_env("cpu") is False            # no WORLD_SIZE: no group
+
+
+def test_stages_cli_in_one_process(scene_tree, tmp_path, capsys):
+    """Without torchrun the CLI runs each stage once in this process; a second call skips it."""
+    from aepsl import stages
+
+    profile = tmp_path / "one.yaml"
+    profile.write_text(PROFILE.format(tree=scene_tree, artifacts=tmp_path / "artifacts").split("  02_erasing")[0]
+                       + "  08_results: {force: false}\n")
+    assert stages.main(["--profile", str(profile), "--no-progress"]) == 0
+    first = read_json(tmp_path / "artifacts" / "ddp" / "cam" / "metrics.json")
+    assert first["world_size"] == 1
+    assert "08_results: nothing to compute" in capsys.readouterr().out
+    assert stages.main(["--profile", str(profile), "--no-progress"]) == 0
+    assert read_json(tmp_path / "artifacts" / "ddp" / "cam" / "metrics.json")["finished_at"] == first["finished_at"]
+    assert stages.main(["--profile", str(profile), "--only", "07_nothing"]) == 2
+    assert "07_nothing" in capsys.readouterr().err
+    # parameters are checked against the notebooks before anything runs
+    profile.write_text(profile.read_text().replace("epochs: 2", "epochz: 2"))
+    assert stages.main(["--profile", str(profile), "--force"]) == 2
+    assert "epochz" in capsys.readouterr().err
+    assert read_json(tmp_path / "artifacts" / "ddp" / "cam" / "metrics.json")["finished_at"] == first["finished_at"]
