@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,9 +30,11 @@ REPO_DIR = PACKAGE_DIR.parent
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched. Under torchrun
+    only rank 0 writes (see :mod:`aepsl.dist`); a write from another rank is an error.
     """
     path = Path(path)
+    _check_writer(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -46,6 +49,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _check_writer(path: Path) -> None:
+    torch = sys.modules.get("torch")   # no process group can exist before torch is imported
+    if torch is None:
+        return
+    td = torch.distributed
+    if td.is_available() and td.is_initialized() and td.get_rank() != 0:
+        raise RuntimeError(f"rank {td.get_rank()} tried to write {path}: with several processes "
+                           "(torchrun) only rank 0 writes artifacts")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -135,6 +148,12 @@ def is_done(folder: str | os.PathLike, params: dict) -> bool:
     return bool(metrics) and metrics.get("params_hash") == params_hash(params)
 
 
+def _world_size() -> int:
+    from .dist import world_size
+
+    return world_size()
+
+
 class StageRun:
     """Collects provenance for one stage run and writes metrics.json at the end.
 
@@ -170,6 +189,7 @@ class StageRun:
             "seed": self.params.get("seed"),
             "git_revision": git_revision(),
             "device": self.device,
+            "world_size": _world_size(),
             "wall_time_s": round(time.time() - self._t0, 3),
             "timings_s": self.timings,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,

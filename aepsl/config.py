@@ -84,6 +84,13 @@ def from_params(cls, params: dict, stage: str):
     return obj
 
 
+def without_neutral(params: dict, neutral: dict) -> dict:
+    """``params`` without the entries that hold their neutral value. Parameters added after
+    artifacts were recorded enter a stage's parameter hash only when set to something else,
+    so the earlier artifacts stay valid."""
+    return {k: v for k, v in params.items() if not (k in neutral and v == neutral[k])}
+
+
 def profile_path(profile: str) -> Path:
     path = Path(profile)
     if path.suffix in (".yaml", ".yml") and path.exists():

@@ -17,6 +17,10 @@ mines new regions (pixels not erased before whose normalised CAM exceeds ``mine_
 The merge (``notebooks/03_pseudo_masks.py``, :func:`merge`) unions the mined regions per
 class; a pixel claimed by two classes goes to the one with the higher CAM score; background
 comes from a cue: low CAM everywhere (built in) or a saliency map; everything else is 255.
+
+Rounds and merge work on the CAM stage's ``train_split`` and score on its ``score_split``
+(read from the CAM stage's metrics.json). Under torchrun a round's classifier trains on every
+process; rank 0 alone infers, mines and writes (see :mod:`aepsl.dist`).
 """
 from __future__ import annotations
 
@@ -28,9 +32,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from . import dist
 from . import metrics as M
 from .artifacts import StageRun, is_done, load_metrics, params_hash, save_npy, save_torch, stage_dir, write_bytes
-from .cam import CAMConfig, fresh_dir, iterate_cams, load_cam, predict_logits, train_classifier
+from .cam import CAMConfig, fresh_dir, iterate_cams, load_cam, predict_logits, scored_names, train_classifier
 from .config import StageConfig, from_params, resolve
 from .data.voc import SegDataset, VOCTree, write_mask
 from .train import pick_device
@@ -139,19 +144,19 @@ class ErasedView(torch.utils.data.Dataset):
         return sample
 
 
-def mining_sweep(tree: VOCTree, cam_folder: Path, thresholds, limit: int = 0) -> dict:
+def mining_sweep(tree: VOCTree, cam_folder: Path, thresholds, limit: int = 0, split: str = "train") -> dict:
     """How the mining threshold trades precision for coverage, from saved round-1 CAMs.
 
     For each threshold: ``precision`` (share of mined pixels labelled with the right class),
     ``coverage`` (share of ground-truth foreground pixels mined) and ``mined_per_fg`` (mined
-    pixels per foreground pixel). Needs ground-truth masks of the train split.
+    pixels per foreground pixel). Needs ground-truth masks of ``split``.
     """
     thresholds = list(thresholds)
     right = np.zeros(len(thresholds))
     mined = np.zeros(len(thresholds))
     covered = np.zeros(len(thresholds))
     fg = 0
-    names = tree.ids("train")
+    names = tree.ids(split)
     for name in names[:limit] if limit else names:
         cams = load_cam(cam_folder, name)
         ids = np.flatnonzero(tree.labels(name)) + 1
@@ -237,31 +242,37 @@ def run_round(params: dict, progress: bool = True) -> dict:
                              f"CAM stage); rerun rounds 1..{cfg.round - 1} with these parameters first")
     device = pick_device(cfg.device)
     tree = VOCTree(resolve(cfg.data_root))
+    split = recipe.train_split
+    scored = scored_names(tree, split, recipe.score_split)
     run_ = StageRun(folder, f"{cfg.stage}/round{cfg.round}", hashed, device=str(device))
-    mean_pixel, std_pixel = pixel_statistics(tree)
+    mean_pixel, std_pixel = pixel_statistics(tree, split)
     prev_regions = [d / "regions" for d in previous]
-    view = ErasedView(tree, "train", prev_regions, cfg.erase_value, mean_pixel, std_pixel, seed=cfg.seed,
-                      with_masks=tree.has_masks("train"))
+    view = ErasedView(tree, split, prev_regions, cfg.erase_value, mean_pixel, std_pixel, seed=cfg.seed)
     cam_folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.cam_stage)
     out: dict = {"round": cfg.round, "mean_pixel": mean_pixel.round(2).tolist(),
-                 "std_pixel": std_pixel.round(2).tolist(), "erase_value": cfg.erase_value}
+                 "std_pixel": std_pixel.round(2).tolist(), "erase_value": cfg.erase_value,
+                 "train_split": split, "score_split": recipe.score_split}
+    if cfg.round >= 2:
+        recipe = dataclasses.replace(recipe, stage=f"{cfg.stage}/round{cfg.round}", seed=cfg.seed,
+                                     num_workers=cfg.num_workers)
+        with run_.timed("train"):
+            model, history = train_classifier(recipe, view, tree.num_classes - 1, folder, device,
+                                              progress and dist.is_main(), fingerprint=params_hash(hashed),
+                                              fresh=cfg.force)
+    if not dist.is_main():
+        return dist.wait_for_main(folder)
     if cfg.round == 1:
         out["train_map"], out["val_map"] = cam_record["metrics"]["train_map"], cam_record["metrics"]["val_map"]
         out["history"] = cam_record["metrics"].get("history", [])
-        cam_source = cam_folder
     else:
-        recipe = dataclasses.replace(recipe, stage=f"{cfg.stage}/round{cfg.round}", seed=cfg.seed)
-        train_only = ErasedView(tree, "train", prev_regions, cfg.erase_value, mean_pixel, std_pixel, seed=cfg.seed)
-        with run_.timed("train"):
-            model, history = train_classifier(recipe, train_only, tree.num_classes - 1, folder, device, progress,
-                                              fingerprint=params_hash(hashed), fresh=cfg.force)
         save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes - 1,
                                          "config": dataclasses.asdict(recipe), "classes": tree.classes})
         with run_.timed("classify"):
-            scores, targets = predict_logits(model, train_only, device, cfg.eval_batch_size)
+            scores, targets = predict_logits(model, view, device, cfg.eval_batch_size, cfg.num_workers)
             out["train_map"] = M.mean_average_precision(scores, targets)   # on erased training images
             if "val" in tree.splits():
-                s, t = predict_logits(model, SegDataset(tree, "val", with_masks=False), device, cfg.eval_batch_size)
+                s, t = predict_logits(model, SegDataset(tree, "val", with_masks=False), device, cfg.eval_batch_size,
+                                      cfg.num_workers)
                 out["val_map"] = M.mean_average_precision(s, t)              # on clean validation images
         out["history"] = history
     # mine this round's regions
@@ -271,23 +282,22 @@ def run_round(params: dict, progress: bool = True) -> dict:
     meter_round = M.ConfusionMeter(tree.num_classes)
     with run_.timed("mine"):
         if cfg.round == 1:
-            items = ((n, load_cam(cam_source, n), np.flatnonzero(tree.labels(n)) + 1,
-                      tree.mask(n) if view.base.with_masks else None) for n in view.names)
+            items = ((n, load_cam(cam_folder, n), np.flatnonzero(tree.labels(n)) + 1) for n in view.names)
         else:
-            items = _save_cams(iterate_cams(model, view, device, recipe.cam_scales, recipe.cam_flip,
-                                            max(cfg.eval_batch_size // 4, 1), progress, f"round {cfg.round} CAMs"),
-                               folder / "cams")
-        for name, cams, ids, gt in items:
+            items = ((n, c, ids) for n, c, ids, _ in _save_cams(
+                iterate_cams(model, view, device, recipe.cam_scales, recipe.cam_flip, max(cfg.eval_batch_size // 4, 1),
+                             progress, f"round {cfg.round} CAMs", cfg.num_workers), folder / "cams"))
+        for name, cams, ids in items:
             erased = view.erased_mask(name) if prev_regions else None
             regions = mine_regions(cams, ids, cfg.mine_threshold, erased)
             save_regions(region_dir / f"{name}.png", regions)
             area += np.bincount(regions.ravel(), minlength=tree.num_classes)
             total_px += regions.size
-            if gt is not None:
-                meter_round.update(regions, gt)
+            if name in scored:
+                meter_round.update(regions, tree.mask(name))
     out["mined_fraction"] = {c: round(float(a) / max(total_px, 1), 5) for c, a in zip(tree.classes[1:], area[1:])}
     out["mined_total_fraction"] = round(float(area[1:].sum()) / max(total_px, 1), 5)
-    if view.base.with_masks:
+    if scored:
         # precision of this round's regions alone: the share of mined pixels that are the right class
         conf = meter_round.matrix
         mined = conf[:, 1:].sum()
@@ -296,7 +306,7 @@ def run_round(params: dict, progress: bool = True) -> dict:
     for message in out["warnings"]:
         print(f"warning: round {cfg.round}: {message}")
     run_.metrics = out
-    return run_.finish()
+    return dist.release(run_.finish())
 
 
 def safeguards(metrics: dict, collapse_map: float) -> dict:
@@ -421,8 +431,10 @@ def merge(params: dict, progress: bool = True) -> dict:
     if not cfg.force and is_done(folder, hashed):
         return load_metrics(folder)
     tree = VOCTree(resolve(cfg.data_root))
+    recipe, _ = cam_recipe(er)
+    names = tree.ids(recipe.train_split)
+    scored = scored_names(tree, recipe.train_split, recipe.score_split)
     run_ = StageRun(folder, cfg.stage, hashed)
-    with_masks = tree.has_masks("train")
     n = tree.num_classes
     meters = [M.ConfusionMeter(n) for _ in range(cfg.rounds)]
     labelled = np.zeros(cfg.rounds, np.int64)
@@ -432,11 +444,11 @@ def merge(params: dict, progress: bool = True) -> dict:
     region_dirs = [round_dir(er, k) / "regions" for k in range(1, cfg.rounds + 1)]
     mask_dir = fresh_dir(folder / "masks")
     with run_.timed("merge"):
-        for name in tqdm(tree.ids("train"), desc="merge", disable=not progress, leave=False):
+        for name in tqdm(names, desc="merge", disable=not progress, leave=False):
             ids = np.flatnonzero(tree.labels(name)) + 1
             cams = [load_cam(d.parent, name) for d in cam_dirs]
             regs = [load_regions(d / f"{name}.png") for d in region_dirs]
-            gt = tree.mask(name) if with_masks else None
+            gt = tree.mask(name) if name in scored else None
             shape = regs[0].shape
             for k in range(1, cfg.rounds + 1):
                 bg = _background_cue(cfg, name, cams[:k], shape)
@@ -448,7 +460,7 @@ def merge(params: dict, progress: bool = True) -> dict:
             write_mask(mask_dir / f"{name}.png", pm)
     out: dict = {"rounds": cfg.rounds, "bg_cue": cfg.bg_cue, "classes": tree.classes,
                  "cue": {"bg_cue": cfg.bg_cue, "bg_threshold": cfg.bg_threshold, "saliency_dir": cfg.saliency_dir}}
-    if with_masks:
+    if scored:
         out["per_rounds"] = [_pseudo_scores(m.matrix, int(l), total, tree.classes) for m, l in zip(meters, labelled)]
         out["confusion"] = meters[-1].matrix
         out["miou"] = out["per_rounds"][-1]["miou"]
@@ -456,7 +468,8 @@ def merge(params: dict, progress: bool = True) -> dict:
         out["best_rounds"] = best + 1
     out["round_train_map"] = [r["metrics"]["train_map"] for r in rounds]
     out["round_val_map"] = [r["metrics"].get("val_map") for r in rounds]
-    out["mask_count"] = len(tree.ids("train"))
+    out["mask_count"] = len(names)
+    out["train_split"], out["score_split"] = recipe.train_split, recipe.score_split
     run_.metrics = out
     return run_.finish()
 

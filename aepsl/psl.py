@@ -17,7 +17,9 @@ by the dense CRF. The oracle is the same segmenter trained on the true masks.
 
 Entry point :func:`run` (notebooks 04_psl, 05_psl_plus_plus) writes
 ``artifacts/<profile>/<stage>/``: model.pt, checkpoint.pt, metrics.json and, when asked,
-``train_pred/`` and ``train_crf/`` masks (the next stage's labels).
+``train_pred/`` and ``train_crf/`` masks (the next stage's labels), for every image of
+``train_split``, scored on ``score_split``. Under torchrun the segmenter trains on every
+process; rank 0 alone evaluates and writes (see :mod:`aepsl.dist`).
 """
 from __future__ import annotations
 
@@ -31,15 +33,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from . import dist
 from . import metrics as M
 from .artifacts import StageRun, is_done, load_metrics, params_hash, save_torch, stage_dir
-from .cam import dataset_identity, fresh_dir, uniform_size
-from .config import StageConfig, from_params, resolve
+from .cam import dataset_identity, fresh_dir, scored_names
+from .config import StageConfig, from_params, resolve, without_neutral
 from .crf import CRFParams, crf_batch
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree, write_mask
 from .models.segmenter import LargeFOVSegmenter
-from .train import autocast, fit, make_loader, pick_device, seed_everything, to_device
+from .train import autocast, fit, inference_loader, pick_device, seed_everything
 
 
 # --------------------------------------------------------------------------- the loss
@@ -145,9 +148,17 @@ class PSLConfig(StageConfig):
     crf_workers: int = 2
     eval_batch_size: int = 64
     num_workers: int = 0
+    train_split: str = "train"
+    score_split: str = "train"
+    torch_compile: bool = False
     force: bool = False
 
+    # added after the first recorded runs: part of the parameter hash only when changed
+    NEUTRAL = {"train_split": "train", "score_split": "train", "torch_compile": False}
+
     def validate(self) -> None:
+        if not self.train_split or not self.score_split:
+            raise ValueError("parameters train_split and score_split must name split files")
         if not 0 <= self.test_threshold < 1:
             raise ValueError(f"parameter test_threshold must lie in [0, 1), got {self.test_threshold}")
         if self.labels != "ground_truth" and "/" not in self.labels:
@@ -157,7 +168,7 @@ class PSLConfig(StageConfig):
         d = dataclasses.asdict(self)
         for k in ("force", "num_workers", "eval_batch_size", "crf_workers"):
             d.pop(k)
-        return d
+        return without_neutral(d, self.NEUTRAL)
 
 
 def build_segmenter(cfg: PSLConfig, num_classes: int, weights: str | None = None) -> LargeFOVSegmenter:
@@ -204,17 +215,20 @@ def predict(model: LargeFOVSegmenter, images: torch.Tensor, threshold: float,
 
 
 def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool, save_dir: Path | None = None,
-             crf_dir: Path | None = None, restrict_to_labels: bool = False, progress: bool = True) -> dict:
-    """Score predictions on ``split`` (and CRF-refined ones); optionally save both as PNGs."""
+             crf_dir: Path | None = None, restrict_to_labels: bool = False, progress: bool = True,
+             scored: set[str] | None = None) -> dict:
+    """Predict every image of ``split`` (and CRF-refine), optionally saving both as PNGs; score
+    the images of ``scored`` (default: all of ``split`` when it has ground-truth masks)."""
     from tqdm.auto import tqdm
 
     model.eval()
-    ds = SegDataset(tree, split, with_masks=tree.has_masks(split))
+    ds = SegDataset(tree, split, with_masks=False)
+    if scored is None:
+        scored = set(ds.names) if tree.has_masks(split) else set()
     meter, meter_crf = M.ConfusionMeter(tree.num_classes), M.ConfusionMeter(tree.num_classes)
-    bs = cfg.eval_batch_size if uniform_size(tree) else 1
-    for batch in tqdm(make_loader(ds, bs, False, 0), desc=f"{cfg.stage}: predict {split}", disable=not progress,
-                      leave=False):
-        images = batch["image"].to(device)
+    for batch in tqdm(inference_loader(ds, cfg.eval_batch_size, cfg.num_workers, device),
+                      desc=f"{cfg.stage}: predict {split}", disable=not progress, leave=False):
+        images = batch["image"].to(device, non_blocking=True)
         allowed = batch["labels"].to(device) if restrict_to_labels else None
         probs, _ = predict(model, images, cfg.test_threshold, allowed)
         pred = probs.argmax(1).cpu().numpy().astype(np.uint8)
@@ -224,8 +238,8 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
             refined = crf_batch(list(imgs), list(probs.cpu().numpy()), workers=cfg.crf_workers,
                                 params=CRFParams())
         for i, name in enumerate(batch["name"]):
-            if "mask" in batch:
-                gt = batch["mask"][i].numpy()
+            if name in scored:
+                gt = tree.mask(name)
                 meter.update(pred[i], gt)
                 if refined is not None:
                     meter_crf.update(refined[i], gt)
@@ -233,8 +247,8 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
                 write_mask(save_dir / f"{name}.png", pred[i])
             if crf_dir is not None and refined is not None:
                 write_mask(crf_dir / f"{name}.png", refined[i])
-    out = {}
-    if ds.with_masks:
+    out: dict = {"scored_count": len(scored)}
+    if scored:
         out["scores"] = M.segmentation_scores(meter.matrix, tree.classes)
         out["miou"] = out["scores"]["miou"]
         out["confusion"] = meter.matrix
@@ -250,7 +264,7 @@ def run(params: dict, progress: bool = True) -> dict:
     cfg = from_params(PSLConfig, params, "psl")
     tree = VOCTree(resolve(cfg.data_root))
     label_dir = _label_dir(cfg)
-    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree)}
+    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split)}
     if label_dir is not None:
         src = load_metrics(label_dir.parent)
         if src is None:
@@ -260,9 +274,10 @@ def run(params: dict, progress: bool = True) -> dict:
     folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
     if not cfg.force and is_done(folder, hashed):
         return load_metrics(folder)
+    scored = scored_names(tree, cfg.train_split, cfg.score_split) if cfg.predict_train else set()
     device = pick_device(cfg.device)
     run_ = StageRun(folder, cfg.stage, hashed, device=str(device))
-    train = LabelView(tree, "train", label_dir)
+    train = LabelView(tree, cfg.train_split, label_dir)
     seed_everything(cfg.seed)
     model = build_segmenter(cfg, tree.num_classes)
     with run_.timed("train"):
@@ -270,16 +285,18 @@ def run(params: dict, progress: bool = True) -> dict:
                       epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                       optimizer=cfg.optimizer, ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,
                       num_workers=cfg.num_workers, fingerprint=params_hash(hashed), desc=cfg.stage,
-                      progress=progress, fresh=cfg.force)
+                      progress=progress and dist.is_main(), fresh=cfg.force, torch_compile=cfg.torch_compile)
+    if not dist.is_main():
+        return dist.wait_for_main(folder)
     save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes,
                                      "config": dataclasses.asdict(cfg), "classes": tree.classes})
-    out: dict = {"history": history, "classes": tree.classes}
+    out: dict = {"history": history, "classes": tree.classes, "train_split": cfg.train_split}
     with run_.timed("evaluate"):
         out["eval"] = evaluate(model, tree, cfg.eval_split, cfg, device, cfg.crf, progress=progress)
     if cfg.predict_train:
         with run_.timed("predict_train"):
-            out["train"] = evaluate(model, tree, "train", cfg, device, cfg.crf, fresh_dir(folder / "train_pred"),
+            out["train"] = evaluate(model, tree, cfg.train_split, cfg, device, cfg.crf, fresh_dir(folder / "train_pred"),
                                     fresh_dir(folder / "train_crf") if cfg.crf else None,
-                                    restrict_to_labels=True, progress=progress)
+                                    restrict_to_labels=True, progress=progress, scored=scored)
     run_.metrics = out
-    return run_.finish()
+    return dist.release(run_.finish())

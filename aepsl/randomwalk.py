@@ -36,15 +36,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import dist
 from . import metrics as M
 from .artifacts import StageRun, is_done, load_metrics, params_hash, save_torch, stage_dir
-from .cam import dataset_identity, fresh_dir, load_cam, uniform_size
+from .cam import dataset_identity, fresh_dir, load_cam, scored_names
 from .config import StageConfig, from_params, resolve
 from .crf import CRFParams, crf_labels
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree, write_mask
 from .models.affinity import AffinityNet
-from .train import autocast, fit, make_loader, pick_device, seed_everything
+from .train import autocast, fit, inference_loader, pick_device, seed_everything
 
 
 # --------------------------------------------------------------------------- geometry
@@ -234,6 +235,8 @@ class AffinityConfig(StageConfig):
     optimizer: str = "adamw"
     crop: int = 96
     scale_range: list = field(default_factory=lambda: [0.9, 1.1])
+    train_split: str = "train"    # the images whose seeds AffinityNet learns from and the walk spreads
+    score_split: str = "train"    # those scored against their masks (within train_split)
     eval_batch_size: int = 64
     num_workers: int = 0
     force: bool = False
@@ -320,22 +323,21 @@ def _seed_scores(kind: str, seed_folder: Path, names, tree: VOCTree, alpha: floa
     return torch.stack(maps), ids_list
 
 
-def _label_stats(label_dir: Path, tree: VOCTree, names) -> dict:
+def _label_stats(label_dir: Path, tree: VOCTree, names, scored: set) -> dict:
     from PIL import Image
 
     counts = np.zeros(3, np.int64)
     meter = M.ConfusionMeter(tree.num_classes)
-    with_masks = tree.has_masks("train")
     for name in names:
         lab = np.asarray(Image.open(label_dir / f"{name}.png"))
         counts += [(lab == 0).sum(), ((lab > 0) & (lab != 255)).sum(), (lab == 255).sum()]
-        if with_masks:
+        if name in scored:
             gt = tree.mask(name)
             sure = lab != 255
             meter.update(lab[sure], np.where(sure, gt, 255)[sure])
     total = max(int(counts.sum()), 1)
     out = {"bg_fraction": counts[0] / total, "fg_fraction": counts[1] / total, "uncertain_fraction": counts[2] / total}
-    if with_masks:
+    if scored:
         conf = meter.matrix
         out["certain_pixel_accuracy"] = float(np.trace(conf) / max(conf.sum(), 1))
     return {k: round(float(v), 5) for k, v in out.items()}
@@ -357,34 +359,40 @@ def run(params: dict, progress: bool = True) -> dict:
                                 f"(run the notebook that writes it first)")
     kind = seed_kind(seed_folder)
     tree = VOCTree(resolve(cfg.data_root))
-    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree), "seeds_hash": seed_record["params_hash"]}
+    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split),
+              "seeds_hash": seed_record["params_hash"]}
     folder = stage_dir(root, cfg.profile, cfg.stage)
     if not cfg.force and is_done(folder, hashed):
         return load_metrics(folder)
+    scored = scored_names(tree, cfg.train_split, cfg.score_split)
     device = pick_device(cfg.device)
     run_ = StageRun(folder, cfg.stage, hashed, device=str(device))
-    names = tree.ids("train")
-    out: dict = {"seed_kind": kind, "seeds": cfg.seeds, "classes": tree.classes}
+    names = tree.ids(cfg.train_split)
+    out: dict = {"seed_kind": kind, "seeds": cfg.seeds, "classes": tree.classes,
+                 "train_split": cfg.train_split, "score_split": cfg.score_split}
 
-    # 1. affinity labels at image resolution
+    # 1. affinity labels at image resolution (written by rank 0 under torchrun)
     label_dir = folder / "labels"
     with run_.timed("labels"):
         if kind == "cams":
-            fresh_dir(label_dir)
-            crf = CRFParams() if cfg.label_crf else None
-            for name in tqdm(names, desc="affinity labels", disable=not progress, leave=False):
-                ids = np.flatnonzero(tree.labels(name)) + 1
-                lab = affinity_labels_from_cams(load_cam(seed_folder, name), ids, cfg.alpha_low, cfg.alpha_high,
-                                                tree.image(name), crf)
-                write_mask(label_dir / f"{name}.png", lab)
+            if dist.is_main():
+                fresh_dir(label_dir)
+                crf = CRFParams() if cfg.label_crf else None
+                for name in tqdm(names, desc="affinity labels", disable=not progress, leave=False):
+                    ids = np.flatnonzero(tree.labels(name)) + 1
+                    lab = affinity_labels_from_cams(load_cam(seed_folder, name), ids, cfg.alpha_low,
+                                                    cfg.alpha_high, tree.image(name), crf)
+                    write_mask(label_dir / f"{name}.png", lab)
+            dist.barrier()
         else:
             label_dir = seed_folder / "masks"
-        out["labels"] = _label_stats(label_dir, tree, names)
+        if dist.is_main():
+            out["labels"] = _label_stats(label_dir, tree, names, scored)
 
-    # 2. AffinityNet
+    # 2. AffinityNet (data-parallel under torchrun)
     seed_everything(cfg.seed)
     model = build_affinity_net(cfg)
-    view = TrainView(LabelView(tree, "train", label_dir), cfg.crop, tuple(cfg.scale_range), seed=cfg.seed)
+    view = TrainView(LabelView(tree, cfg.train_split, label_dir), cfg.crop, tuple(cfg.scale_range), seed=cfg.seed)
 
     def loss_fn(net, batch):
         emb = net(normalize(batch["image"]))
@@ -396,20 +404,21 @@ def run(params: dict, progress: bool = True) -> dict:
                              weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
                              ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,
                              num_workers=cfg.num_workers, fingerprint=params_hash(hashed),
-                             desc=f"{cfg.stage} AffinityNet", progress=progress, fresh=cfg.force)
+                             desc=f"{cfg.stage} AffinityNet", progress=progress and dist.is_main(),
+                             fresh=cfg.force)
+    if not dist.is_main():
+        return dist.wait_for_main(folder)
     save_torch(folder / "model.pt", {"model": model.state_dict(), "config": dataclasses.asdict(cfg),
                                      "classes": tree.classes})
 
     # 3. walk the seeds of every training image
     model.eval()
     steps = 2 ** cfg.logt
-    with_masks = tree.has_masks("train")
     before, after = M.ConfusionMeter(tree.num_classes), M.ConfusionMeter(tree.num_classes)
     mask_dir = fresh_dir(folder / "masks")
-    ds = SegDataset(tree, "train", with_masks=with_masks)
-    bs = max(cfg.eval_batch_size // 4, 1) if uniform_size(tree) else 1
+    ds = SegDataset(tree, cfg.train_split, with_masks=False)
     with run_.timed("walk"):
-        for batch in tqdm(make_loader(ds, bs, False, 0), desc=f"{cfg.stage}: random walk", disable=not progress,
+        for batch in tqdm(inference_loader(ds, max(cfg.eval_batch_size // 4, 1), cfg.num_workers, device), desc=f"{cfg.stage}: random walk", disable=not progress,
                           leave=False):
             images = batch["image"].to(device)
             emb = embed(model, images)
@@ -423,14 +432,14 @@ def run(params: dict, progress: bool = True) -> dict:
                 pred_before = allowed[scores[i, allowed].argmax(0).cpu().numpy()].astype(np.uint8)
                 pred_after = allowed[walked[i, allowed].argmax(0).cpu().numpy()].astype(np.uint8)
                 write_mask(mask_dir / f"{name}.png", pred_after)
-                if with_masks:
-                    gt = batch["mask"][i].numpy()
+                if name in scored:
+                    gt = tree.mask(name)
                     if kind == "masks":   # the seed as the next stage reads it: unknown pixels count as background
                         seed = np.asarray(Image.open(seed_folder / "masks" / f"{name}.png"))
                         pred_before = np.where(seed == 255, 0, seed).astype(np.uint8)
                     before.update(pred_before, gt)
                     after.update(pred_after, gt)
-    if with_masks:
+    if scored:
         out["before"] = M.segmentation_scores(before.matrix, tree.classes)
         out["after"] = M.segmentation_scores(after.matrix, tree.classes)
         out["miou_before"], out["miou_after"] = out["before"]["miou"], out["after"]["miou"]
@@ -439,5 +448,6 @@ def run(params: dict, progress: bool = True) -> dict:
             out["cam_best_threshold_miou"] = seed_record["metrics"].get("seed_miou")
     out["walk"] = {"radius": cfg.radius, "beta": cfg.beta, "steps": steps, "alpha_infer": cfg.alpha_infer}
     out["mask_count"] = len(names)
+    out["scored_count"] = len(scored)
     run_.metrics = out
-    return run_.finish()
+    return dist.release(run_.finish())

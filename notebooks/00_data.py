@@ -139,6 +139,7 @@ else:
 share_bg = train["pixel_fraction"]["background"]
 display(Markdown(
     f"The {profile!r} profile has {stats['train']['images']} training, {stats.get('val', {}).get('images', 0)} "
-    f"validation and {stats.get('test', {}).get('images', 0)} test scenes of {image_size} px with "
+    f"validation and {stats.get('test', {}).get('images', 0)} test "
+    f"{'images (PASCAL VOC)' if source == 'voc' else f'scenes of {image_size} px'} with "
     f"{tree.num_classes - 1} classes. Background covers {100 * share_bg:.1f}% of the training pixels; "
     f"the rarest class is present in {min(train['images_per_class'].values())} training images."))

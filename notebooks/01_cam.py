@@ -55,6 +55,9 @@ hfpl_sigma = 5.0
 hfpl_mu = 2.5
 eval_batch_size = 64
 num_workers = 0
+train_split = "train"
+score_split = "train"
+torch_compile = False
 force = False
 
 # %%

@@ -59,6 +59,9 @@ crf = True
 crf_workers = 2
 eval_batch_size = 64
 num_workers = 0
+train_split = "train"
+score_split = "train"
+torch_compile = False
 force = False
 
 # %%
@@ -103,9 +106,10 @@ plt.show()
 # %%
 model, _ = psl.load_segmenter(folder)
 names = tree.ids(eval_split)[:6]
-images = torch.from_numpy(np.stack([tree.image(n) for n in names])).permute(0, 3, 1, 2)
-probs, conf = psl.predict(model, images, test_threshold)
-refined = crf_batch([tree.image(n) for n in names], list(probs.numpy()))
+# one image at a time: images of a VOC tree differ in size
+probs = [psl.predict(model, torch.from_numpy(tree.image(n)).permute(2, 0, 1)[None], test_threshold)[0][0]
+         for n in names]
+refined = crf_batch([tree.image(n) for n in names], [p.numpy() for p in probs])
 rows, titles = [], []
 for i, n in enumerate(names):
     rows.append([tree.image(n), viz.colorize(probs[i].argmax(0).numpy().astype(np.uint8)),

@@ -56,6 +56,9 @@ crf = True
 crf_workers = 2
 eval_batch_size = 64
 num_workers = 0
+train_split = "train"
+score_split = "train"
+torch_compile = False
 force = False
 
 # %%

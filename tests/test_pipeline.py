@@ -10,7 +10,7 @@ from aepsl.artifacts import REPO_DIR
 from aepsl.config import ParameterError, load_profile, notebook_runs, stage_params
 from aepsl.pipeline import check_parameters, notebook_source, parameters_cell, run_name, run_profile
 
-PROFILES = ["quick", "default"]
+PROFILES = ["quick", "default", "voc"]
 NOTEBOOKS = list(load_profile("default")["notebooks"])  # in reading order
 
 

