@@ -24,6 +24,10 @@
 # per class, and global average pooling (GAP) turning each map into an image-level logit.
 # It is trained with the multi-label soft-margin loss. Because GAP and the 1x1 convolution
 # commute, the score maps before pooling *are* the CAMs.
+#
+# The chapter runs twice in the book: as described here, and once more with `hfpl = True`
+# (page "The same classifier trained with HFPL"), which adds HFPL's likelihood losses to the
+# training; chapter 7 compares the two.
 
 # %% tags=["parameters"]
 profile = "default"
@@ -88,7 +92,8 @@ print(f"classifier: {backbone} ({backbone_depth}), {epochs} epochs on {record['d
 hist = pd.DataFrame(m["history"]).set_index("epoch")
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 hist["loss"].plot(ax=axes[0], marker="o")
-axes[0].set_title("training loss (multi-label soft margin)")
+axes[0].set_title("training loss (" + ("GAP + importance sampling + feature similarity, HFPL" if hfpl
+                                      else "multi-label soft margin") + ")")
 pd.Series(m["val_ap"]).plot.bar(ax=axes[1], color=[viz.class_colours(tree.classes)[c] for c in tree.classes[1:]],
                                 edgecolor="k")
 axes[1].set_ylim(0, 1)
