@@ -38,10 +38,12 @@ def test_provenance_lists_every_finished_stage(tmp_path):
     from aepsl.report import provenance_table
 
     write_json(tmp_path / "p" / "cam" / "metrics.json",
-               {"params_hash": "abc", "seed": 1, "git_revision": "r1", "device": "cpu", "wall_time_s": 3.5})
+               {"params_hash": "abc", "code_hash": "c0de", "seed": 1, "git_revision": "r1", "device": "cpu",
+                "wall_time_s": 3.5})
     write_json(tmp_path / "p" / "erasing" / "round2" / "metrics.json",
                {"params_hash": "def", "seed": 1, "git_revision": "r1", "device": "cpu", "wall_time_s": 7.0})
     table = provenance_table(tmp_path, "p")
     assert list(table.index) == ["cam", "erasing/round2"]
     assert table.loc["erasing/round2", "params hash"] == "def"
     assert table.loc["cam", "wall time (s)"] == 3.5
+    assert table.loc["cam", "code hash"] == "c0de"
