@@ -38,10 +38,8 @@ def _jupyter_book() -> str:
 def quick_book(quick_run, tmp_path_factory) -> Path:
     """The book's sources with the quick run's executed notebooks, built to HTML with -W -n."""
     src = tmp_path_factory.mktemp("book") / "book"
-    src.mkdir()
-    for path in BOOK.iterdir():
-        if path.is_file() and path.suffix in (".yml", ".md", ".bib", ".png", ".svg"):
-            shutil.copy(path, src / path.name)
+    # the book's own sources (config, prose pages, any figures), not its outputs
+    shutil.copytree(BOOK, src, ignore=shutil.ignore_patterns("_build", "notebooks", ".ipynb_checkpoints"))
     shutil.copytree(quick_run["artifacts"] / "notebooks", src / "notebooks")
     result = subprocess.run([_jupyter_book(), "build", str(src), "--builder", "html", "-W", "-n", "--keep-going"],
                             capture_output=True, text=True, timeout=900)
