@@ -41,7 +41,7 @@ PUBLISHED = {
 def _m(root: Path, profile: str, stage: str) -> dict | None:
     from .artifacts import load_metrics
 
-    return load_metrics(Path(root) / profile / stage)
+    return load_metrics(Path(root) / profile / stage, profile)   # another profile's folder: an error
 
 
 def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
