@@ -2,6 +2,8 @@
 #   make book   set up, prepare the embedded dataset, run every notebook of the default
 #               profile through papermill, build the Jupyter Book (HTML)
 #   make test   set up, run the test suite
+#   make check-book   after `make book`: open every page in headless Chromium, check that every
+#               image loaded and the results table is there, save screenshots
 # Both are idempotent: the venv is reinstalled only when requirements.txt changes, and
 # stages whose artifacts exist for the same parameters are skipped.
 SHELL := /bin/bash
@@ -11,7 +13,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aepsl-installed
 
-.PHONY: setup fashion-mnist notebooks book test results clean-book
+.PHONY: setup fashion-mnist chromium notebooks book check-book test results clean-book
 
 setup: $(STAMP)
 
@@ -35,12 +37,29 @@ fashion-mnist:
 	  else echo "[make] Fashion-MNIST not found; see data/README.md"; fi; \
 	fi
 
+# Headless Chromium for the book check: Debian's chromium + chromium-driver when we may install
+# them. Without them `make check-book` stops with one message and the test suite skips the check.
+chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "[make] installing the Debian packages chromium and chromium-driver"; \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)) \
+	     || echo "[make] could not install chromium and chromium-driver"; \
+	  else echo "[make] chromium/chromedriver not found: install the Debian packages chromium and chromium-driver"; fi; \
+	fi
+
 notebooks: setup fashion-mnist
 	$(PY) -m aepsl --profile $(PROFILE) --book
 
 book: notebooks
 	$(VENV)/bin/jupyter-book build book --builder html -W -n --keep-going
 	@echo "The book: $(CURDIR)/book/_build/html/index.html"
+
+# after `make book`: every page of book/_build/html in headless Chromium; screenshots and
+# report.json in book/_build/screenshots/
+check-book: setup chromium
+	$(PY) -m aepsl.bookcheck
 
 # after `make book`: write benchmarks/results.md from the saved metrics
 results:

@@ -3,26 +3,51 @@
 Every stage writes into ``artifacts/<profile>/<stage>/``.  Anything that lands
 there is written to a temporary file in the same folder first and then renamed
 into place, so an interrupted run never leaves a half-written file behind.
+
+A stage's cache key is the hash of its parameters, which include the hash of the
+``aepsl`` code that computes it (:func:`code_hash`); a stage entry point decorated
+with :func:`stage_entry` removes the folders it created when it fails, so bad input
+or a full disk leaves no partial artifact folder.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
+import errno
+import functools
 import hashlib
 import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
+
+# errors of a write the disk or the folder refused (full, quota, read-only, permissions)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+class ArtifactError(RuntimeError):
+    """An artifact folder cannot be used as asked (e.g. it was written by another profile)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()   # what open() would give a new file (mkstemp gives 0600)
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -35,19 +60,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     _check_writer(path)
+    make_dirs(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     except OSError as exc:
-        raise OSError(f"cannot create folder {path.parent}: {exc}") from exc
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        raise _write_error(exc, path) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, _FILE_MODE)
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise _write_error(exc, path) from exc
         raise
 
 
@@ -59,6 +87,43 @@ def _check_writer(path: Path) -> None:
     if td.is_available() and td.is_initialized() and td.get_rank() != 0:
         raise RuntimeError(f"rank {td.get_rank()} tried to write {path}: with several processes "
                            "(torchrun) only rank 0 writes artifacts")
+def _write_error(exc: OSError, path: Path) -> OSError:
+    """The same OSError, with a message naming the file we were writing."""
+    hint = " (disk full?)" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+    return OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}{hint}")
+
+
+def make_dirs(folder: str | os.PathLike) -> None:
+    """``mkdir -p`` with an error that names the folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create folder {folder}: {exc.strerror or exc}") from exc
+
+
+def missing_ancestor(folder: str | os.PathLike) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet (None if it exists):
+    the folder that ``mkdir -p folder`` would create first."""
+    folder = Path(folder).absolute()
+    if folder.exists():
+        return None
+    top = folder
+    while not top.parent.exists():
+        top = top.parent
+    return top
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str = "*") -> int:
+    """Remove the temporary files that :func:`atomic_path` left under ``folder`` when its process
+    was killed (``.<name>.<random>.tmp<suffix>``; only ``name``'s if given). Call it only on a
+    folder no other process is writing. Returns how many were removed."""
+    count = 0
+    for tmp in Path(folder).rglob(f".{name}.*.tmp*"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            count += 1
+    return count
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -125,6 +190,85 @@ def git_revision() -> str:
         return "unknown"
 
 
+# --------------------------------------------------------------------------- code revision
+def _module_file(module: str, package_dir: Path) -> Path | None:
+    """The source file of ``aepsl.x.y`` under ``package_dir`` (None if not a module of it)."""
+    parts = module.split(".")
+    if parts[0] != package_dir.name:
+        return None
+    base = package_dir.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """Names of the modules one module imports (absolute, relative imports resolved)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)  # from . import metrics
+    return found
+
+
+def _normalised_source(path: Path) -> str:
+    """The module's syntax tree without docstrings, comments, formatting or line numbers."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
+def code_modules(module: str, package_dir: str | os.PathLike = PACKAGE_DIR) -> dict[str, Path]:
+    """``module`` and every module of the package it imports, directly or not (with the
+    packages' ``__init__`` files on the way), as ``{name: file}``."""
+    package_dir = Path(package_dir)
+    todo, seen = [module], {}
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):   # importing a.b.c runs a/__init__ and a/b/__init__
+            prefix = ".".join(parts[:i])
+            path = _module_file(prefix, package_dir)
+            if path is None or prefix in seen:
+                continue
+            seen[prefix] = path
+            tree = ast.parse(path.read_text(), filename=str(path))
+            todo.extend(_imported_modules(tree, prefix, path.name == "__init__.py"))
+    if module not in seen:
+        raise ValueError(f"no module {module} under {package_dir}")
+    return dict(sorted(seen.items()))
+
+
+def code_hash(module: str, package_dir: str | os.PathLike = PACKAGE_DIR) -> str:
+    """The code revision a stage's results depend on: a hash of the source of ``module`` and of
+    every ``aepsl`` module it imports, directly or not.
+
+    It hashes the syntax trees, so comments, docstrings and formatting do not count, while any
+    change of code does, committed or not; a fresh clone gives the same hash. A stage records it
+    among its hashed parameters, so a change of the code it runs makes its artifacts stale.
+    """
+    digest = hashlib.sha256()
+    for name, path in code_modules(module, package_dir).items():
+        digest.update(f"{name}\n{_normalised_source(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def params_hash(params: dict) -> str:
     """A short, stable hash of a parameter dictionary."""
     blob = json.dumps(params, sort_keys=True, default=_json_default).encode()
@@ -135,16 +279,33 @@ def stage_dir(artifacts_root: str | os.PathLike, profile: str, stage: str) -> Pa
     return Path(artifacts_root) / profile / stage
 
 
-def load_metrics(folder: str | os.PathLike) -> dict | None:
+def load_metrics(folder: str | os.PathLike, profile: str | None = None) -> dict | None:
+    """The folder's metrics.json (None if there is none). With ``profile``, a metrics.json
+    written by a run of another profile is an :class:`ArtifactError`, never silently used."""
     path = Path(folder) / "metrics.json"
     if not path.exists():
         return None
-    return read_json(path)
+    record = read_json(path)
+    if profile is not None:
+        check_profile(record, path, profile)
+    return record
+
+
+def check_profile(record: dict, path: Path, profile: str) -> None:
+    written_by = (record.get("params") or {}).get("profile")
+    if written_by is not None and written_by != profile:
+        raise ArtifactError(
+            f"{path} was written by profile {written_by!r}, but this run is profile {profile!r}: "
+            f"artifact folders are not shared between profiles. Remove {path.parent} or rerun "
+            f"with force=True (--force) to recompute it for {profile!r}.")
 
 
 def is_done(folder: str | os.PathLike, params: dict) -> bool:
-    """True when ``folder`` holds a finished stage run with exactly these parameters."""
-    metrics = load_metrics(folder)
+    """True when ``folder`` holds a finished stage run with exactly these parameters.
+
+    A folder whose metrics.json was written under another profile raises ArtifactError.
+    """
+    metrics = load_metrics(folder, params.get("profile"))
     return bool(metrics) and metrics.get("params_hash") == params_hash(params)
 
 
@@ -152,6 +313,29 @@ def _world_size() -> int:
     from .dist import world_size
 
     return world_size()
+# --------------------------------------------------------------------------- failed runs
+_OPEN_RUNS: list["StageRun"] = []
+
+
+def stage_entry(fn: Callable) -> Callable:
+    """Decorator for a stage's entry point (``cam.run`` ...): when it raises an exception, the
+    folders its :class:`StageRun` created are removed again, so a failed run (bad input, a
+    full disk) leaves no partial artifact folder. A folder that existed before the run (e.g.
+    one holding the checkpoint of an interrupted run) is kept. A process killed outright
+    cleans nothing up: its atomic writes and epoch checkpoint are what the rerun resumes from.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        mark = len(_OPEN_RUNS)
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            for run in reversed(_OPEN_RUNS[mark:]):
+                run.discard()
+            raise
+        finally:
+            del _OPEN_RUNS[mark:]
+    return wrapper
 
 
 class StageRun:
@@ -170,7 +354,19 @@ class StageRun:
         self.metrics: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self._t0 = time.time()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.created = missing_ancestor(self.folder)   # what to remove if the run fails
+        make_dirs(self.folder)
+        # a rerun starts by invalidating the old record, so that an interrupted rerun (of a
+        # forced stage, say) is never mistaken for a finished one
+        (self.folder / "metrics.json").unlink(missing_ok=True)
+        remove_stale_temps(self.folder)   # half-written files of a killed earlier run
+        self.finished = False
+        _OPEN_RUNS.append(self)
+
+    def discard(self) -> None:
+        """Remove the folders this run created (after a failure); keep pre-existing ones."""
+        if not self.finished and self.created is not None:
+            shutil.rmtree(self.created, ignore_errors=True)
 
     @contextlib.contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -186,6 +382,8 @@ class StageRun:
             "metrics": self.metrics,
             "params": self.params,
             "params_hash": params_hash(self.params),
+            "profile": self.params.get("profile"),
+            "code_hash": self.params.get("code"),
             "seed": self.params.get("seed"),
             "git_revision": git_revision(),
             "device": self.device,
@@ -198,4 +396,7 @@ class StageRun:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_json(self.folder / "metrics.json", record)
+        self.finished = True
+        if self in _OPEN_RUNS:
+            _OPEN_RUNS.remove(self)
         return record

@@ -28,7 +28,8 @@ from torch import nn
 
 from . import dist
 from . import metrics as M
-from .artifacts import StageRun, is_done, load_metrics, params_hash, read_json, save_npy, save_torch, stage_dir
+from .artifacts import (StageRun, code_hash, is_done, load_metrics, params_hash, read_json, save_npy, save_torch,
+                        stage_dir, stage_entry)
 from .config import StageConfig, from_params, resolve, without_neutral
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree
@@ -275,12 +276,13 @@ def train_classifier(cfg: CAMConfig, train_set, num_classes: int, folder: Path, 
     return model, history
 
 
+@stage_entry
 def run(params: dict, progress: bool = True) -> dict:
     """Train the classifier, infer and save the CAMs of ``train_split``, score them; returns metrics.json."""
     cfg = from_params(CAMConfig, params, "cam")
     folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
     tree = VOCTree(resolve(cfg.data_root))
-    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split)}
+    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split), "code": code_hash(__name__)}
     if not cfg.force and is_done(folder, hashed):
         return load_metrics(folder)
     scored = scored_names(tree, cfg.train_split, cfg.score_split)

@@ -138,7 +138,65 @@ def resolve(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else REPO_DIR / p
 
 
+def check_declared(where: str, params: dict, declared: dict) -> None:
+    """Refuse ``params`` that a notebook's parameters cell (``declared``: name -> literal) does
+    not declare, or whose type differs from the declared literal's (an int passes for a float,
+    a tuple for a list)."""
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise ParameterError(f"{where}: unknown parameter(s) {unknown}; it declares {sorted(declared)}")
+    for key, value in params.items():
+        ref = declared[key]
+        ok = (type(value) is type(ref) or (isinstance(ref, float) and type(value) is int)
+              or (isinstance(ref, (list, tuple)) and isinstance(value, (list, tuple))))
+        if not ok:
+            raise ParameterError(f"{where}: parameter {key} must be of type {type(ref).__name__} "
+                                 f"(like {ref!r}), got {value!r}")
+
+
+def _assignments(source: str) -> dict:
+    """``name = literal`` lines of a cell's source (other statements are left out)."""
+    import ast
+
+    values = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                values[node.targets[0].id] = None
+    return values
+
+
+PAPERMILL_CELL_HEADER = "# Parameters\n"   # how papermill's injected-parameters cell starts
+
+
+def papermill_injected(namespace: dict) -> tuple[dict, dict] | None:
+    """In a notebook run by papermill: ``(declared, injected)``, the assignments of the cell
+    tagged ``parameters`` and of the cell papermill injected right after it, read from the
+    kernel's input history ``In``. None outside papermill (no injected cell was run)."""
+    history = namespace.get("In")
+    if not isinstance(history, list):
+        return None
+    for j in range(len(history) - 1, 0, -1):
+        if isinstance(history[j], str) and history[j].startswith(PAPERMILL_CELL_HEADER):
+            try:
+                return _assignments(history[j - 1]), _assignments(history[j])
+            except SyntaxError:
+                return None
+    return None
+
+
 def collect(namespace: dict, cls) -> dict:
-    """The parameters a notebook declared: the entries of ``namespace`` named like ``cls``'s fields."""
+    """The parameters a notebook declared: the entries of ``namespace`` named like ``cls``'s fields.
+
+    Run by papermill, the injected parameters are checked first: papermill itself only warns
+    about a name the notebook does not declare (and the run would silently ignore it), so an
+    unknown name or a value of another type than the declared one is a ParameterError here.
+    """
+    injected = papermill_injected(namespace)
+    if injected is not None:
+        declared, params = injected
+        check_declared("papermill parameters", params, declared)
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in namespace.items() if k in names}

@@ -34,7 +34,8 @@ from PIL import Image, ImageFilter
 
 from . import dist
 from . import metrics as M
-from .artifacts import StageRun, is_done, load_metrics, params_hash, save_npy, save_torch, stage_dir, write_bytes
+from .artifacts import (StageRun, code_hash, is_done, load_metrics, params_hash, save_npy, save_torch, stage_dir,
+                        stage_entry, write_bytes)
 from .cam import CAMConfig, fresh_dir, iterate_cams, load_cam, predict_logits, scored_names, train_classifier
 from .config import StageConfig, from_params, resolve
 from .data.voc import SegDataset, VOCTree, write_mask
@@ -213,7 +214,7 @@ def round_dir(cfg, k: int) -> Path:
 def cam_recipe(cfg: ErasingConfig) -> tuple[CAMConfig, dict]:
     """The CAM stage's classifier recipe and its metrics.json record."""
     folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.cam_stage)
-    record = load_metrics(folder)
+    record = load_metrics(folder, cfg.profile)
     if record is None:
         raise FileNotFoundError(f"no CAM stage results in {folder}: run notebook 01_cam (stage "
                                 f"{cfg.cam_stage!r}) before erasing round {cfg.round}")
@@ -221,11 +222,12 @@ def cam_recipe(cfg: ErasingConfig) -> tuple[CAMConfig, dict]:
     return CAMConfig(**{k: v for k, v in record["params"].items() if k in fields}), record
 
 
+@stage_entry
 def run_round(params: dict, progress: bool = True) -> dict:
     """Run erasing round ``params['round']``; returns its metrics.json record."""
     cfg = from_params(ErasingConfig, params, "erasing")
     recipe, cam_record = cam_recipe(cfg)
-    hashed = {**dataclasses.asdict(cfg), "cam_params_hash": cam_record["params_hash"]}
+    hashed = {**dataclasses.asdict(cfg), "cam_params_hash": cam_record["params_hash"], "code": code_hash(__name__)}
     for k in ("force", "eval_batch_size", "num_workers"):
         hashed.pop(k)
     folder = round_dir(cfg, cfg.round)
@@ -233,7 +235,7 @@ def run_round(params: dict, progress: bool = True) -> dict:
         return load_metrics(folder)
     previous = [round_dir(cfg, k) for k in range(1, cfg.round)]
     for k, d in enumerate(previous, start=1):
-        rec = load_metrics(d)
+        rec = load_metrics(d, cfg.profile)
         if rec is None:
             raise FileNotFoundError(f"erasing round {cfg.round} needs round {k} first (no {d / 'metrics.json'})")
         if rec["params"].get("cam_params_hash") != cam_record["params_hash"] or any(
@@ -407,6 +409,7 @@ def _pseudo_scores(conf: np.ndarray, labelled: int, total: int, classes) -> dict
     return s
 
 
+@stage_entry
 def merge(params: dict, progress: bool = True) -> dict:
     """Merge rounds 1..``rounds`` into pseudo masks; score every prefix 1..k on the train split."""
     from tqdm.auto import tqdm
@@ -416,7 +419,7 @@ def merge(params: dict, progress: bool = True) -> dict:
                        stage=cfg.erasing_stage, cam_stage=cfg.cam_stage)
     rounds = []
     for k in range(1, cfg.rounds + 1):
-        rec = load_metrics(round_dir(er, k))
+        rec = load_metrics(round_dir(er, k), cfg.profile)
         if rec is None:
             raise FileNotFoundError(f"merging {cfg.rounds} rounds needs round {k} of stage {cfg.erasing_stage!r} "
                                     f"({round_dir(er, k)}); run notebook 02_erasing with round={k}")
@@ -425,7 +428,8 @@ def merge(params: dict, progress: bool = True) -> dict:
                              f"{rec['params'].get('cam_stage')!r}, but parameter cam_stage is {cfg.cam_stage!r}; "
                              f"merge with cam_stage={rec['params'].get('cam_stage')!r}")
         rounds.append(rec)
-    hashed = {**dataclasses.asdict(cfg), "rounds_hashes": [r["params_hash"] for r in rounds]}
+    hashed = {**dataclasses.asdict(cfg), "rounds_hashes": [r["params_hash"] for r in rounds],
+              "code": code_hash(__name__)}
     hashed.pop("force")
     folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
     if not cfg.force and is_done(folder, hashed):

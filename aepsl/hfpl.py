@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics as M
-from .artifacts import StageRun, is_done, load_metrics, stage_dir
+from .artifacts import StageRun, code_hash, is_done, load_metrics, stage_dir, stage_entry
 from .config import StageConfig, from_params, resolve
 
 
@@ -135,6 +135,7 @@ def seed_mask(kind: str, folder, name: str, tree, threshold: float | None = None
     return np.where(mask == 255, 0, mask).astype(np.uint8)
 
 
+@stage_entry
 def compare(params: dict, progress: bool = True) -> dict:
     """Region (mIoU) and contour (boundary F-score) quality of the seeds with and without HFPL."""
     from tqdm.auto import tqdm
@@ -147,12 +148,13 @@ def compare(params: dict, progress: bool = True) -> dict:
                "AE": cfg.masks_stage, "AE + HFPL": cfg.hfpl_masks_stage}
     records = {}
     for label, stage in sources.items():
-        rec = load_metrics(stage_dir(root, cfg.profile, stage))
+        rec = load_metrics(stage_dir(root, cfg.profile, stage), cfg.profile)
         if rec is None:
             raise FileNotFoundError(f"{label}: no finished stage {stage!r} in {stage_dir(root, cfg.profile, stage)} "
                                     f"(run notebooks 01_cam, 02_erasing and 03_pseudo_masks with their HFPL runs first)")
         records[label] = rec
-    hashed = {**dataclasses.asdict(cfg), "sources": {k: r["params_hash"] for k, r in records.items()}}
+    hashed = {**dataclasses.asdict(cfg), "sources": {k: r["params_hash"] for k, r in records.items()},
+              "code": code_hash(__name__)}
     hashed.pop("force")
     folder = stage_dir(root, cfg.profile, cfg.stage)
     if not cfg.force and is_done(folder, hashed):

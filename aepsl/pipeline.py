@@ -14,17 +14,37 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import importlib
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .artifacts import REPO_DIR, atomic_path, write_json
-from .config import ParameterError, load_profile, notebook_runs, resolve
+from .artifacts import REPO_DIR, ArtifactError, atomic_path, missing_ancestor, remove_stale_temps, write_json
+from .config import ParameterError, check_declared, from_params, load_profile, notebook_runs, resolve
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
 BOOK_NOTEBOOK_DIR = REPO_DIR / "book" / "notebooks"
+
+# The parameter dataclass of each stage notebook: the pipeline checks every run's values with
+# it (ranges, choices) before executing anything. Notebooks not listed are checked against
+# their parameters cell only (names and types).
+STAGE_CONFIGS = {
+    "00_data": ("aepsl.data.stage", "DataConfig"),
+    "01_cam": ("aepsl.cam", "CAMConfig"),
+    "02_erasing": ("aepsl.erasing", "ErasingConfig"),
+    "03_pseudo_masks": ("aepsl.erasing", "MergeConfig"),
+    "04_psl": ("aepsl.psl", "PSLConfig"),
+    "05_psl_plus_plus": ("aepsl.psl", "PSLConfig"),
+    "06_affinity": ("aepsl.randomwalk", "AffinityConfig"),
+    "07_hfpl": ("aepsl.hfpl", "HFPLCompareConfig"),
+}
+
+
+class NotebookError(RuntimeError):
+    """A notebook raised an error while papermill executed it."""
 
 
 def notebook_source(name: str) -> Path:
@@ -55,17 +75,23 @@ def parameters_cell(path: Path) -> dict:
 
 def check_parameters(name: str, params: dict) -> None:
     """Refuse parameters the notebook does not declare, or of another type than its literal."""
-    declared = parameters_cell(notebook_source(name))
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
-        raise ParameterError(f"notebook {name}: unknown parameter(s) {unknown}; it declares {sorted(declared)}")
-    for key, value in params.items():
-        ref = declared[key]
-        ok = (type(value) is type(ref) or (isinstance(ref, float) and type(value) is int)
-              or (isinstance(ref, (list, tuple)) and isinstance(value, (list, tuple))))
-        if not ok:
-            raise ParameterError(f"notebook {name}: parameter {key} must be of type {type(ref).__name__} "
-                                 f"(like {ref!r}), got {value!r}")
+    check_declared(f"notebook {name}", params, parameters_cell(notebook_source(name)))
+
+
+def check_values(name: str, params: dict) -> None:
+    """Check a run's values with the stage's parameter dataclass (e.g. ``round`` >= 1), so a bad
+    value is refused before anything runs rather than by the notebook halfway through."""
+    if name not in STAGE_CONFIGS:
+        return
+    module, cls = STAGE_CONFIGS[name]
+    cls = getattr(importlib.import_module(module), cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    try:
+        from_params(cls, {k: v for k, v in params.items() if k in fields}, f"notebook {name}")
+    except ParameterError:
+        raise
+    except ValueError as exc:
+        raise ParameterError(f"notebook {name}: {exc}") from None
 
 
 def _literal(value) -> str:
@@ -110,15 +136,19 @@ def execute(name: str, params: dict, output: Path, log_output: bool = False) -> 
 
     check_parameters(name, params)
     nb = jupytext.read(notebook_source(name))
-    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.parent.is_dir():
+        remove_stale_temps(output.parent, output.name)   # left by a run killed while executing
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmpdir:
         src = Path(tmpdir) / f"{name}.ipynb"
         nbformat.write(nb, str(src))
         with atomic_path(output) as tmp:
-            papermill.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
-                                       cwd=str(REPO_DIR), progress_bar=False, log_output=log_output,
-                                       language="python")
+            try:
+                papermill.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
+                                           cwd=str(REPO_DIR), progress_bar=False, log_output=log_output,
+                                           language="python")
+            except papermill.PapermillExecutionError as exc:
+                raise NotebookError(f"notebook {output.stem} failed: {exc.ename}: {exc.evalue}") from None
             check_executed(tmp, name)
     return time.time() - t0
 
@@ -157,19 +187,41 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
             if force:
                 params = {**params, "force": True}
             check_parameters(name, params)
+            check_values(name, params)
             plan.append((name, out_name, params))
     timings = {}
-    for name, out_name, params in plan:
-        print(f"[aepsl] {profile}: executing {out_name} ...", flush=True)
-        seconds = execute(name, params, out_dir / f"{out_name}.ipynb", log_output=log_output)
-        timings[out_name] = round(seconds, 1)
-        print(f"[aepsl] {profile}: {out_name} done in {seconds:.1f} s", flush=True)
+    created = missing_ancestor(out_dir)
+    try:
+        for name, out_name, params in plan:
+            print(f"[aepsl] {profile}: executing {out_name} ...", flush=True)
+            seconds = execute(name, params, out_dir / f"{out_name}.ipynb", log_output=log_output)
+            timings[out_name] = round(seconds, 1)
+            print(f"[aepsl] {profile}: {out_name} done in {seconds:.1f} s", flush=True)
+    except Exception:
+        _remove_empty(out_dir, created)
+        raise
     # merge with earlier runs, so a run of a few notebooks (--only) keeps the others' last times
     path = resolve(data["common"].get("artifacts_root", "artifacts")) / profile / "pipeline.json"
     earlier = json.loads(path.read_text()).get("notebooks", {}) if path.exists() else {}
     record = {"profile": profile, "notebooks": {**earlier, **timings}, "output_dir": str(out_dir)}
     write_json(path, record)
     return record
+
+
+def _remove_empty(folder: Path, top: Path | None) -> None:
+    """After a failure: remove ``folder`` and its parents up to ``top`` (the first folder this
+    run created) where they are empty, so a failed first run leaves no empty artifact folders."""
+    if top is None:
+        return
+    folder = folder.absolute()
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top:
+            return
+        folder = folder.parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,4 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ParameterError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (NotebookError, ArtifactError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0

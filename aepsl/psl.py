@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from . import dist
 from . import metrics as M
-from .artifacts import StageRun, is_done, load_metrics, params_hash, save_torch, stage_dir
+from .artifacts import StageRun, code_hash, is_done, load_metrics, params_hash, save_torch, stage_dir, stage_entry
 from .cam import dataset_identity, fresh_dir, scored_names
 from .config import StageConfig, from_params, resolve, without_neutral
 from .crf import CRFParams, crf_batch
@@ -258,15 +258,16 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
     return out
 
 
+@stage_entry
 def run(params: dict, progress: bool = True) -> dict:
     """Train a segmenter on the chosen labels; score it on ``eval_split`` (with and without
     CRF) and, if asked, predict the training images for the next stage."""
     cfg = from_params(PSLConfig, params, "psl")
     tree = VOCTree(resolve(cfg.data_root))
     label_dir = _label_dir(cfg)
-    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split)}
+    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split), "code": code_hash(__name__)}
     if label_dir is not None:
-        src = load_metrics(label_dir.parent)
+        src = load_metrics(label_dir.parent, cfg.profile)
         if src is None:
             raise FileNotFoundError(f"labels {cfg.labels!r}: no finished stage at {label_dir.parent} "
                                     f"(run the notebook that writes it first)")

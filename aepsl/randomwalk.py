@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from . import dist
 from . import metrics as M
-from .artifacts import StageRun, is_done, load_metrics, params_hash, save_torch, stage_dir
+from .artifacts import StageRun, code_hash, is_done, load_metrics, params_hash, save_torch, stage_dir, stage_entry
 from .cam import dataset_identity, fresh_dir, load_cam, scored_names
 from .config import StageConfig, from_params, resolve
 from .crf import CRFParams, crf_labels
@@ -343,6 +343,7 @@ def _label_stats(label_dir: Path, tree: VOCTree, names, scored: set) -> dict:
     return {k: round(float(v), 5) for k, v in out.items()}
 
 
+@stage_entry
 def run(params: dict, progress: bool = True) -> dict:
     """Make affinity labels from the seeds, train AffinityNet, walk the seeds; returns metrics.json."""
     from PIL import Image
@@ -353,14 +354,14 @@ def run(params: dict, progress: bool = True) -> dict:
     cfg = from_params(AffinityConfig, params, "affinity")
     root = resolve(cfg.artifacts_root)
     seed_folder = stage_dir(root, cfg.profile, cfg.seeds)
-    seed_record = load_metrics(seed_folder)
+    seed_record = load_metrics(seed_folder, cfg.profile)
     if seed_record is None:
         raise FileNotFoundError(f"parameter seeds={cfg.seeds!r}: no finished stage at {seed_folder} "
                                 f"(run the notebook that writes it first)")
     kind = seed_kind(seed_folder)
     tree = VOCTree(resolve(cfg.data_root))
     hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split),
-              "seeds_hash": seed_record["params_hash"]}
+              "seeds_hash": seed_record["params_hash"], "code": code_hash(__name__)}
     folder = stage_dir(root, cfg.profile, cfg.stage)
     if not cfg.force and is_done(folder, hashed):
         return load_metrics(folder)

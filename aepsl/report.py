@@ -42,7 +42,7 @@ PUBLISHED = {
 def _m(root: Path, profile: str, stage: str) -> dict | None:
     from .artifacts import load_metrics
 
-    return load_metrics(Path(root) / profile / stage)
+    return load_metrics(Path(root) / profile / stage, profile)   # another profile's folder: an error
 
 
 def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
@@ -115,12 +115,12 @@ def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
 
 
 def provenance_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
-    """One row per finished stage: parameters hash, seed, git revision, device, wall time."""
+    """One row per finished stage: parameters hash, code hash, seed, git revision, device, wall time."""
     root = Path(artifacts_root) / profile
     rows = []
     for path in sorted(root.glob("**/metrics.json")):
         rec = json.loads(path.read_text())
         rows.append({"stage": str(path.parent.relative_to(root)), "params hash": rec.get("params_hash"),
-                     "seed": rec.get("seed"), "git revision": rec.get("git_revision"), "device": rec.get("device"),
+                     "code hash": rec.get("code_hash"), "seed": rec.get("seed"), "git revision": rec.get("git_revision"), "device": rec.get("device"),
                      "wall time (s)": rec.get("wall_time_s"), "finished": rec.get("finished_at")})
     return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame()

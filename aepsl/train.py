@@ -13,6 +13,11 @@
 * determinism: the sample order and the augmentation of epoch ``e`` depend only on
   ``(seed, e)``, and torch's RNG is reseeded at every epoch start, so an interrupted and
   resumed run ends with the same weights as an uninterrupted one (on CPU).
+
+Fault injection for tests: with ``AEPSL_TEST_HOLD=<epoch>:<batch>:<file>`` in the environment,
+training stops before that batch (1-based epoch, 0-based batch), creates ``<file>`` and waits
+there until the process is killed; a test then kills it with SIGKILL at a known point in the
+middle of an epoch, with weights in memory that no checkpoint holds.
 """
 from __future__ import annotations
 
@@ -163,6 +168,19 @@ def train_step(model: nn.Module, batch: dict, loss_fn: LossFn, opt: torch.optim.
     scaler.step(opt)
     scaler.update()
     return loss, logs
+def _test_hold() -> tuple[int, int, Path] | None:
+    """The (epoch, batch, marker file) of ``AEPSL_TEST_HOLD``, if set (see the module docstring)."""
+    value = os.environ.get("AEPSL_TEST_HOLD")
+    if not value:
+        return None
+    epoch, batch, marker = value.split(":", 2)
+    return int(epoch), int(batch), Path(marker)
+
+
+def _hold_forever(marker: Path, desc: str, epoch: int, batch: int) -> None:
+    marker.write_text(f"{desc}: holding before epoch {epoch} batch {batch} (pid {os.getpid()})\n")
+    while True:
+        time.sleep(3600)
 
 
 def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, batch_size: int,
@@ -215,6 +233,7 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, bat
     total_steps = epochs * steps_per_epoch
     end = epochs if stop_after is None else min(epochs, stop_after)
     sync_every = 1 if device.type == "cpu" else 20   # reading a CUDA loss back stalls the GPU
+    hold = _test_hold()
     for epoch in range(start, end):
         torch.manual_seed(seed * 1009 + epoch)
         loader = make_loader(dataset, batch_size // world, True, seed, epoch, num_workers, drop_last=True,
@@ -225,6 +244,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, bat
         n, t0 = 0, time.time()
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for i, batch in enumerate(bar):
+            if hold is not None and hold[:2] == (epoch + 1, i):
+                _hold_forever(hold[2], desc, epoch + 1, i)
             step = epoch * steps_per_epoch + i
             factor = max(0.0, 1 - step / total_steps) ** poly_power
             if warmup_steps and step < warmup_steps:

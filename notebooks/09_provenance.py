@@ -18,6 +18,10 @@
 # git revision of the `aepsl` package that computed it (`+dirty` when the package had
 # uncommitted changes), the device and the wall time. This page lists them; a stage's full
 # parameters are in its `metrics.json` under `artifacts/<profile>/<stage>/`.
+#
+# The *code hash* is part of a stage's cache key: a hash of the source of the stage's module
+# and of every `aepsl` module it imports (comments and docstrings left out). A stage whose
+# parameters or code hash differ from those recorded is recomputed; otherwise it is reused.
 
 # %% tags=["parameters"]
 profile = "default"

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from aepsl.config import PARAMS_DIR
 from aepsl.data.scenes import SceneConfig, generate
 
 # The tests run tiny models on a small machine that is often busy with other work. With
@@ -40,3 +42,23 @@ def scene_tree(tmp_path_factory) -> Path:
 def make_scene_config():
     """``make_scene_config(root, seed=0, **overrides)`` -> the tiny SceneConfig."""
     return tiny_scene_config
+
+
+QUICK_ONLY = None   # e.g. ["00_data", "01_cam"] while debugging: the quick run executes only these
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """Run the quick profile once per session through papermill, with data and artifacts under
+    a temporary folder: ``{record, profile, artifacts, data}`` (the notebook tests check it,
+    the book test builds the book from its executed notebooks)."""
+    from aepsl.pipeline import run_profile
+
+    tmp = tmp_path_factory.mktemp("quick")
+    profile = yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())
+    profile["common"]["artifacts_root"] = str(tmp / "artifacts")
+    profile["common"]["data_root"] = str(tmp / "data")
+    path = tmp / "quick.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    record = run_profile(str(path), only=QUICK_ONLY)
+    return {"record": record, "profile": profile, "artifacts": tmp / "artifacts" / "quick", "data": tmp / "data"}

@@ -1,7 +1,8 @@
 """The whole quick profile end to end through papermill, into a temporary folder.
 
 Every notebook of ``notebooks/params/quick.yaml`` runs (each erasing round is its own papermill
-run); the per-notebook checks follow pipeline.json. ``ONLY`` can narrow it while debugging.
+run, once per test session: the ``quick_run`` fixture of conftest.py, which the book test
+reuses); the per-notebook checks follow pipeline.json. ``ONLY`` there narrows it while debugging.
 """
 from __future__ import annotations
 
@@ -14,26 +15,12 @@ import yaml
 from aepsl.artifacts import read_json
 from aepsl.cam import CAMConfig
 from aepsl.config import PARAMS_DIR
-from aepsl.pipeline import run_profile
+from conftest import QUICK_ONLY as ONLY
 
 pytestmark = pytest.mark.notebooks
 
-ONLY = None
 TABLE_ONLY = {"09_provenance"}
 NOTEBOOKS = ONLY or list(yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())["notebooks"])
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """Run the quick profile once, with data and artifacts under a temporary folder."""
-    tmp = tmp_path_factory.mktemp("quick")
-    profile = yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())
-    profile["common"]["artifacts_root"] = str(tmp / "artifacts")
-    profile["common"]["data_root"] = str(tmp / "data")
-    path = tmp / "quick.yaml"
-    path.write_text(yaml.safe_dump(profile, sort_keys=False))
-    record = run_profile(str(path), only=ONLY)
-    return {"record": record, "profile": profile, "artifacts": tmp / "artifacts" / "quick", "data": tmp / "data"}
 
 
 def _notebook(quick_run, name: str) -> dict:

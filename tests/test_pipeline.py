@@ -8,7 +8,7 @@ import pytest
 
 from aepsl.artifacts import REPO_DIR
 from aepsl.config import ParameterError, load_profile, notebook_runs, stage_params
-from aepsl.pipeline import check_parameters, notebook_source, parameters_cell, run_name, run_profile
+from aepsl.pipeline import check_parameters, check_values, notebook_source, parameters_cell, run_name, run_profile
 
 PROFILES = ["quick", "default", "voc"]
 NOTEBOOKS = list(load_profile("default")["notebooks"])  # in reading order
@@ -60,6 +60,7 @@ def test_every_profile_parameter_is_declared(profile):
             params = _papermill_params(params)
             check_parameters(name, params)                   # no exception
             check_parameters(name, {**params, "force": True})  # what --force adds
+            check_values(name, params)                       # values within the stage's ranges
 
 
 def test_check_parameters_unknown_name():

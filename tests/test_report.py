@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 
-from aepsl.artifacts import write_json
+import pytest
+
+from aepsl.artifacts import ArtifactError, write_json
 from aepsl.report import PUBLISHED, ablation_table
 
 
@@ -54,10 +56,19 @@ def test_provenance_lists_every_finished_stage(tmp_path):
     from aepsl.report import provenance_table
 
     write_json(tmp_path / "p" / "cam" / "metrics.json",
-               {"params_hash": "abc", "seed": 1, "git_revision": "r1", "device": "cpu", "wall_time_s": 3.5})
+               {"params_hash": "abc", "code_hash": "c0de", "seed": 1, "git_revision": "r1", "device": "cpu",
+                "wall_time_s": 3.5})
     write_json(tmp_path / "p" / "erasing" / "round2" / "metrics.json",
                {"params_hash": "def", "seed": 1, "git_revision": "r1", "device": "cpu", "wall_time_s": 7.0})
     table = provenance_table(tmp_path, "p")
     assert list(table.index) == ["cam", "erasing/round2"]
     assert table.loc["erasing/round2", "params hash"] == "def"
     assert table.loc["cam", "wall time (s)"] == 3.5
+    assert table.loc["cam", "code hash"] == "c0de"
+
+
+def test_ablation_table_refuses_a_folder_of_another_profile(tmp_path):
+    write_json(tmp_path / "p" / "cam" / "metrics.json",
+               {"metrics": {"seed_miou": 0.4}, "wall_time_s": 1.0, "params": {"profile": "quick"}})
+    with pytest.raises(ArtifactError, match="written by profile 'quick'"):
+        ablation_table(tmp_path, "p")

@@ -67,7 +67,7 @@ def _makefile() -> str:
     return (REPO_DIR / "Makefile").read_text()
 
 
-@pytest.mark.parametrize("target", ["book", "test", "setup"])
+@pytest.mark.parametrize("target", ["book", "test", "setup", "check-book", "chromium"])
 def test_makefile_targets(target):
     text = _makefile()
     assert re.search(rf"^{target}:", text, re.M), f"no {target} target"
@@ -84,6 +84,14 @@ def test_makefile_recipes():
     assert re.search(r"^book:.*\bnotebooks\b", text, re.M), "book must depend on notebooks"
     assert re.search(r"^notebooks:.*\bsetup\b", text, re.M)
     assert re.search(r"^test:.*\bsetup\b", text, re.M)
+    check = re.search(r"^check-book:(.*)\n((?:\t.*\n)+)", text, re.M)
+    assert check and "chromium" in check.group(1).split() and "aepsl.bookcheck" in check.group(2)
+
+
+def test_ci_installs_chromium_before_the_tests():
+    lines = [ln.strip() for ln in (REPO_DIR / ".ci" / "run").read_text().splitlines()
+             if ln.strip() and not ln.strip().startswith("#")]
+    assert "make chromium" in lines and lines.index("make chromium") < lines.index("make test")
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..artifacts import StageRun, is_done, load_metrics, stage_dir
+from ..artifacts import StageRun, code_hash, is_done, load_metrics, stage_entry, stage_dir
 from ..config import from_params, resolve
 from .scenes import SceneConfig, generate
 from .voc import VOCTree, check_tree
@@ -33,7 +33,12 @@ class DataConfig(SceneConfig):
 
 
 def dataset_statistics(tree: VOCTree, split: str) -> dict:
-    """Per-class image counts and pixel fractions, items per image, image sizes."""
+    """Per-class image counts and pixel fractions, items per image, image sizes.
+
+    It reads every image, mask and label of the split, so a corrupt file, a mask of another
+    size than its image or a label naming an unknown class stops the data stage with one
+    message naming the file, before any training.
+    """
     names = tree.ids(split)
     c = tree.num_classes
     images_with = np.zeros(c - 1, np.int64)
@@ -41,6 +46,7 @@ def dataset_statistics(tree: VOCTree, split: str) -> dict:
     per_image = []
     sizes = set()
     for n in names:
+        tree.image(n)   # decodes the whole file: a truncated JPEG fails here
         lab = tree.labels(n)
         images_with += lab > 0.5
         per_image.append(int((lab > 0.5).sum()))
@@ -58,11 +64,12 @@ def dataset_statistics(tree: VOCTree, split: str) -> dict:
     }
 
 
+@stage_entry
 def run(params: dict, progress: bool = True) -> dict:
     """Generate the scenes (or check a VOC tree) and write the data stage's metrics.json."""
     cfg = from_params(DataConfig, params, "data")
     folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, "data")
-    hashed = dataclasses.asdict(cfg)
+    hashed = {**dataclasses.asdict(cfg), "code": code_hash(__name__)}
     hashed.pop("force")
     if not cfg.force and is_done(folder, hashed) and (resolve(cfg.data_root) / "JPEGImages").exists():
         return load_metrics(folder)

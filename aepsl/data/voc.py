@@ -9,7 +9,7 @@ Layout under ``root`` (our generated scenes and real PASCAL VOC 2012 + SBD alike
     classes.txt                            one class name per line, 0 = background
     image_labels.json | cls_labels.npy     optional image-level labels
 
-Image-level labels come from ``image_labels.json`` (``{name: [class ids >= 1]}``),
+Image-level labels come from ``image_labels.json`` (``{name: [class ids >= 1 or class names]}``),
 else from a PSA/IRN-style ``cls_labels.npy`` (pickled ``{name: float[C-1]}``),
 else they are derived from the mask (in ``mask_dir``, else in ``SegmentationClassAug/``).
 
@@ -160,8 +160,8 @@ class VOCTree:
         if not self.root.is_dir():
             raise FileNotFoundError(
                 f"dataset root not found: {self.root} (create the embedded data with "
-                "`python -m aepsl.data --profile default`; for PASCAL VOC point data_root "
-                "at VOCdevkit/VOC2012)")
+                "`python -m aepsl --profile default --only 00_data`; for PASCAL VOC point "
+                "data_root at VOCdevkit/VOC2012)")
         self.image_dir = self.root / IMAGE_DIR
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.image_dir} "
@@ -335,12 +335,18 @@ class VOCTree:
         return name in self._labels or name in self._derived or self.label_mask_path(name) is not None
 
     def _ids_to_multihot(self, ids: Any, path: Path, name: str) -> np.ndarray:
+        """Class indices (1 = first foreground class) or class names -> multi-hot."""
         if not isinstance(ids, (list, tuple)):
-            raise ValueError(f"{path}: image {name!r} must map to a list of class indices")
+            raise ValueError(f"{path}: image {name!r} must map to a list of class indices or names")
         vec = np.zeros(self.num_classes - 1, dtype=np.float32)
         for i in ids:
+            if isinstance(i, str):
+                if i not in self.classes[1:]:
+                    raise ValueError(f"{path}: image {name!r} names unknown class {i!r}; the foreground "
+                                     f"classes are {self.classes[1:]}")
+                i = self.classes.index(i)
             if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-                raise ValueError(f"{path}: image {name!r} has non-integer label {i!r}")
+                raise ValueError(f"{path}: image {name!r} has label {i!r}, neither a class index nor a name")
             if not 1 <= i < self.num_classes:
                 raise ValueError(f"{path}: image {name!r} has label {i}, outside the foreground "
                                  f"classes 1..{self.num_classes - 1}")

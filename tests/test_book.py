@@ -1,0 +1,162 @@
+"""The book a reader sees: the quick profile's executed notebooks built into the HTML book with
+warnings as errors, then every page opened in headless Chromium (aepsl.bookcheck).
+
+The book is built in a temporary folder from the session's quick run (conftest.quick_run), so
+the notebooks run once for this file and test_notebooks.py together. The browser part is
+skipped, saying why, where Chromium or chromedriver is not installed (`make chromium`).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aepsl import bookcheck
+from aepsl.artifacts import REPO_DIR
+
+try:
+    bookcheck.find_chromium()
+    NO_BROWSER = ""
+except bookcheck.ChromiumMissing as exc:
+    NO_BROWSER = str(exc)
+needs_browser = pytest.mark.skipif(bool(NO_BROWSER), reason=f"browser check skipped: {NO_BROWSER}")
+
+BOOK = REPO_DIR / "book"
+
+
+def _jupyter_book() -> str:
+    local = Path(sys.executable).parent / "jupyter-book"
+    return str(local) if local.exists() else (shutil.which("jupyter-book") or "jupyter-book")
+
+
+@pytest.fixture(scope="module")
+def quick_book(quick_run, tmp_path_factory) -> Path:
+    """The book's sources with the quick run's executed notebooks, built to HTML with -W -n."""
+    src = tmp_path_factory.mktemp("book") / "book"
+    # the book's own sources (config, prose pages, any figures), not its outputs
+    shutil.copytree(BOOK, src, ignore=shutil.ignore_patterns("_build", "notebooks", ".ipynb_checkpoints"))
+    shutil.copytree(quick_run["artifacts"] / "notebooks", src / "notebooks")
+    result = subprocess.run([_jupyter_book(), "build", str(src), "--builder", "html", "-W", "-n", "--keep-going"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"jupyter-book build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return src
+
+
+def test_quick_book_builds_every_page(quick_book):
+    html = quick_book / "_build" / "html"
+    pages = bookcheck.toc_pages(quick_book / "_toc.yml")
+    assert pages[0] == "intro" and "notebooks/08_results" in pages
+    missing = [p for p in pages if not (html / f"{p}.html").is_file()]
+    assert not missing, f"pages in _toc.yml but not built: {missing}"
+
+
+@needs_browser
+def test_browser_check_of_the_quick_book(quick_book, tmp_path):
+    shots = tmp_path / "screenshots"
+    report = bookcheck.check_book(quick_book / "_build" / "html", quick_book / "_toc.yml", shots)
+    pages = {p["page"]: p for p in report["pages"]}
+    assert list(pages) == bookcheck.toc_pages(quick_book / "_toc.yml")
+    assert report["problems"] == []
+    assert all(p["loaded"] for p in pages.values())
+    # every chapter that draws figures had images, and every one of them loaded
+    figure_pages = [p for p in pages if p.startswith("notebooks/") and p != "notebooks/09_provenance"]
+    assert figure_pages
+    for page in figure_pages:
+        assert pages[page]["images"] >= 1, f"{page}: no figure found"
+        assert pages[page]["broken_images"] == []
+    assert pages["notebooks/08_results"]["tables"] >= 1
+    # screenshots of every page, among them the intro and the results chapter
+    for page in ("intro", "notebooks/08_results"):
+        path = Path(pages[page]["screenshot"])
+        assert path.parent == shots and path.is_file()
+        with Image.open(path) as img:
+            assert img.format == "PNG"
+            assert img.width >= 800 and img.height >= 600
+            assert np.asarray(img.convert("L")).std() > 5, f"{path} is a blank picture"
+    assert (shots / "report.json").is_file()
+
+
+# --------------------------------------------------------------------------- the checker itself
+def _png(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((20, 30, 3), 120, np.uint8)).save(path)
+
+
+def _page(path: Path, body: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<!DOCTYPE html><html><head><title>t</title></head><body>{body}</body></html>")
+
+
+@pytest.fixture
+def small_site(tmp_path) -> tuple[Path, Path]:
+    """A three-page site: an intro with a good image, a chapter, a results page with its table."""
+    html = tmp_path / "html"
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: intro\nparts:\n  - caption: c\n    chapters:\n"
+                   "      - file: notebooks/01_cam\n        sections:\n          - file: notebooks/01_more\n"
+                   "      - file: notebooks/08_results\n")
+    _png(html / "_images" / "good.png")
+    _png(html / "_images" / "fig.png")
+    _page(html / "intro.html", '<h1>Intro</h1><img src="_images/good.png">')
+    _page(html / "notebooks" / "01_cam.html", '<h1>CAM</h1><img src="../_images/fig.png">')
+    _page(html / "notebooks" / "01_more.html", '<h1>More</h1><img src="../_images/fig.png" loading="lazy">')
+    _page(html / "notebooks" / "08_results.html",
+          "<h1>Results</h1><table><thead><tr><th>method</th><th>mIoU</th></tr></thead>"
+          "<tbody><tr><td>CAM</td><td>0.5</td></tr></tbody></table>")
+    return html, toc
+
+
+def test_toc_pages_reads_sections_in_order(small_site):
+    _, toc = small_site
+    assert bookcheck.toc_pages(toc) == ["intro", "notebooks/01_cam", "notebooks/01_more", "notebooks/08_results"]
+
+
+@needs_browser
+def test_check_passes_a_good_site(small_site):
+    html, toc = small_site
+    report = bookcheck.check_book(html, toc, screenshot_dir=None)
+    assert [p["images"] for p in report["pages"]] == [1, 1, 1, 0]
+    assert report["problems"] == []
+
+
+@needs_browser
+def test_check_lists_every_broken_image_missing_page_and_missing_table(small_site, tmp_path):
+    html, toc = small_site
+    (html / "_images" / "fig.png").unlink()                         # a figure two pages show
+    _png(html / "_images" / "empty.png")
+    (html / "_images" / "empty.png").write_bytes(b"")                # a file that is no image
+    _page(html / "intro.html", '<link rel="stylesheet" href="_static/gone.css">'   # a missing stylesheet
+          '<h1>Intro</h1><img src="_images/good.png"><img src="_images/empty.png">')
+    (html / "notebooks" / "01_more.html").unlink()                  # a page that was not built
+    _page(html / "notebooks" / "08_results.html", "<h1>Results</h1><p>no table</p>")
+    with pytest.raises(bookcheck.BookCheckError) as err:
+        bookcheck.check_book(html, toc, screenshot_dir=tmp_path / "shots")
+    message = str(err.value)
+    assert "intro: image did not load: _images/empty.png" in message
+    assert "notebooks/01_cam: image did not load: ../_images/fig.png" in message
+    assert "notebooks/01_more: page not built" in message
+    assert "notebooks/08_results: the results chapter has no results table" in message
+    assert f"intro: missing file: {(html / '_static' / 'gone.css').as_uri()}" in message
+    assert "good.png" not in message
+    assert "5 problem(s)" in message   # each broken thing once (fig.png is not also a missing file)
+    # the pages that loaded still got their screenshots, and the report lists the problems
+    assert (tmp_path / "shots" / "intro.png").is_file()
+    assert (tmp_path / "shots" / "report.json").is_file()
+
+
+def test_check_without_a_built_book(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make book"):
+        bookcheck.check_book(tmp_path / "nothing", BOOK / "_toc.yml", None)
+
+
+def test_cli_without_a_built_book_says_so(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "aepsl.bookcheck", "--html", str(tmp_path / "nothing")],
+                            capture_output=True, text=True, timeout=120, cwd=REPO_DIR)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: no built book at")
+    assert len(result.stderr.strip().splitlines()) == 1

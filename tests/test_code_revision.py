@@ -1,0 +1,125 @@
+"""The cache key holds the code revision: a stage's hashed parameters include a hash of the
+source of its module and every aepsl module it imports (aepsl.artifacts.code_hash)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aepsl.artifacts import PACKAGE_DIR, code_hash, code_modules, read_json
+
+
+def _package(root: Path) -> Path:
+    """A small package named aepsl: a imports b (relatively) and sub.c; d stands alone."""
+    pkg = root / "aepsl"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""The package."""\n')
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text('"""Module a."""\nfrom . import b\nfrom .sub.c import C\n\n\n'
+                              'def f(x):\n    """Double."""\n    return 2 * x  # twice\n')
+    (pkg / "b.py").write_text("Y = 1\n")
+    (pkg / "sub" / "c.py").write_text("def C():\n    from ..b import Y\n    return Y\n")
+    (pkg / "d.py").write_text("Z = 3\n")
+    return pkg
+
+
+def test_code_modules_follow_imports(tmp_path):
+    pkg = _package(tmp_path)
+    assert list(code_modules("aepsl.a", pkg)) == ["aepsl", "aepsl.a", "aepsl.b", "aepsl.sub", "aepsl.sub.c"]
+    assert list(code_modules("aepsl.d", pkg)) == ["aepsl", "aepsl.d"]
+    with pytest.raises(ValueError, match="aepsl.nothing"):
+        code_modules("aepsl.nothing", pkg)
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_code_hash_changes_with_code_not_with_comments(tmp_path):
+    pkg = _package(tmp_path)
+    h = code_hash("aepsl.a", pkg)
+    assert len(h) == 16 and h == code_hash("aepsl.a", pkg)
+    # comments, docstrings, blank lines and line breaks do not count
+    _edit(pkg / "a.py", "# twice", "# two times, see the docs")
+    _edit(pkg / "a.py", '"""Double."""', '"""Double x.\n\n    More words."""')
+    _edit(pkg / "a.py", "\n\n\ndef f", "\n\n\n\n# a comment\ndef f")
+    assert code_hash("aepsl.a", pkg) == h
+    # a module a does not import does not count
+    _edit(pkg / "d.py", "Z = 3", "Z = 4")
+    assert code_hash("aepsl.a", pkg) == h
+    # code does: in a, in what a imports, and in what that imports lazily (inside a function)
+    hashes = {h}
+    for path, old, new in [(pkg / "sub" / "c.py", "return Y", "return Y + 0"),
+                           (pkg / "b.py", "Y = 1", "Y = 2"),
+                           (pkg / "a.py", "2 * x", "x * 2"),
+                           (pkg / "__init__.py", '"""The package."""', '"""The package."""\nVERSION = 2')]:
+        _edit(path, old, new)
+        hashes.add(code_hash("aepsl.a", pkg))
+    assert len(hashes) == 5
+
+
+def test_stages_depend_on_their_own_code_only():
+    cam = set(code_modules("aepsl.cam"))
+    assert {"aepsl.cam", "aepsl.train", "aepsl.metrics", "aepsl.data.voc", "aepsl.models.backbones"} <= cam
+    assert not cam & {"aepsl.psl", "aepsl.erasing", "aepsl.crf", "aepsl.pipeline", "aepsl.report", "aepsl.viz",
+                      "aepsl.bookcheck"}
+    psl = set(code_modules("aepsl.psl"))
+    assert {"aepsl.psl", "aepsl.cam", "aepsl.crf", "aepsl.models.segmenter"} <= psl
+    assert "aepsl.erasing" not in psl
+    assert "aepsl.data.scenes" in code_modules("aepsl.data.stage")
+
+
+def test_stage_records_its_code_hash(scene_tree, tmp_path):
+    from aepsl.data import stage
+
+    record = stage.run({"profile": "code", "data_root": str(scene_tree), "artifacts_root": str(tmp_path),
+                        "source": "voc", "device": "cpu"}, progress=False)
+    assert record["params"]["code"] == record["code_hash"] == code_hash("aepsl.data.stage")
+
+
+def _run_data_stage(pkg_root: Path, tree: Path, art: Path) -> None:
+    code = ("import json, sys\nfrom aepsl.data import stage\n"
+            "assert stage.__file__.startswith(sys.argv[2]), stage.__file__\n"
+            "stage.run(json.loads(sys.argv[1]), progress=False)")
+    params = {"profile": "code", "data_root": str(tree), "artifacts_root": str(art), "source": "voc", "device": "cpu"}
+    env = {**os.environ, "PYTHONPATH": str(pkg_root), "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(params), str(pkg_root)], env=env,
+                            cwd=pkg_root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_changed_code_invalidates_the_cache(scene_tree, tmp_path):
+    """A copy of the package runs the data stage three times: unchanged code reuses the
+    artifacts, a comment edit too, a code edit in a module the stage imports recomputes them."""
+    pkg_root = tmp_path / "clone"
+    shutil.copytree(PACKAGE_DIR, pkg_root / "aepsl", ignore=shutil.ignore_patterns("__pycache__"))
+    art = tmp_path / "art"
+    metrics = art / "code" / "data" / "metrics.json"
+
+    _run_data_stage(pkg_root, scene_tree, art)
+    first, first_stat = metrics.read_bytes(), metrics.stat().st_mtime_ns
+    _run_data_stage(pkg_root, scene_tree, art)                   # nothing changed: reused
+    assert metrics.read_bytes() == first and metrics.stat().st_mtime_ns == first_stat
+
+    voc = pkg_root / "aepsl" / "data" / "voc.py"
+    voc.write_text(voc.read_text() + "\n# a comment changes nothing\n")
+    _run_data_stage(pkg_root, scene_tree, art)                   # a comment: still reused
+    assert metrics.read_bytes() == first and metrics.stat().st_mtime_ns == first_stat
+
+    voc.write_text(voc.read_text() + "\nCODE_REVISION_TEST = 1\n")
+    _run_data_stage(pkg_root, scene_tree, art)                   # code: recomputed
+    second = read_json(metrics)
+    old = json.loads(first)
+    assert second["finished_at"] >= old["finished_at"] and metrics.stat().st_mtime_ns != first_stat
+    assert second["params"]["code"] != old["params"]["code"]
+    assert second["params_hash"] != old["params_hash"]
+    assert {k: v for k, v in second["params"].items() if k != "code"} == \
+        {k: v for k, v in old["params"].items() if k != "code"}
+    assert second["metrics"] == old["metrics"]
