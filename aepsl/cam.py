@@ -283,7 +283,7 @@ def run(params: dict, progress: bool = True) -> dict:
     folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
     tree = VOCTree(resolve(cfg.data_root))
     hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split), "code": code_hash(__name__)}
-    if not cfg.force and is_done(folder, hashed):
+    if not cfg.force and dist.agree(is_done(folder, hashed)):
         return load_metrics(folder)
     scored = scored_names(tree, cfg.train_split, cfg.score_split)
     device = pick_device(cfg.device)

@@ -65,6 +65,17 @@ def shutdown() -> None:
         td.destroy_process_group()
 
 
+def agree(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank. Every rank must call it: a training stage decides with it
+    whether its artifacts are already done, so that no rank skips a stage that rank 0 runs (a
+    rank that checked after rank 0 had finished would skip its barriers and hang the others)."""
+    if world_size() <= 1:
+        return flag
+    box = [bool(flag)]
+    td.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over processes (in place); unchanged with one process."""
     if world_size() > 1:

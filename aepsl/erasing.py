@@ -231,7 +231,7 @@ def run_round(params: dict, progress: bool = True) -> dict:
     for k in ("force", "eval_batch_size", "num_workers"):
         hashed.pop(k)
     folder = round_dir(cfg, cfg.round)
-    if not cfg.force and is_done(folder, hashed):
+    if not cfg.force and dist.agree(is_done(folder, hashed)):
         return load_metrics(folder)
     previous = [round_dir(cfg, k) for k in range(1, cfg.round)]
     for k, d in enumerate(previous, start=1):

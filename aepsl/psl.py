@@ -273,7 +273,7 @@ def run(params: dict, progress: bool = True) -> dict:
                                     f"(run the notebook that writes it first)")
         hashed["labels_hash"] = src["params_hash"]
     folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
-    if not cfg.force and is_done(folder, hashed):
+    if not cfg.force and dist.agree(is_done(folder, hashed)):
         return load_metrics(folder)
     scored = scored_names(tree, cfg.train_split, cfg.score_split) if cfg.predict_train else set()
     device = pick_device(cfg.device)

@@ -363,7 +363,7 @@ def run(params: dict, progress: bool = True) -> dict:
     hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split),
               "seeds_hash": seed_record["params_hash"], "code": code_hash(__name__)}
     folder = stage_dir(root, cfg.profile, cfg.stage)
-    if not cfg.force and is_done(folder, hashed):
+    if not cfg.force and dist.agree(is_done(folder, hashed)):
         return load_metrics(folder)
     scored = scored_names(tree, cfg.train_split, cfg.score_split)
     device = pick_device(cfg.device)
