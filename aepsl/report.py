@@ -68,6 +68,10 @@ def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
     if aff and "miou_after" in aff["metrics"]:
         add("CAM + random walk (AffinityNet)", aff["metrics"]["miou_after"], None, aff["wall_time_s"],
             PUBLISHED["CAM + random walk"])
+    cut = _m(root, profile, "affinity_cam_cut")
+    if cut and "miou_after" in cut["metrics"]:
+        add("CAM + random walk, alphas matched to our CAMs", cut["metrics"]["miou_after"], None,
+            cut["wall_time_s"], "")
     pm = _m(root, profile, "pseudo_masks")
     if pm and "per_rounds" in pm["metrics"]:
         for k, p in enumerate(pm["metrics"]["per_rounds"], start=1):
