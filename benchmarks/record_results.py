@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--artifacts", default=str(ROOT / "artifacts"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.md"))
     ap.add_argument("--make-seconds", default="", help="file holding `make book`'s measured wall time")
+    ap.add_argument("--status", default="", help="a sentence on the state of the run (e.g. which stages are older)")
     args = ap.parse_args()
     art = Path(args.artifacts) / args.profile
     lines = [f"# Measured results — profile `{args.profile}`", "",
@@ -40,6 +41,15 @@ def main() -> None:
              "the saved artifacts (`artifacts/default/*/metrics.json`); the `make book` total was measured with `date` around the command.", "",
              f"Machine: {torch.get_num_threads()} CPU threads, {platform.machine()}, Python "
              f"{platform.python_version()}, torch {torch.__version__}, no GPU.", ""]
+    if args.status:
+        lines += [f"**Status:** {args.status}", ""]
+    revisions = {}
+    for path in sorted(art.glob("**/metrics.json")):
+        rec = json.loads(path.read_text())
+        revisions.setdefault(rec.get("git_revision"), []).append(str(path.parent.relative_to(art)))
+    if len(revisions) > 1:
+        lines += ["Stages by the git revision that computed them: " + "; ".join(
+            f"`{rev}`: {', '.join(sorted(stages))}" for rev, stages in revisions.items()), ""]
     setup = ROOT / ".venv" / ".aepsl-setup-seconds"
     lines += ["## Set-up and wall time", "", "| step | seconds |", "|---|---|"]
     if setup.exists():
