@@ -309,6 +309,50 @@ def is_done(folder: str | os.PathLike, params: dict) -> bool:
     return bool(metrics) and metrics.get("params_hash") == params_hash(params)
 
 
+ARCHIVE_MARK = "@"
+
+
+def archived_name(folder: str | os.PathLike, old_hash: str) -> Path:
+    """Where a finished stage folder computed with other parameters is kept:
+    ``<stage>@<its params hash>`` beside it."""
+    folder = Path(folder)
+    return folder.with_name(f"{folder.name}{ARCHIVE_MARK}{old_hash}")
+
+
+def is_archived(path: str | os.PathLike, root: str | os.PathLike | None = None) -> bool:
+    """True for a path inside an archived stage folder (one named ``<stage>@<hash>``)."""
+    path = Path(path)
+    parts = path.relative_to(root).parts if root is not None else path.parts
+    return any(ARCHIVE_MARK in part for part in parts)
+
+
+def current_metrics_files(profile_root: str | os.PathLike) -> list[Path]:
+    """The metrics.json of every stage folder under ``artifacts/<profile>``, archived ones left out."""
+    root = Path(profile_root)
+    return [p for p in sorted(root.glob("**/metrics.json")) if not is_archived(p.parent, root)]
+
+
+def archive_stale(folder: str | os.PathLike, params: dict) -> Path | None:
+    """Move a finished stage folder that was computed with *other* parameters (or other code)
+    aside to ``<stage>@<its params hash>``, so that a run with new parameters starts in a fresh
+    folder and never overwrites earlier results; returns where it went (None when nothing moved:
+    no folder, an unfinished one, or one with these very parameters, e.g. a forced rerun).
+    An archive of the same old parameters is replaced."""
+    folder = Path(folder)
+    record = load_metrics(folder)
+    if not record or record.get("params_hash") in (None, params_hash(params)):
+        return None
+    target = archived_name(folder, record["params_hash"])
+    if target.exists():
+        shutil.rmtree(target)
+    try:
+        os.replace(folder, target)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot move the stale stage folder {folder} aside to {target}: "
+                                 f"{exc.strerror or exc}") from exc
+    return target
+
+
 def _world_size() -> int:
     from .dist import world_size
 
@@ -354,6 +398,10 @@ class StageRun:
         self.metrics: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self._t0 = time.time()
+        from .dist import is_main
+
+        # results of other parameters are kept aside, not overwritten (rank 0 alone moves them)
+        self.archived = archive_stale(self.folder, self.params) if is_main() else None
         self.created = missing_ancestor(self.folder)   # what to remove if the run fails
         make_dirs(self.folder)
         # a rerun starts by invalidating the old record, so that an interrupted rerun (of a
@@ -367,6 +415,8 @@ class StageRun:
         """Remove the folders this run created (after a failure); keep pre-existing ones."""
         if not self.finished and self.created is not None:
             shutil.rmtree(self.created, ignore_errors=True)
+        if not self.finished and self.archived is not None and not self.folder.exists():
+            os.replace(self.archived, self.folder)   # a failed run gives the old results back
 
     @contextlib.contextmanager
     def timed(self, name: str) -> Iterator[None]:

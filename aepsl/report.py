@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .artifacts import current_metrics_files
+
 
 def calibration_tables(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(classifier settings, oracle settings) from ``benchmarks/calibration.json``."""
@@ -70,7 +72,7 @@ def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
             PUBLISHED["CAM + random walk"])
     cut = _m(root, profile, "affinity_cam_cut")
     if cut and "miou_after" in cut["metrics"]:
-        add("CAM + random walk, alphas matched to our CAMs", cut["metrics"]["miou_after"], None,
+        add("CAM + random walk, alphas and steps matched to our CAMs", cut["metrics"]["miou_after"], None,
             cut["wall_time_s"], "")
     pm = _m(root, profile, "pseudo_masks")
     if pm and "per_rounds" in pm["metrics"]:
@@ -122,7 +124,7 @@ def provenance_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
     """One row per finished stage: parameters hash, code hash, seed, git revision, device, wall time."""
     root = Path(artifacts_root) / profile
     rows = []
-    for path in sorted(root.glob("**/metrics.json")):
+    for path in current_metrics_files(root):   # folders kept aside for old parameters left out
         rec = json.loads(path.read_text())
         rows.append({"stage": str(path.parent.relative_to(root)), "params hash": rec.get("params_hash"),
                      "code hash": rec.get("code_hash"), "seed": rec.get("seed"), "git revision": rec.get("git_revision"), "device": rec.get("device"),

@@ -19,7 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl.artifacts import load_metrics, write_text  # noqa: E402
+from aepsl.artifacts import current_metrics_files, load_metrics, write_text  # noqa: E402
 
 
 def fmt(x, digits=3):
@@ -44,7 +44,7 @@ def main() -> None:
     if args.status:
         lines += [f"**Status:** {args.status}", ""]
     revisions = {}
-    for path in sorted(art.glob("**/metrics.json")):
+    for path in current_metrics_files(art):
         rec = json.loads(path.read_text())
         revisions.setdefault(rec.get("git_revision"), []).append(str(path.parent.relative_to(art)))
     if len(revisions) > 1:
@@ -58,7 +58,7 @@ def main() -> None:
         lines.append(f"| `make book`, default profile, from empty artifacts (after set-up) | "
                      f"{Path(args.make_seconds).read_text().strip()} |")
     # per-stage compute time from each stage's metrics.json (kept when a later run skips the stage)
-    for path in sorted(art.glob("**/metrics.json")):
+    for path in current_metrics_files(art):
         rec = json.loads(path.read_text())
         stage = str(path.parent.relative_to(art))
         lines.append(f"| stage `{stage}` (computed once; `timings_s`: {rec.get('timings_s', {})}) | "
@@ -98,7 +98,7 @@ def main() -> None:
         lines += ["", "Per-round classifiers (train mAP on their own erased inputs / val mAP on clean images): "
                   + ", ".join(f"round {k}: {fmt(t)} / {fmt(v)}" for k, (t, v) in
                               enumerate(zip(m["round_train_map"], m["round_val_map"]), start=1)), ""]
-        for variant in sorted(p.name for p in art.glob("pseudo_masks_*")):
+        for variant in sorted(p.name for p in art.glob("pseudo_masks_*") if "@" not in p.name):
             vm = load_metrics(art / variant)
             if vm and "per_rounds" in vm["metrics"]:
                 lines.append(f"- `{variant}`: " + ", ".join(

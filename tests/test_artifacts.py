@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from aepsl.artifacts import (StageRun, atomic_path, is_done, missing_ancestor, remove_stale_temps, stage_entry,
-                             write_text)
+from aepsl.artifacts import (StageRun, archived_name, atomic_path, current_metrics_files, is_done, load_metrics,
+                             missing_ancestor, params_hash, remove_stale_temps, stage_entry, write_text)
 
 
 def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
@@ -84,3 +84,46 @@ def test_a_killed_runs_leftovers_are_removed_when_the_stage_starts_again(tmp_pat
     assert not (folder / "metrics.json").exists()                # no longer counts as finished
     assert not is_done(folder, {"profile": "p", "x": 1})
     run.finish()
+
+
+@stage_entry
+def _stage_x(folder, x: int, fail: bool = False, payload: str = "") -> dict:
+    run = StageRun(folder, "toy", {"profile": "p", "x": x})
+    (folder / "result.txt").write_text(payload or f"x={x}")
+    if fail:
+        raise ValueError("bad input")
+    return run.finish()
+
+
+def test_changed_parameters_move_the_old_results_aside(tmp_path):
+    folder = tmp_path / "p" / "toy"
+    _stage_x(folder, 1)
+    old = archived_name(folder, params_hash({"profile": "p", "x": 1}))
+    _stage_x(folder, 2)
+    assert (folder / "result.txt").read_text() == "x=2" and is_done(folder, {"profile": "p", "x": 2})
+    assert old.name.startswith("toy@") and (old / "result.txt").read_text() == "x=1"
+    assert is_done(old, {"profile": "p", "x": 1})                      # kept whole, metrics and all
+    # the live folder alone counts for later stages, the results and provenance
+    assert current_metrics_files(tmp_path / "p") == [folder / "metrics.json"]
+    # back to the first parameters: x=2 goes aside, x=1 is recomputed in the live folder
+    _stage_x(folder, 1)
+    assert (folder / "result.txt").read_text() == "x=1"
+    assert (archived_name(folder, params_hash({"profile": "p", "x": 2})) / "result.txt").read_text() == "x=2"
+
+
+def test_same_parameters_forced_rerun_stays_in_place(tmp_path):
+    folder = tmp_path / "p" / "toy"
+    _stage_x(folder, 1, payload="first")
+    _stage_x(folder, 1, payload="second")
+    assert (folder / "result.txt").read_text() == "second"
+    assert [p.name for p in (tmp_path / "p").iterdir()] == ["toy"]
+
+
+def test_a_failed_run_with_new_parameters_gives_the_old_results_back(tmp_path):
+    folder = tmp_path / "p" / "toy"
+    _stage_x(folder, 1)
+    with pytest.raises(ValueError, match="bad input"):
+        _stage_x(folder, 2, fail=True)
+    assert [p.name for p in (tmp_path / "p").iterdir()] == ["toy"]
+    assert (folder / "result.txt").read_text() == "x=1"
+    assert load_metrics(folder)["params"]["x"] == 1
