@@ -3,11 +3,18 @@
 Unary: -log of the class probabilities. Pairwise: a Gaussian smoothness kernel and a
 bilateral appearance kernel (pixels close in position *and* colour prefer one label).
 Defaults are PSA's: Gaussian sxy 3, compat 3; bilateral sxy 80, srgb 13, compat 10; 10 steps.
+
+Fault injection for tests: with ``AEPSL_TEST_HOLD_CRF=<call>:<file>`` in the environment, the
+``<call>``-th call of :func:`crf_batch` in this process (1-based) creates ``<file>`` and waits
+there until the process is killed (a kill -9 in the middle of a stage's CRF pass).
 """
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
@@ -53,8 +60,25 @@ def _work(args):
     return crf_labels(image, probs, labels, params)
 
 
+_CALLS = [0]
+
+
+def _test_hold() -> None:
+    """Wait here for a SIGKILL if ``AEPSL_TEST_HOLD_CRF`` names this call (see the module docstring)."""
+    value = os.environ.get("AEPSL_TEST_HOLD_CRF")
+    if not value:
+        return
+    _CALLS[0] += 1
+    call, marker = value.split(":", 1)
+    if _CALLS[0] == int(call):
+        Path(marker).write_text(f"crf_batch: holding in call {call} (pid {os.getpid()})\n")
+        while True:
+            time.sleep(3600)
+
+
 def crf_batch(images, probs, labels=None, params: CRFParams = CRFParams(), workers: int = 0):
     """Refine many images; ``workers`` > 0 uses a process pool (fork), 0 runs in this process."""
+    _test_hold()
     labels = labels if labels is not None else [None] * len(images)
     jobs = [(im, p, lab, params) for im, p, lab in zip(images, probs, labels)]
     if workers <= 0 or len(jobs) < 2:

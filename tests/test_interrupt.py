@@ -140,3 +140,49 @@ def test_kill_9_during_a_papermill_run_then_rerun_resumes(scene_tree, uninterrup
     executed = json.loads((root / PROFILE / "notebooks" / "01_cam.ipynb").read_text())
     assert executed["metadata"]["papermill"]["duration"] > 0
     assert not list(root.rglob("*.tmp*")), "a temporary file was left behind"
+
+
+def _oracle_params(tree: Path, root: Path) -> dict:
+    """A tiny segmenter stage with the dense CRF: 2 epochs, CRF on val (1 batch) then on the
+    24 training images (3 batches of 8, written to train_crf/), in a pool of 2 processes."""
+    return dict(profile=PROFILE, data_root=str(tree), artifacts_root=str(root), seed=0, device="cpu",
+                stage="oracle", labels="ground_truth", online=False, backbone="small", backbone_weights="",
+                width=4, head_channels=16, epochs=2, batch_size=8, crop=32, eval_batch_size=8, crf=True,
+                crf_workers=2)
+
+
+def test_kill_9_during_the_crf_then_rerun_ends_with_the_same_metrics(scene_tree, tmp_path):
+    from aepsl import psl
+
+    reference = psl.run(_oracle_params(scene_tree, tmp_path / "uninterrupted"), progress=False)
+    root = tmp_path / "artifacts"
+    cmd = [sys.executable, "-c", "import json, sys\nfrom aepsl import psl\npsl.run(json.loads(sys.argv[1]), progress=False)",
+           json.dumps(_oracle_params(scene_tree, root))]
+    folder = root / PROFILE / "oracle"
+    marker, log = tmp_path / "held", tmp_path / "first.log"
+    env = _env()
+    env["AEPSL_TEST_HOLD_CRF"] = f"3:{marker}"     # val's CRF done, the first training batch's written
+    out = open(log, "w")
+    proc = subprocess.Popen(cmd, cwd=REPO_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + WAIT_S
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (rc {proc.returncode}) before reaching the hold:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"the run did not reach the hold:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    # killed in the middle of the CRF pass over the training images: trained, part of train_crf/
+    assert (folder / "model.pt").exists() and not (folder / "metrics.json").exists()
+    assert len(list((folder / "train_crf").glob("*.png"))) == 8
+
+    _rerun_resumes(cmd, tmp_path / "held-again", tmp_path / "rerun.log")   # no epoch trained again
+    record = read_json(folder / "metrics.json")
+    assert _numbers(record) == _numbers(reference)
+    names = (scene_tree / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    ref_dir = tmp_path / "uninterrupted" / PROFILE / "oracle" / "train_crf"
+    for name in names:   # every refined mask as the uninterrupted run wrote it
+        assert (folder / "train_crf" / f"{name}.png").read_bytes() == (ref_dir / f"{name}.png").read_bytes()
+    assert not list(root.rglob("*.tmp*")), "a temporary file was left behind"
