@@ -181,6 +181,17 @@ def random_walk(scores: torch.Tensor, band: torch.Tensor, steps: int) -> torch.T
     return v
 
 
+def walk_sweep(scores: torch.Tensor, band: torch.Tensor, logts) -> dict[int, torch.Tensor]:
+    """The walked scores after t = 2^logt steps for each ``logt`` in ``logts``, from one walk of
+    2^max(logts) steps (each result continues from the previous one)."""
+    out, done, v = {}, 0, scores.float()
+    for logt in sorted(set(int(x) for x in logts)):
+        v = random_walk(v, band, 2 ** logt - done)
+        done = 2 ** logt
+        out[logt] = v
+    return out
+
+
 def random_walk_dense(scores: torch.Tensor, emb: torch.Tensor, radius: int, beta: float, logt: int) -> torch.Tensor:
     """The same walk with PSA's dense matrices (reference for small maps): A_ij = a_ij^beta for
     pixels closer than ``radius``, T = A / column sums, T^(2^logt) by squaring, v T^t."""
@@ -223,6 +234,7 @@ class AffinityConfig(StageConfig):
     radius: int = 5
     beta: float = 8.0
     logt: int = 8
+    logt_sweep: list = field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 7, 8])  # also scored
     embed_dim: int = 128
     backbone: str = "efficientnet_lite0"
     backbone_weights: str = "package"
@@ -246,6 +258,8 @@ class AffinityConfig(StageConfig):
             raise ValueError(f"parameter radius must be >= 2, got {self.radius}")
         if self.logt < 0 or self.beta <= 0:
             raise ValueError(f"parameters logt must be >= 0 and beta > 0, got logt={self.logt}, beta={self.beta}")
+        if not all(isinstance(x, int) and 0 <= x <= 12 for x in self.logt_sweep):
+            raise ValueError(f"parameter logt_sweep must list integers in [0, 12], got {self.logt_sweep!r}")
         if not 0 < self.alpha_low <= self.alpha_high:
             raise ValueError(f"parameters alpha_low and alpha_high need 0 < alpha_low <= alpha_high, "
                              f"got {self.alpha_low}, {self.alpha_high}")
@@ -415,7 +429,9 @@ def run(params: dict, progress: bool = True) -> dict:
     # 3. walk the seeds of every training image
     model.eval()
     steps = 2 ** cfg.logt
-    before, after = M.ConfusionMeter(tree.num_classes), M.ConfusionMeter(tree.num_classes)
+    sweep = sorted(set(cfg.logt_sweep) | {cfg.logt})
+    before = M.ConfusionMeter(tree.num_classes)
+    swept = {logt: M.ConfusionMeter(tree.num_classes) for logt in sweep}   # mIoU as t grows
     mask_dir = fresh_dir(folder / "masks")
     ds = SegDataset(tree, cfg.train_split, with_masks=False)
     with run_.timed("walk"):
@@ -426,25 +442,32 @@ def run(params: dict, progress: bool = True) -> dict:
             scores, ids_list = _seed_scores(kind, seed_folder, batch["name"], tree, cfg.alpha_infer)
             scores = scores.to(device)
             small = F.adaptive_avg_pool2d(scores, emb.shape[-2:])
-            walked = random_walk(small, transition_band(emb, cfg.radius, cfg.beta), steps)
-            walked = F.interpolate(walked, size=images.shape[-2:], mode="bilinear", align_corners=False)
+            walks = walk_sweep(small, transition_band(emb, cfg.radius, cfg.beta), sweep)
+            walks = {logt: F.interpolate(v, size=images.shape[-2:], mode="bilinear", align_corners=False)
+                     for logt, v in walks.items()}
             for i, name in enumerate(batch["name"]):
                 allowed = np.concatenate([[0], ids_list[i]]).astype(np.int64)
                 pred_before = allowed[scores[i, allowed].argmax(0).cpu().numpy()].astype(np.uint8)
-                pred_after = allowed[walked[i, allowed].argmax(0).cpu().numpy()].astype(np.uint8)
-                write_mask(mask_dir / f"{name}.png", pred_after)
+                preds = {logt: allowed[v[i, allowed].argmax(0).cpu().numpy()].astype(np.uint8)
+                         for logt, v in walks.items()}
+                write_mask(mask_dir / f"{name}.png", preds[cfg.logt])
                 if name in scored:
                     gt = tree.mask(name)
                     if kind == "masks":   # the seed as the next stage reads it: unknown pixels count as background
                         seed = np.asarray(Image.open(seed_folder / "masks" / f"{name}.png"))
                         pred_before = np.where(seed == 255, 0, seed).astype(np.uint8)
                     before.update(pred_before, gt)
-                    after.update(pred_after, gt)
+                    for logt, pred in preds.items():
+                        swept[logt].update(pred, gt)
+    after = swept[cfg.logt]
     if scored:
         out["before"] = M.segmentation_scores(before.matrix, tree.classes)
         out["after"] = M.segmentation_scores(after.matrix, tree.classes)
         out["miou_before"], out["miou_after"] = out["before"]["miou"], out["after"]["miou"]
         out["confusion_after"] = after.matrix
+        # seed mIoU after t = 2^logt steps, for every logt of the sweep (logt is the walk's own)
+        out["logt_sweep"] = {str(logt): M.segmentation_scores(m.matrix, tree.classes)["miou"]
+                             for logt, m in swept.items()}
         if kind == "cams":
             out["cam_best_threshold_miou"] = seed_record["metrics"].get("seed_miou")
     out["walk"] = {"radius": cfg.radius, "beta": cfg.beta, "steps": steps, "alpha_infer": cfg.alpha_infer}

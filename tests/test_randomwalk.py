@@ -85,6 +85,15 @@ def test_banded_walk_equals_the_dense_reference(radius, beta, logt):
     assert torch.allclose(banded, dense, atol=1e-5)
 
 
+def test_walk_sweep_equals_separate_walks():
+    _, band = _random_band(radius=3, beta=8.0, seed=5)
+    scores = torch.rand(1, 4, 6, 7, generator=torch.Generator().manual_seed(3))
+    swept = rw.walk_sweep(scores, band, [3, 0, 1, 3])
+    assert sorted(swept) == [0, 1, 3]
+    for logt, v in swept.items():
+        assert torch.allclose(v, rw.random_walk(scores, band, 2 ** logt), atol=1e-6)
+
+
 def test_walk_spreads_scores_inside_a_region_but_not_across_an_edge():
     # two regions with very different embeddings; a score placed in one stays there
     emb = torch.zeros(1, 4, 6, 6)
@@ -132,6 +141,9 @@ def test_affinity_stage_on_cam_and_mask_seeds(scene_tree, tmp_path):
     assert sorted(p.stem for p in (folder / "masks").glob("*.png")) == sorted(names)
     assert sorted(p.stem for p in (folder / "labels").glob("*.png")) == sorted(names)
     assert 0 <= m["miou_before"] <= 1 and 0 <= m["miou_after"] <= 1
+    # the sweep over t scores the walk's own logt exactly as the masks it wrote
+    assert m["walk"]["steps"] == 2 ** 3 and m["logt_sweep"]["3"] == m["miou_after"]
+    assert sorted(int(k) for k in m["logt_sweep"]) == sorted(set(rw.AffinityConfig().logt_sweep) | {3})
     assert abs(sum(m["labels"][k] for k in ("bg_fraction", "fg_fraction", "uncertain_fraction")) - 1) < 1e-3
     # walked masks only use background and the image's own classes
     from PIL import Image
@@ -152,3 +164,5 @@ def test_affinity_parameters_are_checked(tmp_path):
         rw.run({"radius": 1, "artifacts_root": str(tmp_path)})
     with pytest.raises(ParameterError, match="logt"):
         rw.run({"logt": "eight", "artifacts_root": str(tmp_path)})
+    with pytest.raises(ValueError, match="logt_sweep"):
+        rw.run({"logt_sweep": [0, -1], "artifacts_root": str(tmp_path)})
