@@ -1,9 +1,11 @@
-"""Tables the book shows, built only from saved JSON (metrics.json, benchmark records)."""
+"""Tables the book shows, built only from saved JSON (metrics.json, benchmark records), and the
+ranked predictions of saved segmenters for its qualitative grids."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .artifacts import current_metrics_files
@@ -130,3 +132,48 @@ def provenance_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
                      "code hash": rec.get("code_hash"), "seed": rec.get("seed"), "git revision": rec.get("git_revision"), "device": rec.get("device"),
                      "wall time (s)": rec.get("wall_time_s"), "finished": rec.get("finished_at")})
     return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame()
+
+
+def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
+    """mIoU of one image over the classes present in its ground truth or its prediction
+    (pixels marked 255 ignored): how a qualitative grid ranks its best and worst cases."""
+    from . import metrics as M
+
+    conf = M.confusion_matrix(pred, gt, num_classes)
+    present = (conf.sum(0) + conf.sum(1)) > 0
+    iou = M.iou_per_class(conf)
+    return float(np.nanmean(iou[present])) if present.any() else float("nan")
+
+
+def ranked_predictions(artifacts_root: str | Path, profile: str, stages: list[str], data_root: str | Path,
+                       split: str = "val", device: str = "cpu", batch_size: int = 32) -> list[dict]:
+    """Every ``split`` image predicted by each segmenter stage in ``stages`` (as at test time:
+    unconfident classes dropped, no CRF), ranked by the first stage's per-image mIoU, best first:
+    ``[{name, image, gt, preds: {stage: mask}, miou: {stage: float}}]``."""
+    import torch
+
+    from .data.voc import VOCTree
+    from .psl import load_segmenter, predict
+
+    tree = VOCTree(data_root)
+    models = {s: load_segmenter(Path(artifacts_root) / profile / s, device) for s in stages}
+    names = tree.ids(split)
+    by_shape: dict[tuple, list[str]] = {}
+    for name in names:   # images of one size go through the models together
+        by_shape.setdefault(tree.image(name).shape, []).append(name)
+    out = []
+    for group in by_shape.values():
+        for i in range(0, len(group), batch_size):
+            chunk = group[i:i + batch_size]
+            images = [tree.image(n) for n in chunk]
+            x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
+            with torch.no_grad():
+                preds = {s: predict(model, x, cfg.test_threshold)[0].argmax(1).cpu().numpy().astype(np.uint8)
+                         for s, (model, cfg) in models.items()}
+            for j, name in enumerate(chunk):
+                gt = tree.mask(name)
+                out.append({"name": name, "image": images[j], "gt": gt,
+                            "preds": {s: p[j] for s, p in preds.items()},
+                            "miou": {s: image_miou(p[j], gt, tree.num_classes) for s, p in preds.items()}})
+    first = stages[0]
+    return sorted(out, key=lambda r: -np.nan_to_num(r["miou"][first], nan=-1.0))

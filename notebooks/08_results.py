@@ -58,6 +58,46 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## Final predictions: the best and the worst
+#
+# The held-out images ranked by the final segmenter's mIoU on each image (over the classes in
+# its truth or its prediction; test-time class dropping, no CRF): the three best, then the three
+# worst — where the method fails. The same images as predicted by AE + PSL and by the fully
+# supervised oracle stand beside them: a failure the oracle shares is hard for any segmenter of
+# this size; one it does not share comes from the weak labels.
+
+# %%
+from aepsl import viz
+from aepsl.data.voc import VOCTree
+
+segmenters = {"psl_plus_plus": "PSL++", "psl": "AE + PSL", "oracle": "oracle"}
+have = [s for s in segmenters if (resolve(artifacts_root) / profile / s / "model.pt").exists()]
+if have:
+    tree = VOCTree(resolve(data_root))
+    ranked = report.ranked_predictions(resolve(artifacts_root), profile, have, resolve(data_root), "val")
+    picked = ranked[:3] + ranked[-3:]
+    rows = [[r["image"]] + [viz.colorize(r["preds"][s]) for s in have] + [viz.colorize(r["gt"])] for r in picked]
+    titles = [[f"{'best' if i < 3 else 'worst'}: {r['name']}"]
+              + [f"{segmenters[s]} {r['miou'][s]:.2f}" for s in have] + ["ground truth"]
+              for i, r in enumerate(picked)]
+    fig = viz.image_grid(rows, titles, size=1.7)
+    fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=4, fontsize=7,
+               bbox_to_anchor=(0.5, -0.04))
+    plt.show()
+    first = have[0]
+    scores = np.array([r["miou"][first] for r in ranked], float)
+    lines = []
+    for r in ranked[-3:]:
+        truth = sorted({tree.classes[c] for c in np.unique(r["gt"]) if 0 < c < 255})
+        said = sorted({tree.classes[c] for c in np.unique(r["preds"][first]) if c > 0})
+        lines.append(f"- `{r['name']}`: truth {', '.join(truth) or 'background only'}; "
+                     f"{segmenters[first]} predicts {', '.join(said) or 'background only'}")
+    display(Markdown(
+        f"Per-image mIoU of {segmenters[first]} over the {len(ranked)} held-out images: median "
+        f"{np.nanmedian(scores):.2f}, {np.mean(scores < 0.5):.0%} of the images below 0.5. The three worst:\n\n"
+        + "\n".join(lines)))
+
+# %% [markdown]
 # ## What we saw
 
 # %%

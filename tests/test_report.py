@@ -6,6 +6,7 @@ import math
 import pytest
 
 from aepsl.artifacts import ArtifactError, write_json
+from aepsl import report
 from aepsl.report import PUBLISHED, ablation_table
 
 
@@ -74,3 +75,14 @@ def test_ablation_table_refuses_a_folder_of_another_profile(tmp_path):
                {"metrics": {"seed_miou": 0.4}, "wall_time_s": 1.0, "params": {"profile": "quick"}})
     with pytest.raises(ArtifactError, match="written by profile 'quick'"):
         ablation_table(tmp_path, "p")
+
+
+def test_image_miou_counts_only_classes_in_truth_or_prediction():
+    import numpy as np
+
+    gt = np.array([[0, 0, 1, 1], [0, 0, 1, 255]])
+    pred = np.array([[0, 0, 1, 2], [0, 0, 1, 1]])
+    # background: 4/4; class 1: 2 of the 3 labelled class-1 pixels right, one predicted 2 -> 2/3;
+    # class 2: predicted once, never true -> 0; classes 3.. absent -> not counted; 255 ignored
+    assert report.image_miou(pred, gt, num_classes=5) == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert report.image_miou(gt.clip(0, 1), gt, num_classes=5) == 1.0
