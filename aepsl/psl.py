@@ -41,7 +41,7 @@ from .config import StageConfig, from_params, resolve, without_neutral
 from .crf import CRFParams, crf_batch
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree, write_mask
-from .models.segmenter import LargeFOVSegmenter
+from .models.segmenter import DECODERS, LargeFOVSegmenter
 from .train import autocast, fit, inference_loader, pick_device, seed_everything
 
 
@@ -151,10 +151,11 @@ class PSLConfig(StageConfig):
     train_split: str = "train"
     score_split: str = "train"
     torch_compile: bool = False
+    decoder: str = "none"   # 'stride4': a DeepLabv3+-style decoder on the backbone's stride-4 features
     force: bool = False
 
     # added after the first recorded runs: part of the parameter hash only when changed
-    NEUTRAL = {"train_split": "train", "score_split": "train", "torch_compile": False}
+    NEUTRAL = {"train_split": "train", "score_split": "train", "torch_compile": False, "decoder": "none"}
 
     def validate(self) -> None:
         if not self.train_split or not self.score_split:
@@ -163,6 +164,8 @@ class PSLConfig(StageConfig):
             raise ValueError(f"parameter test_threshold must lie in [0, 1), got {self.test_threshold}")
         if self.labels != "ground_truth" and "/" not in self.labels:
             raise ValueError(f"parameter labels must be 'ground_truth' or '<stage>/<folder>', got {self.labels!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"parameter decoder must be one of {DECODERS}, got {self.decoder!r}")
 
     def hashed(self) -> dict:
         d = dataclasses.asdict(self)
@@ -174,7 +177,7 @@ class PSLConfig(StageConfig):
 def build_segmenter(cfg: PSLConfig, num_classes: int, weights: str | None = None) -> LargeFOVSegmenter:
     return LargeFOVSegmenter(num_classes, cfg.backbone, cfg.backbone_weights if weights is None else weights,
                              depth=cfg.backbone_depth, width=cfg.width, head_channels=cfg.head_channels,
-                             head_dilation=cfg.head_dilation, dropout=cfg.dropout)
+                             head_dilation=cfg.head_dilation, dropout=cfg.dropout, decoder=cfg.decoder)
 
 
 def load_segmenter(folder: str | Path, device="cpu") -> tuple[LargeFOVSegmenter, PSLConfig]:

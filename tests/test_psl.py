@@ -117,3 +117,39 @@ def test_psl_stage_trains_and_writes_train_predictions(scene_tree, tmp_path):
     rec2 = psl.run({**base, "stage": "pp", "labels": "oracle/train_crf", "predict_train": False}, progress=False)
     assert rec2["params"]["labels_hash"] == rec["params_hash"]
     assert not (tmp_path / "t" / "pp" / "train_pred").exists()
+
+
+def test_stride4_decoder_gives_stride4_logits_and_a_psl_step_runs():
+    from aepsl.models.segmenter import LargeFOVSegmenter
+
+    torch.manual_seed(0)
+    plain = LargeFOVSegmenter(4, "small", width=4, head_channels=16, head_dilation=2)
+    model = LargeFOVSegmenter(4, "small", width=4, head_channels=16, head_dilation=2, decoder="stride4",
+                              low_channels=8, decoder_channels=16)
+    x = torch.rand(2, 3, 32, 32)
+    assert plain(x)["seg"].shape == (2, 4, 4, 4)
+    out = model(x)
+    assert out["seg"].shape == (2, 4, 8, 8) and out["cls"].shape == (2, 3)
+    # the backbone is shared, not copied: the decoder model's backbone keys are the plain one's
+    backbone_keys = {k for k in model.state_dict() if k.startswith("backbone.")}
+    assert backbone_keys == {k for k in plain.state_dict() if k.startswith("backbone.")}
+    new = {id(p) for p in model.param_groups()[1][0]}
+    assert {id(p) for m in (model.top, model.low, model.fuse) for p in m.parameters()} <= new
+    # a PSL training step (online labels on) at the masks' resolution, then inference
+    cfg = psl.PSLConfig(decoder="stride4", online=True)
+    batch = {"image": x, "mask": torch.randint(0, 4, (2, 32, 32)), "labels": torch.ones(2, 3)}
+    batch["mask"][:, :4] = 255
+    loss, logs = psl._loss_fn(cfg)(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and "ce_hat" in logs
+    assert model.fuse[0].weight.grad.abs().sum() > 0 and model.low[0].weight.grad.abs().sum() > 0
+    probs, conf = psl.predict(model.eval(), x, threshold=0.5)
+    assert probs.shape == (2, 4, 32, 32) and conf.shape == (2, 3)
+    assert torch.allclose(probs.sum(1), torch.ones(2, 32, 32), atol=1e-5)
+    with pytest.raises(ValueError, match="decoder"):
+        psl.PSLConfig(decoder="stride2").validate()
+
+
+def test_decoder_parameter_is_neutral_in_the_hash():
+    assert "decoder" not in psl.PSLConfig().hashed()
+    assert psl.PSLConfig(decoder="stride4").hashed()["decoder"] == "stride4"
