@@ -43,6 +43,7 @@ backbone_depth = "stage5"
 width = 32
 head_channels = 256
 head_dilation = 4
+decoder = "none"
 dropout = 0.1
 epochs = 5
 batch_size = 32
