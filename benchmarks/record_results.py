@@ -105,20 +105,33 @@ def main() -> None:
                     f"{k} round{'s' if k > 1 else ''} mIoU {fmt(p['miou'])}"
                     for k, p in enumerate(vm["metrics"]["per_rounds"], start=1)))
         lines.append("")
-    walks = [(s, load_metrics(art / s)) for s in ("affinity_cam", "affinity_ae")]
+    walks = [(p.parent.name, load_metrics(p.parent)) for p in current_metrics_files(art)
+             if p.parent.parent == art and p.parent.name.startswith("affinity")]
     walks = [(s, r) for s, r in walks if r and "miou_after" in r["metrics"]]
     if walks:
         lines += ["## AffinityNet + random walk (notebook 06_affinity)", "",
-                  "Seeds on the train split before and after the walk (radius 5, beta 8, 256 steps).", "",
-                  "| stage | seeds | mIoU before | mIoU after | fg precision before / after | fg recall before / after "
-                  "| uncertain share of affinity labels | AffinityNet train (s) | walk (s) |", "|---" * 9 + "|"]
+                  "Seeds on the train split before and after the walk (radius 5, beta 8; alphas and steps per "
+                  "stage as listed), and the seed mIoU after t = 2^logt steps for each logt of the stage's sweep.", "",
+                  "| stage | seeds | alphas (labels low / high, walk) | steps | mIoU before | mIoU after "
+                  "| fg precision before / after | fg recall before / after | uncertain share of affinity labels "
+                  "| AffinityNet train (s) | walk (s) |", "|---" * 11 + "|"]
         for stage, r in walks:
-            m = r["metrics"]
-            lines.append(f"| `{stage}` | `{m['seeds']}` | {fmt(m['miou_before'])} | {fmt(m['miou_after'])} | "
+            m, prm = r["metrics"], r["params"]
+            alphas = (f"{prm.get('alpha_low')} / {prm.get('alpha_high')}, {prm.get('alpha_infer')}"
+                      if m["seed_kind"] == "cams" else "– (mask seeds)")
+            lines.append(f"| `{stage}` | `{m['seeds']}` | {alphas} | {m['walk']['steps']} | {fmt(m['miou_before'])} | "
+                         f"{fmt(m['miou_after'])} | "
                          f"{fmt(m['before']['fg_precision'])} / {fmt(m['after']['fg_precision'])} | "
                          f"{fmt(m['before']['fg_recall'])} / {fmt(m['after']['fg_recall'])} | "
                          f"{fmt(m['labels']['uncertain_fraction'])} | {r['timings_s'].get('train')} | "
                          f"{r['timings_s'].get('walk')} |")
+        swept = [(s, r["metrics"]["logt_sweep"]) for s, r in walks if "logt_sweep" in r["metrics"]]
+        if swept:
+            steps = sorted({int(k) for _, sw in swept for k in sw})
+            lines += ["", "| stage | " + " | ".join(f"t = {2 ** k}" for k in steps) + " |",
+                      "|---" * (len(steps) + 1) + "|"]
+            for stage, sw in swept:
+                lines.append(f"| `{stage}` | " + " | ".join(fmt(sw.get(str(k))) for k in steps) + " |")
         lines.append("")
     mem = ROOT / "benchmarks" / "randomwalk_memory.json"
     if mem.exists():
