@@ -43,24 +43,27 @@ def _numbers(record: dict) -> dict:
     return m
 
 
-def _env(hold: str | None = None) -> dict:
+def _env(hold: str | None = None, variable: str = "AEPSL_TEST_HOLD") -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_DIR), env.get("PYTHONPATH")]))
     env.pop("AEPSL_TEST_HOLD", None)
+    env.pop("AEPSL_TEST_HOLD_CRF", None)
     if hold:
-        env["AEPSL_TEST_HOLD"] = hold
+        env[variable] = hold
     return env
 
 
-def _start(cmd: list[str], hold: str | None, log: Path) -> subprocess.Popen:
+def _start(cmd: list[str], hold: str | None, log: Path, variable: str = "AEPSL_TEST_HOLD") -> subprocess.Popen:
     out = open(log, "w")
-    return subprocess.Popen(cmd, cwd=REPO_DIR, env=_env(hold), stdout=out, stderr=subprocess.STDOUT,
+    return subprocess.Popen(cmd, cwd=REPO_DIR, env=_env(hold, variable), stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)   # its own process group: papermill's kernel too
 
 
-def _kill_at_hold(cmd: list[str], marker: Path, log: Path) -> None:
-    """Run ``cmd`` until training holds before epoch 2, batch 1; then SIGKILL its process group."""
-    proc = _start(cmd, f"2:1:{marker}", log)
+def _kill_at_hold(cmd: list[str], marker: Path, log: Path, hold: str = "2:1",
+                  variable: str = "AEPSL_TEST_HOLD") -> None:
+    """Run ``cmd`` until it holds (by default: training, before epoch 2, batch 1; ``variable``
+    picks the hook); then SIGKILL its process group."""
+    proc = _start(cmd, f"{hold}:{marker}", log, variable)
     deadline = time.monotonic() + WAIT_S
     while not marker.exists():
         if proc.poll() is not None:
@@ -159,21 +162,8 @@ def test_kill_9_during_the_crf_then_rerun_ends_with_the_same_metrics(scene_tree,
     cmd = [sys.executable, "-c", "import json, sys\nfrom aepsl import psl\npsl.run(json.loads(sys.argv[1]), progress=False)",
            json.dumps(_oracle_params(scene_tree, root))]
     folder = root / PROFILE / "oracle"
-    marker, log = tmp_path / "held", tmp_path / "first.log"
-    env = _env()
-    env["AEPSL_TEST_HOLD_CRF"] = f"3:{marker}"     # val's CRF done, the first training batch's written
-    out = open(log, "w")
-    proc = subprocess.Popen(cmd, cwd=REPO_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + WAIT_S
-    while not marker.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended (rc {proc.returncode}) before reaching the hold:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"the run did not reach the hold:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    # val's CRF done (call 1), the first training batch's masks written (call 2), hold in call 3
+    _kill_at_hold(cmd, tmp_path / "held", tmp_path / "first.log", hold="3", variable="AEPSL_TEST_HOLD_CRF")
     # killed in the middle of the CRF pass over the training images: trained, part of train_crf/
     assert (folder / "model.pt").exists() and not (folder / "metrics.json").exists()
     assert len(list((folder / "train_crf").glob("*.png"))) == 8
