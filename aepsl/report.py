@@ -146,15 +146,18 @@ def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
 
 
 def ranked_predictions(artifacts_root: str | Path, profile: str, stages: list[str], data_root: str | Path,
-                       split: str = "val", device: str = "cpu", batch_size: int = 32) -> list[dict]:
+                       split: str = "val", device: str = "auto", batch_size: int = 32) -> list[dict]:
     """Every ``split`` image predicted by each segmenter stage in ``stages`` (as at test time:
     unconfident classes dropped, no CRF), ranked by the first stage's per-image mIoU, best first:
-    ``[{name, image, gt, preds: {stage: mask}, miou: {stage: float}}]``."""
+    ``[{name, image, gt, preds: {stage: mask}, miou: {stage: float}}]``. ``device`` as the
+    stages' parameter ("auto": CUDA when there is one)."""
     import torch
 
     from .data.voc import VOCTree
     from .psl import load_segmenter, predict
+    from .train import pick_device
 
+    device = pick_device(device)
     tree = VOCTree(data_root)
     models = {s: load_segmenter(Path(artifacts_root) / profile / s, device) for s in stages}
     names = tree.ids(split)

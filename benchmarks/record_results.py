@@ -19,7 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl.artifacts import current_metrics_files, load_metrics, write_text  # noqa: E402
+from aepsl.artifacts import current_metrics_files, is_archived, load_metrics, write_text  # noqa: E402
 
 
 def fmt(x, digits=3):
@@ -98,7 +98,7 @@ def main() -> None:
         lines += ["", "Per-round classifiers (train mAP on their own erased inputs / val mAP on clean images): "
                   + ", ".join(f"round {k}: {fmt(t)} / {fmt(v)}" for k, (t, v) in
                               enumerate(zip(m["round_train_map"], m["round_val_map"]), start=1)), ""]
-        for variant in sorted(p.name for p in art.glob("pseudo_masks_*") if "@" not in p.name):
+        for variant in sorted(p.name for p in art.glob("pseudo_masks_*") if not is_archived(p, art)):
             vm = load_metrics(art / variant)
             if vm and "per_rounds" in vm["metrics"]:
                 lines.append(f"- `{variant}`: " + ", ".join(

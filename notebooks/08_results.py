@@ -74,7 +74,8 @@ segmenters = {"psl_plus_plus": "PSL++", "psl": "AE + PSL", "oracle": "oracle"}
 have = [s for s in segmenters if (resolve(artifacts_root) / profile / s / "model.pt").exists()]
 if have:
     tree = VOCTree(resolve(data_root))
-    ranked = report.ranked_predictions(resolve(artifacts_root), profile, have, resolve(data_root), "val")
+    ranked = report.ranked_predictions(resolve(artifacts_root), profile, have, resolve(data_root), "val",
+                                      device=device)
     picked = ranked[:3] + ranked[-3:]
     rows = [[r["image"]] + [viz.colorize(r["preds"][s]) for s in have] + [viz.colorize(r["gt"])] for r in picked]
     titles = [[f"{'best' if i < 3 else 'worst'}: {r['name']}"]
