@@ -133,13 +133,13 @@ class PSLConfig(StageConfig):
     head_channels: int = 256
     head_dilation: int = 4
     dropout: float = 0.1
-    epochs: int = 5
+    epochs: int = 12
     batch_size: int = 32
     lr: float = 0.001
-    weight_decay: float = 0.0001
+    weight_decay: float = 0.01
     optimizer: str = "adamw"
     crop: int = 96
-    scale_range: list = field(default_factory=lambda: [0.9, 1.1])
+    scale_range: list = field(default_factory=lambda: [0.7, 1.3])
     cls_weight: float = 1.0
     test_threshold: float = 0.5
     eval_split: str = "val"
@@ -151,7 +151,7 @@ class PSLConfig(StageConfig):
     train_split: str = "train"
     score_split: str = "train"
     torch_compile: bool = False
-    decoder: str = "none"   # 'stride4': a DeepLabv3+-style decoder on the backbone's stride-4 features
+    decoder: str = "stride4"   # DeepLabv3+-style decoder on the stride-4 features; "none": LargeFOV alone
     force: bool = False
 
     # added after the first recorded runs: part of the parameter hash only when changed

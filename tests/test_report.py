@@ -1,6 +1,7 @@
 """The results table is built only from metrics.json files."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -86,3 +87,25 @@ def test_image_miou_counts_only_classes_in_truth_or_prediction():
     # class 2: predicted once, never true -> 0; classes 3.. absent -> not counted; 255 ignored
     assert report.image_miou(pred, gt, num_classes=5) == pytest.approx((1 + 2 / 3 + 0) / 3)
     assert report.image_miou(gt.clip(0, 1), gt, num_classes=5) == 1.0
+
+
+def test_segmenter_recipe_table_reads_the_benchmark_file(tmp_path):
+    path = tmp_path / "segmenter_recipe.json"
+    entry = dict(stage="s", code_hash="c", git_revision="g", fg_precision=0.9, fg_recall=0.8, train_seconds=10.0)
+    path.write_text(json.dumps({
+        "_machine": {"cpus": 2},
+        "stride4/e12": {**entry, "decoder": "stride4", "epochs": 12, "val_miou": 0.7, "val_miou_crf": 0.75,
+                        "lr": 0.001, "weight_decay": 0.01, "scale_range": [0.7, 1.3],
+                        "iou": {"background": 0.98, "a": 0.6, "b": 0.8}},
+        "largefov/e5": {**entry, "decoder": "none", "epochs": 5, "val_miou": 0.6, "val_miou_crf": None,
+                        "iou": {"background": 0.95, "a": 0.7, "b": 0.5}},
+    }))
+    table = report.segmenter_recipe_table(path)
+    assert list(table.index) == ["stride4/e12", "largefov/e5"]       # file order; the machine entry left out
+    assert table.loc["stride4/e12", "head"] == "LargeFOV + stride-4 decoder"
+    assert table.loc["largefov/e5", "head"] == "LargeFOV"
+    # the worst class is the lowest foreground IoU, never the background
+    assert table.loc["stride4/e12", "worst class"] == "a" and table.loc["stride4/e12", "its IoU"] == 0.6
+    assert table.loc["largefov/e5", "worst class"] == "b" and table.loc["largefov/e5", "its IoU"] == 0.5
+    assert table.loc["stride4/e12", "val mIoU + CRF"] == 0.75
+    assert table.loc["stride4/e12", "scale range"] == "0.7-1.3" and table.loc["stride4/e12", "weight decay"] == 0.01
