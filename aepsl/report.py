@@ -43,18 +43,18 @@ def segmenter_recipe_table(path: str | Path) -> pd.DataFrame:
         if name.startswith("_"):
             continue
         iou = v["iou"]
-        rows.append({"setting": name, "head": "LargeFOV + stride-4 decoder" if v["decoder"] == "stride4" else "LargeFOV",
+        rows.append({"order": v.get("order", len(rows)), "setting": name, "head": "LargeFOV + stride-4 decoder" if v["decoder"] == "stride4" else "LargeFOV",
                      "epochs": v["epochs"], "lr": v.get("lr"), "weight decay": v.get("weight_decay"),
                      "scale range": "-".join(str(x) for x in v.get("scale_range", [])),
                      "val mIoU": v["val_miou"], "val mIoU + CRF": v["val_miou_crf"],
-                     "train mIoU (300 images)": v.get("train_miou_300"),
+                     "train mIoU (300 images)": v.get("train_miou_300"), "CPU threads": v.get("threads"),
                      "background IoU": iou.get("background"),
                      "worst class": min((c for c in iou if c != "background"), key=iou.get),
                      "its IoU": min(x for c, x in iou.items() if c != "background"),
                      "train s": v["train_seconds"]})
     if not rows:
         return pd.DataFrame()
-    return pd.DataFrame(rows).set_index("setting")   # in the order they were tried
+    return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("setting")   # as tried
 
 # Published PASCAL VOC 2012 numbers (mIoU, %), shown beside ours and labelled as published.
 PUBLISHED = {

@@ -94,14 +94,14 @@ def test_segmenter_recipe_table_reads_the_benchmark_file(tmp_path):
     entry = dict(stage="s", code_hash="c", git_revision="g", fg_precision=0.9, fg_recall=0.8, train_seconds=10.0)
     path.write_text(json.dumps({
         "_machine": {"cpus": 2},
-        "stride4/e12": {**entry, "decoder": "stride4", "epochs": 12, "val_miou": 0.7, "val_miou_crf": 0.75,
+        "stride4/e12": {**entry, "order": 1, "decoder": "stride4", "epochs": 12, "val_miou": 0.7, "val_miou_crf": 0.75,
                         "lr": 0.001, "weight_decay": 0.01, "scale_range": [0.7, 1.3],
                         "iou": {"background": 0.98, "a": 0.6, "b": 0.8}},
-        "largefov/e5": {**entry, "decoder": "none", "epochs": 5, "val_miou": 0.6, "val_miou_crf": None,
+        "largefov/e5": {**entry, "order": 0, "decoder": "none", "epochs": 5, "val_miou": 0.6, "val_miou_crf": None,
                         "iou": {"background": 0.95, "a": 0.7, "b": 0.5}},
     }))
     table = report.segmenter_recipe_table(path)
-    assert list(table.index) == ["stride4/e12", "largefov/e5"]       # file order; the machine entry left out
+    assert list(table.index) == ["largefov/e5", "stride4/e12"]       # in the order tried; no machine entry
     assert table.loc["stride4/e12", "head"] == "LargeFOV + stride-4 decoder"
     assert table.loc["largefov/e5", "head"] == "LargeFOV"
     # the worst class is the lowest foreground IoU, never the background
