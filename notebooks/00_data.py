@@ -165,8 +165,9 @@ if recipe_path.exists():
             f"{two['val mIoU']:.3f}, {two['val mIoU + CRF']:.3f} with the CRF; it scores "
             f"{two['train mIoU (300 images)']:.3f} on 300 training images, so it still overfits."))
         display(Markdown(
-            f"Best without the CRF: **{best}**, {recipe.loc[best, 'val mIoU']:.3f} held-out mIoU "
-            f"({recipe.loc[best, 'val mIoU + CRF']:.3f} with it). What stays hard is telling similar "
+            f"Best without the CRF: **{best}**, {recipe.loc[best, 'val mIoU']:.3f} held-out mIoU"
+            + ("" if pd.isna(recipe.loc[best, 'val mIoU + CRF']) else f" ({recipe.loc[best, 'val mIoU + CRF']:.3f} with it)")
+            + f". What stays hard is telling similar "
             f"items apart, not finding them: the worst class of that setting is the "
             f"{recipe.loc[best, 'worst class']} ({recipe.loc[best, 'its IoU']:.3f} IoU), while the "
             f"background reaches {recipe.loc[best, 'background IoU']:.3f}."))
