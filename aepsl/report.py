@@ -36,7 +36,9 @@ def calibration_tables(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def segmenter_recipe_table(path: str | Path) -> pd.DataFrame:
     """The oracle under the segmenter recipes we tried, in the order tried, from
-    ``benchmarks/segmenter_recipe.json`` (``python benchmarks/segmenter_recipe.py``)."""
+    ``benchmarks/segmenter_recipe.json`` (``python benchmarks/segmenter_recipe.py``): held-out
+    mIoU with PSL's test-time drop at 0.5 and with nothing dropped, the CRF score and the
+    per-class IoUs as the run itself was made (entries without ``test_threshold`` dropped at 0.5)."""
     data = json.loads(Path(path).read_text())
     rows = []
     for name, v in data.items():
@@ -48,7 +50,11 @@ def segmenter_recipe_table(path: str | Path) -> pd.DataFrame:
                      "head": "LargeFOV + stride-4 decoder" if v["decoder"] == "stride4" else "LargeFOV",
                      "epochs": v["epochs"], "lr": v.get("lr"), "weight decay": v.get("weight_decay"),
                      "scale range": "-".join(str(x) for x in v.get("scale_range", [])),
-                     "val mIoU": v["val_miou"], "val mIoU + CRF": v["val_miou_crf"],
+                     "test-time drop in the run": v.get("test_threshold", 0.5),
+                     "val mIoU, drop < 0.5": v.get("val_miou_drop05", v["val_miou"] if v.get("test_threshold", 0.5) == 0.5 else None),
+                     "val mIoU, nothing dropped": v.get("val_miou_nodrop", v["val_miou"] if v.get("test_threshold") == 0.0 else None),
+                     "val mIoU + CRF (as run)": v["val_miou_crf"],
+                     "true classes dropped at 0.5": v.get("true_classes_dropped_05"),
                      "train mIoU (300 images)": v.get("train_miou_300"), "CPU threads": v.get("threads"),
                      "background IoU": v["iou"].get("background"), "worst class": worst, "its IoU": fg[worst],
                      "train s": v["train_seconds"]})
@@ -169,6 +175,75 @@ def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
     return float(np.nanmean(iou[present])) if present.any() else float("nan")
 
 
+def _image_batches(tree, names: list[str], batch_size: int, device):
+    """(names, uint8 images [B,3,H,W] on ``device``) in chunks of one image size each."""
+    import torch
+
+    by_shape: dict[tuple, list[str]] = {}
+    for name in names:   # images of one size go through the models together
+        by_shape.setdefault(tree.image(name).shape, []).append(name)
+    for group in by_shape.values():
+        for i in range(0, len(group), batch_size):
+            chunk = group[i:i + batch_size]
+            images = [tree.image(n) for n in chunk]
+            yield chunk, images, torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
+
+
+DROP_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def drop_sweep(folder: str | Path, data_root: str | Path, split: str = "val",
+               thresholds=DROP_THRESHOLDS, device: str = "cpu", batch_size: int = 64) -> dict:
+    """Held-out mIoU of the saved segmenter in ``folder`` for each test-time drop threshold
+    (0 drops nothing; PSL drops the classes whose classification-branch confidence is below
+    the threshold), no CRF: ``{"miou": {threshold: mIoU}, "used": its own test_threshold,
+    "dropped_true": {threshold: share of the true (image, class) pairs dropped}}``. The network
+    runs once per image; every threshold reuses its scores."""
+    import torch
+
+    from . import metrics as M
+    from .data.voc import VOCTree
+    from .psl import drop_unconfident, load_segmenter, predict
+    from .train import pick_device
+
+    device = pick_device(device)
+    tree = VOCTree(data_root)
+    if not tree.has_masks(split):
+        raise ValueError(f"split {split!r} of {data_root} has no ground-truth masks to score against")
+    model, cfg = load_segmenter(folder, device)
+    meters = {t: M.ConfusionMeter(tree.num_classes) for t in thresholds}
+    dropped = {t: 0 for t in thresholds}
+    present = 0
+    for chunk, _, x in _image_batches(tree, tree.ids(split), batch_size, device):
+        with torch.no_grad():
+            probs, conf = predict(model, x, 0.0)          # threshold 0: nothing dropped yet
+        gts = [tree.mask(n) for n in chunk]
+        truth = torch.from_numpy(np.stack([tree.labels(n) for n in chunk])).to(conf.device) > 0.5
+        present += int(truth.sum())
+        for t in thresholds:
+            pred = drop_unconfident(probs, conf, t).argmax(1).cpu().numpy().astype(np.uint8)
+            dropped[t] += int((truth & (conf < t)).sum())
+            for p, g in zip(pred, gts):
+                meters[t].update(p, g)
+    return {"miou": {t: M.segmentation_scores(m.matrix, tree.classes)["miou"] for t, m in meters.items()},
+            "used": cfg.test_threshold, "dropped_true": {t: dropped[t] / max(present, 1) for t in thresholds}}
+
+
+def drop_sweep_table(artifacts_root: str | Path, profile: str, stages: list[str], data_root: str | Path,
+                     split: str = "val", thresholds=DROP_THRESHOLDS, device: str = "auto") -> pd.DataFrame:
+    """:func:`drop_sweep` for each segmenter stage: one row per stage, one column per threshold,
+    plus the threshold the stage itself uses and the mIoU it gains or loses against dropping nothing."""
+    rows = []
+    for stage in stages:
+        sweep = drop_sweep(Path(artifacts_root) / profile / stage, data_root, split, thresholds, device)
+        row = {"stage": stage, "its threshold": sweep["used"]}
+        row.update({f"drop < {t:g}" if t else "nothing dropped": v for t, v in sweep["miou"].items()})
+        row["its gain over nothing dropped"] = sweep["miou"][sweep["used"]] - sweep["miou"][thresholds[0]] \
+            if sweep["used"] in sweep["miou"] and thresholds[0] == 0.0 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame()
+
+
 def ranked_predictions(artifacts_root: str | Path, profile: str, stages: list[str], data_root: str | Path,
                        split: str = "val", device: str = "auto", batch_size: int = 32) -> list[dict]:
     """Every ``split`` image predicted by each segmenter stage in ``stages`` (as at test time:
@@ -184,23 +259,15 @@ def ranked_predictions(artifacts_root: str | Path, profile: str, stages: list[st
     device = pick_device(device)
     tree = VOCTree(data_root)
     models = {s: load_segmenter(Path(artifacts_root) / profile / s, device) for s in stages}
-    names = tree.ids(split)
-    by_shape: dict[tuple, list[str]] = {}
-    for name in names:   # images of one size go through the models together
-        by_shape.setdefault(tree.image(name).shape, []).append(name)
     out = []
-    for group in by_shape.values():
-        for i in range(0, len(group), batch_size):
-            chunk = group[i:i + batch_size]
-            images = [tree.image(n) for n in chunk]
-            x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
-            with torch.no_grad():
-                preds = {s: predict(model, x, cfg.test_threshold)[0].argmax(1).cpu().numpy().astype(np.uint8)
-                         for s, (model, cfg) in models.items()}
-            for j, name in enumerate(chunk):
-                gt = tree.mask(name)
-                out.append({"name": name, "image": images[j], "gt": gt,
-                            "preds": {s: p[j] for s, p in preds.items()},
-                            "miou": {s: image_miou(p[j], gt, tree.num_classes) for s, p in preds.items()}})
+    for chunk, images, x in _image_batches(tree, tree.ids(split), batch_size, device):
+        with torch.no_grad():
+            preds = {s: predict(model, x, cfg.test_threshold)[0].argmax(1).cpu().numpy().astype(np.uint8)
+                     for s, (model, cfg) in models.items()}
+        for j, name in enumerate(chunk):
+            gt = tree.mask(name)
+            out.append({"name": name, "image": images[j], "gt": gt,
+                        "preds": {s: p[j] for s, p in preds.items()},
+                        "miou": {s: image_miou(p[j], gt, tree.num_classes) for s, p in preds.items()}})
     first = stages[0]
     return sorted(out, key=lambda r: -np.nan_to_num(r["miou"][first], nan=-1.0))

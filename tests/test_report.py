@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 
 from aepsl.artifacts import ArtifactError, write_json
@@ -95,6 +96,7 @@ def test_segmenter_recipe_table_reads_the_benchmark_file(tmp_path):
     path.write_text(json.dumps({
         "_machine": {"cpus": 2},
         "stride4/e12": {**entry, "order": 1, "decoder": "stride4", "epochs": 12, "val_miou": 0.7, "val_miou_crf": 0.75,
+                        "test_threshold": 0.0, "val_miou_nodrop": 0.7, "val_miou_drop05": 0.65,
                         "lr": 0.001, "weight_decay": 0.01, "scale_range": [0.7, 1.3],
                         "iou": {"background": 0.98, "a": 0.6, "b": 0.8}},
         "largefov/e5": {**entry, "order": 0, "decoder": "none", "epochs": 5, "val_miou": 0.6, "val_miou_crf": None,
@@ -107,5 +109,11 @@ def test_segmenter_recipe_table_reads_the_benchmark_file(tmp_path):
     # the worst class is the lowest foreground IoU, never the background
     assert table.loc["stride4/e12", "worst class"] == "a" and table.loc["stride4/e12", "its IoU"] == 0.6
     assert table.loc["largefov/e5", "worst class"] == "b" and table.loc["largefov/e5", "its IoU"] == 0.5
-    assert table.loc["stride4/e12", "val mIoU + CRF"] == 0.75
+    assert table.loc["stride4/e12", "val mIoU + CRF (as run)"] == 0.75
+    # both test-time rules; an older entry without them was a run that dropped at 0.5
+    assert table.loc["stride4/e12", "val mIoU, drop < 0.5"] == 0.65
+    assert table.loc["stride4/e12", "val mIoU, nothing dropped"] == 0.7
+    assert table.loc["largefov/e5", "val mIoU, drop < 0.5"] == 0.6
+    assert pd.isna(table.loc["largefov/e5", "val mIoU, nothing dropped"])
+    assert table.loc["largefov/e5", "test-time drop in the run"] == 0.5
     assert table.loc["stride4/e12", "scale range"] == "0.7-1.3" and table.loc["stride4/e12", "weight decay"] == 0.01
