@@ -17,8 +17,9 @@
 # **What you will learn.** How much each stage of the pipeline adds, measured the same way on
 # the same data: pseudo labels scored on the training split (the protocol of PSA and IRN),
 # final segmenters scored on the held-out split, and everything relative to a fully supervised
-# oracle — the same segmenter trained on the true masks (rows with a CRF are compared with the
-# oracle + CRF). Every number below is read from the
+# oracle — the same segmenter trained on the true masks, a plain segmenter that drops no class at
+# test time (rows with a CRF are compared with the oracle + CRF; chapter 05 measures what PSL's
+# test-time drop does to each model). Every number below is read from the
 # `metrics.json` a stage wrote; the published PASCAL VOC 2012 numbers stand in their own
 # column, labelled as published: they are a different dataset and are not ours.
 

@@ -113,6 +113,17 @@ def test_psl_stage_trains_and_writes_train_predictions(scene_tree, tmp_path):
     for sub in ("train_pred", "train_crf"):
         files = sorted(p.stem for p in (tmp_path / "t" / "oracle" / sub).glob("*.png"))
         assert files == sorted(names)
+    # the test-time drop sweep on the saved model: its own threshold reproduces the stage's score
+    from aepsl import report
+
+    sweep = report.drop_sweep(tmp_path / "t" / "oracle", scene_tree, "val", thresholds=(0.0, 0.5, 0.9))
+    assert sweep["used"] == 0.5
+    assert sweep["miou"][0.5] == pytest.approx(m["eval"]["miou"], abs=1e-9)
+    assert sweep["dropped_true"][0.0] == 0.0
+    assert sweep["dropped_true"][0.0] <= sweep["dropped_true"][0.5] <= sweep["dropped_true"][0.9] <= 1.0
+    table = report.drop_sweep_table(tmp_path, "t", ["oracle"], scene_tree, "val", thresholds=(0.0, 0.5), device="cpu")
+    assert list(table.columns) == ["its threshold", "nothing dropped", "drop < 0.5", "its gain over nothing dropped"]
+    assert table.loc["oracle", "its gain over nothing dropped"] == pytest.approx(sweep["miou"][0.5] - sweep["miou"][0.0])
     # PSL++-style: a second stage trains on the first one's CRF masks
     rec2 = psl.run({**base, "stage": "pp", "labels": "oracle/train_crf", "predict_train": False}, progress=False)
     assert rec2["params"]["labels_hash"] == rec["params_hash"]
@@ -155,3 +166,18 @@ def test_decoder_parameter_is_neutral_in_the_hash():
     assert "decoder" not in psl.PSLConfig(decoder="none").hashed()
     assert psl.PSLConfig(decoder="stride4").hashed()["decoder"] == "stride4"
     assert psl.PSLConfig().hashed()["decoder"] == "stride4"   # the default profile's recipe
+
+
+def test_the_oracle_drops_no_class_at_test_time_and_psl_does():
+    """PSL's test-time drop belongs to the PSL segmenters; the fully supervised ceiling is a
+    plain segmenter in every profile."""
+    import dataclasses
+
+    from aepsl.config import stage_params
+
+    defaults = dataclasses.asdict(psl.PSLConfig())
+    for profile in ("quick", "default", "voc"):
+        runs = [{**defaults, **stage_params(profile, "04_psl", i)} for i in range(3)]
+        runs = {r["stage"]: r for r in runs}
+        assert runs["oracle"]["test_threshold"] == 0.0
+        assert runs["psl"]["test_threshold"] == 0.5 and runs["ae_segmenter"]["test_threshold"] == 0.5
