@@ -142,9 +142,11 @@ sweep = report.drop_sweep_table(resolve(artifacts_root), profile, have, resolve(
 display(sweep.round(3))
 curves = sweep.drop(columns=["its threshold", "its gain over nothing dropped"]).T
 curves.index = [0.0 if c == "nothing dropped" else float(c.split("<")[1]) for c in curves.index]
-ax = curves.plot(marker="o", figsize=(5.5, 3.2), title=f"held-out ({eval_split}) mIoU by test-time drop threshold")
+ax = curves.plot(marker="o", figsize=(7, 3.4), title=f"held-out ({eval_split}) mIoU by test-time drop threshold")
 ax.set_xlabel("classes with confidence below this are dropped (0: none)")
 ax.set_ylabel("mIoU (no CRF)")
+ax.axvline(test_threshold, color="grey", linestyle="--", linewidth=1)   # PSL's threshold
+ax.legend(title="stage", loc="center left", bbox_to_anchor=(1.02, 0.5))
 plt.tight_layout()
 plt.show()
 
