@@ -1,5 +1,6 @@
-"""Tables the book shows, built only from saved JSON (metrics.json, benchmark records), and the
-ranked predictions of saved segmenters for its qualitative grids."""
+"""Tables the book shows, built only from saved JSON (metrics.json, benchmark records), and what
+the book measures on saved segmenters: their ranked predictions for its qualitative grids and
+their held-out mIoU under several test-time drop thresholds."""
 from __future__ import annotations
 
 import json
@@ -176,7 +177,8 @@ def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
 
 
 def _image_batches(tree, names: list[str], batch_size: int, device):
-    """(names, uint8 images [B,3,H,W] on ``device``) in chunks of one image size each."""
+    """(names, their HxWx3 images, the same as uint8 [B,3,H,W] on ``device``), in chunks of
+    at most ``batch_size`` images of one size each."""
     import torch
 
     by_shape: dict[tuple, list[str]] = {}
@@ -193,7 +195,7 @@ DROP_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 def drop_sweep(folder: str | Path, data_root: str | Path, split: str = "val",
-               thresholds=DROP_THRESHOLDS, device: str = "cpu", batch_size: int = 64) -> dict:
+               thresholds=DROP_THRESHOLDS, device: str = "auto", batch_size: int = 64) -> dict:
     """Held-out mIoU of the saved segmenter in ``folder`` for each test-time drop threshold
     (0 drops nothing; PSL drops the classes whose classification-branch confidence is below
     the threshold), no CRF: ``{"miou": {threshold: mIoU}, "used": its own test_threshold,
@@ -238,8 +240,8 @@ def drop_sweep_table(artifacts_root: str | Path, profile: str, stages: list[str]
         sweep = drop_sweep(Path(artifacts_root) / profile / stage, data_root, split, thresholds, device)
         row = {"stage": stage, "its threshold": sweep["used"]}
         row.update({f"drop < {t:g}" if t else "nothing dropped": v for t, v in sweep["miou"].items()})
-        row["its gain over nothing dropped"] = sweep["miou"][sweep["used"]] - sweep["miou"][thresholds[0]] \
-            if sweep["used"] in sweep["miou"] and thresholds[0] == 0.0 else float("nan")
+        own, none = sweep["miou"].get(sweep["used"]), sweep["miou"].get(0.0)
+        row["its gain over nothing dropped"] = own - none if own is not None and none is not None else float("nan")
         rows.append(row)
     return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame()
 

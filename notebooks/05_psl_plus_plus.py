@@ -141,7 +141,7 @@ have = [s for s in ("ae_segmenter", "psl", stage, "oracle")
 sweep = report.drop_sweep_table(resolve(artifacts_root), profile, have, resolve(data_root), eval_split, device=device)
 display(sweep.round(3))
 curves = sweep.drop(columns=["its threshold", "its gain over nothing dropped"]).T
-curves.index = [0.0 if c == "nothing dropped" else float(c.split("<")[1]) for c in curves.index]
+curves.index = list(report.DROP_THRESHOLDS)   # the sweep's columns, in this order
 ax = curves.plot(marker="o", figsize=(7, 3.4), title=f"held-out ({eval_split}) mIoU by test-time drop threshold")
 ax.set_xlabel("classes with confidence below this are dropped (0: none)")
 ax.set_ylabel("mIoU (no CRF)")
@@ -155,11 +155,11 @@ plt.show()
 
 # %%
 gain = ev["miou"] - src_ev["miou"]
-drop_note = ""
-if len(sweep):
-    cost = sweep["nothing dropped"] - sweep["drop < 0.5"]   # > 0: the drop at 0.5 loses mIoU
+drop_note, col = "", f"drop < {test_threshold:g}"
+if len(sweep) and col in sweep:
+    cost = sweep["nothing dropped"] - sweep[col]   # > 0: PSL's drop loses mIoU
     hurt, helped = cost[cost > 0], cost[cost < 0]
-    drop_note = " Dropping classes below 0.5 "
+    drop_note = f" Dropping classes below {test_threshold:g} "
     if len(hurt):
         drop_note += (f"costs {', '.join(f'{s} {c:.3f}' for s, c in hurt.items())} mIoU against dropping nothing"
                       + (" (the classification branch misses classes the segmentation head finds)"))
