@@ -39,7 +39,7 @@ def segmenter_recipe_table(path: str | Path) -> pd.DataFrame:
     """The oracle under the segmenter recipes we tried, in the order tried, from
     ``benchmarks/segmenter_recipe.json`` (``python benchmarks/segmenter_recipe.py``): held-out
     mIoU with PSL's test-time drop at 0.5 and with nothing dropped, the CRF score and the
-    per-class IoUs as the run itself was made (entries without ``test_threshold`` dropped at 0.5)."""
+    per-class IoUs as the run itself was made."""
     data = json.loads(Path(path).read_text())
     rows = []
     for name, v in data.items():
@@ -51,11 +51,10 @@ def segmenter_recipe_table(path: str | Path) -> pd.DataFrame:
                      "head": "LargeFOV + stride-4 decoder" if v["decoder"] == "stride4" else "LargeFOV",
                      "epochs": v["epochs"], "lr": v.get("lr"), "weight decay": v.get("weight_decay"),
                      "scale range": "-".join(str(x) for x in v.get("scale_range", [])),
-                     "test-time drop in the run": v.get("test_threshold", 0.5),
-                     "val mIoU, drop < 0.5": v.get("val_miou_drop05", v["val_miou"] if v.get("test_threshold", 0.5) == 0.5 else None),
-                     "val mIoU, nothing dropped": v.get("val_miou_nodrop", v["val_miou"] if v.get("test_threshold") == 0.0 else None),
+                     "test-time drop in the run": v["test_threshold"],
+                     "val mIoU, drop < 0.5": v["val_miou_drop05"], "val mIoU, nothing dropped": v["val_miou_nodrop"],
                      "val mIoU + CRF (as run)": v["val_miou_crf"],
-                     "true classes dropped at 0.5": v.get("true_classes_dropped_05"),
+                     "true classes dropped at 0.5": v["true_classes_dropped_05"],
                      "train mIoU (300 images)": v.get("train_miou_300"), "CPU threads": v.get("threads"),
                      "background IoU": v["iou"].get("background"), "worst class": worst, "its IoU": fg[worst],
                      "train s": v["train_seconds"]})
@@ -249,7 +248,7 @@ def drop_sweep_table(artifacts_root: str | Path, profile: str, stages: list[str]
 def ranked_predictions(artifacts_root: str | Path, profile: str, stages: list[str], data_root: str | Path,
                        split: str = "val", device: str = "auto", batch_size: int = 32) -> list[dict]:
     """Every ``split`` image predicted by each segmenter stage in ``stages`` (as at test time:
-    unconfident classes dropped, no CRF), ranked by the first stage's per-image mIoU, best first:
+    each stage's own ``test_threshold``, no CRF), ranked by the first stage's per-image mIoU, best first:
     ``[{name, image, gt, preds: {stage: mask}, miou: {stage: float}}]``. ``device`` as the
     stages' parameter ("auto": CUDA when there is one)."""
     import torch

@@ -62,7 +62,7 @@ plt.show()
 # ## Final predictions: the best and the worst
 #
 # The held-out images ranked by the final segmenter's mIoU on each image (over the classes in
-# its truth or its prediction; test-time class dropping, no CRF): the three best, then the three
+# its truth or its prediction; each with its own test-time rule, no CRF): the three best, then the three
 # worst — where the method fails. The same images as predicted by AE + PSL and by the fully
 # supervised oracle stand beside them: a failure the oracle shares is hard for any segmenter of
 # this size; one it does not share comes from the weak labels.
