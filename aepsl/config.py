@@ -11,8 +11,10 @@ which rejects unknown names and wrong types with one message naming the paramete
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
+import textwrap
 import typing
 from pathlib import Path
 from typing import Any
@@ -28,15 +30,87 @@ class ParameterError(ValueError):
     """A parameter is unknown or has the wrong type or value."""
 
 
+# A parameter's field metadata says whether it enters the stage's cache key (its parameter
+# hash): RUNTIME ones change how a stage runs (workers, batch size of inference, force), not
+# what it computes; ``only_with`` hashes a field only while the named switch is on (HFPL's
+# settings change nothing without HFPL).
+RUNTIME = {"hashed": False}
+
+
+def runtime(default: Any) -> Any:
+    """A dataclass field that does not enter the parameter hash (see :data:`RUNTIME`)."""
+    return dataclasses.field(default=default, metadata=RUNTIME)
+
+
+def only_with(switch: str, default: Any) -> Any:
+    """A dataclass field hashed only while the boolean field ``switch`` is true."""
+    return dataclasses.field(default=default, metadata={"only_with": switch})
+
+
+def hashed_params(cfg) -> dict:
+    """The parameters of ``cfg`` that determine a stage's results, as its field metadata
+    declares: every field but the RUNTIME ones and the ``only_with`` ones whose switch is off."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if not f.metadata.get("hashed", True):
+            continue
+        switch = f.metadata.get("only_with")
+        if switch and not getattr(cfg, switch):
+            continue
+        out[f.name] = getattr(cfg, f.name)
+    return out
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The one-line help of each field of dataclass ``cls``: the comment on the field's line in
+    the class body (base classes included), which a notebook's parameters cell repeats."""
+    import inspect
+    import io
+    import tokenize
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass) or klass is object:
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        names = set(getattr(klass, "__annotations__", {}))
+        line_name: dict[int, str] = {}
+        for node in ast.parse(textwrap.dedent(source)).body[0].body:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id in names:
+                line_name[node.lineno] = node.target.id
+        for tok in tokenize.generate_tokens(io.StringIO(textwrap.dedent(source)).readline):
+            if tok.type == tokenize.COMMENT and tok.start[0] in line_name:
+                docs[line_name[tok.start[0]]] = tok.string.lstrip("#").strip()
+    return docs
+
+
 @dataclasses.dataclass
 class StageConfig:
     """The parameters every stage shares (the profile's ``common`` section)."""
 
-    profile: str = "default"
-    seed: int = 0
-    device: str = "auto"
-    data_root: str = "data/scenes-default"
-    artifacts_root: str = "artifacts"
+    profile: str = "default"   # parameter profile name; outputs go to artifacts_root/profile/stage
+    seed: int = 0   # random seed of data order, augmentation and weight initialisation
+    device: str = "auto"   # torch device: auto (CUDA when available, else CPU), cpu or cuda
+    data_root: str = "data/scenes-default"   # dataset folder (VOC layout), relative to the repository root
+    artifacts_root: str = "artifacts"   # folder of all stage outputs, relative to the repository root
+
+    def hashed(self) -> dict:
+        """The parameters that determine the stage's results (see :func:`hashed_params`)."""
+        return hashed_params(self)
+
+    def reads(self) -> list[str]:
+        """The stage folders (under ``artifacts_root/profile``) this run reads."""
+        return []
+
+
+@dataclasses.dataclass
+class PageConfig(StageConfig):
+    """The parameters of a page that computes nothing (the results and provenance chapters)."""
+
+    force: bool = runtime(False)   # unused: the page is rebuilt from metrics.json every time
 
 
 def _check_type(name: str, value: Any, typ: Any, stage: str) -> Any:
@@ -82,13 +156,6 @@ def from_params(cls, params: dict, stage: str):
     if hasattr(obj, "validate"):
         obj.validate()
     return obj
-
-
-def without_neutral(params: dict, neutral: dict) -> dict:
-    """``params`` without the entries that hold their neutral value. Parameters added after
-    artifacts were recorded enter a stage's parameter hash only when set to something else,
-    so the earlier artifacts stay valid."""
-    return {k: v for k, v in params.items() if not (k in neutral and v == neutral[k])}
 
 
 def profile_path(profile: str) -> Path:
@@ -155,16 +222,20 @@ def check_declared(where: str, params: dict, declared: dict) -> None:
 
 
 def _assignments(source: str) -> dict:
-    """``name = literal`` lines of a cell's source (other statements are left out)."""
-    import ast
-
+    """``name = literal`` and ``name: type = literal`` lines of a cell's source (other
+    statements are left out)."""
     values = {}
     for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                values[node.targets[0].id] = None
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, value = node.target.id, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value = node.targets[0].id, node.value
+        else:
+            continue
+        try:
+            values[name] = ast.literal_eval(value)
+        except ValueError:
+            values[name] = None
     return values
 
 

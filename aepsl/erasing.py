@@ -34,12 +34,12 @@ from PIL import Image, ImageFilter
 
 from . import dist
 from . import metrics as M
-from .artifacts import (StageRun, code_hash, is_done, load_metrics, params_hash, save_npy, save_torch, stage_dir,
-                        stage_entry, write_bytes)
-from .cam import CAMConfig, fresh_dir, iterate_cams, load_cam, predict_logits, scored_names, train_classifier
-from .config import StageConfig, from_params, resolve
+from .artifacts import load_metrics, params_hash, save_npy, save_torch, stage_dir, write_bytes
+from .cam import CAMConfig, iterate_cams, predict_logits, train_classifier
+from .config import StageConfig, resolve, runtime
 from .data.voc import SegDataset, VOCTree, write_mask
-from .train import pick_device
+from .seeds import load_cam
+from .skeleton import fresh_dir, scored_names, stage
 
 ERASE_VALUES = ("mean", "blur", "noise")
 
@@ -188,15 +188,21 @@ class ErasingConfig(StageConfig):
     ``artifacts/<profile>/<cam_stage>/metrics.json``), so round 1 *is* the CAM classifier.
     """
 
-    stage: str = "erasing"
-    cam_stage: str = "cam"
-    round: int = 1
-    mine_threshold: float = 0.5
-    erase_value: str = "mean"
-    collapse_map: float = 0.6
-    eval_batch_size: int = 64
-    num_workers: int = 0
-    force: bool = False
+    stage: str = "erasing"   # stage name: the output folder under artifacts_root/profile
+    cam_stage: str = "cam"   # CAM stage whose classifier recipe and round-1 CAMs are used
+    round: int = 1   # erasing round to run (from 1; round k needs rounds 1..k-1 first)
+    mine_threshold: float = 0.5   # normalised CAM score above which a pixel is mined, in (0, 1)
+    erase_value: str = "mean"   # fill of erased regions: mean (pixel), blur or noise
+    collapse_map: float = 0.6   # mAP below which the round warns of collapse or a shortcut
+    eval_batch_size: int = runtime(64)   # images per batch at inference
+    num_workers: int = runtime(0)   # data-loader worker processes (0: load in the main process)
+    force: bool = runtime(False)   # recompute even when finished artifacts exist
+
+    def writes(self) -> str:
+        return f"{self.stage}/round{self.round}"
+
+    def reads(self) -> list[str]:
+        return [self.cam_stage] + [f"{self.stage}/round{k}" for k in range(1, self.round)]
 
     def validate(self) -> None:
         if self.round < 1:
@@ -222,31 +228,21 @@ def cam_recipe(cfg: ErasingConfig) -> tuple[CAMConfig, dict]:
     return CAMConfig(**{k: v for k, v in record["params"].items() if k in fields}), record
 
 
-@stage_entry
-def run_round(params: dict, progress: bool = True) -> dict:
+@stage(ErasingConfig, "erasing", trains=True, dataset=False)
+def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
     """Run erasing round ``params['round']``; returns its metrics.json record."""
-    cfg = from_params(ErasingConfig, params, "erasing")
     recipe, cam_record = cam_recipe(cfg)
-    hashed = {**dataclasses.asdict(cfg), "cam_params_hash": cam_record["params_hash"], "code": code_hash(__name__)}
-    for k in ("force", "eval_batch_size", "num_workers"):
-        hashed.pop(k)
-    folder = round_dir(cfg, cfg.round)
-    if not cfg.force and dist.agree(is_done(folder, hashed)):
-        return load_metrics(folder)
     previous = [round_dir(cfg, k) for k in range(1, cfg.round)]
     for k, d in enumerate(previous, start=1):
-        rec = load_metrics(d, cfg.profile)
-        if rec is None:
-            raise FileNotFoundError(f"erasing round {cfg.round} needs round {k} first (no {d / 'metrics.json'})")
-        if rec["params"].get("cam_params_hash") != cam_record["params_hash"] or any(
+        rec = run_.inputs[f"{cfg.stage}/round{k}"]
+        if rec["params"]["inputs"].get(cfg.cam_stage) != cam_record["params_hash"] or any(
                 rec["params"].get(p) != getattr(cfg, p) for p in ("mine_threshold", "erase_value")):
             raise ValueError(f"round {k} in {d} was made with other parameters (mine_threshold, erase_value or "
                              f"CAM stage); rerun rounds 1..{cfg.round - 1} with these parameters first")
-    device = pick_device(cfg.device)
+    folder = run_.folder
     tree = VOCTree(resolve(cfg.data_root))
     split = recipe.train_split
     scored = scored_names(tree, split, recipe.score_split)
-    run_ = StageRun(folder, f"{cfg.stage}/round{cfg.round}", hashed, device=str(device))
     mean_pixel, std_pixel = pixel_statistics(tree, split)
     prev_regions = [d / "regions" for d in previous]
     view = ErasedView(tree, split, prev_regions, cfg.erase_value, mean_pixel, std_pixel, seed=cfg.seed)
@@ -259,12 +255,12 @@ def run_round(params: dict, progress: bool = True) -> dict:
                                      num_workers=cfg.num_workers)
         with run_.timed("train"):
             model, history = train_classifier(recipe, view, tree.num_classes - 1, folder, device,
-                                              progress and dist.is_main(), fingerprint=params_hash(hashed),
+                                              progress and dist.is_main(), fingerprint=params_hash(run_.params),
                                               fresh=cfg.force)
     if not dist.is_main():
-        return dist.wait_for_main(folder)
+        return None
     if cfg.round == 1:
-        out["train_map"], out["val_map"] = cam_record["metrics"]["train_map"], cam_record["metrics"]["val_map"]
+        out["train_map"], out["val_map"] = cam_record["metrics"]["train_map"], cam_record["metrics"].get("val_map")
         out["history"] = cam_record["metrics"].get("history", [])
     else:
         save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes - 1,
@@ -307,8 +303,7 @@ def run_round(params: dict, progress: bool = True) -> dict:
     out.update(safeguards(out, cfg.collapse_map))
     for message in out["warnings"]:
         print(f"warning: round {cfg.round}: {message}")
-    run_.metrics = out
-    return dist.release(run_.finish())
+    return out
 
 
 def safeguards(metrics: dict, collapse_map: float) -> dict:
@@ -345,15 +340,21 @@ def _save_cams(items, folder: Path):
 class MergeConfig(StageConfig):
     """Parameters of the merge into pseudo masks (``notebooks/03_pseudo_masks.py``)."""
 
-    stage: str = "pseudo_masks"
-    erasing_stage: str = "erasing"
-    cam_stage: str = "cam"
-    rounds: int = 3
-    bg_cue: str = "cam"
-    bg_threshold: float = 0.2
-    saliency_dir: str = ""
-    saliency_threshold: float = 0.5
-    force: bool = False
+    stage: str = "pseudo_masks"   # stage name: the output folder under artifacts_root/profile
+    erasing_stage: str = "erasing"   # erasing stage whose mined regions are merged
+    cam_stage: str = "cam"   # CAM stage the erasing rounds were trained from
+    rounds: int = 3   # number of erasing rounds merged (at least 1)
+    bg_cue: str = "cam"   # background cue: cam (low peak CAM) or saliency (saliency maps)
+    bg_threshold: float = 0.2   # with bg_cue cam: peak CAM below which a pixel is background
+    saliency_dir: str = ""   # with bg_cue saliency: folder of name.png saliency maps
+    saliency_threshold: float = 0.5   # with bg_cue saliency: saliency below which a pixel is background
+    force: bool = runtime(False)   # recompute even when finished artifacts exist
+
+    def writes(self) -> str:
+        return self.stage
+
+    def reads(self) -> list[str]:
+        return [self.cam_stage] + [f"{self.erasing_stage}/round{k}" for k in range(1, self.rounds + 1)]
 
     def validate(self) -> None:
         if self.rounds < 1:
@@ -409,36 +410,24 @@ def _pseudo_scores(conf: np.ndarray, labelled: int, total: int, classes) -> dict
     return s
 
 
-@stage_entry
-def merge(params: dict, progress: bool = True) -> dict:
+@stage(MergeConfig, "pseudo_masks", dataset=False)
+def merge(cfg: MergeConfig, run_, device, progress: bool) -> dict:
     """Merge rounds 1..``rounds`` into pseudo masks; score every prefix 1..k on the train split."""
     from tqdm.auto import tqdm
 
-    cfg = from_params(MergeConfig, params, "pseudo_masks")
     er = ErasingConfig(profile=cfg.profile, data_root=cfg.data_root, artifacts_root=cfg.artifacts_root,
                        stage=cfg.erasing_stage, cam_stage=cfg.cam_stage)
-    rounds = []
-    for k in range(1, cfg.rounds + 1):
-        rec = load_metrics(round_dir(er, k), cfg.profile)
-        if rec is None:
-            raise FileNotFoundError(f"merging {cfg.rounds} rounds needs round {k} of stage {cfg.erasing_stage!r} "
-                                    f"({round_dir(er, k)}); run notebook 02_erasing with round={k}")
+    rounds = [run_.inputs[f"{cfg.erasing_stage}/round{k}"] for k in range(1, cfg.rounds + 1)]
+    for k, rec in enumerate(rounds, start=1):
         if rec["params"].get("cam_stage", "cam") != cfg.cam_stage:
             raise ValueError(f"round {k} of stage {cfg.erasing_stage!r} was trained from CAM stage "
                              f"{rec['params'].get('cam_stage')!r}, but parameter cam_stage is {cfg.cam_stage!r}; "
                              f"merge with cam_stage={rec['params'].get('cam_stage')!r}")
-        rounds.append(rec)
-    hashed = {**dataclasses.asdict(cfg), "rounds_hashes": [r["params_hash"] for r in rounds],
-              "code": code_hash(__name__)}
-    hashed.pop("force")
-    folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
-    if not cfg.force and is_done(folder, hashed):
-        return load_metrics(folder)
+    folder = run_.folder
     tree = VOCTree(resolve(cfg.data_root))
     recipe, _ = cam_recipe(er)
     names = tree.ids(recipe.train_split)
     scored = scored_names(tree, recipe.train_split, recipe.score_split)
-    run_ = StageRun(folder, cfg.stage, hashed)
     n = tree.num_classes
     meters = [M.ConfusionMeter(n) for _ in range(cfg.rounds)]
     labelled = np.zeros(cfg.rounds, np.int64)
@@ -474,8 +463,7 @@ def merge(params: dict, progress: bool = True) -> dict:
     out["round_val_map"] = [r["metrics"].get("val_map") for r in rounds]
     out["mask_count"] = len(names)
     out["train_split"], out["score_split"] = recipe.train_split, recipe.score_split
-    run_.metrics = out
-    return run_.finish()
+    return out
 
 
 def cam_stage_of(artifacts_root: str, profile: str, stage: str) -> str:

@@ -17,23 +17,18 @@ different colours) and by their normalised class maps (half the squared distance
 ``sigma`` (published 5), rewards class-map changes across colour edges and penalises them
 inside uniform regions, so CAM contours follow the image's edges.
 
-Both are switched on for a classifier by the CAM recipe parameter ``hfpl`` (see
+The comparison of seeds with and without HFPL (chapter 7) lives in :mod:`aepsl.hfpl_compare`,
+so editing it leaves every training stage's code hash as it is. Both losses are switched on for a classifier by the CAM recipe parameter ``hfpl`` (see
 :mod:`aepsl.cam`); every erasing round trains with its CAM stage's recipe, so AE + HFPL is
 erasing with ``cam_stage`` pointing at a CAM stage trained with ``hfpl: true``.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import metrics as M
-from .artifacts import StageRun, code_hash, is_done, load_metrics, stage_dir, stage_entry
-from .config import StageConfig, from_params, resolve
 
 
 def sample_pixels(weights: torch.Tensor, samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -104,77 +99,3 @@ def hfpl_classification_loss(class_maps: torch.Tensor, images: torch.Tensor, lab
         loss = loss + fs_weight * fs
         logs["fs"] = fs.detach()
     return loss, logs
-
-
-# --------------------------------------------------------------------------- the comparison
-@dataclass
-class HFPLCompareConfig(StageConfig):
-    """Parameters of the comparison in ``notebooks/07_hfpl.py`` (no training: it scores the
-    seeds the CAM and erasing stages saved)."""
-
-    stage: str = "hfpl"
-    cam_stage: str = "cam"
-    hfpl_cam_stage: str = "cam_hfpl"
-    masks_stage: str = "pseudo_masks"
-    hfpl_masks_stage: str = "pseudo_masks_erasing_hfpl"
-    tolerance: int = 1
-    force: bool = False
-
-
-def seed_mask(kind: str, folder, name: str, tree, threshold: float | None = None) -> np.ndarray:
-    """The seed of one training image as the next stage reads it: a CAM stage's maps at its
-    best background threshold, or a mask stage's PNG (255 read as background)."""
-    from PIL import Image
-
-    from .cam import load_cam
-
-    if kind == "cams":
-        ids = np.flatnonzero(tree.labels(name)) + 1
-        return M.cam_to_mask(load_cam(folder, name), ids, threshold)
-    mask = np.asarray(Image.open(folder / "masks" / f"{name}.png"))
-    return np.where(mask == 255, 0, mask).astype(np.uint8)
-
-
-@stage_entry
-def compare(params: dict, progress: bool = True) -> dict:
-    """Region (mIoU) and contour (boundary F-score) quality of the seeds with and without HFPL."""
-    from tqdm.auto import tqdm
-
-    from .data.voc import VOCTree
-
-    cfg = from_params(HFPLCompareConfig, params, "hfpl")
-    root = resolve(cfg.artifacts_root)
-    sources = {"CAM": cfg.cam_stage, "CAM + HFPL": cfg.hfpl_cam_stage,
-               "AE": cfg.masks_stage, "AE + HFPL": cfg.hfpl_masks_stage}
-    records = {}
-    for label, stage in sources.items():
-        rec = load_metrics(stage_dir(root, cfg.profile, stage), cfg.profile)
-        if rec is None:
-            raise FileNotFoundError(f"{label}: no finished stage {stage!r} in {stage_dir(root, cfg.profile, stage)} "
-                                    f"(run notebooks 01_cam, 02_erasing and 03_pseudo_masks with their HFPL runs first)")
-        records[label] = rec
-    hashed = {**dataclasses.asdict(cfg), "sources": {k: r["params_hash"] for k, r in records.items()},
-              "code": code_hash(__name__)}
-    hashed.pop("force")
-    folder = stage_dir(root, cfg.profile, cfg.stage)
-    if not cfg.force and is_done(folder, hashed):
-        return load_metrics(folder)
-    tree = VOCTree(resolve(cfg.data_root))
-    if not tree.has_masks("train"):
-        raise FileNotFoundError(f"the HFPL comparison scores seeds against the training masks, which {tree.root} lacks")
-    run_ = StageRun(folder, cfg.stage, hashed)
-    out: dict = {"classes": tree.classes, "tolerance": cfg.tolerance, "rows": {}}
-    with run_.timed("score"):
-        for label, stage in sources.items():
-            src = stage_dir(root, cfg.profile, stage)
-            kind = "cams" if label.startswith("CAM") else "masks"
-            threshold = records[label]["metrics"].get("best_threshold") if kind == "cams" else None
-            conf, contour = M.ConfusionMeter(tree.num_classes), M.BoundaryMeter(cfg.tolerance)
-            for name in tqdm(tree.ids("train"), desc=label, disable=not progress, leave=False):
-                pred, gt = seed_mask(kind, src, name, tree, threshold), tree.mask(name)
-                conf.update(pred, gt)
-                contour.update(pred, gt)
-            out["rows"][label] = {"stage": stage, "threshold": threshold,
-                                  **M.segmentation_scores(conf.matrix, tree.classes), **contour.scores()}
-    run_.metrics = out
-    return run_.finish()

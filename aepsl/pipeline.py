@@ -3,44 +3,35 @@
     python -m aepsl --profile default --book        # the book's notebooks -> book/notebooks/
     python -m aepsl --profile quick                 # executed notebooks -> artifacts/quick/notebooks/
     python -m aepsl --profile default --only 01_cam --force
+    python -m aepsl --profile voc --check           # print the plan, touch nothing
 
-Each notebook is a jupytext py:percent file in ``notebooks/``.  The profile file
-``notebooks/params/<profile>.yaml`` gives each run's parameters; they are checked against
-the notebook's ``parameters`` cell (unknown names and wrong types are refused before
-anything runs).  Stages skip their work when their artifacts exist for the same parameters,
-so rerunning the pipeline only re-executes notebooks (cheap) unless ``--force`` is given.
+Each notebook is a jupytext py:percent file in ``notebooks/``; :mod:`aepsl.registry` says
+which package function computes its stage, with which parameter dataclass. The profile file
+``notebooks/params/<profile>.yaml`` gives each run's parameters where they differ from the
+notebook's defaults; every run's config is built and checked (unknown names, wrong types, bad
+values, a stage read before any run writes it) before anything runs. Stages skip their work
+when their artifacts exist for the same parameters, so rerunning the pipeline only
+re-executes notebooks (cheap) unless ``--force`` is given. A run marked ``_page: false`` in
+the profile has no page: its stage function runs without the notebook.
 """
 from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
-import importlib
 import json
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .artifacts import REPO_DIR, ArtifactError, atomic_path, missing_ancestor, remove_stale_temps, write_json
-from .config import ParameterError, check_declared, from_params, load_profile, notebook_runs, resolve
+from .config import ParameterError, check_declared, load_profile, resolve
+from .registry import REGISTRY, PlannedRun, describe, entry, plan, run_name  # noqa: F401  (run_name: API)
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
 BOOK_NOTEBOOK_DIR = REPO_DIR / "book" / "notebooks"
-
-# The parameter dataclass of each stage notebook: the pipeline checks every run's values with
-# it (ranges, choices) before executing anything. Notebooks not listed are checked against
-# their parameters cell only (names and types).
-STAGE_CONFIGS = {
-    "00_data": ("aepsl.data.stage", "DataConfig"),
-    "01_cam": ("aepsl.cam", "CAMConfig"),
-    "02_erasing": ("aepsl.erasing", "ErasingConfig"),
-    "03_pseudo_masks": ("aepsl.erasing", "MergeConfig"),
-    "04_psl": ("aepsl.psl", "PSLConfig"),
-    "05_psl_plus_plus": ("aepsl.psl", "PSLConfig"),
-    "06_affinity": ("aepsl.randomwalk", "AffinityConfig"),
-    "07_hfpl": ("aepsl.hfpl", "HFPLCompareConfig"),
-}
+FAILED_SUFFIX = ".failed.ipynb"
 
 
 class NotebookError(RuntimeError):
@@ -54,22 +45,31 @@ def notebook_source(name: str) -> Path:
     return path
 
 
-def parameters_cell(path: Path) -> dict:
-    """The literal values assigned in the notebook's ``parameters`` cell."""
+def _parameters_source(path: Path) -> str:
     import jupytext
 
     nb = jupytext.read(path)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"{path} must have exactly one cell tagged 'parameters' (found {len(cells)})")
+    return cells[0].source
+
+
+def parameters_cell(path: Path) -> dict:
+    """The literal values assigned in the notebook's ``parameters`` cell
+    (``name: type = literal  # help`` or ``name = literal`` lines)."""
     values = {}
-    for node in ast.parse(cells[0].source).body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise ValueError(f"{path}: the parameters cell may only hold 'name = literal' lines")
+    for node in ast.parse(_parameters_source(path)).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, value = node.target.id, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value = node.targets[0].id, node.value
+        else:
+            raise ValueError(f"{path}: the parameters cell may only hold 'name: type = literal' lines")
         try:
-            values[node.targets[0].id] = ast.literal_eval(node.value)
+            values[name] = ast.literal_eval(value)
         except ValueError:
-            raise ValueError(f"{path}: parameter {node.targets[0].id} is not a literal") from None
+            raise ValueError(f"{path}: parameter {name} is not a literal") from None
     return values
 
 
@@ -79,23 +79,14 @@ def check_parameters(name: str, params: dict) -> None:
 
 
 def check_values(name: str, params: dict) -> None:
-    """Check a run's values with the stage's parameter dataclass (e.g. ``round`` >= 1), so a bad
-    value is refused before anything runs rather than by the notebook halfway through."""
-    if name not in STAGE_CONFIGS:
-        return
-    module, cls = STAGE_CONFIGS[name]
-    cls = getattr(importlib.import_module(module), cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    try:
-        from_params(cls, {k: v for k, v in params.items() if k in fields}, f"notebook {name}")
-    except ParameterError:
-        raise
-    except ValueError as exc:
-        raise ParameterError(f"notebook {name}: {exc}") from None
+    """Build the run's config with the stage's parameter dataclass (e.g. ``round`` >= 1), so a
+    bad value is refused before anything runs rather than by the notebook halfway through."""
+    entry(name).build(params)
 
 
+# --------------------------------------------------------------------------- parameters cells
 def _literal(value) -> str:
-    """Python source for a YAML value, with double-quoted strings."""
+    """Python source for a parameter value, with double-quoted strings."""
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, (list, tuple)):
@@ -103,33 +94,59 @@ def _literal(value) -> str:
     return repr(value)
 
 
-def sync_parameters_cell(name: str, profile: str = "default") -> bool:
-    """Rewrite notebook ``name``'s parameters cell with the first run of ``profile`` (so the
-    notebook run by hand reproduces that profile). Returns True when the file changed."""
+def parameters_cell_source(name: str) -> str:
+    """The parameters cell of notebook ``name`` as the registry defines it: every parameter of
+    its dataclass with a type annotation, the notebook's default and a one-line help comment
+    (the dataclass field's comment), which ``papermill --help-notebook`` shows."""
+    import dataclasses
+    import typing
+
+    from .config import field_docs
+
+    e = entry(name)
+    cls = e.config_class()
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        value = e.parameter_defaults()[f.name]
+        typ = hints[f.name]
+        typ = "list" if typing.get_origin(typ) is list else getattr(typ, "__name__", str(typ))
+        doc = docs.get(f.name)
+        if not doc or "=" in doc:   # papermill's inspector gives up on a line with a second '='
+            raise ValueError(f"{cls.__name__}.{f.name} needs a help comment without '=' (a '# ...' on its line)")
+        lines.append(f"{f.name}: {typ} = {_literal(value)}  # {doc}")
+    return "\n".join(lines) + "\n"
+
+
+def sync_parameters_cell(name: str) -> bool:
+    """Rewrite notebook ``name``'s parameters cell from the registry (dataclass defaults and
+    help comments). Returns True when the file changed."""
     path = notebook_source(name)
-    params = {k: v for k, v in notebook_runs(profile, name)[0].items() if not k.startswith("_")}
-    lines = [f"{key} = {_literal(value)}" for key, value in params.items()]
     text = path.read_text()
-    start = text.index('# %% tags=["parameters"]\n') + len('# %% tags=["parameters"]\n')
+    head = '# %% tags=["parameters"]\n'
+    start = text.index(head) + len(head)
     end = text.index("\n# %%", start)
-    new = text[:start] + "\n".join(lines) + "\n" + text[end:]
+    new = text[:start] + parameters_cell_source(name) + text[end:]
     if new != text:
         path.write_text(new)
         return True
     return False
 
 
-def run_name(name: str, run: dict, base: dict) -> str:
-    """Output name of one run: ``_name`` if the run gives one, else the notebook name plus the
-    parameters the run changes (e.g. '02_erasing_round2' for a run with round=2)."""
-    if run.get("_name"):
-        return str(run["_name"])
-    changed = [k for k in run if not k.startswith("_") and (k not in base or base[k] != run[k]) and k != "force"]
-    return name + "".join(f"_{k}{run[k]}" for k in changed)
+# --------------------------------------------------------------------------- executing
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_DIR))
+    except ValueError:
+        return str(path)
 
 
 def execute(name: str, params: dict, output: Path, log_output: bool = False) -> float:
-    """Execute notebook ``name`` with ``params`` into ``output`` (atomically); returns seconds."""
+    """Execute notebook ``name`` with ``params`` into ``output`` (atomically); returns seconds.
+
+    When a cell raises, the executed copy (with the traceback in its outputs) is kept as
+    ``<output stem>.failed.ipynb`` beside it and :class:`NotebookError` names the notebook,
+    the cell and the exception."""
     import jupytext
     import nbformat
     import papermill
@@ -138,6 +155,7 @@ def execute(name: str, params: dict, output: Path, log_output: bool = False) -> 
     nb = jupytext.read(notebook_source(name))
     if output.parent.is_dir():
         remove_stale_temps(output.parent, output.name)   # left by a run killed while executing
+    failed = output.with_name(output.stem + FAILED_SUFFIX)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmpdir:
         src = Path(tmpdir) / f"{name}.ipynb"
@@ -148,9 +166,31 @@ def execute(name: str, params: dict, output: Path, log_output: bool = False) -> 
                                            cwd=str(REPO_DIR), progress_bar=False, log_output=log_output,
                                            language="python")
             except papermill.PapermillExecutionError as exc:
-                raise NotebookError(f"notebook {output.stem} failed: {exc.ename}: {exc.evalue}") from None
+                shutil.copyfile(tmp, failed)
+                code_cell = _code_cell_number(tmp, exc.cell_index)
+                raise NotebookError(
+                    f"notebook {output.stem} (notebooks/{name}.py) failed in code cell {code_cell} "
+                    f"(execution count {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+                    f"  the executed copy, traceback included: {_relative(failed)}") from None
             check_executed(tmp, name)
+    failed.unlink(missing_ok=True)
     return time.time() - t0
+
+
+def _code_cell_number(path: Path, cell_index: int) -> int:
+    """1-based number of the code cell at ``cell_index`` among the notebook's code cells, as a
+    reader counts them in the source (papermill's injected-parameters cell not counted)."""
+    try:
+        cells = json.loads(Path(path).read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return cell_index + 1
+    # papermill puts a markdown cell announcing the error on top of the saved copy: not counted
+    cells = [c for c in cells if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])]
+    number = 0
+    for cell in cells[:cell_index + 1]:
+        if cell["cell_type"] == "code" and "injected-parameters" not in cell.get("metadata", {}).get("tags", []):
+            number += 1
+    return number
 
 
 def check_executed(path: Path, name: str) -> None:
@@ -165,45 +205,42 @@ def check_executed(path: Path, name: str) -> None:
         raise RuntimeError(f"notebook {name}: no recorded execution (0-second run)")
 
 
+def _run_stage_only(run: PlannedRun) -> float:
+    """A run without a page: its stage function, in this process."""
+    t0 = time.time()
+    run.entry.stage_function()(run.stage_params, progress=True)
+    return time.time() - t0
+
+
 def run_profile(profile: str, only: list[str] | None = None, force: bool = False, book: bool = False,
                 log_output: bool = False) -> dict:
     data = load_profile(profile)
-    source = profile
     # a profile given as a YAML path is named by its common.profile (where its stages write)
-    profile = str(data["common"].get("profile") or Path(profile).stem)
-    out_dir = BOOK_NOTEBOOK_DIR if book else resolve(data["common"].get("artifacts_root", "artifacts")) / profile / "notebooks"
-    names = list(data["notebooks"])
-    if only:
-        bad = [n for n in only if n not in names]
-        if bad:
-            raise ParameterError(f"--only {bad}: profile {profile!r} has notebooks {names}")
-        names = [n for n in names if n in only]
-    plan = []
-    for name in names:  # check every run's parameters before executing anything
-        base = {**data["common"], **{k: v for k, v in (data["notebooks"][name] or {}).items() if k != "runs"}}
-        for params in notebook_runs(source, name):
-            out_name = run_name(name, params, base)
-            params = {k: v for k, v in params.items() if not k.startswith("_")}
-            if force:
-                params = {**params, "force": True}
-            check_parameters(name, params)
-            check_values(name, params)
-            plan.append((name, out_name, params))
+    name = str(data["common"].get("profile") or Path(profile).stem)
+    root = resolve(data["common"].get("artifacts_root", "artifacts"))
+    out_dir = BOOK_NOTEBOOK_DIR if book else root / name / "notebooks"
+    runs = plan(profile, only, force)   # every run checked before anything executes
+    for run in runs:
+        if run.page:
+            check_parameters(run.notebook, run.params)
     timings = {}
     created = missing_ancestor(out_dir)
     try:
-        for name, out_name, params in plan:
-            print(f"[aepsl] {profile}: executing {out_name} ...", flush=True)
-            seconds = execute(name, params, out_dir / f"{out_name}.ipynb", log_output=log_output)
-            timings[out_name] = round(seconds, 1)
-            print(f"[aepsl] {profile}: {out_name} done in {seconds:.1f} s", flush=True)
+        for run in runs:
+            print(f"[aepsl] {name}: {'executing' if run.page else 'computing'} {run.name} ...", flush=True)
+            if run.page:
+                seconds = execute(run.notebook, run.params, out_dir / f"{run.name}.ipynb", log_output=log_output)
+            else:
+                seconds = _run_stage_only(run)
+            timings[run.name] = round(seconds, 1)
+            print(f"[aepsl] {name}: {run.name} done in {seconds:.1f} s", flush=True)
     except Exception:
         _remove_empty(out_dir, created)
         raise
     # merge with earlier runs, so a run of a few notebooks (--only) keeps the others' last times
-    path = resolve(data["common"].get("artifacts_root", "artifacts")) / profile / "pipeline.json"
+    path = root / name / "pipeline.json"
     earlier = json.loads(path.read_text()).get("notebooks", {}) if path.exists() else {}
-    record = {"profile": profile, "notebooks": {**earlier, **timings}, "output_dir": str(out_dir)}
+    record = {"profile": name, "notebooks": {**earlier, **timings}, "output_dir": str(out_dir)}
     write_json(path, record)
     return record
 
@@ -224,6 +261,16 @@ def _remove_empty(folder: Path, top: Path | None) -> None:
         folder = folder.parent
 
 
+def print_plan(profile: str, only: list[str] | None = None) -> None:
+    """The dry run: every run's config built and checked, the plan printed, nothing touched."""
+    runs = plan(profile, only)
+    data = load_profile(profile)
+    print(f"profile {data['common'].get('profile')!r} ({len(runs)} runs; stage folders under "
+          f"{data['common'].get('artifacts_root', 'artifacts')}/{data['common'].get('profile')}/):")
+    for line in describe(runs):
+        print("  " + line)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aepsl", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default", help="profile name (notebooks/params/<name>.yaml) or a YAML path")
@@ -231,15 +278,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="recompute stages even when their artifacts exist")
     ap.add_argument("--book", action="store_true", help="write executed notebooks where the book reads them")
     ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    ap.add_argument("--check", action="store_true", help="dry run: check every run's parameters, print the plan, exit")
     ap.add_argument("--sync-params", action="store_true",
-                    help="developers: rewrite every notebook's parameters cell from the profile, then exit")
+                    help="developers: rewrite every notebook's parameters cell from the registry, then exit")
     args = ap.parse_args(argv)
-    if args.sync_params:
-        for name in load_profile(args.profile)["notebooks"]:
-            if sync_parameters_cell(name, args.profile):
-                print(f"updated the parameters cell of notebooks/{name}.py")
-        return 0
     try:
+        if args.sync_params:
+            for e in REGISTRY:
+                if sync_parameters_cell(e.notebook):
+                    print(f"updated the parameters cell of notebooks/{e.notebook}.py")
+            return 0
+        if args.check:
+            print_plan(args.profile, args.only)
+            return 0
         run_profile(args.profile, args.only, args.force, args.book, args.log_output)
     except (ParameterError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

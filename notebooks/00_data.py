@@ -26,26 +26,26 @@
 # *ignore* (255), as VOC marks uncertain pixels.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-data_root = "data/scenes-default"
-artifacts_root = "artifacts"
-source = "fashion"
-classes = ["tshirt", "trouser", "dress", "sneaker", "bag", "boot"]
-fashion_dir = ""
-fashion_download = False
-image_size = 96
-n_train = 3000
-n_val = 300
-n_test = 300
-min_items = 1
-max_items = 3
-item_size = [40, 64]
-min_visible = 0.7
-bg_contrast = 0.6
-mask_dir = "SegmentationClass"
-force = False
+data_root: str = "data/scenes-default"  # scene folder to write, or VOC tree to check (source voc); repo-relative
+source: str = "fashion"  # items: fashion (Fashion-MNIST), shapes (built-in) or voc (existing tree)
+classes: list = ["tshirt", "trouser", "dress", "sneaker", "bag", "boot"]  # item classes to draw, chosen from the class names of the source
+fashion_dir: str = ""  # folder of the Fashion-MNIST IDX files (empty: search the usual places)
+fashion_download: bool = False  # download Fashion-MNIST via torchvision when no local copy is found
+image_size: int = 96  # side of each square scene image, px
+n_train: int = 3000  # number of training scenes
+n_val: int = 300  # number of validation scenes
+n_test: int = 300  # number of test scenes
+min_items: int = 1  # fewest items pasted into one scene (at least 1)
+max_items: int = 3  # most items per scene, each of another class (at most the number of classes)
+item_size: list = [40, 64]  # [min, max] side of a pasted item, px (within 8 and image_size)
+min_visible: float = 0.7  # fraction of an item that must stay visible, else it is dropped
+bg_contrast: float = 0.6  # background contrast relative to the photo (1: unchanged)
+seed: int = 0  # random seed of the scene generator
+profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
+device: str = "auto"  # torch device: auto (CUDA when available, else CPU), cpu or cuda
+artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to the repository root
+mask_dir: str = "SegmentationClass"  # subfolder of data_root holding the ground-truth mask PNGs
+force: bool = False  # recompute even when finished artifacts exist
 
 # %%
 import json

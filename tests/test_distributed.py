@@ -119,7 +119,7 @@ def test_stages_cli_in_one_process(scene_tree, tmp_path, capsys):
     assert stages.main(["--profile", str(profile), "--no-progress"]) == 0
     first = read_json(tmp_path / "artifacts" / "ddp" / "cam" / "metrics.json")
     assert first["world_size"] == 1
-    assert "08_results: nothing to compute" in capsys.readouterr().out
+    assert "08_results: a page, nothing to compute" in capsys.readouterr().out
     assert stages.main(["--profile", str(profile), "--no-progress"]) == 0
     assert read_json(tmp_path / "artifacts" / "ddp" / "cam" / "metrics.json")["finished_at"] == first["finished_at"]
     assert stages.main(["--profile", str(profile), "--only", "07_nothing"]) == 2

@@ -77,7 +77,7 @@ def test_hfpl_switch_trains_with_both_losses_and_keeps_old_hashes(scene_tree, tm
     from aepsl import cam
 
     plain = cam.CAMConfig()
-    assert not [k for k in plain.hashed() if k.startswith("hfpl")]   # runs without HFPL keep their hash
+    assert not [k for k in plain.hashed() if k.startswith("hfpl_")]   # its settings count only with HFPL on
     on = cam.CAMConfig(hfpl=True)
     assert on.hashed()["hfpl_weight"] == 0.2 and on.hashed() != plain.hashed()
     params = dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), stage="cam_hfpl",

@@ -29,13 +29,15 @@ def test_parameters_cell_is_a_dict_of_literals(name):
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_without_papermill_reproduces_default_profile(name):
+    """Run by hand, a notebook computes what the default profile's first run of it computes:
+    its parameters cell holds the registry's defaults, and the profile's values build the same
+    config as the cell's."""
+    from aepsl.registry import entry
+
     cell = parameters_cell(notebook_source(name))
+    assert cell == entry(name).parameter_defaults()
     profile = _papermill_params(stage_params("default", name))
-    assert set(cell) == set(profile), (f"only in the notebook: {sorted(set(cell) - set(profile))}; "
-                                       f"only in default.yaml: {sorted(set(profile) - set(cell))}")
-    for key in cell:
-        assert cell[key] == profile[key], f"{name}: {key} is {cell[key]!r} in the notebook, {profile[key]!r} in default.yaml"
-        assert type(cell[key]) is type(profile[key]), f"{name}: {key} has another type in default.yaml"
+    assert entry(name).build({**cell, **profile}) == entry(name).build(profile)
 
 
 def test_profiles_list_the_notebooks_in_order():
@@ -156,20 +158,18 @@ def test_stage_params_leave_out_the_pipelines_own_keys():
         from_params(psl.PSLConfig, params, "psl")   # every run's parameters build the stage's config
 
 
-@pytest.mark.parametrize("name,module,cls", [("00_data", "aepsl.data.stage", "DataConfig"),
-                                             ("01_cam", "aepsl.cam", "CAMConfig"),
-                                             ("02_erasing", "aepsl.erasing", "ErasingConfig"),
-                                             ("03_pseudo_masks", "aepsl.erasing", "MergeConfig"),
-                                             ("04_psl", "aepsl.psl", "PSLConfig"),
-                                             ("06_affinity", "aepsl.randomwalk", "AffinityConfig"),
-                                             ("07_hfpl", "aepsl.hfpl", "HFPLCompareConfig")])
-def test_stage_defaults_are_the_default_profile(name, module, cls):
-    """default.yaml is the one place for hyper-parameters: a stage called without a parameter
-    gets the value the default profile would give it."""
-    import dataclasses
-    import importlib
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_default_profile_restates_no_default(name):
+    """One home per default: the stage's dataclass (with the registry's per-notebook defaults).
+    default.yaml keeps only its runs and what a run changes, so its notebook-level entries are
+    empty, and every run's config equals the dataclass defaults except where the run says."""
+    from aepsl.registry import entry
 
-    defaults = dataclasses.asdict(getattr(importlib.import_module(module), cls)())
-    profile = stage_params("default", name)
-    differ = {k: (defaults[k], profile[k]) for k in profile if k in defaults and defaults[k] != profile[k]}
-    assert not differ, f"dataclass default vs default.yaml: {differ}"
+    data = load_profile("default")
+    level = {k: v for k, v in (data["notebooks"][name] or {}).items() if k != "runs"}
+    assert level == {}, f"default.yaml restates {sorted(level)} for {name}: drop them (they are the defaults)"
+    defaults = entry(name).parameter_defaults()
+    for params in notebook_runs("default", name):
+        changed = {k for k, v in params.items() if not k.startswith("_") and defaults.get(k) != v}
+        own = {k for k in params if not k.startswith("_")} - set(data["common"])
+        assert changed <= own, f"{name}: a common value differs from the dataclass default: {changed - own}"

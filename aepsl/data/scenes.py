@@ -36,21 +36,21 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 class SceneConfig:
     """Parameters of the scene generator (they appear in notebooks/params/*.yaml)."""
 
-    data_root: str = "data/scenes-default"
-    source: str = "fashion"            # "fashion" (real Fashion-MNIST) or "shapes" (built-in)
-    classes: list = field(default_factory=lambda: ["tshirt", "trouser", "dress", "sneaker", "bag", "boot"])
-    fashion_dir: str = ""
-    fashion_download: bool = False
-    image_size: int = 96
-    n_train: int = 3000
-    n_val: int = 300
-    n_test: int = 300
-    min_items: int = 1
-    max_items: int = 3
-    item_size: list = field(default_factory=lambda: [40, 64])   # pasted item side, px
-    min_visible: float = 0.7          # fraction of an item that must stay visible
-    bg_contrast: float = 0.6          # background contrast relative to the photo (1 = as is)
-    seed: int = 0
+    data_root: str = "data/scenes-default"   # scene folder to write, or VOC tree to check (source voc); repo-relative
+    source: str = "fashion"   # items: fashion (Fashion-MNIST), shapes (built-in) or voc (existing tree)
+    classes: list = field(default_factory=lambda: ["tshirt", "trouser", "dress", "sneaker", "bag", "boot"])   # item classes to draw, chosen from the class names of the source
+    fashion_dir: str = ""   # folder of the Fashion-MNIST IDX files (empty: search the usual places)
+    fashion_download: bool = False   # download Fashion-MNIST via torchvision when no local copy is found
+    image_size: int = 96   # side of each square scene image, px
+    n_train: int = 3000   # number of training scenes
+    n_val: int = 300   # number of validation scenes
+    n_test: int = 300   # number of test scenes
+    min_items: int = 1   # fewest items pasted into one scene (at least 1)
+    max_items: int = 3   # most items per scene, each of another class (at most the number of classes)
+    item_size: list = field(default_factory=lambda: [40, 64])   # [min, max] side of a pasted item, px (within 8 and image_size)
+    min_visible: float = 0.7   # fraction of an item that must stay visible, else it is dropped
+    bg_contrast: float = 0.6   # background contrast relative to the photo (1: unchanged)
+    seed: int = 0   # random seed of the scene generator
 
     def validate(self) -> None:
         if self.source not in ("fashion", "shapes"):

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..artifacts import StageRun, code_hash, is_done, load_metrics, stage_entry, stage_dir
-from ..config import from_params, resolve
+from ..config import hashed_params, resolve, runtime
+from ..skeleton import stage
 from .scenes import SceneConfig, generate
 from .voc import VOCTree, check_tree
 
@@ -21,15 +21,24 @@ class DataConfig(SceneConfig):
     missing SBD part is reported here, naming what is missing and where it comes from).
     """
 
-    profile: str = "default"
-    device: str = "auto"
-    artifacts_root: str = "artifacts"
-    mask_dir: str = "SegmentationClass"
-    force: bool = False
+    profile: str = "default"   # parameter profile name; outputs go to artifacts_root/profile/stage
+    device: str = "auto"   # torch device: auto (CUDA when available, else CPU), cpu or cuda
+    artifacts_root: str = "artifacts"   # folder of all stage outputs, relative to the repository root
+    mask_dir: str = "SegmentationClass"   # subfolder of data_root holding the ground-truth mask PNGs
+    force: bool = runtime(False)   # recompute even when finished artifacts exist
 
     def validate(self) -> None:
         if self.source != "voc":
             super().validate()
+
+    def hashed(self) -> dict:
+        return hashed_params(self)
+
+    def writes(self) -> str:
+        return "data"
+
+    def reads(self) -> list[str]:
+        return []
 
 
 def dataset_statistics(tree: VOCTree, split: str) -> dict:
@@ -64,16 +73,13 @@ def dataset_statistics(tree: VOCTree, split: str) -> dict:
     }
 
 
-@stage_entry
-def run(params: dict, progress: bool = True) -> dict:
+def _data_present(cfg: DataConfig) -> bool:
+    return (resolve(cfg.data_root) / "JPEGImages").exists()
+
+
+@stage(DataConfig, "data", dataset=False, ready=_data_present)
+def run(cfg: DataConfig, run_, device, progress: bool) -> dict:
     """Generate the scenes (or check a VOC tree) and write the data stage's metrics.json."""
-    cfg = from_params(DataConfig, params, "data")
-    folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, "data")
-    hashed = {**dataclasses.asdict(cfg), "code": code_hash(__name__)}
-    hashed.pop("force")
-    if not cfg.force and is_done(folder, hashed) and (resolve(cfg.data_root) / "JPEGImages").exists():
-        return load_metrics(folder)
-    run_ = StageRun(folder, "data", hashed)
     generated = None
     if cfg.source != "voc":
         scene_cfg = SceneConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SceneConfig)})
@@ -92,5 +98,4 @@ def run(params: dict, progress: bool = True) -> dict:
     with run_.timed("statistics"):
         described = ("train", "val") if cfg.source == "voc" else ("train", "val", "test")  # VOC test: no labels
         stats = {split: dataset_statistics(tree, split) for split in tree.splits() if split in described}
-    run_.metrics = {"classes": tree.classes, "splits": stats, "generator": generated, "split_sizes": split_sizes}
-    return run_.finish()
+    return {"classes": tree.classes, "splits": stats, "generator": generated, "split_sizes": split_sizes}

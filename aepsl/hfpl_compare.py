@@ -1,0 +1,64 @@
+"""The HFPL comparison (``notebooks/07_hfpl.py``): seeds made with and without HFPL's losses,
+scored as regions (mIoU) and as contours (boundary F-score). It trains nothing: it reads the
+CAM and pseudo-mask stages the profile's runs wrote. Kept apart from :mod:`aepsl.hfpl` (the
+losses, which the CAM stage trains with) so that only this stage's code hash covers it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import metrics as M
+from .config import StageConfig, resolve, runtime
+from .seeds import seed_mask
+from .skeleton import stage
+
+
+@dataclass
+class HFPLCompareConfig(StageConfig):
+    """Parameters of the comparison in ``notebooks/07_hfpl.py`` (no training: it scores the
+    seeds the CAM and erasing stages saved)."""
+
+    stage: str = "hfpl"   # stage name: the output folder under artifacts_root/profile
+    cam_stage: str = "cam"   # CAM stage trained without HFPL
+    hfpl_cam_stage: str = "cam_hfpl"   # CAM stage trained with HFPL
+    masks_stage: str = "pseudo_masks"   # pseudo-mask stage from erasing without HFPL
+    hfpl_masks_stage: str = "pseudo_masks_erasing_hfpl"   # pseudo-mask stage from erasing with HFPL
+    tolerance: int = 1   # boundary F-score match distance, px
+    force: bool = runtime(False)   # recompute even when finished artifacts exist
+
+    def writes(self) -> str:
+        return self.stage
+
+    def reads(self) -> list[str]:
+        return [self.cam_stage, self.hfpl_cam_stage, self.masks_stage, self.hfpl_masks_stage]
+
+    def sources(self) -> dict[str, str]:
+        return {"CAM": self.cam_stage, "CAM + HFPL": self.hfpl_cam_stage,
+                "AE": self.masks_stage, "AE + HFPL": self.hfpl_masks_stage}
+
+
+@stage(HFPLCompareConfig, "hfpl", dataset=False)
+def compare(cfg: HFPLCompareConfig, run_, device, progress: bool) -> dict:
+    """Region (mIoU) and contour (boundary F-score) quality of the seeds with and without HFPL."""
+    from tqdm.auto import tqdm
+
+    from .artifacts import stage_dir
+    from .data.voc import VOCTree
+
+    root = resolve(cfg.artifacts_root)
+    tree = VOCTree(resolve(cfg.data_root))
+    if not tree.has_masks("train"):
+        raise FileNotFoundError(f"the HFPL comparison scores seeds against the training masks, which {tree.root} lacks")
+    out: dict = {"classes": tree.classes, "tolerance": cfg.tolerance, "rows": {}}
+    with run_.timed("score"):
+        for label, name in cfg.sources().items():
+            src = stage_dir(root, cfg.profile, name)
+            kind = "cams" if label.startswith("CAM") else "masks"
+            threshold = run_.inputs[name]["metrics"].get("best_threshold") if kind == "cams" else None
+            conf, contour = M.ConfusionMeter(tree.num_classes), M.BoundaryMeter(cfg.tolerance)
+            for image in tqdm(tree.ids("train"), desc=label, disable=not progress, leave=False):
+                pred, gt = seed_mask(kind, src, image, tree, threshold), tree.mask(image)
+                conf.update(pred, gt)
+                contour.update(pred, gt)
+            out["rows"][label] = {"stage": name, "threshold": threshold,
+                                  **M.segmentation_scores(conf.matrix, tree.classes), **contour.scores()}
+    return out
