@@ -295,23 +295,32 @@ def boundaries(labels: Any) -> np.ndarray:
 class BoundaryMeter:
     """Contour precision / recall / F-score accumulated over images (a boundary pixel counts as
     matched when the other map has a boundary within ``tolerance`` pixels, chessboard distance).
-    Boundaries within ``tolerance`` of an ignore pixel (255 in the ground truth) are not counted."""
+
+    Ignore pixels (255 in the ground truth) take the class of their nearest labelled pixel before
+    the ground truth's contour is drawn, so on PASCAL VOC, whose annotators draw a 255 band along
+    every object outline, the true contour runs through the middle of the band; a predicted
+    contour pixel inside the band (or within ``tolerance`` of it) counts as matched."""
 
     def __init__(self, tolerance: int = 1, ignore_index: int = 255):
         self.tolerance, self.ignore_index = int(tolerance), ignore_index
         self.counts = np.zeros(4, np.int64)   # matched pred, pred, matched gt, gt
 
     def update(self, pred: Any, gt: Any) -> None:
-        from scipy.ndimage import binary_dilation
+        from scipy.ndimage import binary_dilation, distance_transform_edt
 
         pred, gt = _to_numpy(pred), _to_numpy(gt)
         if pred.shape != gt.shape:
             raise ValueError(f"BoundaryMeter: pred shape {pred.shape} != gt shape {gt.shape}")
+        unknown = gt == self.ignore_index
+        if unknown.all():
+            return
+        if unknown.any():   # every ignore pixel takes the class of the nearest labelled one
+            nearest = distance_transform_edt(unknown, return_distances=False, return_indices=True)
+            gt = gt[tuple(nearest)]
         size = 2 * self.tolerance + 1
         grow = (lambda m: binary_dilation(m, np.ones((size, size), bool))) if self.tolerance else (lambda m: m)
-        ignore = grow(gt == self.ignore_index)
-        bp, bg = boundaries(pred) & ~ignore, boundaries(gt) & ~ignore
-        self.counts += [(bp & grow(bg)).sum(), bp.sum(), (bg & grow(bp)).sum(), bg.sum()]
+        bp, bg = boundaries(pred), boundaries(gt)
+        self.counts += [(bp & (grow(bg) | grow(unknown))).sum(), bp.sum(), (bg & grow(bp)).sum(), bg.sum()]
 
     def scores(self) -> dict:
         mp, p, mg, g = (float(c) for c in self.counts)

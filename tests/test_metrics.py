@@ -201,3 +201,29 @@ def test_threshold_sweep_errors():
         threshold_sweep([], [], num_classes=2)
     with pytest.raises(ValueError, match="cam"):
         threshold_sweep([(np.zeros((2, 2, 2)), [1], np.zeros((2, 2), np.uint8))], [0.5], 2)
+
+
+def test_boundary_meter_scores_contours_and_reads_voc_bands():
+    from aepsl import metrics as M
+
+    gt = np.zeros((12, 12), np.uint8)
+    gt[3:9, 3:9] = 1
+    exact = M.BoundaryMeter(tolerance=0)
+    exact.update(gt, gt)
+    assert exact.scores() == {"contour_precision": 1.0, "contour_recall": 1.0, "contour_f": 1.0}
+    shifted = np.roll(gt, 2, axis=1)   # two pixels off: missed at tolerance 1, not at 2
+    near, far = M.BoundaryMeter(tolerance=2), M.BoundaryMeter(tolerance=1)
+    near.update(shifted, gt)
+    far.update(shifted, gt)
+    assert near.scores()["contour_f"] == 1.0 and far.scores()["contour_f"] < 0.7
+    # PASCAL VOC style: a 255 band on the object's outline. The contour is scored (not dropped),
+    # and a prediction whose edge lies anywhere inside the band matches it.
+    voc = gt.copy()
+    voc[3, 3:9] = voc[8, 3:9] = voc[3:9, 3] = voc[3:9, 8] = 255
+    band = M.BoundaryMeter(tolerance=1)
+    band.update(gt, voc)
+    s = band.scores()
+    assert s["contour_recall"] is not None and s["contour_precision"] == 1.0 and s["contour_f"] > 0.9
+    empty = M.BoundaryMeter()
+    empty.update(np.zeros((4, 4), np.uint8), np.full((4, 4), 255, np.uint8))
+    assert empty.scores()["contour_f"] is None

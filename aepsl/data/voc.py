@@ -232,7 +232,7 @@ class VOCTree:
         try:
             with Image.open(path) as img:
                 img.load()
-                arr = np.asarray(img.convert("RGB"))
+                arr = np.array(img.convert("RGB"))   # writable: torch.from_numpy warns on read-only arrays
         except FileNotFoundError:
             raise FileNotFoundError(f"image file not found: {path}") from None
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
