@@ -73,7 +73,16 @@ PUBLISHED = {
 }
 
 
+# The stage folders the ablation table reads (the runs of the default profile write them; a test
+# keeps the two in step, so a renamed stage cannot silently drop a row).
+ABLATION_STAGES = ("cam", "cam_hfpl", "affinity_cam", "affinity_cam_cut", "pseudo_masks", "erasing/round1",
+                   "erasing/round2", "erasing/round3", "pseudo_masks_erasing_hfpl", "affinity_ae", "ae_segmenter",
+                   "psl", "psl_plus_plus", "oracle")
+
+
 def _m(root: Path, profile: str, stage: str) -> dict | None:
+    if stage not in ABLATION_STAGES and not stage.startswith("erasing/round"):
+        raise ValueError(f"the ablation table reads stage {stage!r}: list it in ABLATION_STAGES")
     from .artifacts import load_metrics
 
     return load_metrics(Path(root) / profile / stage, profile)   # another profile's folder: an error

@@ -221,3 +221,10 @@ def test_every_profile_notebook_is_a_registry_entry():
     for profile in SHIPPED:
         for name in load_profile(profile)["notebooks"]:
             assert entry(name).notebook == name
+
+
+def test_the_ablation_table_reads_stages_the_default_profile_writes():
+    from aepsl.report import ABLATION_STAGES
+
+    written = {r.writes for r in plan("default")}
+    assert set(ABLATION_STAGES) <= written, sorted(set(ABLATION_STAGES) - written)
