@@ -20,20 +20,28 @@ class HFPLCompareConfig(StageConfig):
     stage: str = "hfpl"   # stage name: the output folder under artifacts_root/profile
     cam_stage: str = "cam"   # CAM stage trained without HFPL
     hfpl_cam_stage: str = "cam_hfpl"   # CAM stage trained with HFPL
-    masks_stage: str = "pseudo_masks"   # pseudo-mask stage from erasing without HFPL
-    hfpl_masks_stage: str = "pseudo_masks_erasing_hfpl"   # pseudo-mask stage from erasing with HFPL
+    masks_stage: str = ""   # pseudo-mask stage from erasing without HFPL (empty: CAM seeds only)
+    hfpl_masks_stage: str = ""   # pseudo-mask stage from erasing with HFPL (empty: CAM seeds only)
     tolerance: int = 1   # boundary F-score match distance, px
     force: bool = runtime(False)   # recompute even when finished artifacts exist
 
     def writes(self) -> str:
         return self.stage
 
+    def validate(self) -> None:
+        if bool(self.masks_stage) != bool(self.hfpl_masks_stage):
+            raise ValueError("parameters masks_stage and hfpl_masks_stage: give both (AE seeds without and with "
+                             f"HFPL) or neither, got {self.masks_stage!r} and {self.hfpl_masks_stage!r}")
+
     def reads(self) -> list[str]:
-        return [self.cam_stage, self.hfpl_cam_stage, self.masks_stage, self.hfpl_masks_stage]
+        return list(self.sources().values())
 
     def sources(self) -> dict[str, str]:
-        return {"CAM": self.cam_stage, "CAM + HFPL": self.hfpl_cam_stage,
-                "AE": self.masks_stage, "AE + HFPL": self.hfpl_masks_stage}
+        """Row label -> seed stage: the CAM pair always, the AE pair when the profile ran it."""
+        rows = {"CAM": self.cam_stage, "CAM + HFPL": self.hfpl_cam_stage}
+        if self.masks_stage:
+            rows.update({"AE": self.masks_stage, "AE + HFPL": self.hfpl_masks_stage})
+        return rows
 
 
 @stage(HFPLCompareConfig, "hfpl", dataset=False)

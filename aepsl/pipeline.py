@@ -32,6 +32,9 @@ from .registry import REGISTRY, PlannedRun, describe, entry, plan, run_name  # n
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
 BOOK_NOTEBOOK_DIR = REPO_DIR / "book" / "notebooks"
 FAILED_SUFFIX = ".failed.ipynb"
+# the kernel's own log (e.g. "Kernel is running over TCP without encryption", twice a notebook)
+# stays off the terminal; errors in cells still reach the user through papermill
+KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 class NotebookError(RuntimeError):
@@ -164,7 +167,7 @@ def execute(name: str, params: dict, output: Path, log_output: bool = False) -> 
             try:
                 papermill.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
                                            cwd=str(REPO_DIR), progress_bar=False, log_output=log_output,
-                                           language="python")
+                                           language="python", extra_arguments=KERNEL_QUIET)
             except papermill.PapermillExecutionError as exc:
                 shutil.copyfile(tmp, failed)
                 code_cell = _code_cell_number(tmp, exc.cell_index)
@@ -173,6 +176,7 @@ def execute(name: str, params: dict, output: Path, log_output: bool = False) -> 
                     f"(execution count {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
                     f"  the executed copy, traceback included: {_relative(failed)}") from None
             check_executed(tmp, name)
+            hide_parameter_cells(tmp)
     failed.unlink(missing_ok=True)
     return time.time() - t0
 
@@ -193,6 +197,17 @@ def _code_cell_number(path: Path, cell_index: int) -> int:
     return number
 
 
+def hide_parameter_cells(path: Path) -> None:
+    """Tag the notebook's parameters cell and papermill's injected one ``remove-cell``: the book
+    shows no parameter assignments (a page shows its run's parameters once, as a table)."""
+    nb = json.loads(Path(path).read_text())
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
+            cell.setdefault("metadata", {})["tags"] = tags + ["remove-cell"]
+    Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def check_executed(path: Path, name: str) -> None:
     """Every code cell ran (has an execution count) and papermill recorded a duration."""
     nb = json.loads(Path(path).read_text())
@@ -205,15 +220,11 @@ def check_executed(path: Path, name: str) -> None:
         raise RuntimeError(f"notebook {name}: no recorded execution (0-second run)")
 
 
-def _run_stage_only(run: PlannedRun) -> float:
-    """A run without a page: its stage function, in this process."""
-    t0 = time.time()
-    run.entry.stage_function()(run.stage_params, progress=True)
-    return time.time() - t0
-
-
 def run_profile(profile: str, only: list[str] | None = None, force: bool = False, book: bool = False,
                 log_output: bool = False) -> dict:
+    """Every run of ``profile`` in order: its stage computed by the stage function in this process
+    (progress bars on the terminal, none in the page), then its page executed by papermill (the
+    notebook finds its stage done and only draws). One line per run on stdout."""
     data = load_profile(profile)
     # a profile given as a YAML path is named by its common.profile (where its stages write)
     name = str(data["common"].get("profile") or Path(profile).stem)
@@ -226,14 +237,18 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
     timings = {}
     created = missing_ancestor(out_dir)
     try:
-        for run in runs:
-            print(f"[aepsl] {name}: {'executing' if run.page else 'computing'} {run.name} ...", flush=True)
+        for i, run in enumerate(runs, start=1):
+            t0 = time.time()
+            fn = run.entry.stage_function()
+            if fn is not None:
+                fn(run.stage_params, progress=True)
             if run.page:
-                seconds = execute(run.notebook, run.params, out_dir / f"{run.name}.ipynb", log_output=log_output)
-            else:
-                seconds = _run_stage_only(run)
+                params = {k: v for k, v in run.params.items() if k != "force"}   # computed just now
+                execute(run.notebook, params, out_dir / f"{run.name}.ipynb", log_output=log_output)
+            seconds = time.time() - t0
             timings[run.name] = round(seconds, 1)
-            print(f"[aepsl] {name}: {run.name} done in {seconds:.1f} s", flush=True)
+            print(f"[aepsl] {name} {i}/{len(runs)} {run.name}: done in {seconds:.1f} s"
+                  + ("" if run.page else " (no page)"), flush=True)
     except Exception:
         _remove_empty(out_dir, created)
         raise

@@ -136,6 +136,8 @@ def test_book_toc_follows_the_default_profile():
     listed = [f.split("/", 1)[1] for f in files(toc) if f.startswith("notebooks/")]
     pages = [r.name for r in plan("default") if r.page]
     assert listed == pages
+    for profile in SHIPPED:   # every profile builds the same book: the same pages, in order
+        assert [r.name for r in plan(profile) if r.page] == pages, profile
 
 
 def test_a_failed_notebook_names_its_cell_and_keeps_its_executed_copy(tmp_path, monkeypatch):
@@ -226,5 +228,5 @@ def test_every_profile_notebook_is_a_registry_entry():
 def test_the_ablation_table_reads_stages_the_default_profile_writes():
     from aepsl.report import ABLATION_STAGES
 
-    written = {r.writes for r in plan("default")}
+    written = {r.writes for r in plan("default") + plan("extended")}
     assert set(ABLATION_STAGES) <= written, sorted(set(ABLATION_STAGES) - written)
