@@ -35,6 +35,7 @@ from .config import StageConfig, only_with, resolve, runtime
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree
 from .models import CAMClassifier
+from .models.fold import fold_batchnorm
 from .train import autocast, fit, inference_loader, seed_everything, to_device
 
 
@@ -243,6 +244,7 @@ def run(cfg: CAMConfig, run_, device, progress: bool) -> dict | None:
         return None
     save_torch(run_.folder / "model.pt", {"model": model.state_dict(), "num_classes": num_classes,
                                           "config": dataclasses.asdict(cfg), "classes": tree.classes})
+    model = fold_batchnorm(model)   # inference only: batch norm folded into the convolutions
     m = evaluate_classifier(model, tree, cfg, run_.folder, device, progress, run_, scored)
     m["history"] = history
     return m

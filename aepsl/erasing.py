@@ -38,6 +38,7 @@ from .artifacts import load_metrics, params_hash, save_npy, save_torch, stage_di
 from .cam import CAMConfig, iterate_cams, predict_logits, train_classifier
 from .config import StageConfig, resolve, runtime
 from .data.voc import SegDataset, VOCTree, write_mask
+from .models.fold import fold_batchnorm
 from .seeds import load_cam
 from .skeleton import fresh_dir, scored_names, stage
 
@@ -265,6 +266,7 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
     else:
         save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes - 1,
                                          "config": dataclasses.asdict(recipe), "classes": tree.classes})
+        model = fold_batchnorm(model)   # inference only: batch norm folded into the convolutions
         with run_.timed("classify"):
             scores, targets = predict_logits(model, view, device, cfg.eval_batch_size, cfg.num_workers)
             out["train_map"] = M.mean_average_precision(scores, targets)   # on erased training images

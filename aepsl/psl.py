@@ -40,6 +40,7 @@ from .config import StageConfig, resolve, runtime
 from .crf import CRFParams, crf_batch
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree, write_mask
+from .models.fold import fold_batchnorm
 from .models.segmenter import DECODERS, LargeFOVSegmenter
 from .skeleton import fresh_dir, scored_names, stage
 from .train import autocast, fit, inference_loader, seed_everything
@@ -310,6 +311,7 @@ def run(cfg: PSLConfig, run_, device, progress: bool) -> dict | None:
         return None
     save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes,
                                      "config": dataclasses.asdict(cfg), "classes": tree.classes})
+    model = fold_batchnorm(model)   # inference only: batch norm folded into the convolutions
     out: dict = {"history": history, "classes": tree.classes, "train_split": cfg.train_split}
     with run_.timed("evaluate"):
         out["eval"] = evaluate(model, tree, cfg.eval_split, cfg, device, cfg.crf, fresh_dir(folder / "eval_pred"),

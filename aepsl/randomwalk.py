@@ -44,6 +44,7 @@ from .crf import CRFParams, crf_labels
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree, write_mask
 from .models.affinity import AffinityNet
+from .models.fold import fold_batchnorm
 from .seeds import load_cam
 from .skeleton import fresh_dir, scored_names, stage
 from .train import autocast, fit, inference_loader, seed_everything
@@ -428,6 +429,7 @@ def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
         return None
     save_torch(folder / "model.pt", {"model": model.state_dict(), "config": dataclasses.asdict(cfg),
                                      "classes": tree.classes})
+    model = fold_batchnorm(model)   # inference only: batch norm folded into the convolutions
 
     # 3. walk the seeds of every training image
     model.eval()

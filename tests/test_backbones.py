@@ -65,3 +65,46 @@ def test_unreadable_weights_file(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(ValueError, match=r"resnet50\.pth cannot be read"):
         build_backbone("resnet50", str(path))
+
+
+def test_static_padding_is_exact_and_leaves_no_stride1_dynamic_conv():
+    """EfficientNet-Lite's stride-1 'same' convolutions get static padding: the same numbers at
+    every input size (even, odd, non-square), no padded copy per convolution."""
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
+
+    from aepsl.models import backbones as B
+
+    torch.manual_seed(0)
+    static = B.EfficientNetLite("lite0", "", "stage5").eval()
+    dynamic_fn, B.static_same_padding = B.static_same_padding, lambda module: 0
+    try:
+        torch.manual_seed(0)
+        dynamic = B.EfficientNetLite("lite0", "", "stage5").eval()
+    finally:
+        B.static_same_padding = dynamic_fn
+    dynamic.load_state_dict(static.state_dict())
+    left = [m for m in static.modules() if type(m) is Conv2dDynamicSamePadding]
+    assert left and all(tuple(m.stride) == (2, 2) for m in left)   # only stride-2 ones stay dynamic
+    assert sum(type(m) is Conv2dDynamicSamePadding for m in dynamic.modules()) > 3 * len(left)
+    for size in [(32, 32), (45, 61), (24, 40)]:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            assert torch.equal(static(x), dynamic(x)), size
+
+
+@pytest.mark.parametrize("backbone,weights", [("efficientnet_lite0", "package"), ("small", "")])
+def test_batchnorm_folding_for_inference(backbone, weights):
+    """The folded copy gives the trained network's CAMs (relative difference below 1e-5) with no
+    BatchNorm left, and the trained network itself is unchanged."""
+    from aepsl.models import CAMClassifier
+    from aepsl.models.fold import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = CAMClassifier(3, backbone, weights, depth="stage5", width=8).eval()
+    folded = fold_batchnorm(model)
+    assert not [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        a, b = model.cams(x), folded.cams(x)
+    assert ((a - b).abs().max() / a.abs().max()).item() < 1e-5

@@ -112,6 +112,7 @@ class EfficientNetLite(nn.Module):
             keep.append(block)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
         self.blocks = nn.ModuleList(keep)
+        static_same_padding(self)
         self.depth = depth
         if depth == "full":
             self.head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6(inplace=True))
@@ -143,6 +144,28 @@ class EfficientNetLite(nn.Module):
         if self.depth == "full":
             out.append(self.head(x))
         return out[-3:]
+
+
+def static_same_padding(module: nn.Module) -> int:
+    """Turn every stride-1 convolution with TensorFlow-style dynamic 'same' padding into a plain
+    ``nn.Conv2d`` with the equivalent static padding; returns how many were changed.
+
+    At stride 1 the 'same' padding is (k - 1) * d in total, split evenly (k is odd), whatever the
+    input size: the same as ``padding = (k - 1) * d / 2``, without a padded copy of every input
+    (``F.pad``) before each convolution. Stride-2 convolutions keep their dynamic padding (it is
+    asymmetric for even sizes)."""
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
+
+    changed = 0
+    for m in module.modules():
+        if type(m) is Conv2dDynamicSamePadding and tuple(m.stride) == (1, 1):
+            kh, kw = m.weight.shape[-2:]
+            assert kh % 2 == 1 and kw % 2 == 1, "'same' padding split evenly needs odd kernels"
+            m.__class__ = nn.Conv2d
+            m.stride = (1, 1)
+            m.padding = ((kh - 1) * m.dilation[0] // 2, (kw - 1) * m.dilation[1] // 2)
+            changed += 1
+    return changed
 
 
 def _efficientnet_weights(variant: str) -> Path:
