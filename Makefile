@@ -13,7 +13,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aepsl-installed
 
-.PHONY: setup fashion-mnist chromium notebooks book check-book test results clean-book
+.PHONY: setup fashion-mnist chromium notebooks book check-book test test-fast results book-time clean-book
 
 setup: $(STAMP)
 
@@ -61,12 +61,20 @@ book: notebooks
 check-book: setup chromium
 	$(PY) -m aepsl.bookcheck
 
-# after `make book`: write benchmarks/results.md from the saved metrics
+# after `make book` (and `make book PROFILE=extended`): write benchmarks/results.md from the saved metrics
 results:
-	$(PY) benchmarks/record_results.py --profile $(PROFILE)
+	$(PY) benchmarks/record_results.py --profile default extended
+
+# `make book` from empty artifacts, timed in one go -> benchmarks/book_time.json (run nothing else meanwhile)
+book-time: setup
+	$(PY) benchmarks/book_time.py --profile $(PROFILE)
 
 test: setup
 	$(PY) -m pytest -q
+
+# day-to-day: the suite without the notebook, book and other slow end-to-end tests
+test-fast: setup
+	$(PY) -m pytest -q -m "not notebooks and not slow"
 
 clean-book:
 	rm -rf book/_build book/notebooks

@@ -353,6 +353,29 @@ def archive_stale(folder: str | os.PathLike, params: dict) -> Path | None:
     return target
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (and of its largest finished child), MiB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, kids) / 1024, 1)   # ru_maxrss is in KiB on Linux
+
+
 def _world_size() -> int:
     from .dist import world_size
 
@@ -398,6 +421,8 @@ class StageRun:
         self.metrics: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self._t0 = time.time()
+        self._cpu0 = _cpu_seconds()
+        self._load0 = _load_average()
         from .dist import is_main
 
         # results of other parameters are kept aside, not overwritten (rank 0 alone moves them)
@@ -439,6 +464,12 @@ class StageRun:
             "device": self.device,
             "world_size": _world_size(),
             "wall_time_s": round(time.time() - self._t0, 3),
+            # how the wall time was spent: CPU seconds of this process and its children (CRF
+            # workers, data loaders), the 1-minute load average before and after (a figure taken
+            # while other jobs shared the cores shows it), the peak resident memory
+            "cpu_time_s": round(_cpu_seconds() - self._cpu0, 3),
+            "load_average": {"start": self._load0, "end": _load_average()},
+            "peak_rss_mib": _peak_rss_mib(),
             "timings_s": self.timings,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": np.__version__},

@@ -38,7 +38,7 @@ KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 class NotebookError(RuntimeError):
-    """A notebook raised an error while papermill executed it."""
+    """A notebook raised an error while papermill executed it, or its stage failed before it."""
 
 
 def notebook_source(name: str) -> Path:
@@ -241,7 +241,13 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
             t0 = time.time()
             fn = run.entry.stage_function()
             if fn is not None:
-                fn(run.stage_params, progress=True)
+                try:
+                    fn(run.stage_params, progress=True)
+                except (ParameterError, ArtifactError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:   # one line naming the run and the error, as a failed cell does
+                    raise NotebookError(f"run {run.name} (notebooks/{run.notebook}.py) failed computing its stage "
+                                        f"({run.entry.function}): {type(exc).__name__}: {exc}") from None
             if run.page:
                 params = {k: v for k, v in run.params.items() if k != "force"}   # computed just now
                 execute(run.notebook, params, out_dir / f"{run.name}.ipynb", log_output=log_output)

@@ -190,6 +190,13 @@ def merge_variants_table(artifacts_root: str | Path, profile: str, first: str = 
     return df.loc[[i for i in order if i in df.index]].round(3)
 
 
+def _load_text(load: dict | None) -> str:
+    """'1.02 / 2.10': the 1-minute load average when a stage started and ended ('' if unrecorded)."""
+    if not load:
+        return ""
+    return " / ".join("–" if v is None else f"{v:.2f}" for v in (load.get("start"), load.get("end")))
+
+
 def provenance_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
     """One row per finished stage: parameters hash, code hash, seed, git revision, device, wall time."""
     root = Path(artifacts_root) / profile
@@ -198,7 +205,8 @@ def provenance_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
         rec = json.loads(path.read_text())
         rows.append({"stage": str(path.parent.relative_to(root)), "params hash": rec.get("params_hash"),
                      "code hash": rec.get("code_hash"), "seed": rec.get("seed"), "git revision": rec.get("git_revision"), "device": rec.get("device"),
-                     "wall time (s)": rec.get("wall_time_s"), "finished": rec.get("finished_at")})
+                     "wall time (s)": rec.get("wall_time_s"), "CPU time (s)": rec.get("cpu_time_s"),
+                     "load at start / end": _load_text(rec.get("load_average")), "finished": rec.get("finished_at")})
     return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame()
 
 

@@ -1,7 +1,10 @@
-"""Write benchmarks/results.md from what a pipeline run saved (no number is typed by hand).
+"""Write benchmarks/results.md from what pipeline runs saved (no number is typed by hand).
 
-    make book                                       # runs the default profile, builds the book
-    .venv/bin/python benchmarks/record_results.py   # -> benchmarks/results.md
+    make book && make book PROFILE=extended         # the default book and the variant studies
+    .venv/bin/python benchmarks/record_results.py --profile default extended   # -> benchmarks/results.md
+
+One section per profile; the default book's timed run from empty (benchmarks/book_time.py) is
+quoted from benchmarks/book_time.json when present.
 
 Reads every stage's metrics.json under artifacts/<profile>/
 and .venv/.aepsl-setup-seconds (written by `make setup`).
@@ -28,21 +31,52 @@ def fmt(x, digits=3):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--profile", default="default")
+    ap.add_argument("--profile", nargs="+", default=["default", "extended"],
+                    help="profiles to report, one section each (those without artifacts are left out)")
     ap.add_argument("--artifacts", default=str(ROOT / "artifacts"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.md"))
-    ap.add_argument("--make-seconds", default="", help="file holding `make book`'s measured wall time")
     ap.add_argument("--status", default="", help="a sentence on the state of the run (e.g. which stages are older)")
     args = ap.parse_args()
-    art = Path(args.artifacts) / args.profile
-    lines = [f"# Measured results — profile `{args.profile}`", "",
-             "Written by `.venv/bin/python benchmarks/record_results.py` after `make book` (which runs "
-             "`python -m aepsl --profile default --book` and builds the book). Every number below is read from "
-             "the saved artifacts (`artifacts/default/*/metrics.json`); the `make book` total was measured with `date` around the command.", "",
+    lines = ["# Measured results", "",
+             "Written by `.venv/bin/python benchmarks/record_results.py --profile "
+             + " ".join(args.profile) + "` after `make book` (and `make book PROFILE=extended`). Every number "
+             "below is read from the saved artifacts (`artifacts/<profile>/*/metrics.json`) or from "
+             "`benchmarks/book_time.json` (the timed `make book` from empty, `benchmarks/book_time.py`).", "",
              f"Machine: {torch.get_num_threads()} CPU threads, {platform.machine()}, Python "
              f"{platform.python_version()}, torch {torch.__version__}, no GPU.", ""]
     if args.status:
         lines += [f"**Status:** {args.status}", ""]
+    timed = ROOT / "benchmarks" / "book_time.json"
+    if timed.exists():
+        lines += book_time_lines(json.loads(timed.read_text()))
+    for profile in args.profile:
+        if (Path(args.artifacts) / profile).is_dir():
+            lines += profile_lines(args, profile)
+    write_text(args.out, "\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+def book_time_lines(record: dict) -> list[str]:
+    """The timed `make book` runs (newest last), as benchmarks/book_time.py recorded them."""
+    lines = ["## `make book` from empty artifacts, timed", "",
+             "| when | profile | git revision | command | wall (s) | CPU (s) | peak RSS (MiB) | cores "
+             "| load before / after |", "|---" * 9 + "|"]
+    for r in record.get("runs", []):
+        lines.append(f"| {r['finished_at']} | {r['profile']} | `{r['git_revision']}` | `{r['command']}` | "
+                     f"{r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mib']} | {r['cores']} | "
+                     f"{r['load_before']} / {r['load_after']} |")
+    last = (record.get("runs") or [None])[-1]
+    if last and last.get("stages"):
+        lines += ["", f"Per stage in the last run ({last['profile']}): wall / CPU seconds, load at start / end.", "",
+                  "| stage | wall (s) | CPU (s) | load start / end |", "|---|---|---|---|"]
+        for stage, t in last["stages"].items():
+            lines.append(f"| `{stage}` | {t['wall_s']} | {t['cpu_s']} | {t['load']} |")
+    return lines + [""]
+
+
+def profile_lines(args, profile: str) -> list[str]:
+    art = Path(args.artifacts) / profile
+    lines = []
     revisions = {}
     for path in current_metrics_files(art):
         rec = json.loads(path.read_text())
@@ -51,18 +85,21 @@ def main() -> None:
         lines += ["Stages by the git revision that computed them: " + "; ".join(
             f"`{rev}`: {', '.join(sorted(stages))}" for rev, stages in revisions.items()), ""]
     setup = ROOT / ".venv" / ".aepsl-setup-seconds"
-    lines += ["## Set-up and wall time", "", "| step | seconds |", "|---|---|"]
     if setup.exists():
-        lines.append(f"| `make setup` (venv + pinned stack, first time, pip cache warm) | {setup.read_text().strip()} |")
-    if args.make_seconds and Path(args.make_seconds).exists():
-        lines.append(f"| `make book`, default profile, from empty artifacts (after set-up) | "
-                     f"{Path(args.make_seconds).read_text().strip()} |")
+        lines += [f"`make setup` (venv + pinned stack, first time): {setup.read_text().strip()} s.", ""]
     # per-stage compute time from each stage's metrics.json (kept when a later run skips the stage)
+    lines += ["## Stages: wall time, CPU time, load", "",
+              "Recorded by each stage when it computed (a later run that finds it done keeps them). A load "
+              "average well above the cores' count means other jobs shared the machine: the wall time is then "
+              "not the stage's own.", "",
+              "| stage | wall (s) | CPU (s) | load start / end | peak RSS (MiB) | parts (s) |", "|---" * 6 + "|"]
     for path in current_metrics_files(art):
         rec = json.loads(path.read_text())
         stage = str(path.parent.relative_to(art))
-        lines.append(f"| stage `{stage}` (computed once; `timings_s`: {rec.get('timings_s', {})}) | "
-                     f"{rec.get('wall_time_s')} |")
+        load = rec.get("load_average") or {}
+        lines.append(f"| `{stage}` | {rec.get('wall_time_s')} | {rec.get('cpu_time_s', '–')} | "
+                     f"{load.get('start', '–')} / {load.get('end', '–')} | {rec.get('peak_rss_mib', '–')} | "
+                     f"{rec.get('timings_s', {})} |")
     lines.append("")
     data = load_metrics(art / "data")
     cam = load_metrics(art / "cam")
@@ -160,7 +197,7 @@ def main() -> None:
         lines.append("")
     from aepsl.report import ablation_table
 
-    table = ablation_table(args.artifacts, args.profile)
+    table = ablation_table(args.artifacts, profile)
     if not table.empty:
         lines += ["## Ablation table (as in the results chapter)", "",
                   "| method | " + " | ".join(table.columns) + " |", "|---" * (len(table.columns) + 1) + "|"]
@@ -169,8 +206,8 @@ def main() -> None:
                      for col, v in row.items()]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
-    write_text(args.out, "\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    return [f"## Profile `{profile}`", ""] + [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln
+                                              for ln in lines]
 
 
 if __name__ == "__main__":

@@ -145,9 +145,9 @@ def test_labels_by_class_name(tree):
 
 
 def test_through_the_pipeline_one_line_and_no_folder(tree, tmp_path):
-    """`python -m aepsl` on a tree with a corrupt JPEG: exit 1, one error line naming the notebook,
-    its cell and the file, no traceback, no stage folder; only the failed notebook's executed
-    copy is kept, to read the traceback in."""
+    """`python -m aepsl` on a tree with a corrupt JPEG: exit 1, one error line naming the run, its
+    notebook and the file, no traceback, and neither a stage folder nor an executed notebook (the
+    stage runs, and fails, before its page)."""
     path = tree / "JPEGImages" / f"{_train_name(tree)}.jpg"
     write_bytes(path, path.read_bytes()[:200])
     art = tmp_path / "art"
@@ -160,11 +160,10 @@ def test_through_the_pipeline_one_line_and_no_folder(tree, tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, result.stderr[-3000:]
-    assert errors[0].startswith("error: notebook 00_data (notebooks/00_data.py) failed in code cell")
+    assert errors[0].startswith("error: run 00_data (notebooks/00_data.py) failed computing its stage")
     assert "ValueError: corrupt image file" in errors[0] and str(path) in errors[0]
     assert "Traceback" not in result.stderr
-    assert sorted(p.relative_to(art).as_posix() for p in art.rglob("*") if p.is_file()) == \
-        [f"{PROFILE}/notebooks/00_data.failed.ipynb"]
+    assert not art.exists()   # the stage failed before its page: nothing written
 
 
 # --------------------------------------------------------------------------- parameters

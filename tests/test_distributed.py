@@ -13,6 +13,8 @@ from aepsl import cam, dist
 from aepsl.artifacts import REPO_DIR, read_json
 from aepsl.data.voc import VOCTree
 
+pytestmark = pytest.mark.slow   # end-to-end: left out by `make test-fast`
+
 PROFILE = """\
 common: {{profile: ddp, seed: 0, device: cpu, data_root: "{tree}", artifacts_root: "{artifacts}"}}
 notebooks:

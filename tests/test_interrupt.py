@@ -24,6 +24,8 @@ import yaml
 from aepsl import cam
 from aepsl.artifacts import REPO_DIR, read_json
 
+pytestmark = pytest.mark.slow   # end-to-end: left out by `make test-fast`
+
 PROFILE = "interrupt"
 WAIT_S = 600   # a generous limit for a subprocess to reach the hold or finish (not a measurement)
 

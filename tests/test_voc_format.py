@@ -262,7 +262,9 @@ def test_voc_profile_builds_every_stage_config():
     runs = notebook_runs("voc", "02_erasing")
     assert [r["round"] for r in runs if r.get("stage", "erasing") == "erasing"] == [1, 2, 3]
     assert [r["round"] for r in runs if r.get("stage") == "erasing_hfpl"] == [1, 2, 3]
-    h = from_params(cam.CAMConfig, stage_params("voc", "01_cam", 1), "cam")
+    runs = notebook_runs("voc", "01_cam")
+    h = from_params(cam.CAMConfig, stage_params("voc", "01_cam", [r.get("_name") for r in runs].index("01_cam_hfpl")),
+                    "cam")
     assert h.hfpl and (h.hfpl_weight, h.hfpl_samples, h.hfpl_sigma) == (0.2, 10, 5.0)
     from aepsl import randomwalk
     for run in range(2):

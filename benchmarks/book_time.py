@@ -1,0 +1,87 @@
+"""Time `make book` from empty artifacts, in one go, and append the figures to a record.
+
+    .venv/bin/python benchmarks/book_time.py                   # default profile
+    .venv/bin/python benchmarks/book_time.py --profile extended
+
+The profile's artifact folder (artifacts/<profile>) and its generated scenes (its data_root, when
+the data stage generates them) are moved aside first (to `<folder>.before-book-time`, replacing an
+older copy there), so the run computes every stage, generates the data and builds the HTML book
+as a new reader's `make book` does after set-up. Recorded in benchmarks/book_time.json (newest
+last): total wall and CPU seconds (this process's children: make, the pipeline, papermill
+kernels, CRF workers), the peak resident memory of the largest process, the machine's cores,
+the 1-minute load average before and after, and per stage the wall / CPU seconds and load its
+metrics.json recorded. Run nothing else meanwhile: two jobs on two cores double both timings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aepsl.artifacts import current_metrics_files, git_revision, write_json  # noqa: E402
+from aepsl.config import load_profile, resolve  # noqa: E402
+
+
+def _aside(path: Path) -> None:
+    if path.exists():
+        target = path.with_name(path.name + ".before-book-time")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(path, target)
+        print(f"[book_time] moved {path} aside to {target}", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--record", default=str(ROOT / "benchmarks" / "book_time.json"))
+    args = ap.parse_args()
+    data = load_profile(args.profile)
+    common = data["common"]
+    art = resolve(common.get("artifacts_root", "artifacts")) / common["profile"]
+    _aside(art)
+    source = ((data["notebooks"].get("00_data") or {}).get("source") or "fashion")
+    if source != "voc":   # generated scenes: generating them is part of the book's work
+        _aside(resolve(common.get("data_root", "data/scenes-default")))
+    command = f"make book PROFILE={args.profile}"
+    load_before = round(os.getloadavg()[0], 2)
+    t0 = time.time()
+    proc = subprocess.run(command.split(), cwd=ROOT)
+    wall = time.time() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        print(f"[book_time] {command} failed (exit {proc.returncode}) after {wall:.0f} s; nothing recorded",
+              file=sys.stderr)
+        return proc.returncode
+    stages = {}
+    for path in current_metrics_files(art):
+        rec = json.loads(path.read_text())
+        load = rec.get("load_average") or {}
+        stages[str(path.parent.relative_to(art))] = {
+            "wall_s": rec.get("wall_time_s"), "cpu_s": rec.get("cpu_time_s"),
+            "load": f"{load.get('start')} / {load.get('end')}"}
+    run = {"profile": args.profile, "command": command, "git_revision": git_revision(),
+           "wall_s": round(wall, 1), "cpu_s": round(kids.ru_utime + kids.ru_stime, 1),
+           "peak_rss_mib": round(kids.ru_maxrss / 1024, 1), "cores": os.cpu_count(),
+           "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
+           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": stages}
+    path = Path(args.record)
+    record = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    record["runs"].append(run)
+    write_json(path, record)
+    print(f"[book_time] {command}: {wall:.0f} s wall, {run['cpu_s']} s CPU, peak {run['peak_rss_mib']} MiB "
+          f"-> {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
