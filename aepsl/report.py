@@ -269,3 +269,259 @@ def ranked_predictions(artifacts_root: str | Path, profile: str, stages: list[st
                     "miou": {s: image_miou(p, gt, tree.num_classes) for s, p in preds.items()}})
     first = stages[0]
     return sorted(out, key=lambda r: -np.nan_to_num(r["miou"][first], nan=-1.0))
+
+
+# --------------------------------------------------------------------------- what a page shows
+# Parameters that say how a run was computed, not what: left out of a page's parameter table.
+RUNTIME_PARAMETERS = ("device", "eval_batch_size", "num_workers", "torch_compile", "force", "crf_workers")
+PATH_PARAMETERS = ("data_root", "artifacts_root", "fashion_dir", "saliency_dir", "backbone_weights")
+# The profile whose runs hold the variants the default book's prose discusses (same scenes).
+VARIANTS_PROFILE = "extended"
+VARIANTS_COMMAND = "make book PROFILE=extended"
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as a page shows it: relative to the repository root; a path outside the repository
+    as its last two parts after '…/' (one machine's absolute paths mean nothing to a reader)."""
+    from .artifacts import REPO_DIR
+
+    text = str(path)
+    if not text or not Path(text).is_absolute():
+        return text
+    p = Path(text)
+    try:
+        return str(p.resolve().relative_to(REPO_DIR.resolve()))
+    except ValueError:
+        return "…/" + "/".join(p.parts[-2:]) + " (outside the repository)"
+
+
+def parameters_table(params: dict, columns: int = 3):
+    """A page's run parameters, once, as a small table: ``columns`` (parameter, value) pairs a row,
+    in the dataclass's order, paths relative to the repository, runtime settings (device, batch
+    size at inference, workers, force) left out. ``params`` is what ``config.collect`` gives."""
+    items = [(k, shown_path(v) if k in PATH_PARAMETERS and isinstance(v, str) else v)
+             for k, v in params.items() if k not in RUNTIME_PARAMETERS]
+    items = [(k, ", ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list)
+              else ("''" if v == "" else v)) for k, v in items]
+    columns = max(1, min(columns, -(-len(items) // 3)))   # at least three rows a column
+    rows = -(-len(items) // columns) if items else 0
+    table = []
+    for r in range(rows):
+        row = {}
+        for c in range(columns):
+            i = c * rows + r
+            k, v = items[i] if i < len(items) else ("", "")
+            row[("parameter", c)], row[("value", c)] = k, str(v)
+        table.append(row)
+    df = pd.DataFrame(table)
+    df = df[[(name, c) for c in range(columns) for name in ("parameter", "value")]]
+    df.columns = [name for _, name in ((c, n) for c in range(columns) for n in ("parameter", "value"))]
+    profile = params.get("profile", "")
+    caption = (f"This page's run: profile <code>{profile}</code> "
+               f"(<code>notebooks/params/{profile}.yaml</code> sets what differs from the defaults)")
+    return (df.style.hide(axis="index").set_caption(caption)
+            .set_table_styles([{"selector": "caption", "props": "caption-side: top; text-align: left;"},
+                               {"selector": "td", "props": "font-size: 0.8em; padding: 1px 6px;"},
+                               {"selector": "th", "props": "font-size: 0.8em; padding: 1px 6px;"}]))
+
+
+def stage_metrics(artifacts_root: str | Path, profile: str, stage: str, data_root: str | None = None,
+                  fallback: str | None = VARIANTS_PROFILE) -> tuple[dict | None, str | None]:
+    """``(metrics.json record, profile it came from)`` of ``stage``: this profile's run when it made
+    one, else the ``fallback`` profile's (the variant studies), when that run exists and was made
+    on the same data (``data_root``, when given); else ``(None, None)``."""
+    from .artifacts import load_metrics
+
+    root = Path(artifacts_root)
+    rec = load_metrics(root / profile / stage)
+    if rec is not None:
+        return rec, profile
+    if fallback and fallback != profile:
+        rec = load_metrics(root / fallback / stage)
+        if rec is not None and (data_root is None or _same_data(rec, data_root)):
+            return rec, fallback
+    return None, None
+
+
+def _same_data(record: dict, data_root: str) -> bool:
+    from .config import resolve
+
+    theirs = (record.get("params") or {}).get("data_root")
+    return theirs is not None and resolve(theirs).resolve() == resolve(data_root).resolve()
+
+
+def source_note(source: str | None, profile: str) -> str:
+    """How a page names where a number came from: '' for its own run, else the variant profile's."""
+    if source is None or source == profile:
+        return ""
+    return f" (measured in the {source!r} profile's run, `artifacts/{source}/`, on the same scenes)"
+
+
+def not_run_note(what: str) -> str:
+    """The one sentence a page says about a variant that no run on its scenes has made."""
+    return (f"{what} is a run of the {VARIANTS_PROFILE!r} profile, not yet made on these scenes: "
+            f"`{VARIANTS_COMMAND}` computes it, and this page then quotes it.")
+
+
+def try_it(parameter: str, change: str, command: str, expect: str) -> str:
+    """The 'Try it' box at the end of a chapter, as MyST Markdown (the book renders Markdown
+    outputs as MyST: ``nb_render_markdown_format``): one parameter, the exact command, what
+    to expect."""
+    return (f"````{{admonition}} Try it: {parameter}\n:class: tip\n{change}\n\n"
+            f"```bash\n{command}\n```\n\n{expect}\n````")
+
+
+def variants_table(artifacts_root: str | Path, profile: str, data_root: str | None = None,
+                   first: str = "pseudo_masks") -> tuple[pd.DataFrame, str | None]:
+    """:func:`merge_variants_table` of this profile when it ran erasing variants (more than the
+    book's own merge), else of the variants profile on the same scenes; ``(table, profile)``."""
+    table = merge_variants_table(artifacts_root, profile, first)
+    if len(table) > 1:
+        return table, profile
+    if profile != VARIANTS_PROFILE and (Path(artifacts_root) / VARIANTS_PROFILE).is_dir():
+        rec, source = stage_metrics(artifacts_root, VARIANTS_PROFILE, first, data_root, fallback=None)
+        if rec is not None and (data_root is None or _same_data(rec, data_root)):
+            other = merge_variants_table(artifacts_root, VARIANTS_PROFILE, first)
+            if len(other) > 1:
+                return other, VARIANTS_PROFILE
+    return table, None if table.empty else profile
+
+
+AFFINITY_STAGES = {"affinity_cam": "CAM, PSA's alphas", "affinity_ae": "AE pseudo masks",
+                   "affinity_cam_cut": "CAM, our alphas"}
+
+
+def affinity_table(artifacts_root: str | Path, profile: str, data_root: str | None = None) -> pd.DataFrame:
+    """One row per AffinityNet run on these scenes: this profile's, else the variants profile's
+    (column 'measured in'): its seeds, walk steps, seed mIoU before and after the walk."""
+    rows = []
+    for stage, what in AFFINITY_STAGES.items():
+        rec, source = stage_metrics(artifacts_root, profile, stage, data_root)
+        if rec is None or "miou_after" not in rec["metrics"]:
+            continue
+        m = rec["metrics"]
+        rows.append({"run": stage, "seeds": what, "walk steps": m["walk"]["steps"],
+                     "mIoU before": m["miou_before"], "mIoU after": m["miou_after"],
+                     "change": m["miou_after"] - m["miou_before"],
+                     "uncertain pixels": m["labels"].get("uncertain_fraction"), "measured in": source})
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+# --------------------------------------------------------------------------- the intro's figure
+def pipeline_numbers(artifacts_root: str | Path, profile: str) -> dict:
+    """The numbers the intro's pipeline map carries, read from the stages' metrics.json (None
+    where a stage has not run): pseudo-label mIoU on the train split for the seeds, held-out
+    mIoU for the segmenters."""
+    from .artifacts import load_metrics
+
+    root = Path(artifacts_root) / profile
+
+    def get(stage, *keys):
+        rec = load_metrics(root / stage)
+        value = rec
+        for k in ("metrics",) + keys:
+            if not isinstance(value, dict) or k not in value:
+                return None
+            value = value[k]
+        return value
+
+    per = get("pseudo_masks", "per_rounds") or []
+    return {"CAM": get("cam", "seed_miou"), "AE": [p.get("miou") for p in per],
+            "AE segmenter": get("ae_segmenter", "eval", "miou"), "PSL": get("psl", "eval", "miou"),
+            "PSL++": get("psl_plus_plus", "eval", "miou"), "oracle": get("oracle", "eval", "miou"),
+            "CAM + random walk": get("affinity_cam", "miou_after"), "CAM + HFPL": get("cam_hfpl", "seed_miou")}
+
+
+def _num(v) -> str:
+    return "–" if v is None or v != v else f"{v:.3f}"
+
+
+def pipeline_figure(artifacts_root: str | Path, profile: str, path: str | Path | None = None):
+    """The book's pipeline as a map — CAM → erasing rounds → PSL → PSL++, the oracle beside — with
+    each stage's number from its metrics.json ('–' where the stage has not run). Saved as a PNG
+    at ``path`` when given; returns the figure."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    n = pipeline_numbers(artifacts_root, profile)
+    fig, ax = plt.subplots(figsize=(12, 4.6))
+    ax.set_xlim(0, 12)
+    ax.set_ylim(0, 4.6)
+    ax.axis("off")
+
+    def box(x, y, title, value, note, colour, w=1.9, h=1.05, dashed=False, size=13):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.04", fc=colour, ec="0.25",
+                                    lw=1.2, ls="--" if dashed else "-"))
+        ax.text(x + w / 2, y + h - 0.2, title, ha="center", va="center", fontsize=10, weight="bold")
+        ax.text(x + w / 2, y + h / 2 - 0.05, value, ha="center", va="center", fontsize=size)
+        ax.text(x + w / 2, y + 0.14, note, ha="center", va="center", fontsize=7.5, color="0.3")
+        return x, y, w, h
+
+    def arrow(a, b, text=""):
+        (x0, y0, w0, h0), (x1, y1, w1, h1) = a, b
+        ax.annotate("", xy=(x1 - 0.08, y1 + h1 / 2), xytext=(x0 + w0 + 0.08, y0 + h0 / 2),
+                    arrowprops=dict(arrowstyle="-|>", color="0.25", lw=1.4))
+        if text:
+            ax.text((x0 + w0 + x1) / 2, y0 + h0 / 2 + 0.14, text, ha="center", va="bottom", fontsize=7.5,
+                    color="0.3")
+
+    ae = n["AE"]
+    ae_text = " → ".join(_num(v) for v in ae) if ae else "–"
+    row = 1.75
+    cam = box(0.1, row, "CAM", _num(n["CAM"]), "seeds, mIoU (train)", "#dbe9f6")
+    rounds = box(3.0, row, f"AE, rounds 1{'–' + str(len(ae)) if len(ae) > 1 else ''} merged", ae_text,
+                 "pseudo masks, mIoU (train)", "#fde9d0", w=2.8, size=11.5)
+    psl = box(6.8, row, "AE + PSL", _num(n["PSL"]), "segmenter, mIoU (held-out)", "#e3f1dc")
+    pp = box(9.8, row, "PSL++", _num(n["PSL++"]), "segmenter, mIoU (held-out)", "#e3f1dc")
+    arrow(cam, rounds, "erase, retrain")
+    arrow(rounds, psl, "learn from S, Ŝ")
+    arrow(psl, pp, "CRF, retrain")
+    box(6.8, 3.2, "AE segmenter", _num(n["AE segmenter"]), "no Ŝ term, mIoU (held-out)", "#f3f3f3",
+        h=1.0, dashed=True)
+    box(9.8, 3.2, "oracle", _num(n["oracle"]), "true masks, mIoU (held-out)", "#eeeeee", h=1.0, dashed=True)
+    box(0.1, 0.2, "CAM + random walk", _num(n["CAM + random walk"]), "seeds, mIoU (train)", "#f1e6f6",
+        w=2.3, h=1.0)
+    box(3.0, 0.2, "CAM + HFPL", _num(n["CAM + HFPL"]), "seeds, mIoU (train)", "#f1e6f6", w=2.0, h=1.0)
+    ax.text(5.35, 0.7, "add-ons on any seeds\n(chapters 6 and 7)", fontsize=8.5, color="0.3", va="center")
+    ax.text(0.1, 4.25, f"profile {profile!r}: each number read from its stage's metrics.json",
+            fontsize=9, color="0.2")
+    ax.text(0.1, 3.95, "'–': the stage has not run", fontsize=8.5, color="0.4")
+    if path is not None:
+        from .artifacts import atomic_path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from .config import ParameterError, load_profile, resolve
+
+    ap = argparse.ArgumentParser(prog="python -m aepsl.report",
+                                 description="Figures the book's prose pages show, drawn from saved metrics.")
+    ap.add_argument("--pipeline-figure", required=True, metavar="PNG",
+                    help="write the intro's pipeline map, with each stage's number, to this PNG")
+    ap.add_argument("--profile", default="default", help="profile name or YAML path whose metrics it reads")
+    args = ap.parse_args(argv)
+    try:
+        common = load_profile(args.profile)["common"]
+    except (ParameterError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = str(common.get("profile") or Path(args.profile).stem)
+    pipeline_figure(resolve(common.get("artifacts_root", "artifacts")), name, resolve(args.pipeline_figure))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -93,3 +93,11 @@ def draw_contours(image: np.ndarray, masks: list[np.ndarray], colours: list[tupl
     for mask, colour in zip(masks, colours):
         out[boundaries(mask)] = colour
     return out
+
+
+def page_setup() -> None:
+    """What a page's hidden set-up cell does first: Python warnings stay out of the page (a
+    reader sees figures and numbers, not library deprecation notices)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
