@@ -8,7 +8,12 @@ driven through selenium), waits until every ``<img>`` has loaded or failed, and 
 
 * the page exists and loads, with a heading;
 * every image loaded (``naturalWidth > 0``), and no local file the page asks for is missing;
-* the results chapter holds its table (a ``<table>`` mentioning mIoU, with data rows).
+* the results chapter holds its table (a ``<table>`` mentioning mIoU, with data rows);
+* the page is clean, as a reader sees it: no progress-bar text (``it/s]``, ``%|``), no Python
+  warning (``Warning:``), no stderr output box, no absolute path of one machine (``/tmp/``,
+  ``/work/``, ``/home/``, ``/root/`` ...), and no code or output line wider than its box (a
+  ``<pre>`` whose scrollWidth exceeds its clientWidth, folded code included: it is measured
+  as it would show unfolded).
 
 It saves a full-page screenshot of every page, and ``report.json``, to
 ``book/_build/screenshots/``. A failed check lists every broken page and image.
@@ -54,6 +59,38 @@ _TABLES_JS = """
 return Array.from(document.querySelectorAll('table')).map(t => ({
     text: t.innerText.slice(0, 2000), rows: t.querySelectorAll('tbody tr').length}));
 """
+
+
+# what a reader must not see in a page's text (the rendered text, as innerText gives it)
+DIRTY_TEXT = (
+    ("progress-bar text", re.compile(r"it/s\]|s/it\]|\d%\|")),
+    ("a Python warning", re.compile(r"\w*Warning: ")),
+    ("an absolute path of one machine", re.compile(r"(?<![\w.~/:-])/(?:tmp|work|home|root|Users|private|mnt)/\S*")),
+)
+
+_CLEAN_JS = """
+const root = document.querySelector('main') || document.body;
+const visible = el => el.offsetParent !== null || el.getClientRects().length > 0;
+const wide = Array.from(root.querySelectorAll('pre')).filter(visible)
+    .filter(p => p.scrollWidth > p.clientWidth + 1)
+    .map(p => ({first: p.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '')
+                .slice(0, 120),
+                scroll: p.scrollWidth, client: p.clientWidth}));
+const stderr = Array.from(root.querySelectorAll('.stderr, .output.stderr, [data-mime-type="application/vnd.jupyter.stderr"]'))
+    .filter(visible).map(e => e.innerText.slice(0, 120));
+return {text: root.innerText, wide: wide, stderr: stderr};
+"""
+
+
+def text_problems(text: str) -> list[str]:
+    """What a reader must not see in a page's text: each kind of dirt once, with its first match."""
+    problems = []
+    for what, pattern in DIRTY_TEXT:
+        hit = pattern.search(text)
+        if hit:
+            line = next((l for l in text.splitlines() if hit.group(0) in l), hit.group(0)).strip()
+            problems.append(f"{what} in the page text: {line[:120]!r}")
+    return problems
 
 
 class BookCheckError(RuntimeError):
@@ -169,6 +206,11 @@ def check_page(chrome, html_dir: Path, page: str, screenshot_dir: Path | None,
                 and url not in {img["url"] for img in broken} and url not in result.missing_files):
             result.missing_files.append(url)
             result.problems.append(f"missing file: {url}")
+    clean = chrome.execute_script(_CLEAN_JS)
+    result.problems += text_problems(clean["text"])
+    result.problems += [f"a stderr output box: {t!r}" for t in clean["stderr"]]
+    result.problems += [f"a code line wider than its box ({w['scroll']} > {w['client']} px): {w['first']!r}"
+                        for w in clean["wide"]]
     tables = chrome.execute_script(_TABLES_JS)
     result.tables = len(tables)
     if page == results_page and not any("mIoU" in t["text"] and t["rows"] > 0 for t in tables):

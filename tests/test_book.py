@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aepsl import bookcheck
+from aepsl import bookcheck, report
 from aepsl.artifacts import REPO_DIR
 
 try:
@@ -41,6 +41,8 @@ def quick_book(quick_run, tmp_path_factory) -> Path:
     # the book's own sources (config, prose pages, any figures), not its outputs
     shutil.copytree(BOOK, src, ignore=shutil.ignore_patterns("_build", "notebooks", ".ipynb_checkpoints"))
     shutil.copytree(quick_run["artifacts"] / "notebooks", src / "notebooks")
+    # the intro's pipeline map, from the quick run's metrics (as `make book` draws it)
+    report.pipeline_figure(quick_run["artifacts"].parent, "quick", src / "figures" / "pipeline.png")
     result = subprocess.run([_jupyter_book(), "build", str(src), "--builder", "html", "-W", "-n", "--keep-going"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"jupyter-book build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
@@ -70,8 +72,10 @@ def test_browser_check_of_the_quick_book(quick_book, tmp_path):
         assert pages[page]["images"] >= 1, f"{page}: no figure found"
         assert pages[page]["broken_images"] == []
     assert pages["notebooks/08_results"]["tables"] >= 1
-    # screenshots of every page, among them the intro and the results chapter
-    for page in ("intro", "notebooks/08_results"):
+    # the intro shows the pipeline map
+    assert pages["intro"]["images"] >= 1 and pages["intro"]["broken_images"] == []
+    # screenshots of every page, among them the intro, the erasing page and the results chapter
+    for page in ("intro", "notebooks/02_erasing", "notebooks/08_results"):
         path = Path(pages[page]["screenshot"])
         assert path.parent == shots and path.is_file()
         with Image.open(path) as img:
@@ -147,6 +151,39 @@ def test_check_lists_every_broken_image_missing_page_and_missing_table(small_sit
     # the pages that loaded still got their screenshots, and the report lists the problems
     assert (tmp_path / "shots" / "intro.png").is_file()
     assert (tmp_path / "shots" / "report.json").is_file()
+
+
+@needs_browser
+def test_check_lists_what_a_reader_must_not_see(small_site):
+    html, toc = small_site
+    _page(html / "notebooks" / "01_cam.html",
+          '<main><h1>CAM</h1><img src="../_images/fig.png">'
+          '<div class="output stderr"><pre>some log line</pre></div>'
+          '<pre>train: 100%|██████████| 3/3 [00:01&lt;00:00,  2.91it/s]</pre>'
+          '<p>FutureWarning: this will change</p>'
+          '<p>saved to /tmp/pytest-7/book/x.png</p>'
+          '<pre style="width: 200px; overflow-x: auto">' + "x = 1  # " + "y" * 120 + '</pre></main>')
+    with pytest.raises(bookcheck.BookCheckError) as err:
+        bookcheck.check_book(html, toc, screenshot_dir=None)
+    message = str(err.value)
+    for what in ("progress-bar text", "a Python warning", "an absolute path of one machine",
+                 "a stderr output box", "a code line wider than its box"):
+        assert f"notebooks/01_cam: {what}" in message, what
+    assert "5 problem(s)" in message
+    # a folded (hidden) long line is measured too; plain prose paths and 'warnings' are fine
+    _page(html / "notebooks" / "01_cam.html",
+          '<main><h1>CAM</h1><img src="../_images/fig.png"><p>no warnings; see artifacts/tmp/x and '
+          'https://example.org/home/x</p><details><summary>code</summary><pre style="width: 200px">'
+          + "z" * 200 + '</pre></details></main>')
+    with pytest.raises(bookcheck.BookCheckError, match="1 problem"):
+        bookcheck.check_book(html, toc, screenshot_dir=None)
+
+
+def test_text_problems():
+    assert bookcheck.text_problems("mIoU 0.5 (50% | 60%), warnings: none, artifacts/default/x") == []
+    found = bookcheck.text_problems("UserWarning: x\n 10%|█ | 1/10 [00:01<00:09, 1.0it/s]\nat /home/a/b")
+    assert [p.split(" in the page")[0] for p in found] == ["progress-bar text", "a Python warning",
+                                                          "an absolute path of one machine"]
 
 
 def test_check_without_a_built_book(tmp_path):
