@@ -47,38 +47,43 @@ artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to th
 mask_dir: str = "SegmentationClass"  # subfolder of data_root holding the ground-truth mask PNGs
 force: bool = False  # recompute even when finished artifacts exist
 
-# %%
-import json
-from pathlib import Path
-
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
+# %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
 from aepsl import report, viz
-from aepsl.config import collect, resolve
+
+viz.page_setup()
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from aepsl.config import collect, load_profile, resolve
+from aepsl.registry import entry
 from aepsl.data import stage as data_stage
 from aepsl.data.voc import VOCTree
 
-record = data_stage.run(collect(globals(), data_stage.DataConfig))
+params = collect(globals(), data_stage.DataConfig)
+record = data_stage.run(params)
 tree = VOCTree(resolve(data_root), mask_dir=mask_dir)
 stats = record["metrics"]["splits"]
-print(f"{tree.num_classes - 1} foreground classes: {', '.join(tree.classes[1:])}")
-print({split: s["images"] for split, s in stats.items()})
+display(report.parameters_table(params))
+display(Markdown(
+    f"{tree.num_classes - 1} foreground classes: {', '.join(tree.classes[1:])}; images per "
+    "split: " + ", ".join(f"{k} {v['images']}" for k, v in stats.items()) + "."))
 
 # %% [markdown]
 # ## What a training example looks like
 # Top: the image the learner sees, with its label set as the title — that is *all* the
 # supervision. Bottom: the ground-truth mask, which only the evaluation ever reads.
 
-# %%
+# %% tags=["hide-input"]
 names = tree.ids("train")[:8]
 rows = [[tree.image(n) for n in names], [viz.colorize(tree.mask(n)) for n in names]]
-titles = [[", ".join(tree.classes[i + 1] for i in np.flatnonzero(tree.labels(n))) for n in names], None]
+labels = [np.flatnonzero(tree.labels(n)) + 1 for n in names]
+titles = [[", ".join(tree.classes[i] for i in ids) for ids in labels], None]
 fig = viz.image_grid(rows, titles, size=1.7)
-fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=len(tree.classes) + 1,
-           fontsize=7, bbox_to_anchor=(0.5, -0.06))
+fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center",
+           ncol=len(tree.classes) + 1, fontsize=7, bbox_to_anchor=(0.5, -0.06))
 plt.show()
 
 # %% [markdown]
@@ -87,7 +92,7 @@ plt.show()
 # background dominates the pixels, as in VOC, which is why the background threshold of a
 # CAM matters so much in the next chapter.
 
-# %%
+# %% tags=["hide-input"]
 train = stats["train"]
 fig, axes = plt.subplots(1, 3, figsize=(12, 3))
 pd.Series(train["images_per_class"]).plot.bar(ax=axes[0], color="tab:blue")
@@ -118,19 +123,18 @@ plt.show()
 #   so the table shows their joint effect, on the classifier and on the oracle alike;
 # * a plain 1x1 head on the stride-8 features against a LargeFOV head as an oracle (the
 #   segmenter of the PSL chapter is measured on its own there).
-#
-# The default profile uses the settings of the 6-class, 3,000-scene row.
 
-# %%
+# %% tags=["remove-input"]
 cal_path = resolve("benchmarks/calibration.json")
 if cal_path.exists():
     classifiers, oracles = report.calibration_tables(cal_path)
-    print("Classifier (CAM stage) settings:")
+    display(Markdown("**Classifier (CAM stage) settings**"))
     display(classifiers)
-    print("Fully supervised oracle settings (same backbone, trained on the true masks):")
+    display(Markdown("**Fully supervised oracle settings** (same backbone, true masks)"))
     display(oracles)
 else:
-    print("benchmarks/calibration.json not found: run python benchmarks/calibrate.py")
+    display(Markdown("`benchmarks/calibration.json` is not there: "
+                     "`python benchmarks/calibrate.py` writes it."))
 
 # %% [markdown]
 # ### The segmenter's recipe: what the oracle needs
@@ -155,7 +159,7 @@ else:
 # IoUs are those of each run as it was made. Every segmenter of the book (AE, AE + PSL, PSL++,
 # the oracle) uses the last row's recipe, so the comparison between them stays fair.
 
-# %%
+# %% tags=["remove-input"]
 recipe_path = resolve("benchmarks/segmenter_recipe.json")
 if recipe_path.exists():
     recipe = report.segmenter_recipe_table(recipe_path)
@@ -163,31 +167,52 @@ if recipe_path.exists():
     if len(recipe):
         drop, keep = "val mIoU, drop < 0.5", "val mIoU, nothing dropped"
         one, two = recipe.iloc[max(len(recipe) - 2, 0)], recipe.iloc[-1]
+        dropped = 100 * recipe["true classes dropped at 0.5"]
         display(Markdown(
-            f"One recipe, two thread counts: {one[drop]:.3f} and {two[drop]:.3f} held-out mIoU with the drop "
-            f"(a spread of {abs(one[drop] - two[drop]):.3f}), {one[keep]:.3f} and {two[keep]:.3f} with nothing "
-            f"dropped (a spread of {abs(one[keep] - two[keep]):.3f}). Most of the run-to-run noise is the "
-            "classification branch: at 0.5 it drops "
-            f"{100 * recipe['true classes dropped at 0.5'].min():.0f}-{100 * recipe['true classes dropped at 0.5'].max():.0f}% "
-            "of the classes the held-out images do contain, and which ones changes from run to run."))
+            f"One recipe, two thread counts: {one[drop]:.3f} and {two[drop]:.3f} held-out "
+            f"mIoU with the drop (a spread of {abs(one[drop] - two[drop]):.3f}), "
+            f"{one[keep]:.3f} and {two[keep]:.3f} with nothing dropped (a spread of "
+            f"{abs(one[keep] - two[keep]):.3f}). Most of the run-to-run noise is the "
+            f"classification branch: at 0.5 it drops {dropped.min():.0f}-{dropped.max():.0f}% "
+            "of the classes the held-out images do contain, and which ones changes from run "
+            "to run."))
         best = recipe[keep].idxmax()
         display(Markdown(
-            f"The book's oracle: **{two[keep]:.3f}** held-out mIoU, {two['val mIoU + CRF (as run)']:.3f} with the "
-            f"CRF; it scores {two['train mIoU (300 images)']:.3f} on 300 training images, so it still overfits. "
-            f"Best with nothing dropped: {best}, {recipe.loc[best, keep]:.3f}. What stays hard is telling similar "
-            f"items apart, not finding them: the worst class of the book's run is the {two['worst class']} "
-            f"({two['its IoU']:.3f} IoU), while the background reaches {two['background IoU']:.3f}."))
+            f"The book's oracle: **{two[keep]:.3f}** held-out mIoU, "
+            f"{two['val mIoU + CRF (as run)']:.3f} with the CRF; it scores "
+            f"{two['train mIoU (300 images)']:.3f} on 300 training images, so it still "
+            f"overfits. Best with nothing dropped: {best}, {recipe.loc[best, keep]:.3f}. What "
+            "stays hard is telling similar items apart, not finding them: the worst class of "
+            f"the book's run is the {two['worst class']} ({two['its IoU']:.3f} IoU), while "
+            f"the background reaches {two['background IoU']:.3f}."))
 else:
-    print("benchmarks/segmenter_recipe.json not found: run python benchmarks/segmenter_recipe.py")
+    display(Markdown("`benchmarks/segmenter_recipe.json` is not there: "
+                     "`python benchmarks/segmenter_recipe.py` writes it."))
 
 # %% [markdown]
 # ## What we saw
 
-# %%
+# %% tags=["remove-input"]
 share_bg = train["pixel_fraction"]["background"]
+kind = "images (PASCAL VOC)" if source == "voc" else f"scenes of {image_size} px"
 display(Markdown(
-    f"The {profile!r} profile has {stats['train']['images']} training, {stats.get('val', {}).get('images', 0)} "
-    f"validation and {stats.get('test', {}).get('images', 0)} test "
-    f"{'images (PASCAL VOC)' if source == 'voc' else f'scenes of {image_size} px'} with "
-    f"{tree.num_classes - 1} classes. Background covers {100 * share_bg:.1f}% of the training pixels; "
-    f"the rarest class is present in {min(train['images_per_class'].values())} training images."))
+    f"The {profile!r} profile has {stats['train']['images']} training, "
+    f"{stats.get('val', {}).get('images', 0)} validation and "
+    f"{stats.get('test', {}).get('images', 0)} test {kind} with {tree.num_classes - 1} "
+    f"classes. Background covers {100 * share_bg:.1f}% of the training pixels; the rarest "
+    f"class is present in {min(train['images_per_class'].values())} training images."))
+
+# %% tags=["remove-input"]
+other = "quick" if profile != "quick" else "default"
+theirs = {**entry("00_data").parameter_defaults(), **load_profile(other)["common"],
+          **(load_profile(other)["notebooks"].get("00_data") or {})}
+display(Markdown(report.try_it(
+    "source",
+    f"The `{other}` profile draws its scenes from `source: "
+    f"{theirs['source']}` instead of `{source}`. Build its data chapter:",
+    f".venv/bin/python -m aepsl --profile {other} --only 00_data",
+    f"The page lands in `artifacts/{other}/notebooks/00_data.ipynb` and the scenes in "
+    f"`{theirs['data_root']}`: {theirs['n_train']} training scenes of "
+    f"{theirs['image_size']} px with the classes {', '.join(theirs['classes'])}. Expect "
+    "the same figures with other bars; that profile's later chapters train on these "
+    "scenes.")))

@@ -25,9 +25,9 @@
 # It is trained with the multi-label soft-margin loss. Because GAP and the 1x1 convolution
 # commute, the score maps before pooling *are* the CAMs.
 #
-# The chapter runs twice in the book: as described here, and once more with `hfpl = True`
-# (page "The same classifier trained with HFPL"), which adds HFPL's likelihood losses to the
-# training; chapter 7 compares the two.
+# The chapter's stage runs twice in the book: as described here, and once more, without a
+# page of its own, with `hfpl = True`, which adds HFPL's likelihood losses to the training;
+# chapter 7 compares the two.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
@@ -64,38 +64,44 @@ score_split: str = "train"  # split whose seeds are scored against masks (within
 torch_compile: bool = False  # compile the training step with torch.compile
 force: bool = False  # recompute even when finished artifacts exist
 
-# %%
+# %% tags=["remove-input"]
+from IPython.display import Markdown, display
+
+from aepsl import report, viz
+
+viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
 
-from aepsl import cam, viz
+from aepsl import cam
 from aepsl.artifacts import stage_dir
 from aepsl.config import collect, resolve
 from aepsl.data.voc import VOCTree
 from aepsl.metrics import cam_to_mask
 
-record = cam.run(collect(globals(), cam.CAMConfig))
+params = collect(globals(), cam.CAMConfig)
+record = cam.run(params)
 m = record["metrics"]
 folder = stage_dir(resolve(artifacts_root), profile, stage)
 tree = VOCTree(resolve(data_root))
-print(f"classifier: {backbone} ({backbone_depth}), {epochs} epochs on {record['device']}, "
-      f"train {record['timings_s']['train']:.0f} s")
+display(report.parameters_table(params))
 
 # %% [markdown]
 # ## Training
 # The loss per epoch, and how well the classifier answers the only question it was asked:
 # average precision (AP) per class on the held-out validation scenes.
 
-# %%
+# %% tags=["hide-input"]
 hist = pd.DataFrame(m["history"]).set_index("epoch")
+colours = viz.class_colours(tree.classes)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 hist["loss"].plot(ax=axes[0], marker="o")
-axes[0].set_title("training loss (" + ("GAP + importance sampling + feature similarity, HFPL" if hfpl
-                                      else "multi-label soft margin") + ")")
-pd.Series(m["val_ap"], dtype=float).plot.bar(ax=axes[1], color=[viz.class_colours(tree.classes)[c] for c in tree.classes[1:]],
-                                edgecolor="k")
+loss = ("GAP + importance sampling + feature similarity" if hfpl
+        else "multi-label soft margin")
+axes[0].set_title(f"training loss ({loss})")
+val_ap = pd.Series(m["val_ap"], dtype=float)
+val_ap.plot.bar(ax=axes[1], color=[colours[c] for c in val_ap.index], edgecolor="k")
 axes[1].set_ylim(0, 1)
 axes[1].set_title(f"validation AP per class (mAP {m['val_map']:.3f})")
 fig.tight_layout()
@@ -109,7 +115,7 @@ plt.show()
 # *discriminative* part of an item — a shoe's toe, a bag's handle — rather than all of it:
 # this is the gap that adversarial erasing, in the next chapter, tries to close.
 
-# %%
+# %% tags=["hide-input"]
 t_best = m["best_threshold"]
 names = tree.ids("train")[:6]
 ncam = max(int(tree.labels(n).sum()) for n in names)
@@ -119,13 +125,14 @@ for name in names:
     ids = np.flatnonzero(tree.labels(name)) + 1
     cams = cam.load_cam(folder, name)
     pad = [None] * (ncam - len(cams))
+    seed = viz.colorize(cam_to_mask(cams, ids, t_best))
     rows.append([image] + [viz.overlay(image, c) for c in cams] + pad
-                + [viz.colorize(cam_to_mask(cams, ids, t_best)), viz.colorize(gt)])
+                + [seed, viz.colorize(gt)])
     titles.append(["image"] + [f"CAM: {tree.classes[i]}" for i in ids] + [""] * len(pad)
                   + [f"pseudo mask (t={t_best:.2f})", "ground truth"])
 fig = viz.image_grid(rows, titles, size=1.6)
-fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=len(tree.classes) + 1,
-           fontsize=7, bbox_to_anchor=(0.5, -0.03))
+fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center",
+           ncol=len(tree.classes) + 1, fontsize=7, bbox_to_anchor=(0.5, -0.03))
 plt.show()
 
 # %% [markdown]
@@ -136,45 +143,67 @@ plt.show()
 # masks the learner never saw) and report the best — the protocol of PSA and IRN, which
 # score CAM seeds on VOC *train*.
 
-# %%
+# %% tags=["hide-input"]
 sw = m["seed"]
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot(sw["thresholds"], sw["miou"], marker=".")
-ax.axvline(t_best, color="r", ls="--", label=f"best t = {t_best:.2f}, mIoU {m['seed_miou']:.3f}")
+ax.axvline(t_best, color="r", ls="--",
+           label=f"best t = {t_best:.2f}, mIoU {m['seed_miou']:.3f}")
 ax.set_xlabel("background threshold t")
 ax.set_ylabel("seed mIoU (train)")
 ax.legend()
 fig.tight_layout()
 plt.show()
 
-# %%
+# %% tags=["hide-input"]
 best = sw["best_scores"]
 iou = pd.Series(best["iou"], dtype=float)
 fig, ax = plt.subplots(figsize=(6, 2.8))
-iou.plot.bar(ax=ax, color=[viz.class_colours(tree.classes)[c] for c in iou.index], edgecolor="k")
+iou.plot.bar(ax=ax, color=[colours[c] for c in iou.index], edgecolor="k")
 ax.set_ylim(0, 1)
 ax.set_title("CAM seed IoU per class (train, best threshold)")
 fig.tight_layout()
 plt.show()
 fig = viz.confusion_figure(np.asarray(m["seed_confusion"]), tree.classes,
-                           title="CAM seeds: confusion (rows = ground truth, row-normalised)")
+                           title="CAM seeds: confusion (rows: truth, row-normalised)")
 plt.show()
 
 # %% [markdown]
 # ## What we saw
 
-# %%
+# %% tags=["remove-input"]
+if best["fg_precision"] is None:
+    fg = "precision and recall 0: at this threshold the seeds mark no foreground at all."
+else:
+    fg = (f"precision {best['fg_precision']:.3f} and recall {best['fg_recall']:.3f}. ")
+    if best["fg_recall"] < best["fg_precision"]:
+        fg += ("Recall below precision is the signature of CAMs that cover only the most "
+               "discriminative part of each object.")
+    else:
+        fg += ("Here recall is not below precision: the maps spill over the objects rather "
+               "than stopping short.")
 display(Markdown(
-    f"The classifier reached validation mAP **{m['val_map']:.3f}** (train mAP {m['train_map']:.3f}). "
-    f"Its CAM seeds score **{m['seed_miou']:.3f} mIoU** on the training split at the best background "
-    f"threshold {t_best:.2f}, with foreground "
-    + ("precision and recall 0: at this threshold the seeds mark no foreground at all." if best["fg_precision"] is None
-       else f"precision {best['fg_precision']:.3f} and recall {best['fg_recall']:.3f}. "
-       + ("Recall below precision is the signature of CAMs that cover only the most discriminative part "
-          "of each object." if best["fg_recall"] < best["fg_precision"] else
-          "Here recall is not below precision: the maps spill over the objects rather than stopping short."))))
-display(pd.DataFrame([{"method": "CAM (ours)", "seed mIoU train": round(m["seed_miou"], 3),
-                       "val mAP": round(m["val_map"], 3)},
-                      {"method": "CAM, PSA on VOC (published)", "seed mIoU train": 0.480, "val mAP": None},
-                      {"method": "CAM, IRN on VOC (published)", "seed mIoU train": 0.483, "val mAP": None}]
-                     ).set_index("method"))
+    f"The classifier reached validation mAP **{m['val_map']:.3f}** (train mAP "
+    f"{m['train_map']:.3f}) in {record['timings_s']['train']:.0f} s of training on "
+    f"{record['device']}. Its CAM seeds score **{m['seed_miou']:.3f} mIoU** on the "
+    f"training split at the best background threshold {t_best:.2f}, with foreground " + fg))
+published = [("CAM, PSA on VOC (published)", 0.480), ("CAM, IRN on VOC (published)", 0.483)]
+display(pd.DataFrame(
+    [{"method": "CAM (ours)", "seed mIoU train": round(m["seed_miou"], 3),
+      "val mAP": round(m["val_map"], 3)}]
+    + [{"method": k, "seed mIoU train": v, "val mAP": None} for k, v in published]
+).set_index("method"))
+
+# %% tags=["remove-input"]
+display(Markdown(report.try_it(
+    "cam_scales",
+    f"Infer the CAMs at one scale instead of averaging {len(cam_scales)} scales"
+    f"{' and their flips' if cam_flip else ''}: in `notebooks/params/{profile}.yaml`, add "
+    "to the runs of `01_cam` the run `{_name: 01_cam_1scale, stage: cam_1scale, "
+    "cam_scales: [1.0], cam_flip: false}` (a stage name of its own keeps this page's run), "
+    "then run",
+    f".venv/bin/python -m aepsl --profile {profile} --only 01_cam",
+    "The finished runs are skipped; the new one trains the same classifier again and "
+    f"writes `artifacts/{profile}/notebooks/01_cam_1scale.ipynb`. Expect blotchier maps "
+    "that cover less of each item, and a seed mIoU at or below this page's "
+    f"{m['seed_miou']:.3f} (no run of this change has been measured for the book).")))

@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # Adversarial erasing: one round
+# # Adversarial erasing: mine, erase, retrain
 #
 # **What you will learn.** How Wei et al. (CVPR 2017) push a classifier beyond the most
 # discriminative part of an object: take the region its CAM is most confident about, *erase*
@@ -20,10 +20,10 @@
 # answering "is there a shoe?" the new classifier has to find other evidence — the next part
 # of the shoe. Each round mines a new region; their union covers more of the object.
 #
-# This notebook is **one round**; the pipeline runs it once per round with the papermill
-# parameter `round` (1, 2, 3 as in the paper). Round 1's classifier is the one of the CAM
-# chapter (trained on clean images); round *k* trains on images from which the regions of
-# rounds 1..*k*−1 have been erased.
+# The pipeline runs this notebook's stage once per round, with the parameter `round` (1, 2, 3
+# as in the paper); this page is the last round's and shows every round so far, from what
+# each saved. Round 1's classifier is the one of the CAM chapter (trained on clean images);
+# round *k* trains on images from which the regions of rounds 1..*k*−1 have been erased.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
@@ -41,50 +41,109 @@ eval_batch_size: int = 64  # images per batch at inference
 num_workers: int = 0  # data-loader worker processes (0: load in the main process)
 force: bool = False  # recompute even when finished artifacts exist
 
-# %%
+# %% tags=["remove-input"]
+from IPython.display import Markdown, display
+
+from aepsl import report, viz
+
+viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
 
-from aepsl import erasing, viz
-from aepsl.artifacts import stage_dir
+from aepsl import erasing
+from aepsl.artifacts import load_metrics, stage_dir
 from aepsl.cam import load_cam
 from aepsl.config import collect, resolve
 from aepsl.data.voc import VOCTree
 
-record = erasing.run_round(collect(globals(), erasing.ErasingConfig))
-m = record["metrics"]
-cfg = erasing.ErasingConfig(**collect(globals(), erasing.ErasingConfig))
+params = collect(globals(), erasing.ErasingConfig)
+record = erasing.run_round(params)
+cfg = erasing.ErasingConfig(**params)
 tree = VOCTree(resolve(data_root))
-folder = erasing.round_dir(cfg, round)
-cam_dir = stage_dir(resolve(artifacts_root), profile, cam_stage) if round == 1 else folder
-print(f"round {round}: train mAP {m['train_map']:.3f} (on the images it was trained on), "
-      f"val mAP {m.get('val_map') or float('nan'):.3f} (clean images); erase value {erase_value!r}")
+cam_dir = stage_dir(resolve(artifacts_root), profile, cam_stage)
+n_rounds = erasing.rounds_available(artifacts_root, profile, stage, round)
+records = [load_metrics(erasing.round_dir(cfg, k)) for k in range(1, n_rounds + 1)]
+ms = [r["metrics"] for r in records]
+m = ms[-1]
+display(report.parameters_table(params))
+
+
+def round_cams(k: int, name: str) -> np.ndarray:
+    """Round k's normalised CAMs of the image's labelled classes (round 1: the CAM stage's)."""
+    return load_cam(cam_dir if k == 1 else erasing.round_dir(cfg, k), name)
+
+
+def round_regions(k: int, name: str) -> np.ndarray:
+    return erasing.load_regions(erasing.round_dir(cfg, k) / "regions" / f"{name}.png")
+
 
 # %% [markdown]
-# ## What this round's classifier saw, and what it found
-# Per image: the training input of this round (regions of earlier rounds erased with the
-# *{erase_value}* value), this round's CAM of each labelled class, and the region it mines —
-# the pixels whose normalised CAM exceeds the mining threshold and that were not erased before.
+# ## The rounds, image by image
+# One strip per round: what that round's classifier trained on (the regions of earlier
+# rounds erased with the *mean*, *blur* or *noise* fill of `erase_value`), its CAM (the
+# highest of the labelled classes' maps at each pixel), the region it mined — pixels whose
+# normalised CAM exceeds `mine_threshold` and that no earlier round took — and the union of
+# the regions mined so far.
 
-# %%
-view = erasing.ErasedView(tree, "train", [erasing.round_dir(cfg, k) / "regions" for k in range(1, round)],
-                          erase_value, np.array(m["mean_pixel"]), np.array(m["std_pixel"]), seed=seed)
-samples = [view[i] for i in range(min(6, len(view)))]
-ncam = max(int(s["labels"].sum()) for s in samples)
-rows, titles = [], []
-for sample in samples:
-    name = sample["name"]
-    ids = np.flatnonzero(sample["labels"]) + 1
-    cams = load_cam(cam_dir, name)
-    pad = [None] * (ncam - len(cams))
-    regions = erasing.load_regions(folder / "regions" / f"{name}.png")
-    rows.append([sample["image"]] + [viz.overlay(sample["image"], c) for c in cams] + pad
-                + [viz.blend_mask(sample["image"], regions), viz.colorize(tree.mask(name))])
-    titles.append([f"round {round} input"] + [f"CAM {tree.classes[c]}" for c in ids] + [""] * len(pad)
-                  + ["mined region", "ground truth"])
-fig = viz.image_grid(rows, titles, size=1.6)
+# %% tags=["hide-input"]
+split = m.get("train_split", "train")
+mean_px, std_px = np.array(m["mean_pixel"]), np.array(m["std_pixel"])
+region_dirs = [erasing.round_dir(cfg, j) / "regions" for j in range(1, n_rounds)]
+views = [erasing.ErasedView(tree, split, region_dirs[:k - 1], erase_value, mean_px,
+                            std_px, seed=seed)
+         for k in range(1, n_rounds + 1)]
+names = views[0].names[:2]
+rows, titles, labels = [], [], []
+for name in names:
+    gt = tree.mask(name)
+    union = np.zeros(gt.shape, np.uint8)
+    for k in range(1, n_rounds + 1):
+        image = views[k - 1][views[k - 1].names.index(name)]["image"]
+        regions = round_regions(k, name)
+        union = np.where(union > 0, union, regions).astype(np.uint8)
+        cams = round_cams(k, name)
+        heat = cams.max(0) if len(cams) else np.zeros(gt.shape, np.float32)
+        rows.append([image, viz.overlay(image, heat), viz.blend_mask(image, regions),
+                     viz.blend_mask(tree.image(name), union),
+                     viz.colorize(gt) if k == 1 else None])
+        titles.append([f"round {k}: input", f"round {k}: CAM", f"mined in round {k}",
+                       f"mined in rounds 1-{k}" if k > 1 else "mined so far",
+                       "ground truth" if k == 1 else ""])
+        labels.append(f"{name}, round {k}")
+fig = viz.image_grid(rows, titles, size=1.7, row_labels=labels)
+fig.legend(handles=viz.legend_handles(tree.classes, include_ignore=False),
+           loc="lower center", ncol=len(tree.classes), fontsize=7,
+           bbox_to_anchor=(0.5, -0.02))
+plt.show()
+
+# %% [markdown]
+# ## The rounds in numbers
+# Per round: the classifier's mAP on the images it trained on (for rounds 2 and later, the
+# erased ones) and on clean validation images, the share of training pixels it mined, and
+# how many of those belong to the right class (scored against the true masks, which only
+# evaluation reads).
+
+# %% tags=["remove-input"]
+table = pd.DataFrame([{
+    "round": k + 1,
+    "train mAP (its inputs)": r.get("train_map"),
+    "val mAP (clean)": r.get("val_map"),
+    "pixels mined": r["mined_total_fraction"],
+    "precision of the mined pixels": r.get("region_precision"),
+    "safeguard": ("collapsed" if r.get("collapsed")
+                  else "shortcut" if r.get("shortcut") else "–"),
+} for k, r in enumerate(ms)]).set_index("round")
+display(table.style.format(precision=3, na_rep="–"))
+
+# %% tags=["hide-input"]
+colours = viz.class_colours(tree.classes)
+mined = pd.DataFrame({f"round {k + 1}": r["mined_fraction"] for k, r in enumerate(ms)})
+fig, ax = plt.subplots(figsize=(7, 2.8))
+mined.plot.bar(ax=ax, edgecolor="k", rot=0)
+ax.set_ylabel("share of train pixels")
+ax.set_title("pixels mined per class and round")
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -94,56 +153,79 @@ plt.show()
 # precision); a high one mines only the confident core. The paper's idea needs the core — a
 # discriminative part to erase — so that the next round has an object left to look at.
 # (Computed on the training masks, which only evaluation reads.)
-#
-# **The default, 0.5,** sits where the two curves cross on our scenes: the first round's region
-# is right about as often as it is complete, and one round comes close to CAM alone. Because
-# our CAMs are blobs rather than parts (see the merge chapter), the book also runs the rounds
-# at 0.7 — erase only the confident core — as a variant; its pages show the rounds doing what
-# the paper describes, one part at a time.
 
-# %%
-if round == 1 and tree.has_masks("train"):
-    sweep = erasing.mining_sweep(tree, cam_dir, [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+# %% tags=["hide-input"]
+if tree.has_masks(split):
+    sweep = erasing.mining_sweep(tree, cam_dir, [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                                 split=split)
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    ax.plot(sweep["thresholds"], sweep["precision"], marker="o", label="precision of mined pixels")
-    ax.plot(sweep["thresholds"], sweep["coverage"], marker="o", label="share of object pixels mined")
-    ax.axvline(mine_threshold, color="k", ls="--", lw=1, label=f"mine_threshold = {mine_threshold}")
+    ax.plot(sweep["thresholds"], sweep["precision"], marker="o",
+            label="precision of mined pixels")
+    ax.plot(sweep["thresholds"], sweep["coverage"], marker="o",
+            label="share of object pixels mined")
+    ax.axvline(mine_threshold, color="k", ls="--", lw=1,
+               label=f"mine_threshold = {mine_threshold}")
     ax.set_xlabel("mining threshold on the normalised CAM")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     fig.tight_layout()
     plt.show()
-else:
-    print("(the threshold sweep is drawn in round 1)")
-
-# %% [markdown]
-# ## How much each class gave up this round
-
-# %%
-fig, ax = plt.subplots(figsize=(6, 2.8))
-pd.Series(m["mined_fraction"]).plot.bar(ax=ax, color=[viz.class_colours(tree.classes)[c] for c in tree.classes[1:]],
-                                        edgecolor="k")
-ax.set_ylabel("share of train pixels")
-ax.set_title(f"pixels mined in round {round}")
-fig.tight_layout()
-plt.show()
-if m.get("history"):
-    display(pd.DataFrame(m["history"]).set_index("epoch")[["loss", "seconds"]].round(4).T)
 
 # %% [markdown]
 # ## What we saw
 
-# %%
-health = erasing.safeguards(m, collapse_map)
-prec = m.get("region_precision")
-text = (f"Round {round} mined {100 * m['mined_total_fraction']:.1f}% of the training pixels"
-        + (f"; {100 * prec:.1f}% of the mined pixels belong to the right class" if prec is not None else "")
-        + f". Its classifier reached train mAP {m['train_map']:.3f} on its own (erased) inputs.")
-if health["shortcut"]:
-    text += (f" **Safeguard:** yet on clean validation images its mAP is only {m['val_map']:.3f} (below "
-             f"{collapse_map}): it learned to recognise the *erased* images — the shape of the filled region, "
-             "what is left around it — rather than the objects, so the regions it mines say little about them.")
-if health["collapsed"]:
-    text += (f" **Safeguard:** train mAP fell below {collapse_map}: this classifier no longer learns the "
-             "classes, and what it mines next is mostly background — the paper's reason to stop after three rounds.")
-display(Markdown(text))
+# %% tags=["remove-input"]
+lines, told = [], set()
+for k, r in enumerate(ms, start=1):
+    prec = r.get("region_precision")
+    text = (f"Round {k} mined {100 * r['mined_total_fraction']:.1f}% of the training pixels"
+            + (f", {100 * prec:.1f}% of them of the right class" if prec is not None else "")
+            + f"; its classifier reached train mAP {r['train_map']:.3f} on its own inputs")
+    if r.get("val_map") is not None:
+        text += f" and val mAP {r['val_map']:.3f} on clean images"
+    text += "."
+    if r.get("shortcut") and "shortcut" in told:
+        text += " **Safeguard:** the same shortcut."
+    elif r.get("shortcut"):
+        text += (f" **Safeguard:** below {collapse_map} on clean images, it learned to "
+                 "recognise the *erased* images — the shape of the fill, what is left "
+                 "around it — rather than the objects, so what it mines says little about "
+                 "them.")
+    if r.get("collapsed") and "collapsed" in told:
+        text += f" **Safeguard:** train mAP below {collapse_map} again."
+    elif r.get("collapsed"):
+        text += (f" **Safeguard:** train mAP below {collapse_map}: this classifier no "
+                 "longer learns the classes, and what it mines is mostly background — the "
+                 "paper's reason to stop after three rounds.")
+    told |= {s for s in ("shortcut", "collapsed") if r.get(s)}
+    lines.append("- " + text)
+display(Markdown("\n".join(lines)))
+
+# %% tags=["remove-input"]
+t07 = [report.stage_metrics(resolve(artifacts_root), profile, f"erasing_t07/round{k}",
+                            data_root) for k in (1, 2, 3)]
+t07 = [(rec, src) for rec, src in t07 if rec is not None]
+if mine_threshold != 0.7 and t07:
+    src = t07[0][1]
+    expect = (f"Measured{report.source_note(src, profile)}: at 0.7 the rounds mine "
+              + ", ".join(f"{100 * rec['metrics']['mined_total_fraction']:.1f}%"
+                          for rec, _ in t07)
+              + " of the training pixels (this page: "
+              + ", ".join(f"{100 * r['mined_total_fraction']:.1f}%" for r in ms)
+              + "), with precision "
+              + ", ".join(f"{rec['metrics'].get('region_precision') or 0:.3f}"
+                          for rec, _ in t07)
+              + ". The merge chapter compares the pseudo masks they give.")
+elif mine_threshold != 0.7:
+    expect = ("Expect smaller first regions of higher precision, and later rounds that "
+              "each add a part of the object. " + report.not_run_note("This variant"))
+else:
+    expect = "Expect larger first regions and fewer pixels left for the later rounds."
+value = 0.5 if mine_threshold == 0.7 else 0.7
+display(Markdown(report.try_it(
+    "mine_threshold",
+    f"Mine only the confident core: in `notebooks/params/{profile}.yaml` set "
+    f"`mine_threshold: {value}` under `02_erasing` (it applies to every round), then run",
+    f".venv/bin/python -m aepsl --profile {profile} --only 02_erasing",
+    "The three rounds are recomputed, since their parameters changed (the old ones are "
+    f"kept aside as `artifacts/{profile}/{stage}/round1@<hash>/` and so on). " + expect)))

@@ -42,16 +42,19 @@ saliency_dir: str = ""  # with bg_cue saliency: folder of name.png saliency maps
 saliency_threshold: float = 0.5  # with bg_cue saliency: saliency below which a pixel is background
 force: bool = False  # recompute even when finished artifacts exist
 
-# %%
+# %% tags=["remove-input"]
+from IPython.display import Markdown, display
+
+from aepsl import report, viz
+
+viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
 from PIL import Image
 
-from aepsl import erasing, report, viz
+from aepsl import erasing
 from aepsl.artifacts import load_metrics, stage_dir
-from aepsl.cam import load_cam
 from aepsl.config import collect, resolve
 from aepsl.data.voc import VOCTree
 
@@ -60,110 +63,143 @@ record = erasing.merge(params)
 m = record["metrics"]
 tree = VOCTree(resolve(data_root))
 cam_record = load_metrics(stage_dir(resolve(artifacts_root), profile, cam_stage))
-cfg = erasing.ErasingConfig(profile=profile, data_root=data_root, artifacts_root=artifacts_root,
-                            stage=erasing_stage, cam_stage=cam_stage)
-round_records = [load_metrics(erasing.round_dir(cfg, k)) for k in range(1, rounds + 1)]
+cfg = erasing.ErasingConfig(profile=profile, data_root=data_root,
+                            artifacts_root=artifacts_root, stage=erasing_stage,
+                            cam_stage=cam_stage)
+display(report.parameters_table(params))
 
 # %% [markdown]
-# ## The rounds, image by image (the paper's Figure 2 on our data)
-# For each image, one row per round: the round's input (earlier regions erased), the CAM of
-# the first labelled class, and the region mined; the last row is the merged pseudo mask
-# beside the ground truth.
+# ## From regions to masks, image by image
+# Per training image: the union of the regions the rounds mined (the erasing page shows them
+# round by round), the merged pseudo mask with its background cue (white: ignored, 255), and
+# the ground truth.
 
-# %%
-mean_px = np.array(round_records[0]["metrics"]["mean_pixel"])
-std_px = np.array(round_records[0]["metrics"]["std_pixel"])
-erase_value = round_records[0]["params"]["erase_value"]
-for name in tree.ids("train")[:3]:
-    rows, titles = [], []
-    ids = np.flatnonzero(tree.labels(name)) + 1
+# %% tags=["hide-input"]
+mask_dir = stage_dir(resolve(artifacts_root), profile, stage) / "masks"
+names = [n for n in tree.ids(m.get("train_split", "train"))
+         if (mask_dir / f"{n}.png").exists()][:4]
+rows, titles = [], []
+for name in names:
+    union = np.zeros(tree.mask(name).shape, np.uint8)
     for k in range(1, rounds + 1):
-        view = erasing.ErasedView(tree, "train", [erasing.round_dir(cfg, j) / "regions" for j in range(1, k)],
-                                  erase_value, mean_px, std_px, seed=seed)
-        image = view[tree.ids("train").index(name)]["image"]
-        cams = load_cam(stage_dir(resolve(artifacts_root), profile, cam_stage) if k == 1 else erasing.round_dir(cfg, k), name)
-        regions = erasing.load_regions(erasing.round_dir(cfg, k) / "regions" / f"{name}.png")
-        rows.append([image, viz.overlay(image, cams[0]), viz.blend_mask(image, regions)])
-        titles.append([f"round {k} input", f"CAM {tree.classes[ids[0]]}", f"mined in round {k}"])
-    pm = np.asarray(Image.open(stage_dir(resolve(artifacts_root), profile, stage) / "masks" / f"{name}.png"))
-    rows.append([tree.image(name), viz.colorize(pm), viz.colorize(tree.mask(name))])
-    titles.append(["image", "merged pseudo mask", "ground truth"])
-    fig = viz.image_grid(rows, titles, size=1.7)
-    plt.show()
+        path = erasing.round_dir(cfg, k) / "regions" / f"{name}.png"
+        union = np.where(union > 0, union, erasing.load_regions(path)).astype(np.uint8)
+    pm = np.asarray(Image.open(mask_dir / f"{name}.png"))
+    rows.append([tree.image(name), viz.blend_mask(tree.image(name), union),
+                 viz.colorize(pm), viz.colorize(tree.mask(name))])
+    titles.append(["image", f"mined in rounds 1-{rounds}", "pseudo mask",
+                   "ground truth"])
+fig = viz.image_grid(rows, titles, size=1.7)
+fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center",
+           ncol=len(tree.classes) + 1, fontsize=7, bbox_to_anchor=(0.5, -0.03))
+plt.show()
 
 # %% [markdown]
 # ## Does erasing help? Precision, recall and mIoU against the number of rounds
 # Each point merges rounds 1..k with the same background cue. The dashed line is CAM alone,
 # scored the usual way (the best background threshold of the CAM chapter, no ignore band).
 
-# %%
+# %% tags=["hide-input"]
 if "per_rounds" in m:
-    per = pd.DataFrame([{"rounds": k + 1, "mIoU": p["miou"], "fg precision": p["fg_precision"],
-                         "fg recall": p["fg_recall"], "labelled share": p["labelled_fraction"]}
+    per = pd.DataFrame([{"rounds": k + 1, "mIoU": p["miou"],
+                         "fg precision": p["fg_precision"], "fg recall": p["fg_recall"],
+                         "labelled share": p["labelled_fraction"]}
                         for k, p in enumerate(m["per_rounds"])]).set_index("rounds")
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     per[["mIoU", "fg precision", "fg recall"]].plot(ax=ax, marker="o")
-    ax.axhline(cam_record["metrics"]["seed_miou"], color="k", ls="--", lw=1, label="CAM alone, mIoU")
+    ax.axhline(cam_record["metrics"]["seed_miou"], color="k", ls="--", lw=1,
+               label="CAM alone, mIoU")
     ax.set_xticks(per.index)
     ax.set_ylim(0, 1)
     ax.set_xlabel("erasing rounds merged")
     ax.legend(fontsize=8)
     fig.tight_layout()
     plt.show()
-    display(per.round(3))
+    display(per.style.format(precision=3, na_rep="–"))
 
 # %% [markdown]
-# ## The erase value: a teaching point
+# ## The erase value and the mining threshold: the variants
 # The paper fills erased regions with the mean pixel. On our scenes a flat mean-coloured blob
 # keeps the *silhouette* of the erased item, and a classifier can learn to recognise the
 # silhouette instead of looking elsewhere. Other fills hide the shape: a heavy blur of the
-# image itself (keeps colour) or noise around the mean pixel. Each variant below ran its own
-# erasing rounds (a separate stage, same classifier recipe, same mining threshold) and its own
-# merge (a run of this notebook's stage without a page of its own); the table reads their saved
-# metrics, and lists only the variants the profile ran.
+# image itself (keeps colour) or noise around the mean pixel; a higher mining threshold
+# (0.7) erases only the confident core. Each variant ran its own erasing rounds (a separate
+# stage, same classifier recipe) and its own merge, without pages of their own; the table
+# reads their saved metrics.
 
-# %%
-display(report.merge_variants_table(artifacts_root, profile, first=stage))
+# %% tags=["remove-input"]
+variants, source = report.variants_table(resolve(artifacts_root), profile, data_root,
+                                         first=stage)
+if len(variants) > 1:
+    if source != profile:
+        display(Markdown("The rows below are" + report.source_note(source, profile) + "."))
+    display(variants.style.format(precision=3, na_rep="–"))
+else:
+    display(Markdown(report.not_run_note("Erasing with the blur and noise fills and "
+                                         "with a mining threshold of 0.7")))
 
 # %% [markdown]
 # ## What we saw
 
-# %%
+# %% tags=["remove-input"]
 if "per_rounds" in m:
     ious = [p["miou"] for p in m["per_rounds"]]
     cam_miou = cam_record["metrics"]["seed_miou"]
     best_k = int(np.argmax(ious)) + 1
-    verdict = ("beats" if max(ious) > cam_miou else "does not beat")
+    verdict = "beats" if max(ious) > cam_miou else "does not beat"
+    first, last = m["per_rounds"][0], m["per_rounds"][-1]
     display(Markdown(
-        f"CAM alone scores {cam_miou:.3f} mIoU on the training split. Merging erasing rounds gives "
-        + ", ".join(f"{v:.3f} after {k + 1} round{'s' if k else ''}" for k, v in enumerate(ious))
-        + f". The best AE setting ({best_k} round{'s' if best_k > 1 else ''}) **{verdict}** CAM alone. "
-        f"Foreground recall goes {m['per_rounds'][0]['fg_recall']:.3f} → {m['per_rounds'][-1]['fg_recall']:.3f} and "
-        f"precision {m['per_rounds'][0]['fg_precision']:.3f} → {m['per_rounds'][-1]['fg_precision']:.3f} from "
-        f"1 to {rounds} rounds; the classifiers' train mAP per round was "
-        + ", ".join(f"{v:.3f}" for v in m["round_train_map"]) + "."))
+        f"CAM alone scores {cam_miou:.3f} mIoU on the training split. Merging erasing "
+        "rounds gives "
+        + ", ".join(f"{v:.3f} after {k + 1} round{'s' if k else ''}"
+                    for k, v in enumerate(ious))
+        + f". The best AE setting ({best_k} round{'s' if best_k > 1 else ''}) "
+        f"**{verdict}** CAM alone. Foreground recall goes {first['fg_recall']:.3f} → "
+        f"{last['fg_recall']:.3f} and precision {first['fg_precision']:.3f} → "
+        f"{last['fg_precision']:.3f} from 1 to {rounds} rounds; the classifiers' train "
+        "mAP per round was " + ", ".join(f"{v:.3f}" for v in m["round_train_map"]) + "."))
 
 # %% [markdown]
 # ## Why erasing may not beat CAM here — what we found
-# The measurements above and in the round notebooks point at three causes, in order of weight:
+# The measurements above and on the erasing page point at three causes, in order of weight:
 #
 # 1. **Our CAMs are blobs, not parts.** At output stride 8 a 96-pixel scene gives a 12x12 map;
 #    upsampled, each class map is a smooth blob around the item, and the CAM chapter's
 #    foreground *recall* is not below its precision. Adversarial erasing was designed for maps
 #    that light up a small discriminative part of a large object (a dog's head) and miss the
-#    rest. The mining-threshold curve of round 1 shows the consequence: at the default
+#    rest. The mining-threshold curve on the erasing page shows the consequence: at the default
 #    threshold the first region already holds most of each object's pixels.
 # 2. **The later classifiers learn the erased images, not the objects.** Trained on scenes
-#    whose objects are mostly filled in, the round-2 and round-3 classifiers fit their own
-#    training images almost perfectly yet recognise clean validation images poorly (the
-#    safeguard in the round notebooks). Their maps then mark what is left around the fill:
-#    other objects' edges and background — the precision curve above falls with every round,
-#    as Wei et al. observed for their later rounds on VOC.
+#    whose objects are mostly filled in, the round-2 and round-3 classifiers can fit their own
+#    training images yet recognise clean validation images poorly (the safeguard column on
+#    the erasing page). Their maps then mark what is left around the fill: other objects'
+#    edges and background — precision falls with every round, as Wei et al. observed for
+#    their later rounds on VOC.
 # 3. **The fill matters less than how much is erased.** Blur and noise hide the filled
-#    region's flat colour, yet the later classifiers fail on clean images in the same way; the
-#    variant with a higher mining threshold (erase only the confident core, then let later
-#    rounds add the rest) tests the second cause directly — compare its row in the table above.
+#    region's flat colour; the variant with a higher mining threshold (erase only the
+#    confident core, then let later rounds add the rest) tests the second cause directly —
+#    compare the rows of the variants table, where they have been run.
 #
 # The lesson carries to real data: erasing pays when the first map is *incomplete* and the
 # erased part is *small*; it hurts once the classifier can no longer see an object to learn from.
 
+# %% tags=["remove-input"]
+if "per_rounds" in m and rounds > 1:
+    one = m["per_rounds"][0]
+    display(Markdown(report.try_it(
+        "rounds",
+        f"Merge only the first round's regions: in `notebooks/params/{profile}.yaml` set "
+        "`rounds: 1` under `03_pseudo_masks`, then run",
+        f".venv/bin/python -m aepsl --profile {profile} --only 03_pseudo_masks",
+        "Nothing is trained: the merge reads the saved regions. Expect the first point of "
+        f"the curve above, measured in this run: mIoU {one['miou']:.3f}, foreground "
+        f"precision {one['fg_precision']:.3f}, recall {one['fg_recall']:.3f} (against "
+        f"{m['per_rounds'][-1]['miou']:.3f} with {rounds} rounds). The later chapters then "
+        "retrain on these masks.")))
+else:
+    display(Markdown(report.try_it(
+        "bg_threshold",
+        f"Change the background cue: in `notebooks/params/{profile}.yaml` set "
+        f"`bg_threshold: {min(bg_threshold * 2, 0.5):g}` under `03_pseudo_masks`, then run",
+        f".venv/bin/python -m aepsl --profile {profile} --only 03_pseudo_masks",
+        "Nothing is trained. Expect more background and fewer ignored pixels in the masks.")))

@@ -73,24 +73,37 @@ torch_compile: bool = False  # compile the training step with torch.compile
 decoder: str = "stride4"  # stride4: DeepLabv3+-style decoder on stride-4 features; none: LargeFOV
 force: bool = False  # recompute even when finished artifacts exist
 
-# %%
+# %% tags=["remove-input"]
+from IPython.display import Markdown, display
+
+from aepsl import report, viz
+
+viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
 import torch
+from PIL import Image
 
-from aepsl import psl, viz
-from aepsl.crf import crf_batch
-from aepsl.artifacts import stage_dir
+from aepsl import psl
+from aepsl.artifacts import load_metrics, stage_dir
 from aepsl.config import collect, resolve
+from aepsl.crf import crf_batch
 from aepsl.data.voc import VOCTree
 
-record = psl.run(collect(globals(), psl.PSLConfig))
+params = collect(globals(), psl.PSLConfig)
+record = psl.run(params)
 m = record["metrics"]
 tree = VOCTree(resolve(data_root))
-folder = stage_dir(resolve(artifacts_root), profile, stage)
-print(f"trained on labels {labels!r} for {epochs} epochs ({record['timings_s']['train']:.0f} s on {record['device']})")
+root = resolve(artifacts_root)
+folder = stage_dir(root, profile, stage)
+display(report.parameters_table(params))
+# the two references trained by this notebook's stage without pages of their own
+NAMES = {"ae_segmenter": "AE segmenter (no Ŝ)", stage: "AE + PSL",
+         "oracle": "oracle (true masks)"}
+runs = {s: load_metrics(stage_dir(root, profile, s)) for s in NAMES}
+runs = {s: r for s, r in runs.items() if r is not None}
+runs[stage] = record
 
 # %% [markdown]
 # ## Training
@@ -98,57 +111,111 @@ print(f"trained on labels {labels!r} for {epochs} epochs ({record['timings_s']['
 # map $\hat S$ agrees with $S$ on the pixels $S$ labels: where they disagree, PSL overrules the
 # erasing masks.
 
-# %%
+# %% tags=["hide-input"]
 hist = pd.DataFrame(m["history"]).set_index("epoch")
 cols = [c for c in ("ce_s", "ce_hat", "cls") if c in hist]
 fig, axes = plt.subplots(1, 2 if "agree" in hist else 1, figsize=(10, 3), squeeze=False)
 hist[cols].plot(ax=axes[0][0], marker="o", title="loss terms")
 if "agree" in hist:
-    hist["agree"].plot(ax=axes[0][1], marker="o", color="tab:green", title="share of S pixels where Ŝ = S")
+    hist["agree"].plot(ax=axes[0][1], marker="o", color="tab:green",
+                       title="share of S pixels where Ŝ = S")
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## Predictions on held-out images, before and after the dense CRF
-# The CRF (next chapter's tool, used here for scoring) pulls label boundaries onto colour edges.
+# ## Three segmenters side by side
+# The same network and recipe trained three ways: on the erasing masks with plain
+# cross-entropy (the AE segmenter), with PSL's online labels added (this page's run), and on
+# the true masks (the fully supervised oracle, the ceiling). Each predicts the held-out
+# images with its own test-time rule; the dense CRF (next chapter's tool) refines PSL's.
 
-# %%
+# %% tags=["remove-input"]
+table = pd.DataFrame([{
+    "segmenter": NAMES[s],
+    "trained on": r["params"]["labels"],
+    "held-out mIoU": r["metrics"]["eval"].get("miou"),
+    "+ CRF": r["metrics"]["eval"].get("crf_miou"),
+    "classes dropped below": r["params"]["test_threshold"],
+    "train time (s)": r.get("timings_s", {}).get("train"),
+} for s, r in runs.items()]).set_index("segmenter")
+display(table.style.format(precision=3, na_rep="–"))
+
+# %% tags=["hide-input"]
 model, _ = psl.load_segmenter(folder)
-names = tree.ids(eval_split)[:6]
+names = tree.ids(eval_split)[:5]
 # one image at a time: images of a VOC tree differ in size
-probs = [psl.predict(model, torch.from_numpy(tree.image(n)).permute(2, 0, 1)[None], test_threshold)[0][0]
-         for n in names]
+probs = [psl.predict(model, torch.from_numpy(tree.image(n)).permute(2, 0, 1)[None],
+                     test_threshold)[0][0] for n in names]
 refined = crf_batch([tree.image(n) for n in names], [p.numpy() for p in probs])
+others = [s for s in runs if s != stage
+          and (stage_dir(root, profile, s) / "eval_pred").is_dir()]
 rows, titles = [], []
 for i, n in enumerate(names):
-    rows.append([tree.image(n), viz.colorize(probs[i].argmax(0).numpy().astype(np.uint8)),
-                 viz.colorize(refined[i]), viz.colorize(tree.mask(n))])
-    titles.append(["image", "PSL", "PSL + CRF", "ground truth"])
+    saved = {s: np.asarray(Image.open(stage_dir(root, profile, s) / "eval_pred"
+                                      / f"{n}.png"))
+             for s in others}
+    mine = probs[i].argmax(0).numpy().astype(np.uint8)
+    rows.append([tree.image(n)]
+                + [viz.colorize(saved[s]) for s in others if s == "ae_segmenter"]
+                + [viz.colorize(mine), viz.colorize(refined[i])]
+                + [viz.colorize(saved[s]) for s in others if s == "oracle"]
+                + [viz.colorize(tree.mask(n))])
+    titles.append(["image"] + ["AE segmenter" for s in others if s == "ae_segmenter"]
+                  + ["AE + PSL", "AE + PSL + CRF"]
+                  + ["oracle" for s in others if s == "oracle"] + ["ground truth"])
 fig = viz.image_grid(rows, titles, size=1.7)
-fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center", ncol=len(tree.classes) + 1,
-           fontsize=7, bbox_to_anchor=(0.5, -0.03))
+fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center",
+           ncol=len(tree.classes) + 1, fontsize=7, bbox_to_anchor=(0.5, -0.03))
 plt.show()
 
-# %%
-ev = m["eval"]
-iou = pd.DataFrame({"PSL": ev["scores"]["iou"], "PSL + CRF": ev.get("crf_scores", {}).get("iou", {})}).astype(float)
-ax = iou.plot.bar(figsize=(7, 3), ylim=(0, 1), title=f"IoU per class on {eval_split}")
+# %% tags=["hide-input"]
+iou = pd.DataFrame({NAMES[s]: r["metrics"]["eval"]["scores"]["iou"]
+                    for s, r in runs.items()}).astype(float)
+ax = iou.plot.bar(figsize=(8, 3), ylim=(0, 1), edgecolor="k",
+                  title=f"IoU per class on {eval_split}")
+ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
 plt.tight_layout()
 plt.show()
-fig = viz.confusion_figure(np.asarray(ev["confusion"]), tree.classes, title=f"PSL on {eval_split} (row-normalised)")
+fig = viz.confusion_figure(np.asarray(m["eval"]["confusion"]), tree.classes,
+                           title=f"AE + PSL on {eval_split} (row-normalised)")
 plt.show()
 
 # %% [markdown]
 # ## What we saw
 
-# %%
-tr = m.get("train", {})
-who = ("The fully supervised oracle (the same segmenter trained on the true masks)" if labels == "ground_truth"
-       else ("PSL trained on the erasing masks" if online
-             else "The same segmenter trained with plain cross-entropy on the erasing masks (no Ŝ term)"))
-display(Markdown(
-    f"{who} reaches **{ev['miou']:.3f} mIoU** on the {eval_split} split"
-    + (f", {ev['crf_miou']:.3f} after the dense CRF" if "crf_miou" in ev else "") + "."
-    + (f" Its predictions on the training images (restricted to each image's labels) score {tr['miou']:.3f} "
-       f"mIoU as pseudo labels ({tr.get('crf_miou', float('nan')):.3f} after the CRF) — these CRF masks are "
-       "what PSL++ retrains on." if tr else "")))
+# %% tags=["remove-input"]
+ev, tr = m["eval"], m.get("train", {})
+text = (f"PSL trained on the erasing masks reaches **{ev['miou']:.3f} mIoU** on the "
+        f"{eval_split} split" + (f", {ev['crf_miou']:.3f} after the dense CRF"
+                                 if "crf_miou" in ev else "") + ".")
+if "ae_segmenter" in runs:
+    ae = runs["ae_segmenter"]["metrics"]["eval"]["miou"]
+    text += (f" The same segmenter without the Ŝ term scores {ae:.3f}: PSL's online labels "
+             f"{'add' if ev['miou'] >= ae else 'cost'} {abs(ev['miou'] - ae):.3f}.")
+if "oracle" in runs:
+    orc = runs["oracle"]["metrics"]["eval"]["miou"]
+    text += (f" Trained on the true masks it reaches {orc:.3f}, so PSL gets "
+             f"{100 * ev['miou'] / orc:.0f}% of the way from nothing to the ceiling.")
+if tr:
+    text += (f" Its predictions on the training images (restricted to each image's labels) "
+             f"score {tr['miou']:.3f} mIoU as pseudo labels "
+             f"({tr.get('crf_miou', float('nan')):.3f} after the CRF) — these CRF masks "
+             "are what PSL++ retrains on.")
+display(Markdown(text))
+
+# %% tags=["remove-input"]
+sweep = m.get("drop_sweep")
+none = {float(t): v for t, v in sweep["miou"].items()}.get(0.0) if sweep else None
+expect = ("Expect items the classification branch doubts to come back as predictions: "
+          "more recall, and sometimes a class where there is none.")
+if none is not None and test_threshold > 0:
+    expect += (f" The stage measured it already, with the same weights: {none:.3f} "
+               f"held-out mIoU with nothing dropped, against {ev['miou']:.3f} with the "
+               f"drop below {test_threshold:g} (chapter 5 shows the whole sweep).")
+display(Markdown(report.try_it(
+    "test_threshold",
+    f"Switch off PSL's test-time drop: in `notebooks/params/{profile}.yaml` set "
+    f"`test_threshold: 0.0` in `04_psl`'s last run (`{{test_threshold: 0.0}}`), then run",
+    f".venv/bin/python -m aepsl --profile {profile} --only 04_psl",
+    "The segmenter is trained again (its parameters changed) and scored without the "
+    "drop. " + expect)))

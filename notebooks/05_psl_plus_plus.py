@@ -62,63 +62,78 @@ torch_compile: bool = False  # compile the training step with torch.compile
 decoder: str = "stride4"  # stride4: DeepLabv3+-style decoder on stride-4 features; none: LargeFOV
 force: bool = False  # recompute even when finished artifacts exist
 
-# %%
+# %% tags=["remove-input"]
+from IPython.display import Markdown, display
+
+from aepsl import report, viz
+
+viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
 from PIL import Image
 
-from aepsl import psl, viz
+from aepsl import psl
 from aepsl.artifacts import load_metrics, stage_dir
 from aepsl.config import collect, resolve
 from aepsl.data.voc import VOCTree
 
+params = collect(globals(), psl.PSLConfig)
 tree = VOCTree(resolve(data_root))
+root = resolve(artifacts_root)
 source_stage = labels.split("/")[0]
-source = load_metrics(stage_dir(resolve(artifacts_root), profile, source_stage))
+source = load_metrics(stage_dir(root, profile, source_stage))
 if source is None:
-    raise FileNotFoundError(f"PSL++ learns from the {source_stage!r} stage's CRF masks: run notebook 04_psl first")
-src_dir = stage_dir(resolve(artifacts_root), profile, source_stage)
-pm_dir = stage_dir(resolve(artifacts_root), profile, "pseudo_masks") / "masks"
+    raise FileNotFoundError(f"PSL++ learns from the {source_stage!r} stage's CRF masks: "
+                            "run notebook 04_psl first")
+src_dir = stage_dir(root, profile, source_stage)
+pm_dir = stage_dir(root, profile, "pseudo_masks") / "masks"
+display(report.parameters_table(params))
 
 # %% [markdown]
 # ## The labels PSL++ learns from
 # Per training image: the erasing pseudo mask PSL learned from, PSL's own prediction, the same
 # after the CRF (PSL++'s label), and the ground truth (never used for training).
 
-# %%
+# %% tags=["hide-input"]
 rows, titles = [], []
-for n in tree.ids("train")[:6]:
-    row = [tree.image(n)]
+for n in tree.ids("train")[:5]:
+    row, title = [tree.image(n)], ["image"]
     if (pm_dir / f"{n}.png").exists():
         row.append(viz.colorize(np.asarray(Image.open(pm_dir / f"{n}.png"))))
-    row += [viz.colorize(np.asarray(Image.open(src_dir / "train_pred" / f"{n}.png"))),
-            viz.colorize(np.asarray(Image.open(src_dir / "train_crf" / f"{n}.png"))), viz.colorize(tree.mask(n))]
-    rows.append(row)
-    titles.append(["image"] + (["erasing mask (S)"] if len(row) == 5 else []) + ["PSL", "PSL + CRF", "ground truth"])
+        title.append("erasing mask (S)")
+    for sub, what in (("train_pred", "PSL"), ("train_crf", "PSL + CRF")):
+        row.append(viz.colorize(np.asarray(Image.open(src_dir / sub / f"{n}.png"))))
+        title.append(what)
+    rows.append(row + [viz.colorize(tree.mask(n))])
+    titles.append(title + ["ground truth"])
 fig = viz.image_grid(rows, titles, size=1.7)
 plt.show()
 
+# %% tags=["remove-input"]
 tr = source["metrics"]["train"]
-display(pd.DataFrame({"pseudo labels on train": ["PSL predictions", "PSL predictions + CRF"],
-                      "mIoU": [tr["miou"], tr.get("crf_miou")],
-                      "fg precision": [tr["scores"]["fg_precision"], tr.get("crf_scores", {}).get("fg_precision")],
-                      "fg recall": [tr["scores"]["fg_recall"], tr.get("crf_scores", {}).get("fg_recall")]}
-                     ).set_index("pseudo labels on train").round(3))
+crf_scores = tr.get("crf_scores", {})
+display(pd.DataFrame({
+    "pseudo labels on train": ["PSL predictions", "PSL predictions + CRF"],
+    "mIoU": [tr["miou"], tr.get("crf_miou")],
+    "fg precision": [tr["scores"]["fg_precision"], crf_scores.get("fg_precision")],
+    "fg recall": [tr["scores"]["fg_recall"], crf_scores.get("fg_recall")],
+}).set_index("pseudo labels on train").style.format(precision=3, na_rep="–"))
 
 # %% [markdown]
 # ## PSL++: retraining on the CRF-refined labels
 
-# %%
-record = psl.run(collect(globals(), psl.PSLConfig))
+# %% tags=["hide-input"]
+record = psl.run(params)
 m = record["metrics"]
 ev, src_ev = m["eval"], source["metrics"]["eval"]
 table = pd.DataFrame([
     {"model": "AE + PSL", "mIoU": src_ev["miou"], "mIoU + CRF": src_ev.get("crf_miou")},
-    {"model": "PSL++", "mIoU": ev["miou"], "mIoU + CRF": ev.get("crf_miou")}]).set_index("model")
-display(table.round(3))
-ax = table.plot.bar(figsize=(5, 3), ylim=(0, 1), rot=0, title=f"held-out ({eval_split}) mIoU")
+    {"model": "PSL++", "mIoU": ev["miou"], "mIoU + CRF": ev.get("crf_miou")},
+]).set_index("model")
+display(table.style.format(precision=3, na_rep="–"))
+ax = table.plot.bar(figsize=(5, 3), ylim=(0, 1), rot=0,
+                    title=f"held-out ({eval_split}) mIoU")
 plt.tight_layout()
 plt.show()
 
@@ -129,24 +144,24 @@ plt.show()
 # than the segmentation head about which classes an image holds; it hurts whenever it drops a
 # class the image does contain — the whole item then goes to background or another class.
 # Each segmenter stage, when it ran, predicted the held-out images once and cut the same
-# scores at several thresholds (0 drops nothing; no CRF); the table reads what it saved. The AE segmenter and PSL models keep PSL's 0.5
-# so that the ablation changes one thing at a time; the fully supervised oracle is a plain
-# segmenter, the ceiling of the table, and drops nothing.
+# scores at several thresholds (0 drops nothing; no CRF); the table reads what it saved. The
+# AE segmenter and PSL models keep PSL's 0.5 so that the ablation changes one thing at a
+# time; the fully supervised oracle is a plain segmenter, the ceiling of the table, and
+# drops nothing.
 
-# %%
-from aepsl import report
-
+# %% tags=["hide-input"]
 have = [s for s in ("ae_segmenter", "psl", stage, "oracle")
-        if load_metrics(stage_dir(resolve(artifacts_root), profile, s)) is not None]
-sweep = report.drop_sweep_table(resolve(artifacts_root), profile, have)
+        if load_metrics(stage_dir(root, profile, s)) is not None]
+sweep = report.drop_sweep_table(root, profile, have)
 if not sweep.empty:
-    display(sweep.round(3))
+    display(sweep.style.format(precision=3, na_rep="–"))
     curves = sweep.drop(columns=["its threshold", "its gain over nothing dropped"]).T
     curves.index = list(report.DROP_THRESHOLDS)   # the sweep's columns, in this order
-    ax = curves.plot(marker="o", figsize=(7, 3.4), title=f"held-out ({eval_split}) mIoU by test-time drop threshold")
+    ax = curves.plot(marker="o", figsize=(7, 3.4),
+                     title=f"held-out ({eval_split}) mIoU by test-time drop threshold")
     ax.set_xlabel("classes with confidence below this are dropped (0: none)")
     ax.set_ylabel("mIoU (no CRF)")
-    ax.axvline(test_threshold, color="grey", linestyle="--", linewidth=1)   # PSL's threshold
+    ax.axvline(test_threshold, color="grey", linestyle="--", linewidth=1)  # PSL's
     ax.legend(title="stage", loc="center left", bbox_to_anchor=(1.02, 0.5))
     plt.tight_layout()
     plt.show()
@@ -154,7 +169,7 @@ if not sweep.empty:
 # %% [markdown]
 # ## What we saw
 
-# %%
+# %% tags=["remove-input"]
 gain = ev["miou"] - src_ev["miou"]
 drop_note, col = "", f"drop < {test_threshold:g}"
 if len(sweep) and col in sweep:
@@ -162,14 +177,30 @@ if len(sweep) and col in sweep:
     hurt, helped = cost[cost > 0], cost[cost < 0]
     drop_note = f" Dropping classes below {test_threshold:g} "
     if len(hurt):
-        drop_note += (f"costs {', '.join(f'{s} {c:.3f}' for s, c in hurt.items())} mIoU against dropping nothing"
-                      + (" (the classification branch misses classes the segmentation head finds)"))
+        drop_note += ("costs " + ", ".join(f"{s} {c:.3f}" for s, c in hurt.items())
+                      + " mIoU against dropping nothing (the classification branch "
+                      "misses classes the segmentation head finds)")
     if len(helped):
-        drop_note += ("; it " if len(hurt) else "") + \
-            f"gains {', '.join(f'{s} {-c:.3f}' for s, c in helped.items())} mIoU"
+        drop_note += ("; it " if len(hurt) else "") + "gains " + ", ".join(
+            f"{s} {-c:.3f}" for s, c in helped.items()) + " mIoU"
     drop_note += "."
 display(Markdown(
-    f"The CRF changes PSL's training-set predictions from {tr['miou']:.3f} to {tr.get('crf_miou', float('nan')):.3f} "
-    f"mIoU. Retrained on them, PSL++ scores **{ev['miou']:.3f}** on {eval_split} against {src_ev['miou']:.3f} for "
-    f"PSL ({'+' if gain >= 0 else ''}{gain:.3f}). The paper's ordering AE < AE+PSL < PSL++ is a hypothesis "
-    f"on our data; the results chapter puts all rows side by side.{drop_note}"))
+    f"The CRF changes PSL's training-set predictions from {tr['miou']:.3f} to "
+    f"{tr.get('crf_miou', float('nan')):.3f} mIoU. Retrained on them, PSL++ scores "
+    f"**{ev['miou']:.3f}** on {eval_split} against {src_ev['miou']:.3f} for PSL "
+    f"({'+' if gain >= 0 else ''}{gain:.3f}). The paper's ordering AE < AE+PSL < PSL++ is "
+    "a hypothesis on our data; the results chapter puts all rows side by side."
+    + drop_note))
+
+# %% tags=["remove-input"]
+display(Markdown(report.try_it(
+    "labels",
+    "Retrain on PSL's predictions *without* the CRF, to see what the CRF itself buys: in "
+    f"`notebooks/params/{profile}.yaml` give `05_psl_plus_plus` the parameters "
+    f"`{{stage: psl_plus_plus_nocrf, labels: {source_stage}/train_pred}}` (a stage name of "
+    "its own keeps this page's run), then run",
+    f".venv/bin/python -m aepsl --profile {profile} --only 05_psl_plus_plus",
+    f"Its labels score {tr['miou']:.3f} mIoU on the training split, against "
+    f"{tr.get('crf_miou', float('nan')):.3f} for the CRF masks (both measured above). "
+    "Expect the retrained segmenter to land near PSL rather than above it; no run of "
+    "this change has been measured for the book.")))

@@ -22,16 +22,17 @@
 # every pixel's class scores by an average over the pixels it is similar to, many times over,
 # so scores flow inside objects and stop at their edges.
 #
-# The recipe works on *any* seeds. This notebook runs three times: on the CAM seeds
-# (chapter 2) with PSA's published $\alpha$ values, on the adversarial-erasing pseudo masks
-# (chapter 4), and on the CAM seeds again with $\alpha$ values matched to where our CAMs are
-# best cut. PSA's $\alpha = 16$ sets the background against a CAM value of about 0.13 —
-# $(1-t)^{\alpha} = t$ — close to where VOC's CAMs are best cut; the CAM chapter found our
-# scenes best cut near 0.45, which $\alpha \approx 1.34$ matches (and 0.56 / 3.38 put the
-# confident foreground above 0.6 and the confident background below 0.3). That third run also
-# walks only $t = 2$ steps instead of PSA's 256: our maps are 12×12 cells, not 41×41, and the
-# step sweep below shows what many steps do to them. (Like the CAM threshold, this choice is
-# read off the training split's scores.)
+# The recipe works on *any* seeds. This page is its run on the CAM seeds (chapter 2) with
+# PSA's published $\alpha$ values. The variant studies run it twice more — on the
+# adversarial-erasing pseudo masks, and on the CAM seeds with $\alpha$ values matched to
+# where our CAMs are best cut — and the last section compares the runs. PSA's $\alpha = 16$
+# sets the background against a CAM value of about 0.13 — $(1-t)^{\alpha} = t$ — close to
+# where VOC's CAMs are best cut; the CAM chapter found our scenes best cut near 0.45, which
+# $\alpha \approx 1.34$ matches (and 0.56 / 3.38 put the confident foreground above 0.6 and
+# the confident background below 0.3). That run also walks only $t = 2$ steps instead of
+# PSA's 256: our maps are 12×12 cells, not 41×41, and the step sweep below shows what many
+# steps do to them. (Like the CAM threshold, this choice is read off the training split's
+# scores.)
 #
 # - **Affinity labels.** From CAMs, a background score $(1-\max_k \mathrm{CAM}_k)^\alpha$ is set
 #   against the class maps twice: with a small $\alpha$ the background is strong, so a pixel
@@ -80,28 +81,31 @@ eval_batch_size: int = 64  # images per batch at inference
 num_workers: int = 0  # data-loader worker processes (0: load in the main process)
 force: bool = False  # recompute even when finished artifacts exist
 
-# %%
+# %% tags=["remove-input"]
+from IPython.display import Markdown, display
+
+from aepsl import report, viz
+
+viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
 from PIL import Image
 
-from aepsl import randomwalk, report, viz
+from aepsl import randomwalk
 from aepsl.artifacts import stage_dir
 from aepsl.config import collect, resolve
 from aepsl.data.voc import VOCTree
 from aepsl.train import pick_device
 
-record = randomwalk.run(collect(globals(), randomwalk.AffinityConfig))
+params = collect(globals(), randomwalk.AffinityConfig)
+record = randomwalk.run(params)
 m = record["metrics"]
 tree = VOCTree(resolve(data_root))
 folder = stage_dir(resolve(artifacts_root), profile, stage)
 seed_folder = stage_dir(resolve(artifacts_root), profile, seeds)
 label_folder = folder / "labels" if m["seed_kind"] == "cams" else seed_folder / "masks"
-print(f"seeds: {seeds!r} ({m['seed_kind']}); AffinityNet trained {epochs} epochs "
-      f"({record['timings_s']['train']:.0f} s on {record['device']}), walk of {m['walk']['steps']} steps "
-      f"({record['timings_s']['walk']:.0f} s for {m['mask_count']} images)")
+display(report.parameters_table(params))
 
 # %% [markdown]
 # ## The affinity labels
@@ -109,8 +113,9 @@ print(f"seeds: {seeds!r} ({m['seed_kind']}); AffinityNet trained {epochs} epochs
 # and how often the confident ones are right (scored against the true masks, which the method
 # never sees). Below: images, their seeds' affinity labels (white = uncertain) and the truth.
 
-# %%
-display(pd.Series(m["labels"], name="affinity labels").to_frame().T.round(3))
+# %% tags=["hide-input"]
+display(pd.Series(m["labels"], name="affinity labels").to_frame().T
+        .style.format(precision=3, na_rep="–"))
 names = tree.ids("train")[:5]
 rows, titles = [], []
 for name in names:
@@ -118,8 +123,8 @@ for name in names:
     rows.append([tree.image(name), viz.colorize(lab), viz.colorize(tree.mask(name))])
     titles.append(["image", "affinity labels", "ground truth"])
 fig = viz.image_grid(rows, titles, size=1.7)
-fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4, fontsize=7,
-           bbox_to_anchor=(0.5, 0.0))
+fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4,
+           fontsize=7, bbox_to_anchor=(0.5, 0.0))
 plt.show()
 
 # %% [markdown]
@@ -127,9 +132,10 @@ plt.show()
 # The three loss terms per epoch: background-positive and foreground-positive pairs pull
 # embeddings together, negative pairs push them apart.
 
-# %%
+# %% tags=["hide-input"]
 hist = pd.DataFrame(m["history"]).set_index("epoch")
-hist[["bg_pos", "fg_pos", "neg", "loss"]].plot(marker="o", figsize=(6, 3), title="AffinityNet loss terms")
+hist[["bg_pos", "fg_pos", "neg", "loss"]].plot(marker="o", figsize=(6, 3),
+                                               title="AffinityNet loss terms")
 plt.tight_layout()
 plt.show()
 
@@ -139,14 +145,18 @@ plt.show()
 # to it. A good AffinityNet is bright over the item the pixel lies on and dark elsewhere,
 # including over other items.
 
-# %%
-model, _ = randomwalk.load_affinity_net(folder, pick_device(device))
+# %% tags=["hide-input"]
+dev = pick_device(device)
+model, _ = randomwalk.load_affinity_net(folder, dev)
 fig, axes = plt.subplots(2, min(4, len(names)), figsize=(9, 4.6), squeeze=False)
 for col, name in enumerate(names[:4]):
     image, gt = tree.image(name), tree.mask(name)
     ys, xs = np.nonzero((gt > 0) & (gt != 255))
-    y, x = (int(np.median(ys)), int(np.median(xs))) if len(ys) else (gt.shape[0] // 2, gt.shape[1] // 2)
-    aff = randomwalk.affinity_to_pixel(model, image, y, x, pick_device(device))
+    if len(ys):
+        y, x = int(np.median(ys)), int(np.median(xs))
+    else:
+        y, x = gt.shape[0] // 2, gt.shape[1] // 2
+    aff = randomwalk.affinity_to_pixel(model, image, y, x, dev)
     axes[0, col].imshow(image)
     axes[1, col].imshow(aff, vmin=0, vmax=1, cmap="magma")
     for ax in axes[:, col]:
@@ -161,33 +171,37 @@ plt.show()
 # Before: the seed as it is (for CAMs, the arg-max against the background score with
 # $\alpha$ = `alpha_infer`). After: the same scores walked with $T^t$.
 
-# %%
+# %% tags=["hide-input"]
 rows, titles = [], []
-for name in tree.ids("train")[5:11] or tree.ids("train")[:6]:   # other images than above, when there are
+# other images than above, when there are
+for name in tree.ids("train")[5:10] or tree.ids("train")[:5]:
     image = tree.image(name)
-    before = randomwalk.seed_before_walk(m["seed_kind"], seed_folder, name, tree, alpha_infer)
+    before = randomwalk.seed_before_walk(m["seed_kind"], seed_folder, name, tree,
+                                         alpha_infer)
     after = np.asarray(Image.open(folder / "masks" / f"{name}.png"))
-    rows.append([image, viz.colorize(before), viz.colorize(after), viz.colorize(tree.mask(name))])
+    rows.append([image, viz.colorize(before), viz.colorize(after),
+                 viz.colorize(tree.mask(name))])
     titles.append(["image", "seed", "after the walk", "ground truth"])
 fig = viz.image_grid(rows, titles, size=1.7)
-fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4, fontsize=7,
-           bbox_to_anchor=(0.5, 0.0))
+fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4,
+           fontsize=7, bbox_to_anchor=(0.5, 0.0))
 plt.show()
 
 # %% [markdown]
 # Per class, intersection-over-union of the seeds before and after the walk, on the
 # training split:
 
-# %%
+# %% tags=["hide-input"]
 if "after" in m:
     per = pd.DataFrame({"before": m["before"]["iou"], "after": m["after"]["iou"]})
-    ax = per.plot.bar(figsize=(7, 3), edgecolor="k", title="IoU per class, seeds before / after the walk")
+    ax = per.plot.bar(figsize=(7, 3), edgecolor="k",
+                      title="IoU per class, seeds before / after the walk")
     ax.set_ylim(0, 1)
     plt.tight_layout()
     plt.show()
-    display(viz.confusion_figure(np.asarray(m["confusion_after"]), tree.classes,
-                                 title="after the walk (rows: truth, normalised)"))
-    plt.close("all")
+    fig = viz.confusion_figure(np.asarray(m["confusion_after"]), tree.classes,
+                               title="after the walk (rows: truth, normalised)")
+    plt.show()
 
 # %% [markdown]
 # ## How many steps?
@@ -198,13 +212,14 @@ if "after" in m:
 # $t = 2^{\text{logt}}$ steps for every `logt` of `logt_sweep` (the masks it writes use `logt`);
 # the dashed line is the seeds before the walk.
 
-# %%
+# %% tags=["hide-input"]
 if "logt_sweep" in m:
     sweep = pd.Series({int(k): v for k, v in m["logt_sweep"].items()}).sort_index()
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(sweep.index, sweep.values, marker="o", label="after the walk")
     ax.axhline(m["miou_before"], ls="--", color="gray", label="seeds before the walk")
-    ax.plot([logt], [m["miou_after"]], "o", ms=12, mfc="none", color="C3", label=f"this run (logt = {logt})")
+    ax.plot([logt], [m["miou_after"]], "o", ms=12, mfc="none", color="C3",
+            label=f"this run (logt = {logt})")
     ax.set_xlabel("logt (t = 2^logt steps)")
     ax.set_ylabel("mIoU (train)")
     ax.set_title(f"{stage}: seed mIoU against the number of walk steps")
@@ -212,28 +227,75 @@ if "logt_sweep" in m:
     plt.tight_layout()
     plt.show()
     best = int(sweep.idxmax())
-    display(Markdown(f"Best after $t = 2^{{{best}}}$ = {2 ** best} steps: {sweep.max():.3f} mIoU; "
-                     f"after {2 ** int(sweep.index.max())} steps: {sweep.iloc[-1]:.3f}; before the walk: "
-                     f"{m['miou_before']:.3f}."))
+    display(Markdown(
+        f"Best after $t = 2^{{{best}}}$ = {2 ** best} steps: {sweep.max():.3f} mIoU; "
+        f"after {2 ** int(sweep.index.max())} steps: {sweep.iloc[-1]:.3f}; before the "
+        f"walk: {m['miou_before']:.3f}."))
+
+# %% [markdown]
+# ## Which seeds, which alphas: the runs compared
+# The same recipe on three kinds of seeds, each run's seed mIoU on the training split before
+# and after its walk.
+
+# %% tags=["remove-input"]
+runs = report.affinity_table(resolve(artifacts_root), profile, data_root)
+if len(runs):
+    display(runs.style.format(precision=3, na_rep="–"))
+borrowed = sorted({s for s in runs.get("measured in", []) if s != profile})
+missing = [s for s in report.AFFINITY_STAGES if s not in runs.index]
+if borrowed:
+    display(Markdown("Rows measured in another profile's run on the same scenes: "
+                     + ", ".join(f"`{r}`" for r in runs.index
+                                 if runs.loc[r, "measured in"] != profile)
+                     + report.source_note(borrowed[0], profile) + "."))
+if missing:
+    display(Markdown(report.not_run_note(
+        "AffinityNet on "
+        + " and on ".join(report.AFFINITY_STAGES[s] for s in missing))))
 
 # %% [markdown]
 # ## Its rows of the ablation table, and what we saw
 
-# %%
+# %% tags=["remove-input"]
 table = report.ablation_table(resolve(artifacts_root), profile)
 mine = [r for r in table.index if "random walk" in r or r.startswith(("CAM (", "AE, "))]
 display(table.loc[mine].style.format(precision=3, na_rep="–"))
 if "after" in m:
-    num = lambda v, scale=1, fmt=".3f": "–" if v is None else format(scale * v, fmt)  # noqa: E731 (None: nothing to score)
+    def num(v, scale=1, fmt=".3f"):
+        return "–" if v is None else format(scale * v, fmt)   # None: nothing to score
+
     b, a = m["miou_before"], m["miou_after"]
     extra = ""
     if m["seed_kind"] == "cams" and m.get("cam_best_threshold_miou") is not None:
-        extra = (f" For reference, the CAM seeds at their best single threshold score "
+        extra = (" For reference, the CAM seeds at their best single threshold score "
                  f"{m['cam_best_threshold_miou']:.3f}.")
+    before, after = m["before"], m["after"]
     display(Markdown(
-        f"On the {m['mask_count']} training images, the {seeds!r} seeds score {b:.3f} mIoU before the walk and "
-        f"{a:.3f} after it ({'+' if a >= b else ''}{a - b:.3f}). Foreground precision goes "
-        f"{num(m['before']['fg_precision'])} → {num(m['after']['fg_precision'])} and recall "
-        f"{num(m['before']['fg_recall'])} → {num(m['after']['fg_recall'])}. "
-        f"{100 * m['labels']['uncertain_fraction']:.0f}% of the pixels had no affinity label, and the confident "
-        f"ones were right for {num(m['labels'].get('certain_pixel_accuracy'), 100, '.0f')}% of them." + extra))
+        f"On the {m['mask_count']} training images, the {seeds!r} seeds score {b:.3f} "
+        f"mIoU before the walk and {a:.3f} after it ({'+' if a >= b else ''}{a - b:.3f}). "
+        f"Foreground precision goes {num(before['fg_precision'])} → "
+        f"{num(after['fg_precision'])} and recall {num(before['fg_recall'])} → "
+        f"{num(after['fg_recall'])}. {100 * m['labels']['uncertain_fraction']:.0f}% of the "
+        "pixels had no affinity label, and the confident ones were right for "
+        f"{num(m['labels'].get('certain_pixel_accuracy'), 100, '.0f')}% of them." + extra))
+
+# %% tags=["remove-input"]
+if "logt_sweep" in m and len(m["logt_sweep"]) > 1:
+    sweep = {int(k): v for k, v in m["logt_sweep"].items()}
+    other = min((k for k in sweep if k != logt), key=lambda k: abs(k - logt))
+    expect = (f"The stage already scored that walk: {sweep[other]:.3f} mIoU after "
+              f"{2 ** other} steps, against {m['miou_after']:.3f} after this run's "
+              f"{2 ** logt} (the step sweep above). Only the walk and the masks change: "
+              "AffinityNet is the same network, but the stage, whose parameters changed, "
+              "trains it again.")
+    value = other
+else:
+    value, expect = max(logt - 1, 0), ("Expect fewer steps to keep more of the seed's "
+                                       "detail and spread it less far.")
+display(Markdown(report.try_it(
+    "logt",
+    f"Walk {2 ** value} steps instead of {2 ** logt}: in "
+    f"`notebooks/params/{profile}.yaml` set `logt: {value}` under `06_affinity` (in the "
+    "run of this page), then run",
+    f".venv/bin/python -m aepsl --profile {profile} --only 06_affinity",
+    expect)))

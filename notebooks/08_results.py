@@ -31,25 +31,32 @@ data_root: str = "data/scenes-default"  # dataset folder (VOC layout), relative 
 artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to the repository root
 force: bool = False  # unused: the page is rebuilt from metrics.json every time
 
-# %%
-import matplotlib.pyplot as plt
-import numpy as np
+# %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report
-from aepsl.config import resolve
+from aepsl import report, viz
 
+viz.page_setup()
+import matplotlib.pyplot as plt
+import numpy as np
+
+from aepsl.config import PageConfig, collect, resolve
+from aepsl.data.voc import VOCTree
+
+display(report.parameters_table(collect(globals(), PageConfig)))
 table = report.ablation_table(resolve(artifacts_root), profile)
 display(table.style.format(precision=3, na_rep="–"))
 
 # %% [markdown]
 # ## The same, as a picture
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(8, 3.6))
 x = np.arange(len(table))
-ax.bar(x - 0.2, table["pseudo-label mIoU (train)"].astype(float), width=0.4, label="pseudo labels (train)")
-ax.bar(x + 0.2, table["final mIoU (held-out)"].astype(float), width=0.4, label="final segmenter (held-out)")
+ax.bar(x - 0.2, table["pseudo-label mIoU (train)"].astype(float), width=0.4,
+       label="pseudo labels (train)")
+ax.bar(x + 0.2, table["final mIoU (held-out)"].astype(float), width=0.4,
+       label="final segmenter (held-out)")
 ax.set_xticks(x)
 ax.set_xticklabels(table.index, rotation=30, ha="right", fontsize=8)
 ax.set_ylim(0, 1)
@@ -62,29 +69,31 @@ plt.show()
 # ## Final predictions: the best and the worst
 #
 # The held-out images ranked by the final segmenter's mIoU on each image (over the classes in
-# its truth or its prediction; each with its own test-time rule, no CRF): the three best, then the three
-# worst — where the method fails. The same images as predicted by AE + PSL and by the fully
-# supervised oracle stand beside them: a failure the oracle shares is hard for any segmenter of
-# this size; one it does not share comes from the weak labels.
+# its truth or its prediction; each with its own test-time rule, no CRF): the three best, then
+# the three worst — where the method fails. The same images as predicted by AE + PSL and by
+# the fully supervised oracle stand beside them: a failure the oracle shares is hard for any
+# segmenter of this size; one it does not share comes from the weak labels.
 
-# %%
-from aepsl import viz
-from aepsl.data.voc import VOCTree
-
+# %% tags=["hide-input"]
 segmenters = {"psl_plus_plus": "PSL++", "psl": "AE + PSL", "oracle": "oracle"}
-have = [s for s in segmenters if (resolve(artifacts_root) / profile / s / "model.pt").exists()]
+root = resolve(artifacts_root)
+have = [s for s in segmenters if (root / profile / s / "model.pt").exists()]
 if have:
     tree = VOCTree(resolve(data_root))
-    ranked = report.ranked_predictions(resolve(artifacts_root), profile, have, resolve(data_root), "val")
+    ranked = report.ranked_predictions(root, profile, have, resolve(data_root), "val")
     picked = ranked[:3] + ranked[3:][-3:]   # each image once, also with fewer than six
-    rows = [[r["image"]] + [viz.colorize(r["preds"][s]) for s in have] + [viz.colorize(r["gt"])] for r in picked]
+    rows = [[r["image"]] + [viz.colorize(r["preds"][s]) for s in have]
+            + [viz.colorize(r["gt"])] for r in picked]
     titles = [[f"{'best' if i < 3 else 'worst'}: {r['name']}"]
               + [f"{segmenters[s]} {r['miou'][s]:.2f}" for s in have] + ["ground truth"]
               for i, r in enumerate(picked)]
     fig = viz.image_grid(rows, titles, size=1.7)
-    fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4, fontsize=7,
-               bbox_to_anchor=(0.5, 0.0))
+    fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4,
+               fontsize=7, bbox_to_anchor=(0.5, 0.0))
     plt.show()
+
+# %% tags=["remove-input"]
+if have:
     first = have[0]
     scores = np.array([r["miou"][first] for r in ranked], float)
     lines = []
@@ -95,24 +104,48 @@ if have:
         lines.append(f"- `{r['name']}`: truth {', '.join(truth) or 'background only'}; "
                      f"{segmenters[first]} predicts {', '.join(said) or 'background only'}")
     display(Markdown(
-        f"Per-image mIoU of {segmenters[first]} over the {len(ranked)} held-out images: median "
-        f"{np.nanmedian(scores):.2f}, {np.mean(scores < 0.5):.0%} of the images below 0.5. The {'three ' if len(worst) == 3 else ''}worst:\n\n"
+        f"Per-image mIoU of {segmenters[first]} over the {len(ranked)} held-out images: "
+        f"median {np.nanmedian(scores):.2f}, {np.mean(scores < 0.5):.0%} of the images "
+        f"below 0.5. The {'three ' if len(worst) == 3 else ''}worst:\n\n"
         + "\n".join(lines)))
 
 # %% [markdown]
 # ## What we saw
 
-# %%
-final = table["final mIoU (held-out)"].astype(float)
-names = {"AE": "AE (segmenter on AE masks, no PSL)", "AE+PSL": "AE + PSL", "PSL++": "PSL++",
-         "oracle": "fully supervised oracle"}
+# %% tags=["remove-input"]
+final = table["final mIoU (held-out)"].astype(float) if len(table) else {}
+names = {"AE": "AE (segmenter on AE masks, no PSL)", "AE+PSL": "AE + PSL",
+         "PSL++": "PSL++", "oracle": "fully supervised oracle"}
 rows = {k: final.get(v) for k, v in names.items()}
 if all(v is not None and not np.isnan(v) for v in rows.values()):
     holds = rows["AE"] < rows["AE+PSL"] < rows["PSL++"]
     display(Markdown(
-        f"On the held-out split: AE alone {rows['AE']:.3f}, AE + PSL {rows['AE+PSL']:.3f}, PSL++ {rows['PSL++']:.3f} "
-        f"mIoU — {100 * rows['AE+PSL'] / rows['oracle']:.0f}% and {100 * rows['PSL++'] / rows['oracle']:.0f}% "
-        f"of the oracle's {rows['oracle']:.3f} for the last two. The paper's ordering AE < AE+PSL < PSL++ "
+        f"On the held-out split: AE alone {rows['AE']:.3f}, AE + PSL {rows['AE+PSL']:.3f}, "
+        f"PSL++ {rows['PSL++']:.3f} mIoU — {100 * rows['AE+PSL'] / rows['oracle']:.0f}% and "
+        f"{100 * rows['PSL++'] / rows['oracle']:.0f}% of the oracle's {rows['oracle']:.3f} "
+        "for the last two. The paper's ordering AE < AE+PSL < PSL++ "
         f"**{'holds' if holds else 'does not hold'}** on our data (without the CRF)."))
 else:
-    display(Markdown("Some stages have not been run for this profile; the table shows those that have."))
+    display(Markdown("Some stages have not been run for this profile; the table shows "
+                     "those that have."))
+
+# %% tags=["remove-input"]
+spread = ""
+recipe_path = resolve("benchmarks/segmenter_recipe.json")
+if recipe_path.exists():
+    recipe = report.segmenter_recipe_table(recipe_path)
+    if len(recipe) >= 2:
+        keep = "val mIoU, nothing dropped"
+        gap = abs(recipe[keep].iloc[-1] - recipe[keep].iloc[-2])
+        spread = (f" For scale: two runs of the oracle's recipe that differed only in "
+                  f"their CPU thread count ended {gap:.3f} mIoU apart (the data chapter); "
+                  "a row that moves less than that under another seed has not changed.")
+display(Markdown(report.try_it(
+    "seed",
+    f"Ask how much of the table is noise: in `notebooks/params/{profile}.yaml` set "
+    "`seed: 1` under `common` (every stage's data order, augmentation and initial "
+    "weights), then rebuild the book",
+    f"make book PROFILE={profile}",
+    "Every stage is recomputed (all parameters changed) and the old results are kept "
+    f"aside as `<stage>@<hash>/` folders. Expect every row to move a little.{spread} No "
+    "second seed has been measured for the book.")))
