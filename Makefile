@@ -53,6 +53,7 @@ notebooks: setup fashion-mnist
 	$(PY) -m aepsl --profile $(PROFILE) --book
 
 book: notebooks
+	$(PY) -m aepsl.report --pipeline-figure book/figures/pipeline.png --profile $(PROFILE)
 	$(VENV)/bin/jupyter-book build book --builder html -W -n --keep-going
 	@echo "The book: $(CURDIR)/book/_build/html/index.html"
 
