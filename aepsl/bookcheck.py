@@ -176,6 +176,17 @@ def _screenshot(chrome, path: Path) -> None:
     write_bytes(path, base64.b64decode(shot["data"]))
 
 
+def _wait_until_loaded(chrome, path: Path) -> None:
+    """Until the browser shows ``path`` fully parsed: on a busy machine ``get`` has been seen to
+    return while the page was still being replaced, and the page then counted no images."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(chrome, PAGE_TIMEOUT_S, poll_frequency=0.05).until(lambda c: c.execute_script(
+        "return document.readyState === 'complete' && "
+        "[location.href, decodeURI(location.href)].includes(arguments[0])",
+        path.as_uri()) or None)
+
+
 def check_page(chrome, html_dir: Path, page: str, screenshot_dir: Path | None,
                results_page: str) -> PageResult:
     path = html_dir / f"{page}.html"
@@ -186,6 +197,7 @@ def check_page(chrome, html_dir: Path, page: str, screenshot_dir: Path | None,
     chrome.get_log("browser")          # drop messages of earlier pages
     try:
         chrome.get(path.as_uri())
+        _wait_until_loaded(chrome, path)
         images = chrome.execute_async_script(_IMAGES_JS)
     except Exception as exc:            # selenium's timeouts and driver errors
         result.problems.append(f"page did not load: {path} ({type(exc).__name__}: {str(exc).splitlines()[0]})")
