@@ -51,7 +51,7 @@ class CAMConfig(StageConfig):
     dropout: float = 0.0   # dropout rate before the classification layer (0: none)
     epochs: int = 4   # training epochs of the classifier
     batch_size: int = 32   # training images per batch
-    lr: float = 0.001   # learning rate of the optimizer
+    lr: float = 0.002   # learning rate of the optimizer
     weight_decay: float = 1e-4   # weight decay of the optimizer
     optimizer: str = "adamw"   # optimizer: adamw or sgd (momentum 0.9)
     crop: int = 96   # side of the random square training crop, px

@@ -134,12 +134,12 @@ class PSLConfig(StageConfig):
     head_channels: int = 256   # channels of the LargeFOV head
     head_dilation: int = 4   # dilation of the head 3x3 convolution
     dropout: float = 0.1   # dropout rate in the LargeFOV head
-    epochs: int = 12   # training epochs of the segmenter
+    epochs: int = 6   # training epochs of the segmenter
     batch_size: int = 32   # training images per batch
-    lr: float = 0.001   # learning rate of the optimizer
+    lr: float = 0.002   # learning rate of the optimizer
     weight_decay: float = 0.01   # weight decay of the optimizer
     optimizer: str = "adamw"   # optimizer: adamw or sgd (momentum 0.9)
-    crop: int = 96   # side of the random square training crop, px
+    crop: int = 64   # side of the random square training crop, px
     scale_range: list = field(default_factory=lambda: [0.7, 1.3])   # [min, max] random rescale factor of the training images
     cls_weight: float = 1.0   # weight of the classification branch loss
     test_threshold: float = 0.5   # class confidence below which a class is dropped at test, in [0, 1)

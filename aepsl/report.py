@@ -35,6 +35,24 @@ def calibration_tables(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 
+def book_recipe_table(path: str | Path) -> pd.DataFrame:
+    """The classifier settings measured for the book's time budget, in the order tried, from
+    ``benchmarks/book_recipe.json`` (``python benchmarks/book_recipe.py``)."""
+    data = json.loads(Path(path).read_text())
+    rows = []
+    for name, v in data.items():
+        if name.startswith("_"):
+            continue
+        load = v.get("load_average") or {}
+        rows.append({"order": v.get("order", len(rows)), "setting": name, "train scenes": v.get("n_train"),
+                     "epochs": v["epochs"], "lr": v["lr"], "CAM scales": " / ".join(f"{x:g}" for x in v["cam_scales"]),
+                     "val mAP": v["val_map"], "CAM seed mIoU": v["seed_miou"], "wall (s)": v["wall_s"],
+                     "CPU (s)": v.get("cpu_s"), "load start / end": f"{load.get('start')} / {load.get('end')}"})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("setting")
+
+
 def segmenter_recipe_table(path: str | Path) -> pd.DataFrame:
     """The oracle under the segmenter recipes we tried, in the order tried, from
     ``benchmarks/segmenter_recipe.json`` (``python benchmarks/segmenter_recipe.py``): held-out

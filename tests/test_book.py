@@ -19,6 +19,8 @@ from PIL import Image
 from aepsl import bookcheck, report
 from aepsl.artifacts import REPO_DIR
 
+pytestmark = pytest.mark.notebooks   # builds the quick book from the executed quick profile
+
 try:
     bookcheck.find_chromium()
     NO_BROWSER = ""

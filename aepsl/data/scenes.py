@@ -42,9 +42,9 @@ class SceneConfig:
     fashion_dir: str = ""   # folder of the Fashion-MNIST IDX files (empty: search the usual places)
     fashion_download: bool = False   # download Fashion-MNIST via torchvision when no local copy is found
     image_size: int = 96   # side of each square scene image, px
-    n_train: int = 3000   # number of training scenes
-    n_val: int = 300   # number of validation scenes
-    n_test: int = 300   # number of test scenes
+    n_train: int = 1000   # number of training scenes
+    n_val: int = 200   # number of validation scenes
+    n_test: int = 200   # number of test scenes
     min_items: int = 1   # fewest items pasted into one scene (at least 1)
     max_items: int = 3   # most items per scene, each of another class (at most the number of classes)
     item_size: list = field(default_factory=lambda: [40, 64])   # [min, max] side of a pasted item, px (within 8 and image_size)
