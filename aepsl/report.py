@@ -53,6 +53,22 @@ def book_recipe_table(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("setting")
 
 
+def book_segmenter_table(path: str | Path) -> pd.DataFrame:
+    """The segmenter recipes tried under the book's time budget, each a whole default-profile run:
+    the four segmenters' held-out mIoU and training seconds (``_segmenters`` of
+    ``benchmarks/book_recipe.json``)."""
+    runs = json.loads(Path(path).read_text()).get("_segmenters", {})
+    rows = []
+    for label, v in sorted(runs.items(), key=lambda kv: kv[1].get("order", 0)):
+        row = {"recipe": label, "epochs": v["epochs"], "crop (px)": v["crop"], "lr": v["lr"]}
+        for stage, name in (("ae_segmenter", "AE"), ("psl", "AE + PSL"), ("psl_plus_plus", "PSL++"),
+                            ("oracle", "oracle")):
+            row[f"{name} mIoU"] = v[stage]["val_miou"]
+        row["oracle train (s)"] = v["oracle"]["train_s"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("recipe") if rows else pd.DataFrame()
+
+
 def segmenter_recipe_table(path: str | Path) -> pd.DataFrame:
     """The oracle under the segmenter recipes we tried, in the order tried, from
     ``benchmarks/segmenter_recipe.json`` (``python benchmarks/segmenter_recipe.py``): held-out

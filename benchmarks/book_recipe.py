@@ -49,13 +49,33 @@ def entry(rec: dict, order: int, source: str) -> dict:
             "git_revision": rec.get("git_revision"), "source": source}
 
 
+SEGMENTERS = ("ae_segmenter", "psl", "psl_plus_plus", "oracle")
+
+
+def segmenter_entry(folder: Path, order: int) -> dict:
+    """The four segmenters of one whole run (held-out mIoU, training seconds) and their recipe."""
+    row: dict = {"order": order}
+    for stage in SEGMENTERS:
+        rec = read_json(folder / stage / "metrics.json")
+        p = rec["params"]
+        row.update({"epochs": p["epochs"], "crop": p["crop"], "lr": p["lr"]})
+        row[stage] = {"val_miou": round(rec["metrics"]["eval"]["miou"], 4),
+                      "train_s": rec["timings_s"].get("train"), "load_average": rec.get("load_average")}
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reuse", default="", help="folder of finished candidate runs (<stage>/metrics.json)")
     ap.add_argument("--baseline", default="", help="metrics.json of the previous recipe's CAM stage")
+    ap.add_argument("--segmenters", nargs="*", default=[], metavar="LABEL=DIR",
+                    help="a whole default-profile run to record the segmenter rows of: LABEL=its artifacts/<profile> "
+                         "folder (the segmenter recipe is chosen from full runs, each ~12 minutes)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "book_recipe.json"))
     args = ap.parse_args()
-    out = {"_command": "python benchmarks/book_recipe.py" + (" --reuse DIR" if args.reuse else ""),
+    out = {"_command": "python benchmarks/book_recipe.py" + (" --reuse DIR" if args.reuse else "")
+                       + (" --segmenters " + " ".join(f"'{s.split('=')[0]}=DIR'" for s in args.segmenters)
+                          if args.segmenters else ""),
            "_date": time.strftime("%Y-%m-%d")}
     if args.baseline:
         out["previous recipe: 3,000 scenes, 4 epochs, lr 0.001"] = entry(read_json(args.baseline), 0, "baseline")
@@ -72,6 +92,12 @@ def main() -> int:
         data_stage.run(dict(common), progress=False)
         rec = cam.run({**common, **params, "stage": REUSED_STAGES[name]}, progress=True)
         out[name] = entry(rec, order, "computed")
+    for order, item in enumerate(args.segmenters, start=1):
+        label, folder = item.split("=", 1)
+        out["_segmenters"] = out.get("_segmenters", {})
+        out["_segmenters"][label] = segmenter_entry(Path(folder), order)
+    if not args.segmenters and Path(args.out).exists():   # keep what an earlier call recorded
+        out["_segmenters"] = read_json(args.out).get("_segmenters", {})
     write_json(args.out, out)
     print(f"wrote {args.out}")
     return 0
