@@ -17,7 +17,6 @@ infers, scores and writes.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

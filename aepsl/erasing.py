@@ -468,15 +468,6 @@ def merge(cfg: MergeConfig, run_, device, progress: bool) -> dict:
     return out
 
 
-def cam_stage_of(artifacts_root: str, profile: str, stage: str) -> str:
-    """The CAM stage that erasing ``stage`` started from (recorded by its round 1)."""
-    cfg = ErasingConfig(profile=profile, artifacts_root=artifacts_root, stage=stage)
-    rec = load_metrics(round_dir(cfg, 1))
-    if rec is None:
-        raise FileNotFoundError(f"no round 1 of erasing stage {stage!r} in {round_dir(cfg, 1)}")
-    return rec["params"].get("cam_stage", "cam")
-
-
 def rounds_available(artifacts_root: str, profile: str, stage: str, most: int) -> int:
     """How many consecutive rounds (1, 2, ...) of ``stage`` have finished, at most ``most``."""
     cfg = ErasingConfig(profile=profile, artifacts_root=artifacts_root, stage=stage)

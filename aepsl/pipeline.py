@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .artifacts import REPO_DIR, ArtifactError, atomic_path, missing_ancestor, remove_stale_temps, write_json
 from .config import ParameterError, check_declared, load_profile, resolve
-from .registry import REGISTRY, PlannedRun, describe, entry, plan, run_name  # noqa: F401  (run_name: API)
+from .registry import REGISTRY, describe, entry, plan, run_name  # noqa: F401  (run_name: API)
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
 BOOK_NOTEBOOK_DIR = REPO_DIR / "book" / "notebooks"

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import current_metrics_files
+from .psl import DROP_THRESHOLDS  # noqa: F401  (the thresholds each segmenter stage sweeps, for the pages)
 
 
 def calibration_tables(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -255,7 +256,6 @@ def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
     return float(np.nanmean(iou[present])) if present.any() else float("nan")
 
 
-DROP_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)   # as aepsl.psl.DROP_THRESHOLDS (the stage sweeps them)
 
 
 def drop_sweep_table(artifacts_root: str | Path, profile: str, stages: list[str]) -> pd.DataFrame:
@@ -496,7 +496,7 @@ def pipeline_figure(artifacts_root: str | Path, profile: str, path: str | Path |
         return x, y, w, h
 
     def arrow(a, b, text=""):
-        (x0, y0, w0, h0), (x1, y1, w1, h1) = a, b
+        (x0, y0, w0, h0), (x1, y1, _, h1) = a, b
         ax.annotate("", xy=(x1 - 0.08, y1 + h1 / 2), xytext=(x0 + w0 + 0.08, y0 + h0 / 2),
                     arrowprops=dict(arrowstyle="-|>", color="0.25", lw=1.4))
         if text:

@@ -15,7 +15,6 @@ was taken while other jobs shared the machine). The book's previous recipe (3,00
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

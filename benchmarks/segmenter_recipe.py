@@ -64,7 +64,7 @@ def earlier_run(params: dict) -> dict | None:
     cfg = PSLConfig(**{k: v for k, v in params.items() if k in PSLConfig.__dataclass_fields__})
     want = {**cfg.hashed(), "dataset": dataset_identity(VOCTree(resolve(cfg.data_root)), cfg.train_split)}
     have = dict(rec["params"])
-    for key in ("code", "stage", "force", "artifacts_root"):   # the code may differ; the folder names the run
+    for key in ("code", "stage", "force", "artifacts_root", "inputs"):   # the code may differ; the folder names the run; the oracle reads no stage
         want.pop(key, None), have.pop(key, None)
     return rec if json.dumps(want, sort_keys=True) == json.dumps(have, sort_keys=True) else None
 
