@@ -211,14 +211,17 @@ def iterate_cams(model: nn.Module, dataset, device: torch.device, scales, flip: 
 # --------------------------------------------------------------------------- the stage
 def train_classifier(cfg: CAMConfig, train_set, num_classes: int, folder: Path, device: torch.device,
                      progress: bool = True, stop_after: int | None = None, fingerprint: str = "",
-                     fresh: bool = False) -> tuple:
+                     fresh: bool = False, init: dict | None = None) -> tuple:
     """Train a classifier on ``train_set`` (a dataset of samples with labels).
 
     An interrupted run with the same ``fingerprint`` resumes from ``folder/checkpoint.pt``;
     ``fresh=True`` (a forced rerun) discards that checkpoint and trains from the start.
+    ``init``: a state dict to start from (a warm start) instead of the backbone's weights.
     """
     seed_everything(cfg.seed)
     model = build_model(cfg, num_classes)
+    if init is not None:
+        model.load_state_dict(init)
     view = TrainView(train_set, cfg.crop, tuple(cfg.scale_range), flip=True, seed=cfg.seed)
     history = fit(model, view, loss_for(cfg), epochs=cfg.epochs, batch_size=cfg.batch_size,
                   lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,

@@ -119,11 +119,22 @@ class ErasedView(torch.utils.data.Dataset):
     """The training split with the regions of ``region_dirs`` erased; originals untouched."""
 
     def __init__(self, tree: VOCTree, split: str, region_dirs: list[Path], value: str,
-                 mean_pixel: np.ndarray, std_pixel: np.ndarray, seed: int = 0, with_masks: bool = False):
+                 mean_pixel: np.ndarray, std_pixel: np.ndarray, seed: int = 0, with_masks: bool = False,
+                 clean_fraction: float = 0.0):
         self.base = SegDataset(tree, split, with_masks=with_masks)
         self.tree, self.names = tree, self.base.names
         self.region_dirs, self.value = list(region_dirs), value
         self.mean_pixel, self.std_pixel, self.seed = mean_pixel, std_pixel, seed
+        self.clean_fraction, self.epoch = clean_fraction, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """With ``clean_fraction``: which images stay clean is drawn anew each epoch."""
+        self.epoch = epoch
+
+    def shown_clean(self, index: int) -> bool:
+        if self.clean_fraction <= 0:
+            return False
+        return bool(np.random.default_rng([self.seed, self.epoch, index, 23]).random() < self.clean_fraction)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -136,9 +147,18 @@ class ErasedView(torch.utils.data.Dataset):
             mask = r if mask is None else mask | r
         return mask
 
+    def region_classes(self, name: str) -> np.ndarray:
+        """The regions mined for ``name`` by the rounds in ``region_dirs``: pixel = class id, 0 = none
+        (a pixel is mined at most once: later rounds skip erased pixels)."""
+        out = None
+        for d in self.region_dirs:
+            r = load_regions(d / f"{name}.png")
+            out = r.copy() if out is None else np.where(out > 0, out, r)
+        return out
+
     def __getitem__(self, index: int) -> dict:
         sample = dict(self.base[index])
-        if self.region_dirs:
+        if self.region_dirs and not self.shown_clean(index):
             name = sample["name"]
             rng = np.random.default_rng([self.seed, index, 17])
             sample["image"] = erase(sample["image"], self.erased_mask(name), self.value, self.mean_pixel,
@@ -180,6 +200,26 @@ def mining_sweep(tree: VOCTree, cam_folder: Path, thresholds, limit: int = 0, sp
             "mined_per_fg": [float(m / fg) if fg else None for m in mined]}
 
 
+def part_coverage(tree: VOCTree, cam_folder: Path, thresholds, split: str = "train") -> dict | None:
+    """Share of disc and of body pixels that the saved CAMs give the right class above each
+    threshold (the region round 1 would mine at that threshold); None for trees without part
+    maps. ``{"thresholds": [...], "disc": [...], "body": [...]}``."""
+    thresholds = list(thresholds)
+    meters = [PartMeter() for _ in thresholds]
+    for name in tree.ids(split):
+        if part_map(tree, name) is None:
+            return None
+        cams = load_cam(cam_folder, name)
+        ids = np.flatnonzero(tree.labels(name)) + 1
+        gt = tree.mask(name)
+        for t, meter in zip(thresholds, meters):
+            meter.update(tree, name, mine_regions(cams, ids, t), None, gt)
+    out = {"thresholds": thresholds}
+    for i, key in enumerate(PartMeter.KEYS):
+        out[key] = [float(m.found[i] / max(m.total[i], 1)) for m in meters]
+    return out
+
+
 # --------------------------------------------------------------------------- one round
 @dataclass
 class ErasingConfig(StageConfig):
@@ -194,6 +234,9 @@ class ErasingConfig(StageConfig):
     round: int = 1   # erasing round to run (from 1; round k needs rounds 1..k-1 first)
     mine_threshold: float = 0.5   # normalised CAM score above which a pixel is mined, in (0, 1)
     erase_value: str = "mean"   # fill of erased regions: mean (pixel), blur or noise
+    init: str = "fresh"   # rounds 2+ start from fresh ImageNet weights (the paper) or from the previous round's classifier (previous)
+    clean_fraction: float = 0.0   # rounds 2+: share of training images shown unerased, drawn anew each epoch (0: the paper)
+    round_epochs: int = 0   # rounds 2+: training epochs (0: the CAM stage's)
     collapse_map: float = 0.6   # mAP below which the round warns of collapse or a shortcut
     eval_batch_size: int = runtime(64)   # images per batch at inference
     num_workers: int = runtime(0)   # data-loader worker processes (0: load in the main process)
@@ -212,6 +255,12 @@ class ErasingConfig(StageConfig):
             raise ValueError(f"parameter mine_threshold must lie in (0, 1), got {self.mine_threshold}")
         if self.erase_value not in ERASE_VALUES:
             raise ValueError(f"parameter erase_value must be one of {ERASE_VALUES}, got {self.erase_value!r}")
+        if self.init not in ("fresh", "previous"):
+            raise ValueError(f"parameter init must be 'fresh' or 'previous', got {self.init!r}")
+        if not 0 <= self.clean_fraction < 1:
+            raise ValueError(f"parameter clean_fraction must lie in [0, 1), got {self.clean_fraction}")
+        if self.round_epochs < 0:
+            raise ValueError(f"parameter round_epochs must be >= 0 (0: the CAM stage's epochs), got {self.round_epochs}")
 
 
 def round_dir(cfg, k: int) -> Path:
@@ -253,11 +302,18 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
                  "train_split": split, "score_split": recipe.score_split}
     if cfg.round >= 2:
         recipe = dataclasses.replace(recipe, stage=f"{cfg.stage}/round{cfg.round}", seed=cfg.seed,
-                                     num_workers=cfg.num_workers)
+                                     num_workers=cfg.num_workers, epochs=cfg.round_epochs or recipe.epochs)
+        train_view = ErasedView(tree, split, prev_regions, cfg.erase_value, mean_pixel, std_pixel, seed=cfg.seed,
+                                clean_fraction=cfg.clean_fraction)
+        init = None
+        if cfg.init == "previous":   # round 2 starts from the CAM classifier, round k from round k - 1's
+            init_dir = cam_folder if cfg.round == 2 else previous[-1]
+            init = torch.load(init_dir / "model.pt", map_location="cpu", weights_only=False)["model"]
+        out.update(init=cfg.init, clean_fraction=cfg.clean_fraction, epochs=recipe.epochs)
         with run_.timed("train"):
-            model, history = train_classifier(recipe, view, tree.num_classes - 1, folder, device,
+            model, history = train_classifier(recipe, train_view, tree.num_classes - 1, folder, device,
                                               progress and dist.is_main(), fingerprint=params_hash(run_.params),
-                                              fresh=cfg.force)
+                                              fresh=cfg.force, init=init)
     if not dist.is_main():
         return None
     if cfg.round == 1:
@@ -280,6 +336,7 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
     area = np.zeros(tree.num_classes, np.int64)
     total_px = 0
     meter_round = M.ConfusionMeter(tree.num_classes)
+    parts = PartMeter()
     with run_.timed("mine"):
         if cfg.round == 1:
             items = ((n, load_cam(cam_folder, n), np.flatnonzero(tree.labels(n)) + 1) for n in view.names)
@@ -294,7 +351,11 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
             area += np.bincount(regions.ravel(), minlength=tree.num_classes)
             total_px += regions.size
             if name in scored:
-                meter_round.update(regions, tree.mask(name))
+                gt = tree.mask(name)
+                meter_round.update(regions, gt)
+                parts.update(tree, name, regions, view.region_classes(name) if prev_regions else None, gt)
+    if parts.total.any():
+        out["part_coverage"] = parts.summary()
     out["mined_fraction"] = {c: round(float(a) / max(total_px, 1), 5) for c, a in zip(tree.classes[1:], area[1:])}
     out["mined_total_fraction"] = round(float(area[1:].sum()) / max(total_px, 1), 5)
     if scored:
@@ -306,6 +367,45 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
     for message in out["warnings"]:
         print(f"warning: round {cfg.round}: {message}")
     return out
+
+
+def part_map(tree: VOCTree, name: str) -> np.ndarray | None:
+    """The scene's part map (1 = class-pattern disc, 2 = rest of an object), or None: a tree
+    without parts (PASCAL VOC, scenes made without ``part_size``)."""
+    from .data.scenes import PART_DIR
+
+    path = tree.root / PART_DIR / f"{name}.png"
+    return np.asarray(Image.open(path)) if path.exists() else None
+
+
+class PartMeter:
+    """How much of each object part (disc, body) a round's regions find, alone and together
+    with the earlier rounds' (only pixels given the right class count)."""
+
+    KEYS = ("disc", "body")
+
+    def __init__(self):
+        self.total = np.zeros(2, np.int64)
+        self.found = np.zeros(2, np.int64)
+        self.cumulative = np.zeros(2, np.int64)
+
+    def update(self, tree: VOCTree, name: str, regions: np.ndarray, earlier: np.ndarray | None,
+               gt: np.ndarray) -> None:
+        parts = part_map(tree, name)
+        if parts is None:
+            return
+        right = (regions > 0) & (regions == gt)
+        before = np.zeros_like(right) if earlier is None else (earlier > 0) & (earlier == gt)
+        for i, p in enumerate((1, 2)):
+            where = parts == p
+            self.total[i] += where.sum()
+            self.found[i] += (right & where).sum()
+            self.cumulative[i] += ((right | before) & where).sum()
+
+    def summary(self) -> dict:
+        t = np.maximum(self.total, 1)
+        return {"this_round": dict(zip(self.KEYS, np.round(self.found / t, 4).tolist())),
+                "so_far": dict(zip(self.KEYS, np.round(self.cumulative / t, 4).tolist()))}
 
 
 def safeguards(metrics: dict, collapse_map: float) -> dict:
@@ -346,6 +446,7 @@ class MergeConfig(StageConfig):
     erasing_stage: str = "erasing"   # erasing stage whose mined regions are merged
     cam_stage: str = "cam"   # CAM stage the erasing rounds were trained from
     rounds: int = 3   # number of erasing rounds merged (at least 1)
+    score_rounds: int = 0   # also score the masks of the first score_rounds rounds (0: up to rounds); masks are written from rounds
     bg_cue: str = "cam"   # background cue: cam (low peak CAM) or saliency (saliency maps)
     bg_threshold: float = 0.2   # with bg_cue cam: peak CAM below which a pixel is background
     saliency_dir: str = ""   # with bg_cue saliency: folder of name.png saliency maps
@@ -356,11 +457,17 @@ class MergeConfig(StageConfig):
         return self.stage
 
     def reads(self) -> list[str]:
-        return [self.cam_stage] + [f"{self.erasing_stage}/round{k}" for k in range(1, self.rounds + 1)]
+        return [self.cam_stage] + [f"{self.erasing_stage}/round{k}" for k in range(1, self.scored() + 1)]
+
+    def scored(self) -> int:
+        """How many round prefixes are scored: ``max(rounds, score_rounds)``."""
+        return max(self.rounds, self.score_rounds)
 
     def validate(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"parameter rounds must be >= 1, got {self.rounds}")
+        if self.score_rounds < 0:
+            raise ValueError(f"parameter score_rounds must be >= 0 (0: score up to rounds), got {self.score_rounds}")
         if self.bg_cue not in ("cam", "saliency"):
             raise ValueError(f"parameter bg_cue must be 'cam' or 'saliency', got {self.bg_cue!r}")
         if self.bg_cue == "saliency" and not self.saliency_dir:
@@ -419,7 +526,8 @@ def merge(cfg: MergeConfig, run_, device, progress: bool) -> dict:
 
     er = ErasingConfig(profile=cfg.profile, data_root=cfg.data_root, artifacts_root=cfg.artifacts_root,
                        stage=cfg.erasing_stage, cam_stage=cfg.cam_stage)
-    rounds = [run_.inputs[f"{cfg.erasing_stage}/round{k}"] for k in range(1, cfg.rounds + 1)]
+    n_scored = cfg.scored()
+    rounds = [run_.inputs[f"{cfg.erasing_stage}/round{k}"] for k in range(1, n_scored + 1)]
     for k, rec in enumerate(rounds, start=1):
         if rec["params"].get("cam_stage", "cam") != cfg.cam_stage:
             raise ValueError(f"round {k} of stage {cfg.erasing_stage!r} was trained from CAM stage "
@@ -431,12 +539,12 @@ def merge(cfg: MergeConfig, run_, device, progress: bool) -> dict:
     names = tree.ids(recipe.train_split)
     scored = scored_names(tree, recipe.train_split, recipe.score_split)
     n = tree.num_classes
-    meters = [M.ConfusionMeter(n) for _ in range(cfg.rounds)]
-    labelled = np.zeros(cfg.rounds, np.int64)
+    meters = [M.ConfusionMeter(n) for _ in range(n_scored)]
+    labelled = np.zeros(n_scored, np.int64)
     total = 0
     cam_dirs = [stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.cam_stage) / "cams"] + \
-               [round_dir(er, k) / "cams" for k in range(2, cfg.rounds + 1)]
-    region_dirs = [round_dir(er, k) / "regions" for k in range(1, cfg.rounds + 1)]
+               [round_dir(er, k) / "cams" for k in range(2, n_scored + 1)]
+    region_dirs = [round_dir(er, k) / "regions" for k in range(1, n_scored + 1)]
     mask_dir = fresh_dir(folder / "masks")
     with run_.timed("merge"):
         for name in tqdm(names, desc="merge", disable=not progress, leave=False):
@@ -445,24 +553,28 @@ def merge(cfg: MergeConfig, run_, device, progress: bool) -> dict:
             regs = [load_regions(d / f"{name}.png") for d in region_dirs]
             gt = tree.mask(name) if name in scored else None
             shape = regs[0].shape
-            for k in range(1, cfg.rounds + 1):
+            for k in range(1, n_scored + 1):
                 bg = _background_cue(cfg, name, cams[:k], shape)
                 pm = merge_masks(regs[:k], cams[:k], ids, bg)
                 labelled[k - 1] += int((pm != 255).sum())
                 if gt is not None:
                     meters[k - 1].update(np.where(pm == 255, 0, pm), gt)
-            total += pm.size
-            write_mask(mask_dir / f"{name}.png", pm)
+                if k == cfg.rounds:
+                    kept = pm
+            total += kept.size
+            write_mask(mask_dir / f"{name}.png", kept)
     out: dict = {"rounds": cfg.rounds, "bg_cue": cfg.bg_cue, "classes": tree.classes,
                  "cue": {"bg_cue": cfg.bg_cue, "bg_threshold": cfg.bg_threshold, "saliency_dir": cfg.saliency_dir}}
     if scored:
         out["per_rounds"] = [_pseudo_scores(m.matrix, int(l), total, tree.classes) for m, l in zip(meters, labelled)]
-        out["confusion"] = meters[-1].matrix
-        out["miou"] = out["per_rounds"][-1]["miou"]
+        out["confusion"] = meters[cfg.rounds - 1].matrix
+        out["miou"] = out["per_rounds"][cfg.rounds - 1]["miou"]
         best = int(np.nanargmax([p["miou"] for p in out["per_rounds"]]))
         out["best_rounds"] = best + 1
     out["round_train_map"] = [r["metrics"]["train_map"] for r in rounds]
     out["round_val_map"] = [r["metrics"].get("val_map") for r in rounds]
+    out["round_precision"] = [r["metrics"].get("region_precision") for r in rounds]
+    out["round_part_coverage"] = [r["metrics"].get("part_coverage") for r in rounds]
     out["mask_count"] = len(names)
     out["train_split"], out["score_split"] = recipe.train_split, recipe.score_split
     return out

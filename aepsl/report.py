@@ -54,6 +54,32 @@ def book_recipe_table(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("setting")
 
 
+def erasing_design_table(path: str | Path) -> pd.DataFrame:
+    """The scene designs and erasing recipes tried for the embedded default (issue 16), in the
+    order recorded by ``benchmarks/erasing_design.py`` (``benchmarks/erasing_design.json``):
+    the CAM's val mAP and best-threshold seed mIoU, what round 1 (the CAM at the mining
+    threshold) covers of the discs and bodies, the later rounds' val mAP and precision, the
+    pseudo masks after each round and the best of them against the CAM."""
+    data = json.loads(Path(path).read_text())
+    rows = []
+    for key, v in data.items():
+        if key.startswith("_"):
+            continue
+        r = v["rounds"]
+        cov = (r[0].get("part_coverage") or {}).get("this_round") or {}
+        rows.append({"order": v.get("order", len(rows)), "design / merge": key,
+                     "CAM val mAP": v["cam"]["val_map"], "CAM mIoU (best cut)": v["cam"]["seed_miou"],
+                     "round 1 covers disc / body": (f"{cov['disc']:.2f} / {cov['body']:.2f}" if cov else "–"),
+                     "val mAP, rounds 2+": " / ".join(f"{x['val_map']:.2f}" for x in r[1:]) or "–",
+                     "precision per round": " / ".join(f"{x['region_precision']:.2f}" for x in r
+                                                       if x.get("region_precision") is not None),
+                     "AE mIoU after 1, 2, ... rounds": " / ".join(f"{x:.3f}" for x in v["ae_miou_per_rounds"]),
+                     "best AE − CAM": v["ae_best_minus_cam"]})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("design / merge")
+
+
 def book_segmenter_table(path: str | Path) -> pd.DataFrame:
     """The segmenter recipes tried under the book's time budget, each a whole default-profile run:
     the four segmenters' held-out mIoU and training seconds (``_segmenters`` of
@@ -213,7 +239,9 @@ def merge_variants_table(artifacts_root: str | Path, profile: str, first: str = 
         last = rounds[-1]["metrics"] if k > 1 else {}
         rows.append({"merge stage": str(path.parent.relative_to(root)), "erasing stage": params["erasing_stage"],
                      "erase value": rounds[0]["params"]["erase_value"],
-                     "mining threshold": rounds[0]["params"]["mine_threshold"], "rounds": k,
+                     "mining threshold": rounds[0]["params"]["mine_threshold"],
+                     "rounds 2+ start": rounds[0]["params"].get("init", "fresh"),
+                     "shown clean": rounds[0]["params"].get("clean_fraction", 0.0), "rounds": k,
                      "last round train mAP (erased)": last.get("train_map"),
                      "last round val mAP (clean)": last.get("val_map"),
                      "mIoU after 1 round": per[0].get("miou"), "mIoU after all rounds": per[k - 1].get("miou")

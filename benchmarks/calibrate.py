@@ -30,9 +30,9 @@ SIX = ["tshirt", "trouser", "dress", "sneaker", "bag", "boot"]
 TEN = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 
 DATASETS = {
-    "fm7-96": dict(classes=SEVEN, image_size=96, item_size=[40, 64], n_train=2000, n_val=300),
-    "fm6-96-3k": dict(classes=SIX, image_size=96, item_size=[40, 64], n_train=3000, n_val=300, min_visible=0.7),
-    "fm10-96": dict(classes=TEN, image_size=96, item_size=[40, 64], n_train=2000, n_val=300),
+    "fm7-96": dict(classes=SEVEN, image_size=96, item_size=[40, 64], part_size=[0, 0], n_train=2000, n_val=300),
+    "fm6-96-3k": dict(classes=SIX, image_size=96, item_size=[40, 64], part_size=[0, 0], n_train=3000, n_val=300, min_visible=0.7),
+    "fm10-96": dict(classes=TEN, image_size=96, item_size=[40, 64], part_size=[0, 0], n_train=2000, n_val=300),
 }
 SETTINGS = [
     # name, dataset, CAM parameters

@@ -35,6 +35,8 @@ def main() -> None:
                     help="profiles to report, one section each (those without artifacts are left out)")
     ap.add_argument("--artifacts", default=str(ROOT / "artifacts"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.md"))
+    ap.add_argument("--seeds", nargs="*", default=["default", "default_seed1"],
+                    help="profiles of the same scenes with other training seeds: CAM against AE, one row each")
     ap.add_argument("--status", default="", help="a sentence on the state of the run (e.g. which stages are older)")
     args = ap.parse_args()
     lines = ["# Measured results", "",
@@ -49,11 +51,36 @@ def main() -> None:
     timed = ROOT / "benchmarks" / "book_time.json"
     if timed.exists():
         lines += book_time_lines(json.loads(timed.read_text()))
+    lines += seed_lines(args)
     for profile in args.profile:
         if (Path(args.artifacts) / profile).is_dir():
             lines += profile_lines(args, profile)
     write_text(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
+
+
+def seed_lines(args) -> list[str]:
+    """CAM at its best threshold against the AE pseudo masks, one row per training seed (the
+    profiles of ``--seeds``: the default book and `benchmarks/designs/default_seed1.yaml`)."""
+    rows = []
+    for profile in args.seeds:
+        art = Path(args.artifacts) / profile
+        cam, pm = load_metrics(art / "cam"), load_metrics(art / "pseudo_masks")
+        if not cam or not pm or "per_rounds" not in pm["metrics"]:
+            continue
+        per = [p["miou"] for p in pm["metrics"]["per_rounds"]]
+        c = cam["metrics"]["seed_miou"]
+        rows.append(f"| {cam['params']['seed']} | `{profile}` | {fmt(cam['metrics'].get('val_map'))} | {fmt(c)} | "
+                    + " / ".join(fmt(v) for v in per) + f" | {max(per) - c:+.3f} | "
+                    + " / ".join(fmt(v) for v in pm["metrics"].get("round_precision") or []) + " |")
+    if not rows:
+        return []
+    return ["## CAM against adversarial erasing, two training seeds", "",
+            "Same scenes (data seed 0), classifier and erasing rounds trained with each seed; pseudo-mask "
+            "mIoU on the training scenes. The seed-1 run: `.venv/bin/python -m aepsl.stages --profile "
+            "benchmarks/designs/default_seed1.yaml` (the CAM and erasing stages of the default profile).", "",
+            "| seed | profile | CAM val mAP | CAM mIoU (best threshold) | AE mIoU after 1 / 2 / 3 / 4 rounds | "
+            "best AE − CAM | region precision per round |", "|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def book_time_lines(record: dict) -> list[str]:
@@ -135,6 +162,15 @@ def profile_lines(args, profile: str) -> list[str]:
         lines += ["", "Per-round classifiers (train mAP on their own erased inputs / val mAP on clean images): "
                   + ", ".join(f"round {k}: {fmt(t)} / {fmt(v)}" for k, (t, v) in
                               enumerate(zip(m["round_train_map"], m["round_val_map"]), start=1)), ""]
+        if m.get("round_precision"):
+            lines += ["Per-round regions (precision: share of the round's mined pixels of the right class; "
+                      "disc / body: share of those parts' pixels the round found, then found so far): "
+                      + ", ".join(f"round {k}: precision {fmt(pr)}"
+                                  + (f", disc {fmt(c['this_round']['disc'])}, body {fmt(c['this_round']['body'])}"
+                                     f" (so far {fmt(c['so_far']['body'])})" if c else "")
+                                  for k, (pr, c) in enumerate(zip(m["round_precision"], m["round_part_coverage"]),
+                                                              start=1)), ""]
+            lines += [f"Masks written for the segmenters: {m['rounds']} rounds (mIoU {fmt(m['miou'])}).", ""]
         for variant in sorted(p.name for p in art.glob("pseudo_masks_*") if not is_archived(p, art)):
             vm = load_metrics(art / variant)
             if vm and "per_rounds" in vm["metrics"]:

@@ -27,9 +27,9 @@
 # adversarial-erasing pseudo masks, and on the CAM seeds with $\alpha$ values matched to
 # where our CAMs are best cut — and the last section compares the runs. PSA's $\alpha = 16$
 # sets the background against a CAM value of about 0.13 — $(1-t)^{\alpha} = t$ — close to
-# where VOC's CAMs are best cut; the CAM chapter found our scenes best cut near 0.45, which
-# $\alpha \approx 1.34$ matches (and 0.56 / 3.38 put the confident foreground above 0.6 and
-# the confident background below 0.3). That run also walks only $t = 2$ steps instead of
+# where VOC's CAMs are best cut; the CAM chapter found our scenes best cut near 0.3, which
+# $\alpha \approx 3.38$ matches (and 0.56 / 7.21 put the confident foreground above 0.6 and
+# the confident background below 0.2). That run also walks only $t = 2$ steps instead of
 # PSA's 256: our maps are 12×12 cells, not 41×41, and the step sweep below shows what many
 # steps do to them. (Like the CAM threshold, this choice is read off the training split's
 # scores.)

@@ -23,7 +23,7 @@ TINY_CLASSES = ["disc", "square", "triangle"]
 
 def tiny_scene_config(data_root, seed: int = 0, **overrides) -> SceneConfig:
     """The tiny scene parameters the tests share (32 px, 24/8/8 images, <= 2 items)."""
-    params = dict(source="shapes", classes=list(TINY_CLASSES), image_size=32, item_size=[12, 20],
+    params = dict(source="shapes", classes=list(TINY_CLASSES), image_size=32, item_size=[12, 20], part_size=[0, 0],
                   n_train=24, n_val=8, n_test=8, max_items=2, data_root=str(data_root), seed=seed)
     params.update(overrides)
     return SceneConfig(**params)

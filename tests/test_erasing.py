@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from aepsl import erasing
@@ -125,3 +126,95 @@ def test_rounds_see_only_earlier_regions(scene_tree, tmp_path):
     assert per[1]["fg_recall"] >= per[0]["fg_recall"]
     with pytest.raises(FileNotFoundError, match="round 3"):
         erasing.merge(dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), rounds=3))
+    # score_rounds: the masks of 1 round are written, 2 rounds scored beside them
+    one = erasing.merge(dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), rounds=1,
+                             score_rounds=2, stage="pm_one"), progress=False)["metrics"]
+    assert [p["miou"] for p in one["per_rounds"]] == [p["miou"] for p in per]
+    assert one["miou"] == per[0]["miou"] and one["rounds"] == 1
+    two_dir = tmp_path / "t" / "pseudo_masks" / "masks"
+    one_dir = tmp_path / "t" / "pm_one" / "masks"
+    r2 = erasing.round_dir(cfg, 2) / "regions"
+    differs = False
+    for name in tree.ids("train"):
+        a, b = np.asarray(Image.open(one_dir / f"{name}.png")), np.asarray(Image.open(two_dir / f"{name}.png"))
+        differs |= not np.array_equal(a, b)
+    assert differs == any(erasing.load_regions(r2 / f"{n}.png").any() for n in tree.ids("train"))
+
+
+def test_new_round_parameters_are_checked():
+    with pytest.raises(ValueError, match="init"):
+        erasing.run_round({"round": 1, "init": "warm"})
+    with pytest.raises(ValueError, match="clean_fraction"):
+        erasing.run_round({"round": 1, "clean_fraction": 1.0})
+    with pytest.raises(ValueError, match="round_epochs"):
+        erasing.run_round({"round": 1, "round_epochs": -1})
+
+
+def test_clean_fraction_shows_some_images_unerased_anew_each_epoch(scene_tree, tmp_path):
+    from aepsl.data.voc import VOCTree
+
+    tree = VOCTree(scene_tree)
+    regions = tmp_path / "regions"
+    regions.mkdir()
+    for name in tree.ids("train"):   # erase the left half of every image
+        r = np.zeros(tree.image(name).shape[:2], np.uint8)
+        r[:, :16] = 1
+        erasing.save_regions(regions / f"{name}.png", r)
+    mean = np.array([1.0, 2.0, 3.0])
+    view = erasing.ErasedView(tree, "train", [regions], "mean", mean, None, seed=0, clean_fraction=0.5)
+
+    def clean_set(epoch):
+        view.set_epoch(epoch)
+        return {i for i in range(len(view)) if np.array_equal(view[i]["image"], tree.image(view.names[i]))}
+
+    e0, e1 = clean_set(0), clean_set(1)
+    assert 0 < len(e0) < len(view) and 0 < len(e1) < len(view)
+    assert e0 != e1                    # drawn anew each epoch
+    assert clean_set(0) == e0          # and the same for the same epoch
+    erased = set(range(len(view))) - e0
+    view.set_epoch(0)
+    i = next(iter(erased))
+    assert (view[i]["image"][:, :16] == np.round(mean).astype(np.uint8)).all()
+    # without clean_fraction every image is erased
+    plain = erasing.ErasedView(tree, "train", [regions], "mean", mean, None, seed=0)
+    assert all(not plain.shown_clean(i) for i in range(len(plain)))
+
+
+def test_warm_started_round_and_part_coverage(make_scene_config, tmp_path, monkeypatch):
+    import torch
+
+    from aepsl.data.scenes import generate
+
+    root = tmp_path / "parts"
+    generate(make_scene_config(root, part_size=[8, 10]), progress=False)
+    _quick_cam(root, tmp_path)
+    base = dict(profile="t", data_root=str(root), artifacts_root=str(tmp_path), eval_batch_size=8,
+                mine_threshold=0.3, init="previous", clean_fraction=0.5, round_epochs=1)
+    r1 = erasing.run_round({**base, "round": 1}, progress=False)["metrics"]
+    cov = r1["part_coverage"]
+    assert set(cov["this_round"]) == {"disc", "body"}
+    assert cov["this_round"] == cov["so_far"]          # round 1: nothing found before
+    assert all(0 <= v <= 1 for v in cov["this_round"].values())
+    seen = {}
+    real = erasing.train_classifier
+
+    def spy(*args, init=None, **kwargs):   # the real training, with the weights it started from noted
+        seen["init"] = init
+        return real(*args, init=init, **kwargs)
+
+    monkeypatch.setattr(erasing, "train_classifier", spy)
+    r2 = erasing.run_round({**base, "round": 2}, progress=False)["metrics"]
+    assert r2["init"] == "previous" and r2["clean_fraction"] == 0.5 and r2["epochs"] == 1
+    for part in ("disc", "body"):    # what is found so far only grows
+        assert r2["part_coverage"]["so_far"][part] >= cov["so_far"][part] - 1e-9
+    # round 2 started from the CAM classifier, round 3 from round 2's
+    cam_state = torch.load(tmp_path / "t" / "cam" / "model.pt", weights_only=False)["model"]
+    assert seen["init"].keys() == cam_state.keys()
+    assert all(torch.equal(seen["init"][k], cam_state[k]) for k in cam_state)
+    erasing.run_round({**base, "round": 3}, progress=False)
+    r2_state = torch.load(tmp_path / "t" / "erasing" / "round2" / "model.pt", weights_only=False)["model"]
+    assert all(torch.equal(seen["init"][k], r2_state[k]) for k in r2_state)
+    assert not all(torch.equal(r2_state[k], cam_state[k]) for k in cam_state)   # round 2 did train
+    erasing.run_round({**base, "round": 1, "init": "fresh", "stage": "fresh"}, progress=False)
+    erasing.run_round({**base, "round": 2, "init": "fresh", "stage": "fresh"}, progress=False)
+    assert seen["init"] is None

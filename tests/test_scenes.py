@@ -231,7 +231,7 @@ def test_fashion_truncated_gzip_names_it(no_system_fashion, tmp_path):
 
 def test_fashion_source_without_files_fails_in_generate(no_system_fashion, tmp_path):
     cfg = SceneConfig(data_root=str(tmp_path / "scenes"), source="fashion", classes=["tshirt", "bag"],
-                      max_items=2, image_size=32, item_size=[12, 20], n_train=2, n_val=0, n_test=0)
+                      max_items=2, image_size=32, item_size=[12, 20], part_size=[0, 0], n_train=2, n_val=0, n_test=0)
     with pytest.raises(DataSourceError, match="fashion_dir"):
         generate(cfg, progress=False)
     assert not (tmp_path / "scenes" / "dataset.json").exists()
@@ -259,7 +259,7 @@ def _stage_params(tmp_path: Path, **overrides) -> dict:
     params = {"profile": "t", "seed": 0, "device": "cpu", "data_root": str(tmp_path / "data"),
               "artifacts_root": str(tmp_path / "artifacts"), "source": "shapes",
               "classes": ["disc", "square", "triangle", "cross"], "image_size": 32,
-              "n_train": 6, "n_val": 3, "n_test": 2, "min_items": 1, "max_items": 2, "item_size": [12, 20]}
+              "n_train": 6, "n_val": 3, "n_test": 2, "min_items": 1, "max_items": 2, "item_size": [12, 20], "part_size": [0, 0]}
     params.update(overrides)
     return params
 
@@ -295,3 +295,50 @@ def test_data_stage_wrong_type(tmp_path):
     with pytest.raises(ParameterError, match="n_train"):
         stage.run(_stage_params(tmp_path, n_train="two"), progress=False)
     assert not (tmp_path / "artifacts").exists()
+
+
+# --------------------------------------------------------------------------- discriminative parts
+def test_part_patterns_differ_between_classes_and_are_mirror_symmetric():
+    from aepsl.data.scenes import PATTERNS, _pattern
+
+    yy, xx = np.mgrid[-1:1:41j, -1:1:41j]
+    disc = xx ** 2 + yy ** 2 <= 1
+    drawn = [_pattern(k, xx[disc], yy[disc]) for k in PATTERNS]
+    for k, a in enumerate(drawn):
+        assert 0.2 < a.mean() < 0.8, f"pattern {k} is almost one colour"
+        mirrored = _pattern(k, -xx[disc], yy[disc])
+        assert np.array_equal(a, mirrored), f"pattern {k} changes under a left-right flip"
+        for j in range(k):
+            assert (a != drawn[j]).mean() > 0.2, f"patterns {j} and {k} are nearly the same"
+
+
+def test_parts_tree_marks_discs_on_objects(make_scene_config, tmp_path):
+    root = tmp_path / "parts"
+    generate(make_scene_config(root, part_size=[8, 10]), progress=False)
+    names = _all_names(root)
+    seen_disc = 0
+    for name in names:
+        with Image.open(root / "SegmentationPart" / f"{name}.png") as img:
+            parts = np.array(img)
+        mask, image = _mask(root, name), _jpeg(root, name).astype(np.int16)
+        obj = (mask > 0) & (mask != 255)
+        assert set(np.unique(parts)) <= {0, 1, 2}
+        assert np.array_equal(parts > 0, obj), name          # parts split the object pixels exactly
+        disc = parts == 1
+        seen_disc += int(disc.sum())
+        if disc.sum() > 20:   # disc pixels are black or white (JPEG blurs the pattern's edges a little)
+            grey = image[disc].mean(axis=1)
+            assert ((grey < 80) | (grey > 175)).mean() > 0.6, name
+    assert seen_disc > 0
+    # without part_size no part folder is written, and the scenes are those of before
+    plain = tmp_path / "plain"
+    generate(make_scene_config(plain), progress=False)
+    assert not (plain / "SegmentationPart").exists()
+
+
+def test_validate_part_size():
+    with pytest.raises(ValueError, match="part_size"):
+        SceneConfig(part_size=[4, 8]).validate()          # below 6 px
+    with pytest.raises(ValueError, match="part_size"):
+        SceneConfig(item_size=[40, 64], part_size=[30, 50]).validate()   # larger than the smallest item
+    SceneConfig(part_size=[0, 0]).validate()

@@ -7,6 +7,12 @@ Later items may occlude earlier ones; an item that stays less than ``min_visible
 is dropped from the label set and its pixels go back to the item in front or background.
 The mask is exact: every pixel belongs to the item drawn last on it, or to background.
 
+With ``part_size`` set, every item also carries a *discriminative part*: a disc filled with a
+black-and-white pattern that belongs to its class (the same outline for every class, the
+pattern left-right symmetric so a mirrored scene keeps its meaning). The disc is part of the
+object in the mask; ``SegmentationPart/<name>.png`` marks which object pixels are disc (1) and
+which are body (2), so the book can measure how much of each part a CAM or a mined region finds.
+
 The scenes are written as a VOC-style tree (see :mod:`aepsl.data.voc`), so the embedded
 data and PASCAL VOC go through one reader.
 """
@@ -30,6 +36,7 @@ BACKGROUND_IMAGES = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "
                      "rocket", "text", "chelsea", "motorcycle_left", "retina", "clock")
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+PART_DIR = "SegmentationPart"   # per object pixel: 1 = the class-pattern disc, 2 = the rest
 
 
 @dataclass
@@ -47,9 +54,10 @@ class SceneConfig:
     n_test: int = 200   # number of test scenes
     min_items: int = 1   # fewest items pasted into one scene (at least 1)
     max_items: int = 3   # most items per scene, each of another class (at most the number of classes)
-    item_size: list = field(default_factory=lambda: [40, 64])   # [min, max] side of a pasted item, px (within 8 and image_size)
+    item_size: list = field(default_factory=lambda: [48, 72])   # [min, max] side of a pasted item, px (within 8 and image_size)
     min_visible: float = 0.7   # fraction of an item that must stay visible, else it is dropped
     bg_contrast: float = 0.6   # background contrast relative to the photo (1: unchanged)
+    part_size: list = field(default_factory=lambda: [20, 26])   # [min, max] diameter of each item's class-pattern disc, px ([0, 0]: no disc)
     seed: int = 0   # random seed of the scene generator
 
     def validate(self) -> None:
@@ -69,6 +77,12 @@ class SceneConfig:
         lo, hi = self.item_size
         if not 8 <= lo <= hi <= self.image_size:
             raise ValueError(f"parameter item_size {self.item_size} must lie within [8, image_size={self.image_size}]")
+        plo, phi = self.part_size
+        if (plo, phi) != (0, 0) and not 6 <= plo <= phi <= lo:
+            raise ValueError(f"parameter part_size {self.part_size} must be [0, 0] (no part) or lie within "
+                             f"[6, smallest item side {lo}]")
+        if (plo, phi) != (0, 0) and len(self.classes) > len(PATTERNS):
+            raise ValueError(f"parameter part_size: {len(self.classes)} classes but only {len(PATTERNS)} part patterns")
         for k in ("n_train", "n_val", "n_test"):
             if getattr(self, k) < 0:
                 raise ValueError(f"parameter {k} must be >= 0")
@@ -127,13 +141,71 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], np.float32)
 
 
+# --------------------------------------------------------------------------- the parts
+def _pattern(k: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Class ``k``'s black (False) / white (True) pattern at disc coordinates x, y in [-1, 1].
+    Every pattern is symmetric under x -> -x (a mirrored scene keeps its classes)."""
+    u, r = np.abs(x), np.hypot(x, y)
+    if k == 0:
+        return np.cos(3 * np.pi * y) > 0                          # horizontal stripes
+    if k == 1:
+        return np.cos(3.5 * np.pi * r) > 0                        # rings
+    if k == 2:
+        return np.cos(3 * np.pi * x) > 0                          # vertical stripes
+    if k == 3:
+        return np.cos(2 * np.pi * x) * np.cos(2 * np.pi * y) > 0  # checkerboard
+    if k == 4:
+        return np.cos(3 * np.pi * (y + u)) > 0                    # chevrons
+    if k == 5:
+        return (u < 0.28) | (np.abs(y) < 0.28)                    # a plus
+    if k == 6:
+        return np.abs(u - np.abs(y)) < 0.3                        # a diagonal cross
+    if k == 7:
+        return (np.cos(3 * np.pi * x) * np.cos(3 * np.pi * y)) > 0.35   # dots
+    if k == 8:
+        return (r < 0.35) | (r > 0.7)                             # a dot in a ring
+    if k == 9:
+        return y > 0                                              # halves
+    raise ValueError(k)
+
+
+PATTERNS = tuple(range(10))
+
+
+def draw_part(canvas: np.ndarray, owner: np.ndarray, part: np.ndarray, slot: int, cls: int,
+              shape: np.ndarray, y0: int, x0: int, diameter: int, rng: np.random.Generator) -> None:
+    """Paint class ``cls``'s pattern disc onto the item (``shape`` at y0, x0) in place.
+
+    The centre is drawn among the item's pixels farthest inside its silhouette (the disc sits
+    on the item, not beside it); the disc's pixels join the item in ``owner`` and are marked
+    in ``part``."""
+    from scipy.ndimage import distance_transform_edt
+
+    size = canvas.shape[0]
+    depth = distance_transform_edt(np.pad(shape, 1))[1:-1, 1:-1]
+    deep = np.argwhere(depth >= min(depth.max(), diameter / 4))
+    cy, cx = deep[rng.integers(len(deep))] + (y0, x0)
+    r = diameter / 2
+    cy = int(np.clip(cy, np.ceil(r), size - np.ceil(r)))
+    cx = int(np.clip(cx, np.ceil(r), size - np.ceil(r)))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    x, y = (xx + 0.5 - cx) / r, (yy + 0.5 - cy) / r
+    disc = x ** 2 + y ** 2 <= 1
+    white = _pattern(cls, x[disc], y[disc])
+    canvas[disc] = np.where(white[:, None], 235.0, 20.0)
+    owner[disc] = slot
+    part[disc] = slot
+
+
 # --------------------------------------------------------------------------- one scene
 def make_scene(rng: np.random.Generator, items: np.ndarray, item_labels: np.ndarray,
                by_class: list[np.ndarray], cfg: SceneConfig, backgrounds: list[np.ndarray]):
-    """Compose one scene. Returns (image uint8 HxWx3, mask uint8 HxW, sorted class indices >= 1)."""
+    """Compose one scene. Returns (image uint8 HxWx3, mask uint8 HxW, sorted class indices >= 1,
+    part map uint8 HxW: 1 = disc, 2 = rest of an object, 0 = background or ignored)."""
     size = cfg.image_size
     canvas = _background(rng, backgrounds, size, cfg.bg_contrast)
     owner = np.zeros((size, size), np.int16)          # 0 = background, k = k-th pasted item
+    part = np.zeros((size, size), np.int16)           # k where the k-th item's disc is
     n_items = int(rng.integers(cfg.min_items, cfg.max_items + 1))
     chosen = rng.choice(len(cfg.classes), size=n_items, replace=False)
     classes, areas = [], []
@@ -151,8 +223,12 @@ def make_scene(rng: np.random.Generator, items: np.ndarray, item_labels: np.ndar
         region = canvas[y:y + side, x:x + side]
         region[shape] = (shade * colour)[shape]
         owner[y:y + side, x:x + side][shape] = slot
+        part[owner == slot] = 0                       # an earlier disc under this item is hidden
+        if cfg.part_size[1] > 0:
+            diameter = int(rng.integers(cfg.part_size[0], cfg.part_size[1] + 1))
+            draw_part(canvas, owner, part, slot, int(cls), shape, y, x, diameter, rng)
         classes.append(int(cls) + 1)
-        areas.append(int(shape.sum()))
+        areas.append(int((owner == slot).sum()))
     # drop items that ended up mostly hidden: their visible pixels keep their colours but
     # are marked ignore (255) so no pixel is labelled with a class missing from the labels
     mask = np.zeros((size, size), np.uint8)
@@ -165,7 +241,9 @@ def make_scene(rng: np.random.Generator, items: np.ndarray, item_labels: np.ndar
         else:
             mask[visible] = 255
     image = np.clip(canvas + rng.normal(0, 3.0, canvas.shape), 0, 255).astype(np.uint8)
-    return image, mask, sorted(kept)
+    parts = np.where((mask > 0) & (mask != 255), 2, 0).astype(np.uint8)
+    parts[(part > 0) & (part == owner) & (mask > 0) & (mask != 255)] = 1
+    return image, mask, sorted(kept), parts
 
 
 # --------------------------------------------------------------------------- a whole tree
@@ -210,10 +288,12 @@ def generate(cfg: SceneConfig, force: bool = False, progress: bool = True) -> di
         names = []
         for i in tqdm(range(n), desc=f"scenes {split}", disable=not progress, leave=False):
             rng = np.random.default_rng([cfg.seed, SPLIT_IDS[split], i])
-            image, mask, cls = make_scene(rng, images, item_labels, by_class, cfg, backgrounds)
+            image, mask, cls, parts = make_scene(rng, images, item_labels, by_class, cfg, backgrounds)
             name = f"{split}_{i:06d}"
             voc.write_image(root / "JPEGImages" / f"{name}.jpg", image)
             voc.write_mask(root / "SegmentationClass" / f"{name}.png", mask)
+            if cfg.part_size[1] > 0:
+                voc.write_mask(root / PART_DIR / f"{name}.png", parts)
             labels[name] = cls
             names.append(name)
         voc.write_split(root, split, names)

@@ -1,0 +1,111 @@
+"""Designs tried for issue 16: scenes and erasing recipes, and whether erasing finds more object.
+
+Each design is a stage profile (a YAML file of runs: data, CAM, erasing rounds, merges) run with
+``python -m aepsl.stages --profile FILE``; this script then reads the finished stages' metrics and
+records, per erasing stage: the CAM's val mAP and seed mIoU at its best background threshold,
+each round's val mAP, region precision and part coverage, and the merged pseudo masks' mIoU
+after 1, 2, 3 rounds (all on the training scenes, as the book scores seeds).
+
+    .venv/bin/python -m aepsl.stages --profile benchmarks/designs/parts.yaml
+    .venv/bin/python benchmarks/erasing_design.py --profile benchmarks/designs/parts.yaml \\
+        --design "parts, warm + mixed" --note "what changed and why"
+
+Records go to benchmarks/erasing_design.json (one entry per design and merge stage), which the
+data chapter shows as a table.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aepsl.artifacts import load_metrics, read_json, stage_dir, write_json  # noqa: E402
+from aepsl.config import load_profile, resolve  # noqa: E402
+from aepsl.registry import plan  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "erasing_design.json"
+
+
+def _r(x, n=4):
+    return None if x is None else round(float(x), n)
+
+
+def summarise(profile: str) -> list[dict]:
+    """One entry per merge run of ``profile``: the CAM it starts from, its rounds, its masks."""
+    common = load_profile(profile)["common"]
+    root = resolve(common.get("artifacts_root", "artifacts"))
+    name = common["profile"]
+    runs = plan(profile)
+    data = next((r for r in runs if r.entry.notebook == "00_data"), None)
+    out = []
+    for run in runs:
+        if run.entry.notebook != "03_pseudo_masks":
+            continue
+        p = dataclasses.asdict(run.config)
+        merge = load_metrics(stage_dir(root, name, p["stage"]))
+        cam = load_metrics(stage_dir(root, name, p["cam_stage"]))
+        if merge is None or cam is None:
+            print(f"skipping {run.name}: not finished")
+            continue
+        rounds = []
+        for k in range(1, len(merge["metrics"].get("per_rounds", [])) + 1):
+            rec = load_metrics(stage_dir(root, name, p["erasing_stage"]) / f"round{k}")
+            m = rec["metrics"]
+            rounds.append({"round": k, "val_map": _r(m.get("val_map")), "train_map": _r(m.get("train_map")),
+                           "region_precision": _r(m.get("region_precision")),
+                           "part_coverage": m.get("part_coverage"),
+                           "init": rec["params"].get("init"), "clean_fraction": rec["params"].get("clean_fraction"),
+                           "epochs": m.get("epochs"), "wall_time_s": rec.get("wall_time_s")})
+        cm = cam["metrics"]
+        per = [_r(r["miou"]) for r in merge["metrics"].get("per_rounds", [])]
+        out.append({
+            "merge_stage": p.get("stage"), "erasing_stage": p.get("erasing_stage"),
+            "scenes": {k: data.stage_params.get(k) for k in ("image_size", "item_size", "part_size", "max_items",
+                                                             "n_train", "seed")} if data else None,
+            "seed": common.get("seed"),
+            "cam": {"val_map": _r(cm.get("val_map")), "seed_miou": _r(cm.get("seed_miou")),
+                    "best_threshold": cm.get("best_threshold"), "wall_time_s": cam.get("wall_time_s"),
+                    "epochs": cam["params"].get("epochs")},
+            "rounds": rounds,
+            "ae_miou_per_rounds": per,
+            "ae_best": max(per) if per else None,
+            "ae_best_minus_cam": _r(max(per) - cm["seed_miou"]) if per else None,
+        })
+    return out
+
+
+def show(entries: list[dict]) -> None:
+    for e in entries:
+        print(f"{e['merge_stage']}: CAM val mAP {e['cam']['val_map']} seed {e['cam']['seed_miou']} "
+              f"(t={e['cam']['best_threshold']}); AE per rounds {e['ae_miou_per_rounds']} "
+              f"best-CAM {e['ae_best_minus_cam']}")
+        for r in e["rounds"]:
+            print(f"   round {r['round']}: val mAP {r['val_map']} train mAP {r['train_map']} precision "
+                  f"{r['region_precision']} parts {r['part_coverage']} ({r['wall_time_s']} s)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", required=True, help="the design's stage profile (YAML)")
+    ap.add_argument("--design", help="record under this name (without it: print only)")
+    ap.add_argument("--note", default="", help="what the design changes, one line")
+    args = ap.parse_args()
+    entries = summarise(args.profile)
+    show(entries)
+    if args.design:
+        book = read_json(OUT) if OUT.exists() else {}
+        for e in entries:
+            key = f"{args.design} / {e['merge_stage']}"
+            book[key] = {"design": args.design, "note": args.note, "order": len(book), **e,
+                         "command": f"python -m aepsl.stages --profile {args.profile}"}
+        write_json(OUT, book)
+        print(f"recorded {len(entries)} entries in {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
