@@ -400,16 +400,29 @@ def stage_metrics(artifacts_root: str | Path, profile: str, stage: str, data_roo
         return rec, profile
     if fallback and fallback != profile:
         rec = load_metrics(root / fallback / stage)
-        if rec is not None and (data_root is None or _same_data(rec, data_root)):
+        if rec is not None and (data_root is None or _same_data(rec, data_root, root / fallback)):
             return rec, fallback
     return None, None
 
 
-def _same_data(record: dict, data_root: str) -> bool:
+def _same_data(record: dict, data_root: str, folder: Path | None = None) -> bool:
+    """Whether ``record`` (of a stage under the profile folder ``folder``) was made on the data now
+    at ``data_root``: the same folder, and — for generated scenes — the same content (the scene
+    parameters' hash that the profile's CAM stage recorded), so a run on scenes since regenerated
+    with other parameters does not count."""
+    from .artifacts import load_metrics
     from .config import resolve
+    from .data.voc import VOCTree
+    from .skeleton import dataset_identity
 
     theirs = (record.get("params") or {}).get("data_root")
-    return theirs is not None and resolve(theirs).resolve() == resolve(data_root).resolve()
+    if theirs is None or resolve(theirs).resolve() != resolve(data_root).resolve():
+        return False
+    cam = load_metrics(folder / "cam") if folder is not None else None
+    made_on = ((cam or {}).get("params") or {}).get("dataset")
+    if made_on is None or not (resolve(data_root) / "dataset.json").exists():
+        return True
+    return made_on == dataset_identity(VOCTree(resolve(data_root)))
 
 
 def source_note(source: str | None, profile: str) -> str:
@@ -442,7 +455,7 @@ def variants_table(artifacts_root: str | Path, profile: str, data_root: str | No
         return table, profile
     if profile != VARIANTS_PROFILE and (Path(artifacts_root) / VARIANTS_PROFILE).is_dir():
         rec, source = stage_metrics(artifacts_root, VARIANTS_PROFILE, first, data_root, fallback=None)
-        if rec is not None and (data_root is None or _same_data(rec, data_root)):
+        if rec is not None and (data_root is None or _same_data(rec, data_root, Path(artifacts_root) / VARIANTS_PROFILE)):
             other = merge_variants_table(artifacts_root, VARIANTS_PROFILE, first)
             if len(other) > 1:
                 return other, VARIANTS_PROFILE

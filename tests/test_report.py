@@ -119,3 +119,24 @@ def test_segmenter_recipe_table_reads_the_benchmark_file(tmp_path):
     assert table.loc["largefov/e5", "test-time drop in the run"] == 0.5
     assert table.loc["largefov/e5", "true classes dropped at 0.5"] == 0.2
     assert table.loc["stride4/e12", "scale range"] == "0.7-1.3" and table.loc["stride4/e12", "weight decay"] == 0.01
+
+
+def test_variant_runs_count_only_on_the_same_scenes(scene_tree, tmp_path):
+    """A variant profile's run on the same folder is quoted only while the scenes there are
+    the ones it was made on (generated scenes: the same parameter hash)."""
+    from aepsl.data.voc import VOCTree
+    from aepsl.skeleton import dataset_identity
+
+    now = dataset_identity(VOCTree(scene_tree))
+    variants = report.VARIANTS_PROFILE
+
+    def made_on(identity):
+        write_json(tmp_path / variants / "cam" / "metrics.json",
+                   {"metrics": {}, "params": {"data_root": str(scene_tree), "dataset": identity}})
+        write_json(tmp_path / variants / "erasing_t07" / "round1" / "metrics.json",
+                   {"metrics": {"mined_total_fraction": 0.1}, "params": {"data_root": str(scene_tree)}})
+        return report.stage_metrics(tmp_path, "p", "erasing_t07/round1", str(scene_tree))[1]
+
+    assert made_on(now) == variants
+    assert made_on("0123456789abcdef") is None          # the scenes were regenerated since
+    assert report.stage_metrics(tmp_path, "p", "erasing_t07/round1", str(tmp_path / "elsewhere"))[1] is None
