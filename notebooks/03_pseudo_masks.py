@@ -138,8 +138,8 @@ if len(variants) > 1:
         display(Markdown("The rows below are" + report.source_note(source, profile) + "."))
     display(variants.style.format(precision=3, na_rep="–"))
 else:
-    display(Markdown(report.not_run_note("Erasing with the blur and noise fills and "
-                                         "with a mining threshold of 0.7")))
+    display(Markdown(report.not_run_note("Erasing with the blur and noise fills, a "
+                                         "mining threshold of 0.7 and the warm start")))
 
 # %% [markdown]
 # ## What we saw
