@@ -139,15 +139,12 @@ class ErasedView(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def erased_mask(self, name: str) -> np.ndarray:
+    def erased_mask(self, name: str) -> np.ndarray | None:
         """Union (boolean) of the regions mined for ``name`` by the rounds in ``region_dirs``."""
-        mask = None
-        for d in self.region_dirs:
-            r = load_regions(d / f"{name}.png") > 0
-            mask = r if mask is None else mask | r
-        return mask
+        classes = self.region_classes(name)
+        return None if classes is None else classes > 0
 
-    def region_classes(self, name: str) -> np.ndarray:
+    def region_classes(self, name: str) -> np.ndarray | None:
         """The regions mined for ``name`` by the rounds in ``region_dirs``: pixel = class id, 0 = none
         (a pixel is mined at most once: later rounds skip erased pixels)."""
         out = None
@@ -207,13 +204,14 @@ def part_coverage(tree: VOCTree, cam_folder: Path, thresholds, split: str = "tra
     thresholds = list(thresholds)
     meters = [PartMeter() for _ in thresholds]
     for name in tree.ids(split):
-        if part_map(tree, name) is None:
+        parts = part_map(tree, name)
+        if parts is None:
             return None
         cams = load_cam(cam_folder, name)
         ids = np.flatnonzero(tree.labels(name)) + 1
         gt = tree.mask(name)
         for t, meter in zip(thresholds, meters):
-            meter.update(tree, name, mine_regions(cams, ids, t), None, gt)
+            meter.update(parts, mine_regions(cams, ids, t), None, gt)
     out = {"thresholds": thresholds}
     for i, key in enumerate(PartMeter.KEYS):
         out[key] = [float(m.found[i] / max(m.total[i], 1)) for m in meters]
@@ -345,15 +343,17 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
                 iterate_cams(model, view, device, recipe.cam_scales, recipe.cam_flip, max(cfg.eval_batch_size // 4, 1),
                              progress, f"round {cfg.round} CAMs", cfg.num_workers), folder / "cams"))
         for name, cams, ids in items:
-            erased = view.erased_mask(name) if prev_regions else None
-            regions = mine_regions(cams, ids, cfg.mine_threshold, erased)
+            earlier = view.region_classes(name) if prev_regions else None
+            regions = mine_regions(cams, ids, cfg.mine_threshold, None if earlier is None else earlier > 0)
             save_regions(region_dir / f"{name}.png", regions)
             area += np.bincount(regions.ravel(), minlength=tree.num_classes)
             total_px += regions.size
             if name in scored:
                 gt = tree.mask(name)
                 meter_round.update(regions, gt)
-                parts.update(tree, name, regions, view.region_classes(name) if prev_regions else None, gt)
+                part = part_map(tree, name)
+                if part is not None:
+                    parts.update(part, regions, earlier, gt)
     if parts.total.any():
         out["part_coverage"] = parts.summary()
     out["mined_fraction"] = {c: round(float(a) / max(total_px, 1), 5) for c, a in zip(tree.classes[1:], area[1:])}
@@ -389,11 +389,9 @@ class PartMeter:
         self.found = np.zeros(2, np.int64)
         self.cumulative = np.zeros(2, np.int64)
 
-    def update(self, tree: VOCTree, name: str, regions: np.ndarray, earlier: np.ndarray | None,
+    def update(self, parts: np.ndarray, regions: np.ndarray, earlier: np.ndarray | None,
                gt: np.ndarray) -> None:
-        parts = part_map(tree, name)
-        if parts is None:
-            return
+        """Add one image: its part map, this round's regions, the earlier rounds' (or None)."""
         right = (regions > 0) & (regions == gt)
         before = np.zeros_like(right) if earlier is None else (earlier > 0) & (earlier == gt)
         for i, p in enumerate((1, 2)):

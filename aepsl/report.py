@@ -400,12 +400,12 @@ def stage_metrics(artifacts_root: str | Path, profile: str, stage: str, data_roo
         return rec, profile
     if fallback and fallback != profile:
         rec = load_metrics(root / fallback / stage)
-        if rec is not None and (data_root is None or _same_data(rec, data_root, root / fallback)):
+        if rec is not None and (data_root is None or same_data(rec, data_root, root / fallback)):
             return rec, fallback
     return None, None
 
 
-def _same_data(record: dict, data_root: str, folder: Path | None = None) -> bool:
+def same_data(record: dict, data_root: str, folder: Path | None = None) -> bool:
     """Whether ``record`` (of a stage under the profile folder ``folder``) was made on the data now
     at ``data_root``: the same folder, and — for generated scenes — the same content (the scene
     parameters' hash that the profile's CAM stage recorded), so a run on scenes since regenerated
@@ -455,7 +455,7 @@ def variants_table(artifacts_root: str | Path, profile: str, data_root: str | No
         return table, profile
     if profile != VARIANTS_PROFILE and (Path(artifacts_root) / VARIANTS_PROFILE).is_dir():
         rec, source = stage_metrics(artifacts_root, VARIANTS_PROFILE, first, data_root, fallback=None)
-        if rec is not None and (data_root is None or _same_data(rec, data_root, Path(artifacts_root) / VARIANTS_PROFILE)):
+        if rec is not None and (data_root is None or same_data(rec, data_root, Path(artifacts_root) / VARIANTS_PROFILE)):
             other = merge_variants_table(artifacts_root, VARIANTS_PROFILE, first)
             if len(other) > 1:
                 return other, VARIANTS_PROFILE

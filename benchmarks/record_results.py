@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from aepsl import report  # noqa: E402
 from aepsl.artifacts import current_metrics_files, is_archived, load_metrics, write_text  # noqa: E402
 
 
@@ -53,8 +54,16 @@ def main() -> None:
         lines += book_time_lines(json.loads(timed.read_text()))
     lines += seed_lines(args)
     for profile in args.profile:
-        if (Path(args.artifacts) / profile).is_dir():
-            lines += profile_lines(args, profile)
+        folder = Path(args.artifacts) / profile
+        if not folder.is_dir():
+            continue
+        cam = load_metrics(folder / "cam")
+        data_root = ((cam or {}).get("params") or {}).get("data_root")
+        if data_root and not report.same_data(cam, data_root, folder):
+            lines += [f"## Profile `{profile}`", "", f"Left out: its stages were made on scenes since regenerated "
+                      f"with other parameters in `{data_root}`; `make book PROFILE={profile}` remakes them.", ""]
+            continue
+        lines += profile_lines(args, profile)
     write_text(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

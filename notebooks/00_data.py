@@ -97,7 +97,6 @@ fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center",
 plt.show()
 
 # %% [markdown]
-# %% [markdown]
 # ## The two parts of an object
 # Each scene beside its part map: disc pixels dark, body pixels light. The erasing chapter
 # scores every round against this map.
@@ -233,7 +232,8 @@ else:
 # part far more telling than the rest. The table holds every design we tried, each one run
 # of the stages (`python -m aepsl.stages --profile benchmarks/designs/<design>.yaml`, then
 # `python benchmarks/erasing_design.py`; read from `benchmarks/erasing_design.json`), all on
-# 1,000 training scenes, seed 0, scored on the training scenes as the seeds are. "Round 1
+# 1,000 training scenes, training seed 0 unless its name says otherwise, scored on the
+# training scenes as the seeds are. "Round 1
 # covers" is the CAM at the mining threshold 0.5; the precision of a round is the share of
 # its mined pixels that belong to the right class.
 
