@@ -195,7 +195,7 @@ if "per_rounds" in m and rounds > 1:
         "Nothing is trained: the merge reads the saved regions. Expect the first point of "
         f"the curve above, measured in this run: mIoU {one['miou']:.3f}, foreground "
         f"precision {one['fg_precision']:.3f}, recall {one['fg_recall']:.3f} (against "
-        f"{m['per_rounds'][-1]['miou']:.3f} with {rounds} rounds). The later chapters then "
+        f"{m['miou']:.3f} with {rounds} rounds). The later chapters then "
         "retrain on these masks.")))
 else:
     display(Markdown(report.try_it(
