@@ -103,6 +103,20 @@ def erase(image: np.ndarray, region: np.ndarray, value: str, mean_pixel: np.ndar
     return out
 
 
+def grow(region: np.ndarray, margin: int) -> np.ndarray:
+    """Boolean ``region`` grown by ``margin`` pixels (a disc of that radius around every pixel)."""
+    if margin <= 0 or not region.any():
+        return region
+    h, w = region.shape
+    padded = np.pad(region, margin)
+    out = np.zeros_like(region)
+    for dy in range(-margin, margin + 1):
+        for dx in range(-margin, margin + 1):
+            if dy * dy + dx * dx <= margin * margin:
+                out |= padded[margin + dy:margin + dy + h, margin + dx:margin + dx + w]
+    return out
+
+
 def pixel_statistics(tree: VOCTree, split: str = "train", limit: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of the split's pixels (first ``limit`` images)."""
     total, total_sq, n = np.zeros(3), np.zeros(3), 0
@@ -120,12 +134,13 @@ class ErasedView(torch.utils.data.Dataset):
 
     def __init__(self, tree: VOCTree, split: str, region_dirs: list[Path], value: str,
                  mean_pixel: np.ndarray, std_pixel: np.ndarray, seed: int = 0, with_masks: bool = False,
-                 clean_fraction: float = 0.0):
+                 clean_fraction: float = 0.0, decoys: int = 0, margin: int = 0):
         self.base = SegDataset(tree, split, with_masks=with_masks)
         self.tree, self.names = tree, self.base.names
         self.region_dirs, self.value = list(region_dirs), value
         self.mean_pixel, self.std_pixel, self.seed = mean_pixel, std_pixel, seed
         self.clean_fraction, self.epoch = clean_fraction, 0
+        self.decoys, self.margin = decoys, margin
 
     def set_epoch(self, epoch: int) -> None:
         """With ``clean_fraction``: which images stay clean is drawn anew each epoch."""
@@ -153,13 +168,34 @@ class ErasedView(torch.utils.data.Dataset):
             out = r.copy() if out is None else np.where(out > 0, out, r)
         return out
 
+    def decoy_mask(self, index: int, shape: tuple[int, int]) -> np.ndarray:
+        """``decoys`` holes for image ``index``: the erased regions of other images of the split,
+        each moved by a random offset, drawn anew each epoch. They fall mostly on background, so
+        a hole (its presence, its outline, what lies around it) no longer says where an object is."""
+        h, w = shape
+        out = np.zeros((h, w), bool)
+        rng = np.random.default_rng([self.seed, self.epoch, index, 29])
+        for _ in range(self.decoys):
+            other = self.erased_mask(self.names[int(rng.integers(len(self.names)))])
+            dy, dx = int(rng.integers(-h // 2, h // 2 + 1)), int(rng.integers(-w // 2, w // 2 + 1))
+            if other is None:
+                continue
+            oh, ow = other.shape
+            # the other image's mask moved by (dy, dx) onto this image's grid (parts outside dropped)
+            y0, y1, x0, x1 = max(dy, 0), min(oh + dy, h), max(dx, 0), min(ow + dx, w)
+            if y1 > y0 and x1 > x0:
+                out[y0:y1, x0:x1] |= other[y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+        return out
+
     def __getitem__(self, index: int) -> dict:
         sample = dict(self.base[index])
         if self.region_dirs and not self.shown_clean(index):
             name = sample["name"]
             rng = np.random.default_rng([self.seed, index, 17])
-            sample["image"] = erase(sample["image"], self.erased_mask(name), self.value, self.mean_pixel,
-                                    self.std_pixel, rng)
+            mask = grow(self.erased_mask(name), self.margin)
+            if self.decoys:
+                mask = mask | self.decoy_mask(index, mask.shape)
+            sample["image"] = erase(sample["image"], mask, self.value, self.mean_pixel, self.std_pixel, rng)
         return sample
 
 
@@ -235,6 +271,8 @@ class ErasingConfig(StageConfig):
     init: str = "fresh"   # rounds 2+ start from fresh ImageNet weights (the paper) or from the previous round's classifier (previous)
     clean_fraction: float = 0.0   # rounds 2+: share of training images shown unerased, drawn anew each epoch (0: the paper)
     round_epochs: int = 0   # rounds 2+: training epochs (0: the CAM stage's)
+    erase_margin: int = 0   # rounds 2+: erased regions grown by this many pixels before the fill, so no rim of the mined part stays (0: the paper)
+    decoys: int = 0   # rounds 2+: other images' erased regions added as holes at random places to each training image (0: the paper)
     collapse_map: float = 0.6   # mAP below which the round warns of collapse or a shortcut
     eval_batch_size: int = runtime(64)   # images per batch at inference
     num_workers: int = runtime(0)   # data-loader worker processes (0: load in the main process)
@@ -259,6 +297,10 @@ class ErasingConfig(StageConfig):
             raise ValueError(f"parameter clean_fraction must lie in [0, 1), got {self.clean_fraction}")
         if self.round_epochs < 0:
             raise ValueError(f"parameter round_epochs must be >= 0 (0: the CAM stage's epochs), got {self.round_epochs}")
+        if self.erase_margin < 0:
+            raise ValueError(f"parameter erase_margin must be >= 0 (0: none, the paper), got {self.erase_margin}")
+        if self.decoys < 0:
+            raise ValueError(f"parameter decoys must be >= 0 (0: none, the paper), got {self.decoys}")
 
 
 def round_dir(cfg, k: int) -> Path:
@@ -293,7 +335,10 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
     scored = scored_names(tree, split, recipe.score_split)
     mean_pixel, std_pixel = pixel_statistics(tree, split)
     prev_regions = [d / "regions" for d in previous]
-    view = ErasedView(tree, split, prev_regions, cfg.erase_value, mean_pixel, std_pixel, seed=cfg.seed)
+    # the images the round's classifier is scored and mined on: erased as in training (margin
+    # included), without the training-only clean images and decoys
+    view = ErasedView(tree, split, prev_regions, cfg.erase_value, mean_pixel, std_pixel, seed=cfg.seed,
+                      margin=cfg.erase_margin)
     cam_folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.cam_stage)
     out: dict = {"round": cfg.round, "mean_pixel": mean_pixel.round(2).tolist(),
                  "std_pixel": std_pixel.round(2).tolist(), "erase_value": cfg.erase_value,
@@ -302,12 +347,13 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
         recipe = dataclasses.replace(recipe, stage=f"{cfg.stage}/round{cfg.round}", seed=cfg.seed,
                                      num_workers=cfg.num_workers, epochs=cfg.round_epochs or recipe.epochs)
         train_view = ErasedView(tree, split, prev_regions, cfg.erase_value, mean_pixel, std_pixel, seed=cfg.seed,
-                                clean_fraction=cfg.clean_fraction)
+                                clean_fraction=cfg.clean_fraction, decoys=cfg.decoys, margin=cfg.erase_margin)
         init = None
         if cfg.init == "previous":   # round 2 starts from the CAM classifier, round k from round k - 1's
             init_dir = cam_folder if cfg.round == 2 else previous[-1]
             init = torch.load(init_dir / "model.pt", map_location="cpu", weights_only=False)["model"]
-        out.update(init=cfg.init, clean_fraction=cfg.clean_fraction, epochs=recipe.epochs)
+        out.update(init=cfg.init, clean_fraction=cfg.clean_fraction, decoys=cfg.decoys, erase_margin=cfg.erase_margin,
+                   epochs=recipe.epochs)
         with run_.timed("train"):
             model, history = train_classifier(recipe, train_view, tree.num_classes - 1, folder, device,
                                               progress and dist.is_main(), fingerprint=params_hash(run_.params),

