@@ -54,6 +54,27 @@ Promise.all(images.map(img => img.complete ? null : new Promise(resolve => {
     width: img.naturalWidth, height: img.naturalHeight}))));
 """
 
+# Formulas: wait until MathJax (served from _static/mathjax, book/_ext/local_mathjax.py) has
+# typeset the page, then count the formulas still showing raw TeX. "none": no formula on the page.
+_MATH_JS = """
+const done = arguments[arguments.length - 1];
+const math = () => Array.from(document.querySelectorAll('.math'));
+if (!math().length) { done({state: 'none', raw: []}); return; }
+const start = Date.now();
+const bs = String.fromCharCode(92);   // a backslash: TeX delimiters still in the text mean raw TeX
+const report = state => done({state: state, raw: math().map(e => e.innerText).filter(
+    t => t.includes(bs + '(') || t.includes(bs + '[')).map(t => t.slice(0, 60))});
+(function poll() {
+    if (window.MathJax && window.MathJax.Hub && window.MathJax.Hub.Queue) {
+        window.MathJax.Hub.Queue(() => report('typeset'));
+    } else if (Date.now() - start > 20000) {
+        report('MathJax did not load');
+    } else {
+        setTimeout(poll, 50);
+    }
+})();
+"""
+
 _TABLES_JS = """
 return Array.from(document.querySelectorAll('table')).map(t => ({
     text: t.innerText.slice(0, 2000), rows: t.querySelectorAll('tbody tr').length}));
@@ -198,6 +219,7 @@ def check_page(chrome, html_dir: Path, page: str, screenshot_dir: Path | None,
         chrome.get(path.as_uri())
         _wait_until_loaded(chrome, path)
         images = chrome.execute_async_script(_IMAGES_JS)
+        math = chrome.execute_async_script(_MATH_JS)
     except Exception as exc:            # selenium's timeouts and driver errors
         result.problems.append(f"page did not load: {path} ({type(exc).__name__}: {str(exc).splitlines()[0]})")
         return result
@@ -217,6 +239,9 @@ def check_page(chrome, html_dir: Path, page: str, screenshot_dir: Path | None,
                 and url not in {img["url"] for img in broken} and url not in result.missing_files):
             result.missing_files.append(url)
             result.problems.append(f"missing file: {url}")
+    if math["state"] not in ("none", "typeset"):
+        result.problems.append(f"formulas not typeset ({math['state']}): {path}")
+    result.problems += [f"a formula shown as raw TeX: {t!r}" for t in math["raw"]]
     clean = chrome.execute_script(_CLEAN_JS)
     result.problems += text_problems(clean["text"])
     result.problems += [f"a stderr output box: {t!r}" for t in clean["stderr"]]

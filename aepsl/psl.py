@@ -11,8 +11,8 @@ A LargeFOV segmenter with a classification branch learns from pseudo masks S:
 * loss = CE(f, S) / |S| + CE(f, Ŝ) / |Ŝ| + squared classification loss: S counts the pixels
   it labels (255, ignore, never contributes); Ŝ is scored on the same pixels
   (``online_pixels="labelled"``) or, with ``"all"``, on every pixel of the image, so the
-  pixels S leaves open are learnt from the network's own confidence-weighted guess (on our
-  scenes that guess leans to background and shrinks objects: benchmarks/results.md).
+  pixels S leaves open are learnt from the network's own confidence-weighted guess (on two
+  training seeds it helped one and hurt the other: benchmarks/results.md).
 
 At test time classes with confidence below ``test_threshold`` are removed before the arg-max.
 PSL++ retrains the same way on the PSL model's predictions for the training images, refined

@@ -43,9 +43,10 @@
 # well, and the test-time drop then erased those items; so the branch starts every class at
 # 0.5 and learns at the backbone's rate (`cls_lr = 1`; `benchmarks/results.md` compares the
 # two on two seeds). And $\hat S$ is a label for every pixel, but here it is scored only where
-# $S$ labels one (`online_pixels = "labelled"`): where $S$ is silent, the weights $[1, v]$
-# favour background and teach the network to shrink objects (`online_pixels = "all"` scores it
-# everywhere; it lowered both PSL and PSL++ in our one run of it, same file).
+# $S$ labels one (`online_pixels = "labelled"`), as the ignore label asks; `online_pixels = "all"`
+# scores it everywhere, so the pixels $S$ leaves open are learnt from the network's own
+# confidence-weighted guess. On our two training seeds that helped one and hurt the other (same
+# file), so the book keeps the first.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
