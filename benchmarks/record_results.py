@@ -119,7 +119,8 @@ def branch_lines(args) -> list[str]:
     return ["## PSL's classification branch and the pixels Ŝ is scored on, two training seeds", "",
             "Held-out (val) mIoU of the segmenters trained on each seed's AE masks (PSL++ on its PSL run's "
             "CRF masks). `cls_lr`: learning-rate multiplier of the classification branch (the book: 1; 10 is the "
-            "head's rate, the book's branch before session 8). `online_pixels`: where Ŝ is scored. Dropped: "
+            "head's rate, as the book's branch had before session 8, whose layer also started at random; the "
+            "rows here start at confidence 0.5 like the book's). `online_pixels`: where Ŝ is scored. Dropped: "
             "share of the (image, class) pairs the held-out images contain whose branch confidence is below "
             "0.1 / 0.5. Commands: `.venv/bin/python -m aepsl.stages --profile benchmarks/designs/branch.yaml "
             "--only 04_psl 05_psl_plus_plus` (seed 0, beside the book's stages) and `branch_seed1.yaml` (seed 1, "

@@ -98,16 +98,12 @@ class LargeFOVSegmenter(nn.Module):
         ``cls``: foreground class scores [B, C]."""
         if self.decoder == "none":
             feat = self.backbone(x)
-            return {"seg": self.seg(self.head(feat)), "cls": self.classify(feat)}
+            return {"seg": self.seg(self.head(feat)), "cls": self.cls(feat.mean(dim=(2, 3)))}
         low = _run(self._pre, x)
         feat = _run(self._post, low)
         top = F.interpolate(self.top(self.head(feat)), size=low.shape[-2:], mode="bilinear", align_corners=False)
         seg = self.seg(self.fuse(torch.cat([top, self.low(low)], 1)))
-        return {"seg": seg, "cls": self.classify(feat)}
-
-    def classify(self, feat: torch.Tensor) -> torch.Tensor:
-        """Class scores [B, C]: the backbone features' spatial mean through a linear layer."""
-        return self.cls(feat.mean(dim=(2, 3)))
+        return {"seg": seg, "cls": self.cls(feat.mean(dim=(2, 3)))}
 
     def param_groups(self) -> list[tuple[list[nn.Parameter], float]]:
         """(parameters, learning-rate multiplier): the new layers learn 10x faster than the
