@@ -20,8 +20,11 @@
 # and we keep the exact pixel masks aside for evaluation only.
 #
 # Each scene holds one to three real Fashion-MNIST items (clothes and shoes photographed
-# by Zalando, 28x28 grey) scaled up, tinted with a random colour and pasted onto a crop of
-# one of the photos and textures that ship with scikit-image. Items may overlap; an item
+# by Zalando, 28x28 grey) scaled up, tinted and pasted onto a crop of one of the photos and
+# textures that ship with scikit-image. The tint's hue comes from a band around a hue of the
+# item's class, a third of the colour wheel wide (`class_hue`), so neighbouring classes share
+# colours: as with real objects (grass is green, a dog is rarely blue), colour narrows the class
+# down without settling it. Items may overlap; an item
 # that ends up mostly hidden is dropped from the labels and its visible scraps are marked
 # *ignore* (255), as VOC marks uncertain pixels.
 #
@@ -50,6 +53,7 @@ item_size: list = [48, 72]  # [min, max] side of a pasted item, px (within 8 and
 min_visible: float = 0.7  # fraction of an item that must stay visible, else it is dropped
 bg_contrast: float = 0.6  # background contrast relative to the photo (1: unchanged)
 part_size: list = [20, 26]  # [min, max] diameter of each item's class-pattern disc, px ([0, 0]: no disc)
+class_hue: float = 0.34  # width of each class's band of item hues, share of the colour wheel (1: any hue, colour tells nothing)
 seed: int = 0  # random seed of the scene generator
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
 device: str = "auto"  # torch device: auto (CUDA when available, else CPU), cpu or cuda

@@ -342,3 +342,43 @@ def test_validate_part_size():
     with pytest.raises(ValueError, match="part_size"):
         SceneConfig(item_size=[40, 64], part_size=[30, 50]).validate()   # larger than the smallest item
     SceneConfig(part_size=[0, 0]).validate()
+
+
+def _item_hues(root: Path, classes: list[str]) -> dict[int, list[float]]:
+    """Mean hue (0-1) of each labelled item's pixels, per class index (from 0)."""
+    import colorsys
+
+    hues: dict[int, list[float]] = {}
+    for name in _all_names(root):
+        mask, image = _mask(root, name), _jpeg(root, name).astype(np.float64) / 255
+        for c in range(1, len(classes) + 1):
+            px = image[mask == c]
+            if len(px) > 30:
+                hues.setdefault(c - 1, []).append(colorsys.rgb_to_hsv(*px.mean(axis=0))[0])
+    return hues
+
+
+def test_class_hue_draws_items_from_their_class_band(make_scene_config, tmp_path):
+    root = tmp_path / "hues"
+    cfg = make_scene_config(root, part_size=[0, 0], class_hue=0.1)
+    generate(cfg, progress=False)
+    hues = _item_hues(root, cfg.classes)
+    assert sum(len(h) for h in hues.values()) >= 10
+    for k, hs in hues.items():
+        centre = k / len(cfg.classes)
+        for h in hs:   # circular distance to the class's hue: within half the band, plus JPEG slack
+            assert min(abs(h - centre), 1 - abs(h - centre)) < 0.05 + 0.03, (k, h)
+    # any hue (class_hue 1): some item lies far outside its class's band
+    root1 = tmp_path / "any"
+    cfg1 = make_scene_config(root1, part_size=[0, 0], class_hue=1.0)
+    generate(cfg1, progress=False)
+    far = [min(abs(h - k / len(cfg1.classes)), 1 - abs(h - k / len(cfg1.classes)))
+           for k, hs in _item_hues(root1, cfg1.classes).items() for h in hs]
+    assert max(far) > 0.2
+
+
+def test_validate_class_hue():
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="class_hue"):
+            SceneConfig(class_hue=bad).validate()
+    SceneConfig(class_hue=1.0).validate()

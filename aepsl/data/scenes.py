@@ -1,8 +1,11 @@
 """The embedded default: scenes of real Fashion-MNIST items on real photo/texture backgrounds.
 
 Each scene is an RGB image with 1..``max_items`` items of distinct classes.  An item is a
-28x28 Fashion-MNIST picture, scaled up, tinted with a random colour (its own grey shading
-is kept as texture) and pasted onto a random crop of one of scikit-image's bundled photos.
+28x28 Fashion-MNIST picture, scaled up, tinted with a colour (its own grey shading is kept as
+texture) and pasted onto a random crop of one of scikit-image's bundled photos. The hue is drawn
+from a band around the class's own (``class_hue`` of the colour wheel wide, neighbouring bands
+overlapping), so a body hints at its class the way a real object's colour does; ``class_hue: 1``
+draws any hue.
 Later items may occlude earlier ones; an item that stays less than ``min_visible`` visible
 is dropped from the label set and its pixels go back to the item in front or background.
 The mask is exact: every pixel belongs to the item drawn last on it, or to background.
@@ -58,6 +61,7 @@ class SceneConfig:
     min_visible: float = 0.7   # fraction of an item that must stay visible, else it is dropped
     bg_contrast: float = 0.6   # background contrast relative to the photo (1: unchanged)
     part_size: list = field(default_factory=lambda: [20, 26])   # [min, max] diameter of each item's class-pattern disc, px ([0, 0]: no disc)
+    class_hue: float = 0.34   # width of each class's band of item hues, share of the colour wheel (1: any hue, colour tells nothing)
     seed: int = 0   # random seed of the scene generator
 
     def validate(self) -> None:
@@ -83,6 +87,8 @@ class SceneConfig:
                              f"[6, smallest item side {lo}]")
         if (plo, phi) != (0, 0) and len(self.classes) > len(PATTERNS):
             raise ValueError(f"parameter part_size: {len(self.classes)} classes but only {len(PATTERNS)} part patterns")
+        if not 0 < self.class_hue <= 1:
+            raise ValueError(f"parameter class_hue must lie in (0, 1] (1: any hue), got {self.class_hue}")
         for k in ("n_train", "n_val", "n_test"):
             if getattr(self, k) < 0:
                 raise ValueError(f"parameter {k} must be >= 0")
@@ -93,6 +99,8 @@ class SceneConfig:
         d.pop("data_root")
         d.pop("fashion_dir")
         d.pop("fashion_download")
+        if d["class_hue"] == 1.0:   # any hue: the scenes made before the parameter existed
+            d.pop("class_hue")
         return d
 
 
@@ -218,7 +226,10 @@ def make_scene(rng: np.random.Generator, items: np.ndarray, item_labels: np.ndar
         if rng.random() < 0.5:
             grey, shape = grey[:, ::-1], shape[:, ::-1]
         y, x = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
-        colour = _hsv_to_rgb(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.75, 1.0)) * 255
+        hue = rng.random()
+        if cfg.class_hue < 1:   # a band of hues around the class's own, neighbouring bands overlapping
+            hue = (cls / len(cfg.classes) + (hue - 0.5) * cfg.class_hue) % 1.0
+        colour = _hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.75, 1.0)) * 255
         shade = 0.35 + 0.65 * grey[..., None]
         region = canvas[y:y + side, x:x + side]
         region[shape] = (shade * colour)[shape]
