@@ -26,6 +26,8 @@ process; rank 0 alone evaluates and writes (see :mod:`aepsl.dist`).
 """
 from __future__ import annotations
 
+import math
+
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +177,7 @@ class PSLConfig(StageConfig):
     torch_compile: bool = False   # compile the training step with torch.compile
     decoder: str = "stride4"   # stride4: DeepLabv3+-style decoder on stride-4 features; none: LargeFOV
     cls_lr: float = 1.0   # learning-rate multiplier of the classification branch (the backbone's 1, the head's 10)
+    test_windows: bool = True   # class confidence at test: the largest over windows of the training crop's size (false: the whole image)
     force: bool = runtime(False)   # recompute even when finished artifacts exist
 
     def writes(self) -> str:
@@ -233,15 +236,50 @@ def _loss_fn(cfg: PSLConfig):
     return loss_fn
 
 
+def window_starts(size: int, window: int) -> list[int]:
+    """Start offsets of windows of side ``window`` along an axis of ``size`` pixels: evenly
+    spaced from 0 to ``size - window``, neighbours at most half a window apart ([0] when the
+    window covers the axis)."""
+    if size <= window:
+        return [0]
+    n = math.ceil((size - window) / (window / 2)) + 1
+    return sorted({round(i * (size - window) / (n - 1)) for i in range(n)})
+
+
+@torch.no_grad()
+def window_confidence(model: LargeFOVSegmenter, x: torch.Tensor, window: int) -> torch.Tensor:
+    """Class confidences [B, C] of the normalised batch ``x``: the largest over square windows of
+    side ``window`` (see :func:`window_starts`). The branch is trained on crops of that side and
+    pools over the whole input, so on a larger image an item fills less of what it pools and its
+    confidence falls; a window the item's size is what the branch learnt to read."""
+    h, w = x.shape[-2:]
+    best = None
+    for y in window_starts(h, window):
+        for z in window_starts(w, window):
+            with autocast(x.device):
+                c = torch.sigmoid(model.classify(x[:, :, y:y + window, z:z + window]).float())
+            best = c if best is None else torch.maximum(best, c)
+    return best
+
+
 @torch.no_grad()
 def predict(model: LargeFOVSegmenter, images: torch.Tensor, threshold: float,
-            allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities [B,C+1,H,W] after dropping unconfident classes, confidences [B,C])."""
+            allowed: torch.Tensor | None = None, window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities [B,C+1,H,W] after dropping unconfident classes, confidences [B,C]).
+
+    ``window`` > 0: the confidences are the largest over windows of that side (the training crop,
+    :func:`window_confidence`); 0: from the whole image."""
+    x = normalize(images).contiguous(memory_format=torch.channels_last)
     with autocast(images.device):
-        out = model(normalize(images).contiguous(memory_format=torch.channels_last))
+        out = model(x)
     seg = F.interpolate(out["seg"].float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
-    conf = torch.sigmoid(out["cls"].float())
+    conf = window_confidence(model, x, window) if window > 0 else torch.sigmoid(out["cls"].float())
     return drop_unconfident(seg.softmax(1), conf, threshold, allowed), conf
+
+
+def test_window(cfg: PSLConfig) -> int:
+    """The side of the confidence windows at test (the training crop), or 0: the whole image."""
+    return cfg.crop if cfg.test_windows else 0
 
 
 def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool, save_dir: Path | None = None,
@@ -260,7 +298,9 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
                       desc=f"{cfg.stage}: predict {split}", disable=not progress, leave=False):
         images = batch["image"].to(device, non_blocking=True)
         allowed = batch["labels"].to(device) if restrict_to_labels else None
-        probs, _ = predict(model, images, cfg.test_threshold, allowed)
+        # with nothing to drop (threshold 0) the confidences are not needed: skip the windows
+        probs, _ = predict(model, images, cfg.test_threshold, allowed,
+                           test_window(cfg) if cfg.test_threshold > 0 else 0)
         pred = probs.argmax(1).cpu().numpy().astype(np.uint8)
         refined = None
         if crf:
@@ -304,7 +344,7 @@ def drop_sweep(model, tree: VOCTree, split: str, cfg: PSLConfig, device, thresho
     present = 0
     for batch in inference_loader(SegDataset(tree, split, with_masks=False), cfg.eval_batch_size,
                                   cfg.num_workers, device):
-        probs, conf = predict(model, batch["image"].to(device), 0.0)   # threshold 0: nothing dropped yet
+        probs, conf = predict(model, batch["image"].to(device), 0.0, window=test_window(cfg))   # nothing dropped yet
         truth = batch["labels"].to(conf.device) > 0.5
         present += int(truth.sum())
         gts = [tree.mask(n) for n in batch["name"]]

@@ -98,9 +98,9 @@ BRANCH_STAGES = ("ae_segmenter", "ae_segmenter_lr10", "psl", "psl_lr10", "psl_al
 
 
 def branch_lines(args) -> list[str]:
-    """The PSL classification branch's learning rate and the pixels Ŝ is scored on, per training
-    seed: the book's segmenters against the same stages with ``cls_lr: 10`` (the branch at the
-    head's rate, as before) and ``online_pixels: all`` (benchmarks/designs/branch*.yaml)."""
+    """Where PSL's online map Ŝ is scored, per training seed: the book's segmenters beside the
+    same stages with ``online_pixels: all`` (benchmarks/designs/branch*.yaml); ``cls_lr: 10`` rows
+    too where those stages exist."""
     rows = []
     for profile in args.seeds:
         art = Path(args.artifacts) / profile
@@ -116,12 +116,12 @@ def branch_lines(args) -> list[str]:
                         f"{fmt(sweep['dropped_true'].get('0.1'))} / {fmt(sweep['dropped_true'].get('0.5'))} |")
     if not rows:
         return []
-    return ["## PSL's classification branch and the pixels Ŝ is scored on, two training seeds", "",
+    return ["## Where PSL's online map Ŝ is scored, two training seeds", "",
             "Held-out (val) mIoU of the segmenters trained on each seed's AE masks (PSL++ on its PSL run's "
-            "CRF masks). `cls_lr`: learning-rate multiplier of the classification branch (the book: 1; 10 is the "
-            "head's rate, as the book's branch had before session 8, whose layer also started at random; the "
-            "rows here start at confidence 0.5 like the book's). `online_pixels`: where Ŝ is scored. Dropped: "
-            "share of the (image, class) pairs the held-out images contain whose branch confidence is below "
+            "CRF masks). `Ŝ on`: `labelled` (the pixels S labels, the book) or `all` (every pixel of the crop). "
+            "`cls_lr`: learning-rate multiplier of the classification branch. Drop below: the test-time "
+            "threshold on the branch's confidence (the largest over crop-sized windows, `test_windows`). "
+            "Dropped: share of the (image, class) pairs the held-out images contain whose confidence is below "
             "0.1 / 0.5. Commands: `.venv/bin/python -m aepsl.stages --profile benchmarks/designs/branch.yaml "
             "--only 04_psl 05_psl_plus_plus` (seed 0, beside the book's stages) and `branch_seed1.yaml` (seed 1, "
             "after `default_seed1.yaml`).", "",

@@ -62,6 +62,7 @@ score_split: str = "train"  # split whose predictions are scored against masks (
 torch_compile: bool = False  # compile the training step with torch.compile
 decoder: str = "stride4"  # stride4: DeepLabv3+-style decoder on stride-4 features; none: LargeFOV
 cls_lr: float = 1.0  # learning-rate multiplier of the classification branch (the backbone's 1, the head's 10)
+test_windows: bool = True  # class confidence at test: the largest over windows of the training crop's size (false: the whole image)
 force: bool = False  # recompute even when finished artifacts exist
 
 # %% tags=["remove-input"]
@@ -142,7 +143,8 @@ plt.show()
 # %% [markdown]
 # ## The test-time drop, measured
 # PSL's last step removes, at test time, every class whose classification-branch confidence is
-# below `test_threshold` (0.5 here) before the arg-max. It helps when the classifier is surer
+# below `test_threshold` (0.5 here) before the arg-max; the confidence of a class is its largest
+# over windows of the training crop's size (`test_windows`, chapter 04). It helps when the classifier is surer
 # than the segmentation head about which classes an image holds; it hurts whenever it drops a
 # class the image does contain — the whole item then goes to background or another class.
 # Each segmenter stage, when it ran, predicted the held-out images once and cut the same

@@ -227,3 +227,34 @@ def test_train_view_marks_crop_padding_outside_the_image():
     assert s["inside"].shape == (40, 40) and s["inside"].dtype == bool
     assert s["inside"].sum() == 20 * 30
     assert (s["mask"][s["inside"]] == 0).all() and (s["mask"][~s["inside"]] == 255).all()
+
+
+def test_window_starts_cover_the_axis_at_most_half_a_window_apart():
+    assert psl.window_starts(64, 64) == [0] and psl.window_starts(40, 64) == [0]
+    assert psl.window_starts(96, 64) == [0, 32]
+    for size, win in ((500, 321), (97, 64), (200, 30)):
+        starts = psl.window_starts(size, win)
+        assert starts[0] == 0 and starts[-1] == size - win
+        assert all(0 < b - a <= win / 2 for a, b in zip(starts, starts[1:]))
+
+
+def test_window_confidence_is_the_largest_over_crop_sized_windows():
+    from aepsl.models.segmenter import LargeFOVSegmenter
+
+    torch.manual_seed(0)
+    for decoder in ("none", "stride4"):
+        model = LargeFOVSegmenter(4, "small", width=4, head_channels=16, head_dilation=2, decoder=decoder).eval()
+        torch.nn.init.normal_(model.cls.weight)   # away from the zero start, so windows differ
+        x = torch.randn(2, 3, 48, 48)
+        with torch.no_grad():
+            # classify() is the branch of the full forward pass
+            assert torch.allclose(model.classify(x), model(x)["cls"], atol=1e-5)
+            by_hand = torch.stack([torch.sigmoid(model.classify(x[:, :, y:y + 32, z:z + 32]))
+                                   for y in (0, 16) for z in (0, 16)]).max(0).values
+            assert torch.allclose(psl.window_confidence(model, x, 32), by_hand, atol=1e-5)
+            # a window as large as the image: the whole image's confidence
+            assert torch.allclose(psl.window_confidence(model, x, 48), torch.sigmoid(model(x)["cls"]), atol=1e-5)
+            # predict() uses the windows when asked, and only then
+            _, whole = psl.predict(model, (x.clamp(-2, 2) * 50 + 128).to(torch.uint8), 0.5)
+            _, windowed = psl.predict(model, (x.clamp(-2, 2) * 50 + 128).to(torch.uint8), 0.5, window=32)
+            assert not torch.allclose(windowed, whole)

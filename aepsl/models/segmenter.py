@@ -105,6 +105,12 @@ class LargeFOVSegmenter(nn.Module):
         seg = self.seg(self.fuse(torch.cat([top, self.low(low)], 1)))
         return {"seg": seg, "cls": self.cls(feat.mean(dim=(2, 3)))}
 
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The classification branch alone: foreground class scores [B, C] from the backbone
+        (the head and decoder, which only the per-pixel scores need, are skipped)."""
+        feat = self.backbone(x) if self.decoder == "none" else _run(self._post, _run(self._pre, x))
+        return self.cls(feat.mean(dim=(2, 3)))
+
     def param_groups(self) -> list[tuple[list[nn.Parameter], float]]:
         """(parameters, learning-rate multiplier): the new layers learn 10x faster than the
         backbone, the classification branch ``cls_lr`` times."""
