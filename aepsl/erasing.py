@@ -273,6 +273,7 @@ class ErasingConfig(StageConfig):
     round_epochs: int = 0   # rounds 2+: training epochs (0: the CAM stage's)
     erase_margin: int = 0   # rounds 2+: erased regions grown by this many pixels before the fill, so no rim of the mined part stays (0: the paper)
     decoys: int = 0   # rounds 2+: other images' erased regions added as holes at random places to each training image (0: the paper)
+    mine_prior: float = 0.0   # rounds 2+: mine only where the CAM stage's map of a labelled class reaches this (0: everywhere, the paper)
     collapse_map: float = 0.6   # mAP below which the round warns of collapse or a shortcut
     eval_batch_size: int = runtime(64)   # images per batch at inference
     num_workers: int = runtime(0)   # data-loader worker processes (0: load in the main process)
@@ -297,6 +298,8 @@ class ErasingConfig(StageConfig):
             raise ValueError(f"parameter clean_fraction must lie in [0, 1), got {self.clean_fraction}")
         if self.round_epochs < 0:
             raise ValueError(f"parameter round_epochs must be >= 0 (0: the CAM stage's epochs), got {self.round_epochs}")
+        if not 0 <= self.mine_prior < 1:
+            raise ValueError(f"parameter mine_prior must lie in [0, 1) (0: mine everywhere, the paper), got {self.mine_prior}")
         if self.erase_margin < 0:
             raise ValueError(f"parameter erase_margin must be >= 0 (0: none, the paper), got {self.erase_margin}")
         if self.decoys < 0:
@@ -326,8 +329,9 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
     for k, d in enumerate(previous, start=1):
         rec = run_.inputs[f"{cfg.stage}/round{k}"]
         if rec["params"]["inputs"].get(cfg.cam_stage) != cam_record["params_hash"] or any(
-                rec["params"].get(p) != getattr(cfg, p) for p in ("mine_threshold", "erase_value")):
-            raise ValueError(f"round {k} in {d} was made with other parameters (mine_threshold, erase_value or "
+                rec["params"].get(p, 0.0 if p == "mine_prior" else None) != getattr(cfg, p)
+                for p in ("mine_threshold", "erase_value", "mine_prior")):
+            raise ValueError(f"round {k} in {d} was made with other parameters (mine_threshold, erase_value, mine_prior or "
                              f"CAM stage); rerun rounds 1..{cfg.round - 1} with these parameters first")
     folder = run_.folder
     tree = VOCTree(resolve(cfg.data_root))
@@ -352,7 +356,7 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
         if cfg.init == "previous":   # round 2 starts from the CAM classifier, round k from round k - 1's
             init_dir = cam_folder if cfg.round == 2 else previous[-1]
             init = torch.load(init_dir / "model.pt", map_location="cpu", weights_only=False)["model"]
-        out.update(init=cfg.init, clean_fraction=cfg.clean_fraction, decoys=cfg.decoys, erase_margin=cfg.erase_margin,
+        out.update(init=cfg.init, mine_prior=cfg.mine_prior, clean_fraction=cfg.clean_fraction, decoys=cfg.decoys, erase_margin=cfg.erase_margin,
                    epochs=recipe.epochs)
         with run_.timed("train"):
             model, history = train_classifier(recipe, train_view, tree.num_classes - 1, folder, device,
@@ -390,7 +394,12 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
                              progress, f"round {cfg.round} CAMs", cfg.num_workers), folder / "cams"))
         for name, cams, ids in items:
             earlier = view.region_classes(name) if prev_regions else None
-            regions = mine_regions(cams, ids, cfg.mine_threshold, None if earlier is None else earlier > 0)
+            exclude = None if earlier is None else earlier > 0
+            if exclude is not None and cfg.mine_prior > 0 and len(ids):
+                # a background prior: where the clean image's CAM gives no labelled class even a weak
+                # score, this round's classifier is not believed
+                exclude = exclude | (load_cam(cam_folder, name).max(axis=0) < cfg.mine_prior)
+            regions = mine_regions(cams, ids, cfg.mine_threshold, exclude)
             save_regions(region_dir / f"{name}.png", regions)
             area += np.bincount(regions.ravel(), minlength=tree.num_classes)
             total_px += regions.size

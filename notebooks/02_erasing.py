@@ -44,6 +44,7 @@ clean_fraction: float = 0.0  # rounds 2+: share of training images shown unerase
 round_epochs: int = 0  # rounds 2+: training epochs (0: the CAM stage's)
 erase_margin: int = 0  # rounds 2+: erased regions grown by this many pixels before the fill, so no rim of the mined part stays (0: the paper)
 decoys: int = 0  # rounds 2+: other images' erased regions added as holes at random places to each training image (0: the paper)
+mine_prior: float = 0.0  # rounds 2+: mine only where the CAM stage's map of a labelled class reaches this (0: everywhere, the paper)
 collapse_map: float = 0.6  # mAP below which the round warns of collapse or a shortcut
 eval_batch_size: int = 64  # images per batch at inference
 num_workers: int = 0  # data-loader worker processes (0: load in the main process)

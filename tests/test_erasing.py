@@ -272,3 +272,33 @@ def test_warm_started_round_and_part_coverage(make_scene_config, tmp_path, monke
     erasing.run_round({**base, "round": 1, "init": "fresh", "stage": "fresh"}, progress=False)
     erasing.run_round({**base, "round": 2, "init": "fresh", "stage": "fresh"}, progress=False)
     assert seen["init"] is None
+
+
+def test_mine_prior_keeps_later_rounds_where_the_clean_cam_is_not_background(scene_tree, tmp_path):
+    from aepsl.data.voc import VOCTree
+    from aepsl.seeds import load_cam
+
+    _quick_cam(scene_tree, tmp_path)
+    base = dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), eval_batch_size=8,
+                mine_threshold=0.95, init="previous", clean_fraction=0.5)   # the tiny CAMs are flat: mine their peaks
+    for k in (1, 2):
+        erasing.run_round({**base, "round": k}, progress=False)
+        erasing.run_round({**base, "round": k, "stage": "prior", "mine_prior": 0.99}, progress=False)
+    # rounds of one chain must share the prior
+    with pytest.raises(ValueError, match="mine_prior"):
+        erasing.run_round({**base, "round": 2, "stage": "prior", "mine_prior": 0.2, "force": True})
+    with pytest.raises(ValueError, match="mine_prior"):
+        erasing.ErasingConfig(mine_prior=1.0).validate()
+    tree = VOCTree(scene_tree)
+    cam_dir = tmp_path / "t" / "cam"
+    plain, prior = tmp_path / "t" / "erasing" / "round2" / "regions", tmp_path / "t" / "prior" / "round2" / "regions"
+    removed = mined = 0
+    for name in tree.ids("train"):
+        a = erasing.load_regions(plain / f"{name}.png")
+        b = erasing.load_regions(prior / f"{name}.png")
+        weak = load_cam(cam_dir, name).max(axis=0) < 0.99 if tree.labels(name).any() else np.zeros(a.shape, bool)
+        # same seed, same erased inputs: the same classifier, so the prior only removes where the clean CAM is weak
+        assert np.array_equal(b, np.where(weak, 0, a))
+        removed += int(((a > 0) & weak).sum())
+        mined += int((a > 0).sum())
+    assert removed > 0, f"the prior removed nothing: the test would prove nothing ({mined} mined)"
