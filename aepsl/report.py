@@ -67,7 +67,9 @@ def erasing_design_table(path: str | Path) -> pd.DataFrame:
             continue
         r = v["rounds"]
         cov = (r[0].get("part_coverage") or {}).get("this_round") or {}
+        hue = (v.get("scenes") or {}).get("class_hue")
         rows.append({"order": v.get("order", len(rows)), "design / merge": key,
+                     "item hues": "any" if hue in (None, 1.0) else f"class bands {hue:g}",
                      "CAM val mAP": v["cam"]["val_map"], "CAM mIoU (best cut)": v["cam"]["seed_miou"],
                      "round 1 covers disc / body": (f"{cov['disc']:.2f} / {cov['body']:.2f}" if cov else "–"),
                      "val mAP, rounds 2+": " / ".join(f"{x['val_map']:.2f}" for x in r[1:]) or "–",

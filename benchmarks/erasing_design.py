@@ -64,8 +64,8 @@ def summarise(profile: str) -> list[dict]:
         per = [_r(r["miou"]) for r in merge["metrics"].get("per_rounds", [])]
         out.append({
             "merge_stage": p.get("stage"), "erasing_stage": p.get("erasing_stage"),
-            "scenes": {k: data.stage_params.get(k) for k in ("image_size", "item_size", "part_size", "max_items", "class_hue",
-                                                             "n_train", "seed")} if data else None,
+            "scenes": {k: getattr(data.config, k, None) for k in ("image_size", "item_size", "part_size", "max_items",
+                                                                  "class_hue", "n_train", "seed")} if data else None,
             "seed": common.get("seed"),
             "cam": {"val_map": _r(cm.get("val_map")), "seed_miou": _r(cm.get("seed_miou")),
                     "best_threshold": cm.get("best_threshold"), "wall_time_s": cam.get("wall_time_s"),

@@ -53,6 +53,8 @@ def main() -> None:
     if timed.exists():
         lines += book_time_lines(json.loads(timed.read_text()))
     lines += seed_lines(args)
+    lines += body_lines(ROOT / "benchmarks" / "body_recognition.json")
+    lines += segmenter_seed_lines(args)
     lines += branch_lines(args)
     for profile in args.profile:
         folder = Path(args.artifacts) / profile
@@ -88,9 +90,55 @@ def seed_lines(args) -> list[str]:
     return ["## CAM against adversarial erasing, two training seeds", "",
             "Same scenes (data seed 0), classifier and erasing rounds trained with each seed; pseudo-mask "
             "mIoU on the training scenes. The seed-1 run: `.venv/bin/python -m aepsl.stages --profile "
-            "benchmarks/designs/default_seed1.yaml` (the CAM and erasing stages of the default profile).", "",
+            "benchmarks/designs/default_seed1.yaml` (the default profile's CAM, erasing and segmenter stages with seed 1).", "",
             "| seed | profile | CAM val mAP | CAM mIoU (best threshold) | AE mIoU after 1 / 2 / 3 / 4 rounds | "
             "best AE − CAM | region precision per round |", "|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def body_lines(path: Path) -> list[str]:
+    """Each erasing round's classifier on the held-out scenes, as they are and with their discs
+    erased (benchmarks/body_recognition.py)."""
+    if not path.exists():
+        return []
+    rows = []
+    for profile, e in json.loads(path.read_text()).items():
+        for r in e["rounds"]:
+            rows.append(f"| `{profile}` | {r['round']} | {fmt(r['val_map'])} | {fmt(r['val_map_discs_erased'])} |")
+    return ["## Does a round's classifier recognise the bodies?", "",
+            "mAP of each round's classifier (round 1: the CAM stage's) on the held-out (val) scenes as they are "
+            "and with every disc filled with the mean pixel, as erasing fills a mined region. Command: "
+            "`.venv/bin/python benchmarks/body_recognition.py --profile default "
+            "benchmarks/designs/default_seed1.yaml` (read from `benchmarks/body_recognition.json`).", "",
+            "| profile | round | val mAP | val mAP, discs erased |", "|---|---|---|---|", *rows, ""]
+
+
+SEGMENTERS = (("ae_segmenter", "AE segmenter"), ("psl", "AE + PSL"), ("psl_plus_plus", "PSL++"),
+              ("oracle", "oracle"))
+
+
+def segmenter_seed_lines(args) -> list[str]:
+    """The book's four segmenters, one row per training seed (held-out mIoU, with the CRF, and
+    PSL++ against the oracle)."""
+    rows = []
+    for profile in args.seeds:
+        art = Path(args.artifacts) / profile
+        recs = {s: load_metrics(art / s) for s, _ in SEGMENTERS}
+        if any(r is None for r in recs.values()):
+            continue
+        ev = {s: r["metrics"]["eval"] for s, r in recs.items()}
+        seed = recs["psl"]["params"]["seed"]
+        cells = " | ".join(f"{fmt(ev[s]['miou'])} / {fmt(ev[s].get('crf_miou'))}" for s, _ in SEGMENTERS)
+        ratio = ev["psl_plus_plus"]["miou"] / ev["oracle"]["miou"]
+        ratio_crf = ev["psl_plus_plus"]["crf_miou"] / ev["oracle"]["crf_miou"]
+        rows.append(f"| {seed} | `{profile}` | {cells} | {ratio:.2f} / {ratio_crf:.2f} |")
+    if not rows:
+        return []
+    return ["## The segmenters, two training seeds", "",
+            "Held-out (val) mIoU without / with the dense CRF, each seed's segmenters trained on its own AE "
+            "masks (PSL++ on its PSL run's CRF-refined training predictions; the oracle on the true masks). The "
+            "seed-1 run: `.venv/bin/python -m aepsl.stages --profile benchmarks/designs/default_seed1.yaml`.", "",
+            "| seed | profile | " + " | ".join(n for _, n in SEGMENTERS) + " | PSL++ / oracle |",
+            "|---|---|" + "---|" * (len(SEGMENTERS) + 1), *rows, ""]
 
 
 BRANCH_STAGES = ("ae_segmenter", "ae_segmenter_lr10", "psl", "psl_lr10", "psl_all", "psl_plus_plus",

@@ -41,8 +41,8 @@
 # confidence is pushed near 0 early has almost no gradient left to come back. At the head's
 # tenfold learning rate that happened to whole classes on some images the network segments
 # well, and the test-time drop then erased those items; so the branch starts every class at
-# 0.5 and learns at the backbone's rate (`cls_lr = 1`; `benchmarks/results.md` compares the
-# two on two seeds). And $\hat S$ is a label for every pixel, but here it is scored only where
+# 0.5 and learns at the backbone's rate (`cls_lr = 1`; the README gives the two rates on two
+# seeds, measured on the earlier scenes). And $\hat S$ is a label for every pixel, but here it is scored only where
 # $S$ labels one (`online_pixels = "labelled"`), as the ignore label asks; `online_pixels = "all"`
 # scores it everywhere, so the pixels $S$ leaves open are learnt from the network's own
 # confidence-weighted guess. On the earlier scenes that helped one training seed and hurt the
@@ -167,8 +167,9 @@ display(table.style.format(precision=3, na_rep="–"))
 model, _ = psl.load_segmenter(folder)
 names = tree.ids(eval_split)[:5]
 # one image at a time: images of a VOC tree differ in size
+window = crop if test_windows else 0   # the branch read on crop-sized windows
 probs = [psl.predict(model, torch.from_numpy(tree.image(n)).permute(2, 0, 1)[None],
-                     test_threshold, window=crop if test_windows else 0)[0][0] for n in names]
+                     test_threshold, window=window)[0][0] for n in names]
 refined = crf_batch([tree.image(n) for n in names], [p.numpy() for p in probs])
 others = [s for s in runs if s != stage
           and (stage_dir(root, profile, s) / "eval_pred").is_dir()]
