@@ -4,9 +4,9 @@
     # -> benchmarks/body_recognition.json (one entry per profile, replaced when rerun)
 
 For each finished round of a profile's ``erasing`` stage (round 1: the CAM stage's classifier),
-the classifier's mAP on the held-out (val) scenes twice: as they are, and with every disc (the
-pixels ``SegmentationPart/`` marks 1) replaced by the training set's mean pixel, as an erasing
-round would fill it. A classifier that relies on the disc alone falls to chance on the second;
+the classifier's mAP on the held-out (val) scenes twice: as they are (the round's own
+metrics.json), and with every disc (the pixels ``SegmentationPart/`` marks 1) replaced by the
+training set's mean pixel, as an erasing round would fill it (scored here). A classifier that relies on the disc alone falls to chance on the second;
 one that recognises bodies keeps a high mAP there. Needs scenes made with ``part_size`` (part
 maps for the val split).
 """
@@ -26,6 +26,7 @@ from aepsl import metrics as M  # noqa: E402
 from aepsl.artifacts import load_metrics, read_json, stage_dir, write_json  # noqa: E402
 from aepsl.cam import load_model, predict_logits  # noqa: E402
 from aepsl.config import load_profile, resolve  # noqa: E402
+from aepsl.device import pick_device  # noqa: E402
 from aepsl.data.voc import SegDataset, VOCTree  # noqa: E402
 from aepsl.erasing import erase, part_map, pixel_statistics  # noqa: E402
 from aepsl.models.fold import fold_batchnorm  # noqa: E402
@@ -34,24 +35,23 @@ OUT = ROOT / "benchmarks" / "body_recognition.json"
 
 
 class DiscsErased(torch.utils.data.Dataset):
-    """The split with every disc filled with ``mean_pixel`` (or unchanged: ``erased=False``)."""
+    """The split with every disc filled with ``mean_pixel``."""
 
-    def __init__(self, tree: VOCTree, split: str, mean_pixel, erased: bool):
+    def __init__(self, tree: VOCTree, split: str, mean_pixel):
         self.base = SegDataset(tree, split, with_masks=False)
         self.tree, self.names = tree, self.base.names
-        self.mean_pixel, self.erased = mean_pixel, erased
+        self.mean_pixel = mean_pixel
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, i: int) -> dict:
         sample = dict(self.base[i])
-        if self.erased:
-            parts = part_map(self.tree, sample["name"])
-            if parts is None:
-                raise FileNotFoundError(f"no part map for {sample['name']} under {self.tree.root}: "
-                                        "these scenes were made without part_size")
-            sample["image"] = erase(sample["image"], parts == 1, "mean", self.mean_pixel)
+        parts = part_map(self.tree, sample["name"])
+        if parts is None:
+            raise FileNotFoundError(f"no part map for {sample['name']} under {self.tree.root}: "
+                                    "these scenes were made without part_size")
+        sample["image"] = erase(sample["image"], parts == 1, "mean", self.mean_pixel)
         return sample
 
 
@@ -61,17 +61,16 @@ def measure(profile: str, split: str = "val") -> dict:
     root = resolve(common.get("artifacts_root", "artifacts"))
     tree = VOCTree(resolve(common["data_root"]))
     mean_pixel, _ = pixel_statistics(tree, "train")
+    device = pick_device(common.get("device", "auto"))
     rounds = []
     k = 1
-    while True:
+    while (rec := load_metrics(stage_dir(root, name, "erasing") / f"round{k}")) is not None:
         folder = stage_dir(root, name, "cam") if k == 1 else stage_dir(root, name, "erasing") / f"round{k}"
-        if load_metrics(stage_dir(root, name, "erasing") / f"round{k}") is None or not (folder / "model.pt").exists():
-            break
-        model = fold_batchnorm(load_model(folder))
-        row = {"round": k}
-        for key, erased in (("val_map", False), ("val_map_discs_erased", True)):
-            s, t = predict_logits(model, DiscsErased(tree, split, mean_pixel, erased), torch.device("cpu"), 64, 0)
-            row[key] = round(M.mean_average_precision(s, t), 4)
+        model = fold_batchnorm(load_model(folder, device))
+        # clean images: as the round saved it; discs erased: scored here
+        s, t = predict_logits(model, DiscsErased(tree, split, mean_pixel), device, 64, 0)
+        row = {"round": k, "val_map": round(rec["metrics"]["val_map"], 4),
+               "val_map_discs_erased": round(M.mean_average_precision(s, t), 4)}
         print(name, row, flush=True)
         rounds.append(row)
         k += 1

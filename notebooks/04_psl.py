@@ -42,10 +42,10 @@
 # tenfold learning rate that happened to whole classes on some images the network segments
 # well, and the test-time drop then erased those items; so the branch starts every class at
 # 0.5 and learns at the backbone's rate (`cls_lr = 1`; the README gives the two rates on two
-# seeds, measured on the earlier scenes). And $\hat S$ is a label for every pixel, but here it is scored only where
-# $S$ labels one (`online_pixels = "labelled"`), as the ignore label asks; `online_pixels = "all"`
-# scores it everywhere, so the pixels $S$ leaves open are learnt from the network's own
-# confidence-weighted guess. On the earlier scenes that helped one training seed and hurt the
+# seeds, measured on the earlier scenes). And $\hat S$ is a label for every pixel, but here it
+# is scored only where $S$ labels one (`online_pixels = "labelled"`), as the ignore label asks;
+# `online_pixels = "all"` scores it everywhere, so the pixels $S$ leaves open are learnt from
+# the network's own confidence-weighted guess. On the earlier scenes that helped one training seed and hurt the
 # other; `benchmarks/results.md` has both settings on the book's scenes, two seeds each.
 #
 # A third detail is where the test-time confidence comes from. The segmenters train on 64 px

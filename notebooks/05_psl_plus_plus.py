@@ -144,8 +144,9 @@ plt.show()
 # ## The test-time drop, measured
 # PSL's last step removes, at test time, every class whose classification-branch confidence is
 # below `test_threshold` (0.5 here) before the arg-max; the confidence of a class is its largest
-# over windows of the training crop's size (`test_windows`, chapter 04). It helps when the classifier is surer
-# than the segmentation head about which classes an image holds; it hurts whenever it drops a
+# over windows of the training crop's size (`test_windows`, chapter 04). It helps when the
+# classifier is surer than the segmentation head about which classes an image holds; it hurts
+# whenever it drops a
 # class the image does contain — the whole item then goes to background or another class.
 # Each segmenter stage, when it ran, predicted the held-out images once and cut the same
 # scores at several thresholds (0 drops nothing; no CRF); the table reads what it saved. The
