@@ -269,6 +269,19 @@ def code_hash(module: str, package_dir: str | os.PathLike = PACKAGE_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("unknown" where /proc/cpuinfo does not say). Recorded with every
+    stage: the same seed gives the same numbers on one CPU model, but float rounding differs
+    between models, and training drifts apart from it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def params_hash(params: dict) -> str:
     """A short, stable hash of a parameter dictionary."""
     blob = json.dumps(params, sort_keys=True, default=_json_default).encode()
@@ -473,7 +486,7 @@ class StageRun:
             "timings_s": self.timings,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": np.__version__},
-            "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
+            "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "cpu": cpu_model()},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_json(self.folder / "metrics.json", record)

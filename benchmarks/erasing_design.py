@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl.artifacts import load_metrics, read_json, stage_dir, write_json  # noqa: E402
+from aepsl.artifacts import cpu_model, load_metrics, read_json, stage_dir, write_json  # noqa: E402
 from aepsl.config import load_profile, resolve  # noqa: E402
 from aepsl.registry import plan  # noqa: E402
 
@@ -100,7 +100,7 @@ def main() -> int:
         book = read_json(OUT) if OUT.exists() else {}
         for e in entries:
             key = f"{args.design} / {e['merge_stage']}"
-            book[key] = {"design": args.design, "note": args.note, "order": len(book), **e,
+            book[key] = {"design": args.design, "note": args.note, "order": len(book), **e, "cpu": cpu_model(),
                          "command": f"python -m aepsl.stages --profile {args.profile}"}
         write_json(OUT, book)
         print(f"recorded {len(entries)} entries in {OUT.relative_to(ROOT)}")

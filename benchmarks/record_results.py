@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aepsl import report  # noqa: E402
-from aepsl.artifacts import current_metrics_files, is_archived, load_metrics, write_text  # noqa: E402
+from aepsl.artifacts import cpu_model, current_metrics_files, is_archived, load_metrics, write_text  # noqa: E402
 
 
 def fmt(x, digits=3):
@@ -45,7 +45,7 @@ def main() -> None:
              + " ".join(args.profile) + "` after `make book` (and `make book PROFILE=extended`). Every number "
              "below is read from the saved artifacts (`artifacts/<profile>/*/metrics.json`) or from "
              "`benchmarks/book_time.json` (the timed `make book` from empty, `benchmarks/book_time.py`).", "",
-             f"Machine: {torch.get_num_threads()} CPU threads, {platform.machine()}, Python "
+             f"Machine: {torch.get_num_threads()} CPU threads, {platform.machine()} ({cpu_model()}), Python "
              f"{platform.python_version()}, torch {torch.__version__}, no GPU.", ""]
     if args.status:
         lines += [f"**Status:** {args.status}", ""]
@@ -141,40 +141,38 @@ def segmenter_seed_lines(args) -> list[str]:
             "|---|---|" + "---|" * (len(SEGMENTERS) + 1), *rows, ""]
 
 
-BRANCH_STAGES = ("ae_segmenter", "ae_segmenter_lr10", "psl", "psl_lr10", "psl_all", "psl_plus_plus",
-                 "psl_plus_plus_lr10", "psl_plus_plus_all", "oracle")
-
-
 def branch_lines(args) -> list[str]:
-    """Where PSL's online map Ŝ is scored, per training seed: the book's segmenters beside the
-    same stages with ``online_pixels: all`` (benchmarks/designs/branch*.yaml); ``cls_lr: 10`` rows
-    too where those stages exist."""
+    """The segmenter designs (PSL's Ŝ: where it is scored, its warm-up; the branch), two training
+    seeds, from benchmarks/psl_design.json (benchmarks/psl_design.py records them)."""
+    path = ROOT / "benchmarks" / "psl_design.json"
+    if not path.exists():
+        return []
+    book = json.loads(path.read_text())
     rows = []
-    for profile in args.seeds:
-        art = Path(args.artifacts) / profile
-        for stage in BRANCH_STAGES:
-            rec = load_metrics(art / stage)
-            if not rec or "drop_sweep" not in rec["metrics"]:
-                continue
-            p, m = rec["params"], rec["metrics"]
-            sweep = m["drop_sweep"]
-            rows.append(f"| {p['seed']} | `{stage}` | `{p['labels']}` | {p.get('cls_lr', 10.0):g} | "
-                        f"{p.get('online_pixels', 'labelled') if p.get('online') else '–'} | {p['test_threshold']:g} | "
-                        f"{fmt(m['eval']['miou'])} | {fmt(sweep['miou'].get('0.0'))} | {fmt(m['eval'].get('crf_miou'))} | "
-                        f"{fmt(sweep['dropped_true'].get('0.1'))} / {fmt(sweep['dropped_true'].get('0.5'))} |")
+    for e in sorted(book.values(), key=lambda e: (e["seed"], e["order"])):
+        online = (f"{e['online_pixels']}" + (f", after {e['online_warmup']} epochs" if e.get("online_warmup") else "")
+                  if e["online"] else "–")
+        err = e["errors"]
+        rows.append(f"| {e['seed']} | {e['design']} | `{e['stage']}` | `{e['labels']}` | {online} | "
+                    f"{e['test_threshold']:g} | {fmt(e['miou'])} | {fmt(e['miou_nothing_dropped'])} | "
+                    f"{fmt(e['crf_miou'])} | {fmt(err['bg_as_object'])} / {fmt(err['object_as_bg'])} / "
+                    f"{fmt(err['object_as_other'])} | {fmt(e['dropped_true']['0.1'])} / {fmt(e['dropped_true']['0.5'])} | "
+                    f"`{(e.get('git_revision') or '')[:7]}` |")
     if not rows:
         return []
-    return ["## Where PSL's online map Ŝ is scored, two training seeds", "",
-            "Held-out (val) mIoU of the segmenters trained on each seed's AE masks (PSL++ on its PSL run's "
-            "CRF masks). `Ŝ on`: `labelled` (the pixels S labels, the book) or `all` (every pixel of the crop). "
-            "`cls_lr`: learning-rate multiplier of the classification branch. Drop below: the test-time "
-            "threshold on the branch's confidence (the largest over crop-sized windows, `test_windows`). "
-            "Dropped: share of the (image, class) pairs the held-out images contain whose confidence is below "
-            "0.1 / 0.5. Commands: `.venv/bin/python -m aepsl.stages --profile benchmarks/designs/branch.yaml "
-            "--only 04_psl 05_psl_plus_plus` (seed 0, beside the book's stages) and `branch_seed1.yaml` (seed 1, "
-            "after `default_seed1.yaml`).", "",
-            "| seed | stage | labels | cls_lr | Ŝ on | drop below | mIoU | mIoU, nothing dropped | + CRF | "
-            "true classes dropped < 0.1 / < 0.5 |", "|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+    return ["## The segmenters and PSL's online map Ŝ, two training seeds", "",
+            "Held-out (val) mIoU of segmenters trained on each seed's AE masks (PSL++ on its PSL run's CRF "
+            "masks; the oracle on the true masks). `Ŝ`: the pixels the online map is scored on (`labelled`: "
+            "where S labels, the book; `all`: every pixel of the crop) and, where it has one, the warm-up on S "
+            "alone before Ŝ enters the loss (`online_warmup`). Drop below: the test-time threshold on the "
+            "branch's confidence (the largest over crop-sized windows). Errors: shares of all held-out pixels "
+            "that are background called an item / an item called background / an item given another class "
+            "(before the CRF). Dropped: share of the (image, class) pairs the held-out images contain whose "
+            "confidence is below 0.1 / 0.5. Recorded by `benchmarks/psl_design.py` into "
+            "`benchmarks/psl_design.json`; the design files (`benchmarks/designs/*.yaml`) hold the commands.", "",
+            "| seed | design | stage | labels | Ŝ | drop below | mIoU | mIoU, nothing dropped | + CRF | "
+            "errors bg→item / item→bg / item→other | true classes dropped < 0.1 / < 0.5 | revision |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def book_time_lines(record: dict) -> list[str]:

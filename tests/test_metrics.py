@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aepsl.metrics import (ConfusionMeter, average_precision, cam_to_mask, confusion_matrix,
-                           foreground_precision_recall, iou_per_class, mean_average_precision,
+                           error_shares, foreground_precision_recall, iou_per_class, mean_average_precision,
                            mean_iou, pixel_accuracy, segmentation_scores, threshold_sweep)
 
 # 2x3 example, 3 classes
@@ -84,6 +84,15 @@ def test_fg_precision_recall_by_hand():
     # no predicted foreground -> precision undefined
     p, r = foreground_precision_recall(confusion_matrix(np.zeros(3), np.array([0, 1, 1]), 2))
     assert math.isnan(p) and r == 0.0
+
+
+def test_error_shares_by_hand():
+    gt = np.array([0, 0, 1, 1, 2, 2, 2, 0])
+    pred = np.array([0, 1, 1, 2, 2, 0, 0, 2])
+    # background called an object: indices 1, 7; object called background: 5, 6; object given
+    # another class: 3; correct: 0, 2, 4
+    shares = error_shares(confusion_matrix(pred, gt, 3))
+    assert shares == pytest.approx({"bg_as_object": 2 / 8, "object_as_bg": 2 / 8, "object_as_other": 1 / 8})
 
 
 def test_average_precision_by_hand():

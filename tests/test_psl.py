@@ -170,7 +170,7 @@ def test_stride4_decoder_gives_stride4_logits_and_a_psl_step_runs():
     cfg = psl.PSLConfig(decoder="stride4", online=True)
     batch = {"image": x, "mask": torch.randint(0, 4, (2, 32, 32)), "labels": torch.ones(2, 3)}
     batch["mask"][:, :4] = 255
-    loss, logs = psl._loss_fn(cfg)(model, batch)
+    loss, logs = psl._loss_fn(cfg)[0](model, batch)
     loss.backward()
     assert torch.isfinite(loss) and "ce_hat" in logs
     assert model.fuse[0].weight.grad.abs().sum() > 0 and model.low[0].weight.grad.abs().sum() > 0
@@ -179,6 +179,30 @@ def test_stride4_decoder_gives_stride4_logits_and_a_psl_step_runs():
     assert torch.allclose(probs.sum(1), torch.ones(2, 32, 32), atol=1e-5)
     with pytest.raises(ValueError, match="decoder"):
         psl.PSLConfig(decoder="stride2").validate()
+
+
+def test_online_warmup_keeps_s_hat_out_of_the_loss_until_its_epoch():
+    from aepsl.models.segmenter import LargeFOVSegmenter
+
+    torch.manual_seed(0)
+    model = LargeFOVSegmenter(4, "small", width=4, head_channels=16, head_dilation=2).eval()
+    x = torch.rand(2, 3, 32, 32)
+    batch = {"image": x, "mask": torch.randint(0, 4, (2, 32, 32)), "labels": torch.ones(2, 3)}
+    batch["mask"][:, :8] = 255
+    plain, _ = psl._loss_fn(psl.PSLConfig(online=False))[0](model, batch)
+    loss_fn, on_epoch = psl._loss_fn(psl.PSLConfig(online=True, online_warmup=2, epochs=4))
+    with torch.no_grad():
+        warm = []
+        for e in range(4):
+            on_epoch(e)
+            loss, logs = loss_fn(model, batch)
+            warm.append(loss.item())
+            assert "ce_hat" in logs   # still logged during the warm-up
+    # epochs 0-1: S alone (the plain loss); from epoch 2: plus CE against Ŝ, which is > 0
+    assert warm[0] == pytest.approx(plain.item()) and warm[1] == pytest.approx(plain.item())
+    assert warm[2] == pytest.approx(plain.item() + logs["ce_hat"].item()) and warm[2] > warm[1] + 1e-3
+    with pytest.raises(ValueError, match="online_warmup"):
+        psl.PSLConfig(online_warmup=6, epochs=6).validate()
 
 
 def test_runtime_parameters_stay_out_of_the_hash():
