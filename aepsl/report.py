@@ -59,7 +59,9 @@ def erasing_design_table(path: str | Path) -> pd.DataFrame:
     order recorded by ``benchmarks/erasing_design.py`` (``benchmarks/erasing_design.json``):
     the CAM's val mAP and best-threshold seed mIoU, what round 1 (the CAM at the mining
     threshold) covers of the discs and bodies, the later rounds' val mAP and precision, the
-    pseudo masks after each round and the best of them against the CAM."""
+    pseudo masks after each round and the best of them against the CAM. Rows recorded without a
+    CPU model were measured on an earlier machine, and say so (the same seed trains to slightly
+    different numbers on another CPU model)."""
     data = json.loads(Path(path).read_text())
     rows = []
     for key, v in data.items():
@@ -77,6 +79,8 @@ def erasing_design_table(path: str | Path) -> pd.DataFrame:
                                                        if x.get("region_precision") is not None),
                      "AE mIoU after 1, 2, ... rounds": " / ".join(f"{x:.3f}" for x in v["ae_miou_per_rounds"]),
                      "best AE − CAM": v["ae_best_minus_cam"]})
+        if not v.get("cpu"):   # recorded before the CPU model was: another machine
+            rows[-1]["design / merge"] += " (earlier machine)"
     if not rows:
         return pd.DataFrame()
     return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("design / merge")

@@ -97,14 +97,19 @@ def main() -> int:
     entries = summarise(args.profile)
     show(entries)
     if args.design:
-        book = read_json(OUT) if OUT.exists() else {}
-        for e in entries:
-            key = f"{args.design} / {e['merge_stage']}"
-            book[key] = {"design": args.design, "note": args.note, "order": len(book), **e, "cpu": cpu_model(),
-                         "command": f"python -m aepsl.stages --profile {args.profile}"}
-        write_json(OUT, book)
-        print(f"recorded {len(entries)} entries in {OUT.relative_to(ROOT)}")
+        record(OUT, args.design, args.note, {f"{args.design} / {e['merge_stage']}": e for e in entries},
+               f"python -m aepsl.stages --profile {args.profile}")
     return 0
+
+
+def record(path: Path, design: str, note: str, entries: dict[str, dict], command: str) -> None:
+    """Add (or replace) ``entries`` (key -> entry) in the JSON record at ``path``, each with the
+    design's name, note, order, CPU model and command."""
+    book = read_json(path) if path.exists() else {}
+    for key, e in entries.items():
+        book[key] = {"design": design, "note": note, "order": len(book), **e, "cpu": cpu_model(), "command": command}
+    write_json(path, book)
+    print(f"recorded {len(entries)} entries in {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

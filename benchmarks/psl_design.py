@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import sys
 from pathlib import Path
 
@@ -28,9 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aepsl import metrics as M  # noqa: E402
-from aepsl.artifacts import cpu_model, load_metrics, read_json, stage_dir, write_json  # noqa: E402
+from aepsl.artifacts import load_metrics, stage_dir  # noqa: E402
 from aepsl.config import load_profile, resolve  # noqa: E402
 from aepsl.registry import plan  # noqa: E402
+from erasing_design import record  # noqa: E402  (benchmarks/, on sys.path as the script's folder)
 
 OUT = ROOT / "benchmarks" / "psl_design.json"
 NOTEBOOKS = ("04_psl", "05_psl_plus_plus")
@@ -82,14 +82,8 @@ def main() -> int:
         print(f"{e['profile']}/{e['stage']}: seed {e['seed']} mIoU {e['miou']} (nothing dropped "
               f"{e['miou_nothing_dropped']}, CRF {e['crf_miou']}) errors {e['errors']}")
     if args.design:
-        book = read_json(OUT) if OUT.exists() else {}
-        for e in entries:
-            key = f"{args.design} / {e['profile']}/{e['stage']}"
-            book[key] = {"design": args.design, "note": args.note, "order": len(book), **e,
-                         "machine": f"{platform.machine()}, {cpu_model()}",
-                         "command": f"python -m aepsl.stages --profile {args.profile} --only {' '.join(NOTEBOOKS)}"}
-        write_json(OUT, book)
-        print(f"recorded {len(entries)} entries in {OUT.relative_to(ROOT)}")
+        record(OUT, args.design, args.note, {f"{args.design} / {e['profile']}/{e['stage']}": e for e in entries},
+               f"python -m aepsl.stages --profile {args.profile} --only {' '.join(NOTEBOOKS)}")
     return 0
 
 

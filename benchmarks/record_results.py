@@ -30,6 +30,24 @@ def fmt(x, digits=3):
     return "–" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
 
 
+def previous_sections(path: Path) -> dict[str, str]:
+    """The ``## Profile `name` `` sections of an earlier results.md, by profile name."""
+    if not path.exists():
+        return {}
+    out, name, buf = {}, None, []
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            if name:
+                out[name] = "\n".join(buf)
+            name = line.split("`")[1] if line.startswith("## Profile `") else None
+            buf = [line]
+        elif name:
+            buf.append(line)
+    if name:
+        out[name] = "\n".join(buf)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", nargs="+", default=["default", "extended"],
@@ -56,9 +74,19 @@ def main() -> None:
     lines += body_lines(ROOT / "benchmarks" / "body_recognition.json")
     lines += segmenter_seed_lines(args)
     lines += branch_lines(args)
+    previous = previous_sections(Path(args.out))
     for profile in args.profile:
         folder = Path(args.artifacts) / profile
         if not folder.is_dir():
+            kept = previous.get(profile)
+            if kept:   # not rebuilt here: keep what the last record said, and say so
+                note = ("*Kept from the previous `benchmarks/results.md`: this profile's artifacts are not on "
+                        "the machine that wrote this file, so its section is the earlier record, made on "
+                        "that record's machine and revision.*")
+                head, _, rest = kept.partition("\n")
+                if note not in rest:
+                    rest = "\n" + note + "\n" + rest
+                lines += [head + rest.rstrip("\n"), ""]
             continue
         cam = load_metrics(folder / "cam")
         data_root = ((cam or {}).get("params") or {}).get("data_root")

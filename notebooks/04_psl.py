@@ -49,8 +49,8 @@
 # other; `benchmarks/results.md` has both settings on the book's scenes, two seeds each. Early in
 # training $\hat S$ is the guess of a network that has learnt little yet; `online_warmup` trains
 # on $S$ alone for that many epochs before $\hat S$ enters the loss (0, the paper's schedule, by
-# default). On the book's scenes a two-epoch warm-up lifted PSL for one training seed and not the
-# other (the same table), so the book keeps the paper's schedule.
+# default). On the book's masks a two-epoch warm-up moved PSL by less than 0.01 on either of two
+# training seeds (the same table), so the book keeps the paper's schedule.
 #
 # A third detail is where the test-time confidence comes from. The segmenters train on 64 px
 # crops and the branch averages the backbone's features over its whole input, so on a 96 px

@@ -140,3 +140,19 @@ def test_variant_runs_count_only_on_the_same_scenes(scene_tree, tmp_path):
     assert made_on(now) == variants
     assert made_on("0123456789abcdef") is None          # the scenes were regenerated since
     assert report.stage_metrics(tmp_path, "p", "erasing_t07/round1", str(tmp_path / "elsewhere"))[1] is None
+
+
+def test_erasing_design_table_marks_rows_measured_on_an_earlier_machine(tmp_path):
+    def entry(order, cpu=None):
+        e = {"order": order, "cam": {"val_map": 0.95, "seed_miou": 0.5}, "ae_miou_per_rounds": [0.45, 0.56],
+             "ae_best_minus_cam": 0.06, "scenes": {"class_hue": 0.34},
+             "rounds": [{"round": 1, "val_map": 0.95, "region_precision": 0.8,
+                         "part_coverage": {"this_round": {"disc": 0.97, "body": 0.2}}},
+                        {"round": 2, "val_map": 0.5, "region_precision": 0.6}]}
+        return e | ({"cpu": cpu} if cpu else {})
+    path = tmp_path / "designs.json"
+    path.write_text(json.dumps({"old / pm": entry(0), "new / pm": entry(1, "AMD EPYC")}))
+    table = report.erasing_design_table(path)
+    assert list(table.index) == ["old / pm (earlier machine)", "new / pm"]
+    assert table.loc["new / pm", "precision per round"] == "0.80 / 0.60"
+    assert table.loc["new / pm", "best AE − CAM"] == 0.06
