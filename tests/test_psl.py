@@ -282,3 +282,32 @@ def test_window_confidence_is_the_largest_over_crop_sized_windows():
             _, whole = psl.predict(model, (x.clamp(-2, 2) * 50 + 128).to(torch.uint8), 0.5)
             _, windowed = psl.predict(model, (x.clamp(-2, 2) * 50 + 128).to(torch.uint8), 0.5, window=32)
             assert not torch.allclose(windowed, whole)
+
+
+def test_online_crf_replaces_the_arg_max_of_s_hat_by_the_refined_map():
+    torch.manual_seed(0)
+    seg = torch.randn(2, 4, 8, 8)
+    cls = torch.zeros(2, 3)
+    target = torch.randint(0, 4, (2, 8, 8))
+    labels = torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    seen = {}
+
+    def to_background(scores):
+        seen["scores"] = scores
+        return torch.zeros(scores.shape[0], *scores.shape[2:], dtype=torch.long)
+
+    _, logs = psl.psl_loss(seg, cls, target, labels, refine=to_background)
+    # the refine step gets background and the labelled classes only, each pixel summing to 1
+    assert torch.allclose(seen["scores"].sum(1), torch.ones(2, 8, 8), atol=1e-5)
+    assert seen["scores"][0, 2].abs().max() == 0 and seen["scores"][1, 1].abs().max() == 0
+    expected = F.nll_loss(F.log_softmax(seg, 1), torch.zeros_like(target))
+    assert logs["ce_hat"].item() == pytest.approx(expected.item(), rel=1e-5)
+    # and the real thing: a dense CRF on the crops, through the stage's loss
+    from aepsl.models.segmenter import LargeFOVSegmenter
+
+    model = LargeFOVSegmenter(4, "small", width=4, head_channels=16, head_dilation=2)
+    batch = {"image": torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8),
+             "mask": torch.randint(0, 4, (2, 32, 32)), "labels": torch.ones(2, 3)}
+    loss, logs = psl._loss_fn(psl.PSLConfig(online=True, online_crf=True))[0](model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and logs["ce_hat"] > 0
