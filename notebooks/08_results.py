@@ -40,6 +40,7 @@ viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 
+from aepsl.artifacts import load_metrics, stage_dir
 from aepsl.config import PageConfig, collect, resolve
 from aepsl.data.voc import VOCTree
 
@@ -124,7 +125,11 @@ if all(v is not None and not np.isnan(v) for v in rows.values()):
         f"PSL++ {rows['PSL++']:.3f} mIoU — {100 * rows['AE+PSL'] / rows['oracle']:.0f}% and "
         f"{100 * rows['PSL++'] / rows['oracle']:.0f}% of the oracle's {rows['oracle']:.3f} "
         "for the last two. The paper's ordering AE < AE+PSL < PSL++ "
-        f"**{'holds' if holds else 'does not hold'}** on our data (without the CRF)."))
+        f"**{'holds' if holds else 'does not hold'}** on our data (without the CRF)."
+        + (" The book's PSL refines its online labels with the dense CRF (`online_crf`, "
+           "a departure from the paper; chapter 04 shows why and what the paper's form scores)."
+           if (load_metrics(stage_dir(resolve(artifacts_root), profile, "psl")) or {}).get(
+               "params", {}).get("online_crf") else "")))
 else:
     display(Markdown("Some stages have not been run for this profile; the table shows "
                      "those that have."))
