@@ -298,8 +298,8 @@ if none is not None and test_threshold > 0:
                f"drop below {test_threshold:g} (chapter 5 shows the whole sweep).")
 display(Markdown(report.try_it(
     "test_threshold",
-    f"Switch off PSL's test-time drop: in `notebooks/params/{profile}.yaml` set "
-    f"`test_threshold: 0.0` in `04_psl`'s last run (`{{test_threshold: 0.0}}`), then run",
+    f"Switch off PSL's test-time drop: in `notebooks/params/{profile}.yaml` "
+    f"add `test_threshold: 0.0` to `04_psl`'s last run (the one named `04_psl`), then run",
     f".venv/bin/python -m aepsl --profile {profile} --only 04_psl",
     "The segmenter is trained again (its parameters changed) and scored without the "
     "drop. " + expect)))
