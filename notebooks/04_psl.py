@@ -45,9 +45,9 @@
 # seeds, measured on the earlier scenes). And $\hat S$ is a label for every pixel, but here it
 # is scored only where $S$ labels one (`online_pixels = "labelled"`), as the ignore label asks;
 # `online_pixels = "all"` scores it everywhere, so the pixels $S$ leaves open are learnt from
-# the network's own confidence-weighted guess. On the earlier scenes that helped one training seed and hurt the
-# other; `benchmarks/results.md` has both settings on the book's scenes, two seeds each. Early in
-# training $\hat S$ is the guess of a network that has learnt little yet; `online_warmup` trains
+# the network's own confidence-weighted guess. On the earlier scenes that helped one training
+# seed and hurt the other; `benchmarks/results.md` has both settings on the book's scenes, two
+# seeds each. Early in training $\hat S$ is the guess of a network that has learnt little yet; `online_warmup` trains
 # on $S$ alone for that many epochs before $\hat S$ enters the loss (0, the paper's schedule, by
 # default). On the book's masks a two-epoch warm-up moved PSL by less than 0.01 on either of two
 # training seeds (the same table), so the book keeps the paper's schedule.
@@ -228,12 +228,11 @@ plt.show()
 # %% tags=["remove-input"]
 from aepsl import metrics as M
 
-shares = pd.DataFrame({NAMES[s]: M.error_shares(np.asarray(r["metrics"]["eval"]["confusion"]))
-                       for s, r in runs.items()}).T
-shares.columns = ["background called an item", "item called background", "item called another class"]
-display(shares.style.format("{:.3f}"))
 worst = {s: M.error_shares(np.asarray(r["metrics"]["eval"]["confusion"]))
          for s, r in runs.items()}
+shares = pd.DataFrame({NAMES[s]: w for s, w in worst.items()}).T
+shares.columns = ["background called an item", "item called background", "item called another class"]
+display(shares.style.format("{:.3f}"))
 base = "ae_segmenter" if "ae_segmenter" in worst else stage
 if base in worst:
     w = worst[base]
