@@ -85,13 +85,28 @@ def test_banded_walk_equals_the_dense_reference(radius, beta, logt):
     assert torch.allclose(banded, dense, atol=1e-5)
 
 
-def test_walk_sweep_equals_separate_walks():
+@pytest.mark.parametrize("dense", [False, True])
+def test_walk_sweep_equals_separate_walks(dense):
     _, band = _random_band(radius=3, beta=8.0, seed=5)
     scores = torch.rand(1, 4, 6, 7, generator=torch.Generator().manual_seed(3))
-    swept = rw.walk_sweep(scores, band, [3, 0, 1, 3])
+    swept = rw.walk_sweep(scores, band, [3, 0, 1, 3], dense=dense)
     assert sorted(swept) == [0, 1, 3]
     for logt, v in swept.items():
-        assert torch.allclose(v, rw.random_walk(scores, band, 2 ** logt), atol=1e-6)
+        assert torch.allclose(v, rw.random_walk(scores, band, 2 ** logt), atol=1e-5)
+
+
+@pytest.mark.parametrize("radius", [2, 3, 5])
+def test_dense_matrix_of_a_band_makes_the_same_step(radius):
+    # a batch of two maps of their own, non-square, with the window reaching past every edge
+    emb = torch.randn(2, 8, 5, 9, generator=torch.Generator().manual_seed(radius))
+    band = rw.transition_band(emb, radius, 4.0)
+    t = rw.band_to_dense(band)
+    assert t.shape == (2, 45, 45)
+    assert torch.allclose(t.sum(1), torch.ones(2, 45))                  # columns sum to 1, as the band's
+    scores = torch.rand(2, 3, 5, 9, generator=torch.Generator().manual_seed(9))
+    step = (scores.flatten(2) @ t).view(2, 3, 5, 9)
+    assert torch.allclose(step, rw.random_walk(scores, band, 1), atol=1e-6)
+    assert not torch.allclose(t[0], t[1])                                 # each map keeps its own matrix
 
 
 def test_walk_spreads_scores_inside_a_region_but_not_across_an_edge():
