@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -76,12 +77,36 @@ def _test_hold() -> None:
             time.sleep(3600)
 
 
-def crf_batch(images, probs, labels=None, params: CRFParams = CRFParams(), workers: int = 0):
-    """Refine many images; ``workers`` > 0 uses a process pool (fork), 0 runs in this process."""
+def _pool(workers: int):
+    return get_context("fork").Pool(workers)
+
+
+@contextmanager
+def crf_pool(workers: int):
+    """A pool of ``workers`` CRF processes kept open for many :func:`crf_batch` calls (None when
+    ``workers`` is 0). Forking a pool per call costs a large process, such as a training one, about
+    what the second core saves on a small batch; a pool forked once does not. Its workers end
+    when their parent does, even a parent killed with -9 (they read end-of-file)."""
+    if workers <= 0:
+        yield None
+        return
+    pool = _pool(workers)
+    try:
+        yield pool
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def crf_batch(images, probs, labels=None, params: CRFParams = CRFParams(), workers: int = 0, pool=None):
+    """Refine many images; ``pool`` (from :func:`crf_pool`) runs them there, else ``workers`` > 0
+    forks a process pool for this call, 0 runs in this process."""
     _test_hold()
     labels = labels if labels is not None else [None] * len(images)
     jobs = [(im, p, lab, params) for im, p, lab in zip(images, probs, labels)]
+    if pool is not None and len(jobs) >= 2:
+        return pool.map(_work, jobs, chunksize=max(1, len(jobs) // (4 * pool._processes)))
     if workers <= 0 or len(jobs) < 2:
         return [_work(j) for j in jobs]
-    with get_context("fork").Pool(workers) as pool:
+    with _pool(workers) as pool:
         return pool.map(_work, jobs, chunksize=max(1, len(jobs) // (4 * workers)))

@@ -42,7 +42,7 @@ from . import dist
 from . import metrics as M
 from .artifacts import params_hash, save_torch, stage_dir
 from .config import StageConfig, resolve, runtime
-from .crf import CRFParams, crf_batch
+from .crf import CRFParams, crf_batch, crf_pool
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree, write_mask
 from .models.fold import fold_batchnorm
@@ -100,11 +100,12 @@ def psl_loss(seg_logits: torch.Tensor, cls_logits: torch.Tensor, target: torch.T
             scored = torch.ones_like(valid) if inside is None else inside.bool()
         count_hat = scored.sum().clamp(min=1)
         with torch.no_grad():
-            s_hat = online_labels(logp.exp(), conf, labels)
-            if refine is not None:
+            if refine is None:
+                s_hat = online_labels(logp.exp(), conf, labels)
+            else:
                 weights = torch.cat([torch.ones_like(conf[:, :1]), conf * (labels > 0.5)], 1)
                 scores = logp.exp() * weights[..., None, None]
-                s_hat = refine(scores / scores.sum(1, keepdim=True).clamp(min=1e-8)).to(s_hat.device)
+                s_hat = refine(scores / scores.sum(1, keepdim=True).clamp(min=1e-8)).to(logp.device)
             logs["agree"] = ((s_hat == target) & valid).sum().float() / count
             s_hat = s_hat.masked_fill(~scored, 255)
         ce_hat = F.nll_loss(logp, s_hat, ignore_index=255, reduction="sum") / count_hat
@@ -240,8 +241,9 @@ def _label_dir(cfg: PSLConfig) -> Path | None:
     return stage_dir(resolve(cfg.artifacts_root), cfg.profile, stage) / sub
 
 
-def _loss_fn(cfg: PSLConfig):
-    """The training loss and the callback that tells it the epoch (for ``online_warmup``)."""
+def _loss_fn(cfg: PSLConfig, pool=None):
+    """The training loss and the callback that tells it the epoch (for ``online_warmup``);
+    ``pool`` (:func:`aepsl.crf.crf_pool`) runs ``online_crf``'s CRFs (None: in this process)."""
     epoch = [0]
 
     def on_epoch(e: int) -> None:
@@ -253,14 +255,22 @@ def _loss_fn(cfg: PSLConfig):
         weight = 1.0 if epoch[0] >= cfg.online_warmup else 0.0
         refine = None
         if cfg.online_crf:
-            images = batch["image"].permute(0, 2, 3, 1).cpu().numpy()
-
             def refine(scores):
-                maps = crf_batch(list(images), list(scores.float().cpu().numpy()))
-                return torch.from_numpy(np.stack(maps)).long()
+                return crf_online_map(batch["image"], scores, batch["labels"], pool=pool)
         return psl_loss(seg, out["cls"], batch["mask"], batch["labels"], cfg.online, cfg.cls_weight,
                         batch.get("inside"), cfg.online_pixels, online_weight=weight, refine=refine)
     return loss_fn, on_epoch
+
+
+def crf_online_map(images: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, pool=None) -> torch.Tensor:
+    """``online_crf``'s Ŝ: the dense CRF of each crop (``images`` [B,3,H,W] uint8) under its
+    weighted scores [B,C+1,H,W] (zero on the classes an image lacks), as class ids [B,H,W] int64.
+    The CRF sees only background and the image's own classes (``labels`` [B,C] > 0.5): the other
+    planes hold nothing, and each plane costs the CRF time."""
+    ids = [np.concatenate([[0], np.flatnonzero(row > 0.5) + 1]) for row in labels.cpu().numpy()]
+    crops = list(images.permute(0, 2, 3, 1).cpu().numpy())
+    planes = [s[i] for s, i in zip(scores.float().cpu().numpy(), ids)]
+    return torch.from_numpy(np.stack(crf_batch(crops, planes, ids, pool=pool))).long()
 
 
 def window_starts(size: int, window: int) -> list[int]:
@@ -396,8 +406,8 @@ def run(cfg: PSLConfig, run_, device, progress: bool) -> dict | None:
     train = LabelView(tree, cfg.train_split, label_dir)
     seed_everything(cfg.seed)
     model = build_segmenter(cfg, tree.num_classes)
-    loss_fn, on_epoch = _loss_fn(cfg)
-    with run_.timed("train"):
+    with run_.timed("train"), crf_pool(cfg.crf_workers if cfg.online_crf else 0) as pool:
+        loss_fn, on_epoch = _loss_fn(cfg, pool)
         history = fit(model, TrainView(train, cfg.crop, tuple(cfg.scale_range), seed=cfg.seed), loss_fn,
                       epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                       optimizer=cfg.optimizer, ckpt_path=folder / "checkpoint.pt", device=device, seed=cfg.seed,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from aepsl import psl
-from aepsl.crf import crf_labels
+from aepsl.crf import crf_labels, crf_pool
 
 
 def _logits_from_probs(p):
@@ -311,3 +312,55 @@ def test_online_crf_replaces_the_arg_max_of_s_hat_by_the_refined_map():
     loss, logs = psl._loss_fn(psl.PSLConfig(online=True, online_crf=True))[0](model, batch)
     loss.backward()
     assert torch.isfinite(loss) and logs["ce_hat"] > 0
+
+
+def test_crf_online_map_weighs_only_the_image_classes_and_returns_class_ids():
+    # image 0 holds class 3 on its left half, image 1 class 1 on its right; the scores say so,
+    # and a stray plane (class 2, absent from both) must not reach the CRF
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    images[0, :, :, :8] = 200
+    images[1, :, :, 8:] = 200
+    scores = torch.full((2, 4, 16, 16), 0.0)
+    scores[0, 0], scores[1, 0] = 0.3, 0.3
+    scores[0, 3, :, :8], scores[0, 0, :, :8] = 0.7, 0.1
+    scores[1, 1, :, 8:], scores[1, 0, :, 8:] = 0.7, 0.1
+    scores[:, 2] = 0.9
+    labels = torch.tensor([[0.0, 0, 1], [1.0, 0, 0]])
+    out = psl.crf_online_map(images, scores, labels)
+    assert out.dtype == torch.long and out.shape == (2, 16, 16)
+    assert set(out[0].unique().tolist()) == {0, 3} and set(out[1].unique().tolist()) == {0, 1}
+    assert (out[0, :, :8] == 3).all() and (out[1, :, 8:] == 1).all()
+    # the same answer from two worker processes
+    with crf_pool(2) as pool:
+        assert torch.equal(psl.crf_online_map(images, scores, labels, pool=pool), out)
+        assert torch.equal(psl.crf_online_map(images, scores, labels, pool=pool), out)   # the pool serves again
+
+
+def test_crf_pool_workers_end_with_the_process_that_made_them(tmp_path):
+    # a stage killed with -9 mid-training must not leave its CRF workers idling behind it
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\n"
+            "from aepsl.crf import crf_pool\n"
+            "with crf_pool(2) as pool:\n"
+            "    print(' '.join(str(p.pid) for p in pool._pool), flush=True)\n"
+            "    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2 and all(os.path.exists(f"/proc/{p}") for p in pids)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+    deadline = time.time() + 30   # a generous wait for the kernel's signal, not a timing claim
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids)
