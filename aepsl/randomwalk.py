@@ -43,7 +43,7 @@ from . import dist
 from . import metrics as M
 from .artifacts import params_hash, save_torch, stage_dir
 from .config import StageConfig, resolve, runtime
-from .crf import CRFParams, crf_labels
+from .crf import CRFParams, crf_labels, crf_pool
 from .data.transforms import TrainView, normalize
 from .data.voc import SegDataset, VOCTree, write_mask
 from .models.affinity import AffinityNet
@@ -307,6 +307,7 @@ class AffinityConfig(StageConfig):
     score_split: str = "train"   # split scored against its masks (within train_split)
     eval_batch_size: int = runtime(64)   # images per batch at inference
     num_workers: int = runtime(0)   # data-loader worker processes (0: load in the main process)
+    crf_workers: int = runtime(2)   # processes running the dense CRF of the affinity labels
     force: bool = runtime(False)   # recompute even when finished artifacts exist
 
     def validate(self) -> None:
@@ -393,6 +394,14 @@ def _seed_scores(kind: str, seed_folder: Path, names, tree: VOCTree, alpha: floa
     return torch.stack(maps), ids_list
 
 
+def _label_job(job) -> tuple[str, np.ndarray]:
+    """One training image's affinity labels from its CAMs (run in a CRF worker process)."""
+    name, seed_folder, tree, alpha_low, alpha_high, crf = job
+    ids = np.flatnonzero(tree.labels(name)) + 1
+    return name, affinity_labels_from_cams(load_cam(seed_folder, name), ids, alpha_low, alpha_high,
+                                           tree.image(name), crf)
+
+
 def _label_stats(label_dir: Path, tree: VOCTree, names, scored: set) -> dict:
     from PIL import Image
 
@@ -438,11 +447,12 @@ def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
             if dist.is_main():
                 fresh_dir(label_dir)
                 crf = CRFParams() if cfg.label_crf else None
-                for name in tqdm(names, desc="affinity labels", disable=not progress, leave=False):
-                    ids = np.flatnonzero(tree.labels(name)) + 1
-                    lab = affinity_labels_from_cams(load_cam(seed_folder, name), ids, cfg.alpha_low,
-                                                    cfg.alpha_high, tree.image(name), crf)
-                    write_mask(label_dir / f"{name}.png", lab)
+                jobs = ((name, seed_folder, tree, cfg.alpha_low, cfg.alpha_high, crf) for name in names)
+                with crf_pool(cfg.crf_workers if crf is not None else 0) as pool:
+                    labelled = pool.imap(_label_job, jobs, chunksize=8) if pool else map(_label_job, jobs)
+                    for name, lab in tqdm(labelled, total=len(names), desc="affinity labels",
+                                          disable=not progress, leave=False):
+                        write_mask(label_dir / f"{name}.png", lab)
             dist.barrier()
         else:
             label_dir = seed_folder / "masks"

@@ -79,6 +79,7 @@ train_split: str = "train"  # split whose seeds AffinityNet learns from and the 
 score_split: str = "train"  # split scored against its masks (within train_split)
 eval_batch_size: int = 64  # images per batch at inference
 num_workers: int = 0  # data-loader worker processes (0: load in the main process)
+crf_workers: int = 2  # processes running the dense CRF of the affinity labels
 force: bool = False  # recompute even when finished artifacts exist
 
 # %% tags=["remove-input"]
