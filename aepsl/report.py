@@ -86,6 +86,41 @@ def erasing_design_table(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("design / merge")
 
 
+PAPER_ERASING = {"mine_threshold": 0.5, "erase_value": "mean", "init": "fresh", "clean_fraction": 0.0,
+                 "round_epochs": 0, "erase_margin": 0, "decoys": 0, "mine_prior": 0.0}   # Wei et al.'s recipe
+
+
+def erasing_prior_table(path: str | Path, class_hue: float, priors) -> pd.DataFrame:
+    """The paper's erasing recipe beside the background priors ``priors`` (``mine_prior`` values),
+    every training seed recorded, on scenes of ``class_hue``: the designs of
+    ``benchmarks/erasing_design.json`` whose ``recipe`` departs from the paper's in
+    ``mine_prior`` alone, indexed by (recipe, training seed)."""
+    data = json.loads(Path(path).read_text())
+    wanted = {0.0, *(float(p) for p in priors)}
+    rows = []
+    for key, v in data.items():
+        rec = v.get("recipe") if not key.startswith("_") else None
+        if not rec or (v.get("scenes") or {}).get("class_hue") != class_hue:
+            continue
+        if any(rec.get(k, d) != d for k, d in PAPER_ERASING.items() if k != "mine_prior"):
+            continue
+        prior = float(rec.get("mine_prior", 0.0))
+        if prior not in wanted:
+            continue
+        r = v["rounds"]
+        rows.append({"recipe": f"background prior {prior:g}" if prior else "the paper's",
+                     "training seed": v.get("seed"),
+                     "precision per round": " / ".join(f"{x['region_precision']:.2f}" for x in r
+                                                       if x.get("region_precision") is not None),
+                     "AE mIoU after 1, 2, ... rounds": " / ".join(f"{x:.3f}" for x in v["ae_miou_per_rounds"]),
+                     "CAM mIoU (best cut)": v["cam"]["seed_miou"], "best AE − CAM": v["ae_best_minus_cam"],
+                     "_prior": prior})
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).sort_values(["_prior", "training seed"]).drop(columns="_prior")
+    return table.set_index(["recipe", "training seed"])
+
+
 def book_segmenter_table(path: str | Path) -> pd.DataFrame:
     """The segmenter recipes tried under the book's time budget, each a whole default-profile run:
     the four segmenters' held-out mIoU and training seconds (``_segmenters`` of

@@ -34,6 +34,19 @@ def _r(x, n=4):
     return None if x is None else round(float(x), n)
 
 
+RECIPE = ("mine_threshold", "erase_value", "init", "clean_fraction", "round_epochs", "erase_margin", "decoys",
+          "mine_prior")   # the erasing parameters a design may change (those of its round 2)
+
+
+def recipe(runs, erasing_stage: str) -> dict | None:
+    """The erasing recipe of ``erasing_stage`` in a profile's plan: the :data:`RECIPE` parameters
+    of its round-2 run (None when the profile has no such run)."""
+    for run in runs:
+        if run.entry.notebook == "02_erasing" and run.config.stage == erasing_stage and run.config.round == 2:
+            return {k: getattr(run.config, k) for k in RECIPE}
+    return None
+
+
 def summarise(profile: str) -> list[dict]:
     """One entry per merge run of ``profile``: the CAM it starts from, its rounds, its masks."""
     common = load_profile(profile)["common"]
@@ -70,6 +83,7 @@ def summarise(profile: str) -> list[dict]:
             "cam": {"val_map": _r(cm.get("val_map")), "seed_miou": _r(cm.get("seed_miou")),
                     "best_threshold": cm.get("best_threshold"), "wall_time_s": cam.get("wall_time_s"),
                     "epochs": cam["params"].get("epochs")},
+            "recipe": recipe(runs, p["erasing_stage"]),
             "rounds": rounds,
             "ae_miou_per_rounds": per,
             "ae_best": max(per) if per else None,
@@ -93,12 +107,37 @@ def main() -> int:
     ap.add_argument("--profile", required=True, help="the design's stage profile (YAML)")
     ap.add_argument("--design", help="record under this name (without it: print only)")
     ap.add_argument("--note", default="", help="what the design changes, one line")
+    ap.add_argument("--backfill-recipes", action="store_true",
+                    help="add the recipe field to records made before it, from the design file each record's "
+                         "command names (nothing else changes), then exit")
     args = ap.parse_args()
+    if args.backfill_recipes:
+        return backfill_recipes(OUT)
     entries = summarise(args.profile)
     show(entries)
     if args.design:
         record(OUT, args.design, args.note, {f"{args.design} / {e['merge_stage']}": e for e in entries},
                f"python -m aepsl.stages --profile {args.profile}")
+    return 0
+
+
+def backfill_recipes(path: Path) -> int:
+    """Give every record without a ``recipe`` the one its design file (``--profile`` in its
+    command) plans for its erasing stage; records whose file is gone keep none."""
+    book = read_json(path)
+    done = 0
+    for key, e in book.items():
+        if key.startswith("_") or e.get("recipe") is not None:
+            continue
+        parts = e.get("command", "").split("--profile ")
+        design_file = ROOT / parts[1].split()[0] if len(parts) > 1 else None
+        if design_file is None or not design_file.exists():
+            print(f"{key}: no design file, left without a recipe")
+            continue
+        e["recipe"] = recipe(plan(str(design_file)), e["erasing_stage"])
+        done += e["recipe"] is not None
+    write_json(path, book)
+    print(f"recipes added to {done} records of {path.relative_to(ROOT)}")
     return 0
 
 

@@ -63,6 +63,8 @@ from IPython.display import Markdown, display
 from aepsl import report, viz
 
 viz.page_setup()
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -277,19 +279,10 @@ display(Markdown("\n".join(lines)))
 
 # %% tags=["remove-input"]
 design_path = resolve("benchmarks/erasing_design.json")
-if profile == "default" and design_path.exists():
-    designs = report.erasing_design_table(design_path)
-    both = designs[designs.index.str.contains("a third of the wheel")
-                   & designs.index.str.contains("the paper's recipe|background prior 0.2")]
-    if len(both):
-        side = pd.DataFrame({
-            "recipe": ["background prior 0.2" if "prior" in k else "the paper's" for k in both.index],
-            "training seed": [1 if "seed 1" in k else 0 for k in both.index],
-            "precision per round": both["precision per round"].values,
-            "AE mIoU after 1, 2, ... rounds": both["AE mIoU after 1, 2, ... rounds"].values,
-            "CAM mIoU (best cut)": both["CAM mIoU (best cut)"].values,
-            "best AE − CAM": both["best AE − CAM"].values,
-        }).sort_values(["recipe", "training seed"]).set_index(["recipe", "training seed"])
+if profile == "default" and design_path.exists() and (resolve(data_root) / "dataset.json").exists():
+    scenes = json.loads((resolve(data_root) / "dataset.json").read_text())["params"]
+    side = report.erasing_prior_table(design_path, scenes["class_hue"], [mine_prior])
+    if len(side):
         display(side.style.format({"CAM mIoU (best cut)": "{:.3f}", "best AE − CAM": "{:+.3f}"}))
 
 # %% tags=["remove-input"]

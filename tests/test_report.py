@@ -156,3 +156,27 @@ def test_erasing_design_table_marks_rows_measured_on_an_earlier_machine(tmp_path
     assert list(table.index) == ["old / pm (earlier machine)", "new / pm"]
     assert table.loc["new / pm", "precision per round"] == "0.80 / 0.60"
     assert table.loc["new / pm", "best AE − CAM"] == 0.06
+
+
+def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(tmp_path):
+    def entry(seed, gain, hue=0.34, **recipe):
+        return {"seed": seed, "cam": {"val_map": 0.95, "seed_miou": 0.5}, "ae_miou_per_rounds": [0.45, 0.5 + gain],
+                "ae_best_minus_cam": gain, "scenes": {"class_hue": hue},
+                "recipe": {**report.PAPER_ERASING, **recipe},
+                "rounds": [{"round": 1, "region_precision": 0.8}, {"round": 2, "region_precision": 0.6}]}
+    path = tmp_path / "designs.json"
+    path.write_text(json.dumps({
+        "background prior 0.2 / pm": entry(0, 0.05, mine_prior=0.2),     # the name would match both
+        "background prior 0.25 / pm": entry(0, 0.04, mine_prior=0.25),  # priors; the recipe does not
+        "a / pm": entry(1, 0.03, mine_prior=0.2),
+        "b / pm": entry(0, 0.07), "c / pm": entry(1, 0.02),
+        "paper, other scenes / pm": entry(0, 0.09, hue=1.0),
+        "prior and a warm start / pm": entry(0, 0.01, mine_prior=0.2, init="previous"),
+        "no recipe / pm": {k: v for k, v in entry(0, 0.0).items() if k != "recipe"},
+    }))
+    table = report.erasing_prior_table(path, 0.34, [0.2])
+    assert list(table.index) == [("the paper's", 0), ("the paper's", 1),
+                                 ("background prior 0.2", 0), ("background prior 0.2", 1)]
+    assert list(table["best AE − CAM"]) == [0.07, 0.02, 0.05, 0.03]
+    assert table.loc[("background prior 0.2", 0), "precision per round"] == "0.80 / 0.60"
+    assert report.erasing_prior_table(path, 0.5, [0.2]).empty
