@@ -11,6 +11,12 @@ last): total wall and CPU seconds (this process's children: make, the pipeline, 
 kernels, CRF workers), the peak resident memory of the largest process, the machine's cores,
 the 1-minute load average before and after, and per stage the wall / CPU seconds and load its
 metrics.json recorded. Run nothing else meanwhile: two jobs on two cores double both timings.
+
+The same machine is not always equally fast (a virtual machine shares its host): between two
+runs here the unchanged stages took 5-15 % more CPU time. So before and after the build a fixed
+workload is timed in a fresh process (:data:`REFERENCE`: ten training steps of the book's
+classifier on one random batch), and its seconds are recorded beside the run's: two runs compare
+fairly only at similar reference times.
 """
 from __future__ import annotations
 
@@ -29,6 +35,40 @@ sys.path.insert(0, str(ROOT))
 
 from aepsl.artifacts import current_metrics_files, git_revision, write_json  # noqa: E402
 from aepsl.config import load_profile, resolve  # noqa: E402
+
+
+REFERENCE = r"""
+import time, torch
+import torch.nn.functional as F
+from aepsl.cam import CAMConfig, build_model
+torch.manual_seed(0)
+model = build_model(CAMConfig(backbone_weights=""), 6).to(memory_format=torch.channels_last)
+opt = torch.optim.AdamW(model.parameters(), 1e-3)
+x = torch.randn(32, 3, 96, 96).contiguous(memory_format=torch.channels_last)
+y = (torch.rand(32, 6) > 0.5).float()
+for step in range(12):
+    if step == 2:
+        t0 = time.perf_counter()
+    loss = F.binary_cross_entropy_with_logits(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+print(time.perf_counter() - t0)
+"""
+
+
+def reference_seconds(repeats: int = 3) -> float | None:
+    """The fastest of ``repeats`` runs of :data:`REFERENCE`, each in a fresh process (None if it
+    fails): back to back, single runs differed by up to a fifth here."""
+    times = []
+    for _ in range(repeats):
+        res = subprocess.run([sys.executable, "-c", REFERENCE], cwd=ROOT, capture_output=True, text=True)
+        try:
+            times.append(float(res.stdout.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            print(f"[book_time] the reference workload failed: {res.stderr[-500:]}", file=sys.stderr)
+            return None
+    return round(min(times), 2)
 
 
 def _aside(path: Path) -> None:
@@ -53,11 +93,13 @@ def main() -> int:
     if source != "voc":   # generated scenes: generating them is part of the book's work
         _aside(resolve(common.get("data_root", "data/scenes-default")))
     command = f"make book PROFILE={args.profile}"
+    reference_before = reference_seconds()
     load_before = round(os.getloadavg()[0], 2)
     t0 = time.time()
     proc = subprocess.run(command.split(), cwd=ROOT)
     wall = time.time() - t0
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)   # before the reference run: the book's alone
+    reference_after = reference_seconds()
     if proc.returncode != 0:
         print(f"[book_time] {command} failed (exit {proc.returncode}) after {wall:.0f} s; nothing recorded",
               file=sys.stderr)
@@ -73,13 +115,14 @@ def main() -> int:
            "wall_s": round(wall, 1), "cpu_s": round(kids.ru_utime + kids.ru_stime, 1),
            "peak_rss_mib": round(kids.ru_maxrss / 1024, 1), "cores": os.cpu_count(),
            "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
+           "reference_s": {"before": reference_before, "after": reference_after},
            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": stages}
     path = Path(args.record)
     record = json.loads(path.read_text()) if path.exists() else {"runs": []}
     record["runs"].append(run)
     write_json(path, record)
-    print(f"[book_time] {command}: {wall:.0f} s wall, {run['cpu_s']} s CPU, peak {run['peak_rss_mib']} MiB "
-          f"-> {path}", flush=True)
+    print(f"[book_time] {command}: {wall:.0f} s wall, {run['cpu_s']} s CPU, peak {run['peak_rss_mib']} MiB, "
+          f"reference workload {reference_before} / {reference_after} s -> {path}", flush=True)
     return 0
 
 

@@ -204,14 +204,17 @@ def branch_lines(args) -> list[str]:
 
 
 def book_time_lines(record: dict) -> list[str]:
-    """The timed `make book` runs (newest last), as benchmarks/book_time.py recorded them."""
+    """The timed `make book` runs (newest last), as benchmarks/book_time.py recorded them, with the
+    seconds of its fixed reference workload (the machine's speed then; runs before it: –)."""
     lines = ["## `make book` from empty artifacts, timed", "",
              "| when | profile | git revision | command | wall (s) | CPU (s) | peak RSS (MiB) | cores "
-             "| load before / after |", "|---" * 9 + "|"]
+             "| load before / after | reference workload before / after (s) |", "|---" * 10 + "|"]
     for r in record.get("runs", []):
+        ref = r.get("reference_s") or {}
         lines.append(f"| {r['finished_at']} | {r['profile']} | `{r['git_revision']}` | `{r['command']}` | "
                      f"{r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mib']} | {r['cores']} | "
-                     f"{r['load_before']} / {r['load_after']} |")
+                     f"{r['load_before']} / {r['load_after']} | "
+                     + (f"{ref.get('before')} / {ref.get('after')}" if ref else "–") + " |")
     last = (record.get("runs") or [None])[-1]
     if last and last.get("stages"):
         lines += ["", f"Per stage in the last run ({last['profile']}): wall / CPU seconds, load at start / end.", "",
