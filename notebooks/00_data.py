@@ -264,18 +264,21 @@ if design_path.exists():
         "later rounds (`mine_prior` 0.2: mine only where the clean CAM gives a labelled class the "
         "merge's background cut) makes round 2 more precise and keeps the later rounds near the "
         "items; it finds a little less body, but erasing now beats the CAM for both seeds, so "
-        "the book uses it. Tighter priors trade that gain for precision: at 0.25 round 2 mines "
-        "more object than background by the 0.6 share for both seeds, but the masks then beat the "
-        "CAM by less than 0.03 for one of them, and 0.3 leaves too little body to find. The extended "
+        "the book uses it. Tighter priors trade that gain for precision: at 0.25 round 2's "
+        "regions are at least 60% object for both seeds, but the masks then beat the CAM by less "
+        "than 0.03 for one of them, and 0.3 leaves too little body to find. The extended "
         "profile runs the paper's recipe. Rows marked *earlier machine* were measured on another "
         "CPU model and are comparable among themselves: float rounding differs between CPU "
         "models, so the same seed trains to slightly different numbers."))
-    hued = designs[designs.index.str.contains("a third of the wheel")]
-    if len(hued):
+    priors = report.erasing_prior_table(design_path, class_hue, [0.2, 0.25, 0.3])
+    if len(priors):
+        gaps = priors["best AE − CAM"]
         display(Markdown(
-            "Erasing against the CAM on the default scenes (class hues a third of the wheel), "
-            "best AE − CAM: " + "; ".join(f"{name.split(' / ')[0].split('wheel, ')[-1]}: {gap:+.3f}"
-                                          for name, gap in hued["best AE − CAM"].items()) + "."))
+            f"Erasing against the CAM on these scenes (class hues {class_hue:g} of the wheel), best "
+            "AE − CAM per training seed: " + "; ".join(
+                f"{recipe}: " + " / ".join(f"{gaps[(recipe, seed)]:+.3f} (seed {seed})"
+                                           for seed in gaps[recipe].index)
+                for recipe in dict.fromkeys(priors.index.get_level_values(0))) + "."))
 else:
     display(Markdown("`benchmarks/erasing_design.json` is not there: "
                      "`python benchmarks/erasing_design.py` writes it."))
