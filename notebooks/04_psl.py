@@ -58,8 +58,8 @@
 # before they become labels, so $\hat S$ follows the items' colour edges (the idea of SEC's
 # constrain-to-boundary loss, Kolesnikov & Lampert 2016). The section *Where the mistakes are*
 # below shows why the book needs it; on two training seeds it lifted PSL by 0.06-0.07 held-out
-# mIoU over the paper's $\hat S$ (`benchmarks/results.md`), for a quarter more training time (the
-# CRFs run in two worker processes beside the training; the stage times are in the same file).
+# mIoU over the paper's $\hat S$ (`benchmarks/results.md`), for a quarter more training time (each
+# batch's CRFs are shared out to two worker processes; the stage times are in the same file).
 # PSL++ keeps the paper's $\hat S$: its labels have been through the CRF already.
 #
 # A third detail is where the test-time confidence comes from. The segmenters train on 64 px
