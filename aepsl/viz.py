@@ -101,3 +101,12 @@ def page_setup() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+
+
+def integer_ticks(*axes) -> None:
+    """Whole-number ticks on the x-axis of each of ``axes`` (epochs, rounds): a two-epoch curve
+    otherwise gets ticks at 1.2, 1.4, ..."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))

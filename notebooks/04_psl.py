@@ -158,6 +158,7 @@ hist[cols].plot(ax=axes[0][0], marker="o", title="loss terms")
 if "agree" in hist:
     hist["agree"].plot(ax=axes[0][1], marker="o", color="tab:green",
                        title="share of S pixels where Ŝ = S")
+viz.integer_ticks(*axes[0])
 fig.tight_layout()
 plt.show()
 

@@ -135,8 +135,9 @@ plt.show()
 
 # %% tags=["hide-input"]
 hist = pd.DataFrame(m["history"]).set_index("epoch")
-hist[["bg_pos", "fg_pos", "neg", "loss"]].plot(marker="o", figsize=(6, 3),
-                                               title="AffinityNet loss terms")
+ax = hist[["bg_pos", "fg_pos", "neg", "loss"]].plot(marker="o", figsize=(6, 3),
+                                                    title="AffinityNet loss terms")
+viz.integer_ticks(ax)
 plt.tight_layout()
 plt.show()
 

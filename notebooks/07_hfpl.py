@@ -87,6 +87,7 @@ hist = pd.DataFrame(with_h["metrics"]["history"]).set_index("epoch")
 terms = [c for c in ("gap", "is", "fs", "loss") if c in hist]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 hist[terms].plot(ax=axes[0], marker="o", title="HFPL loss terms")
+viz.integer_ticks(axes[0])
 maps = pd.Series({"CAM": plain["metrics"]["val_map"],
                   "CAM + HFPL": with_h["metrics"]["val_map"]})
 maps.plot.bar(ax=axes[1], color=["tab:gray", "tab:purple"], edgecolor="k", rot=0,

@@ -180,3 +180,21 @@ def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(t
     assert list(table["best AE − CAM"]) == [0.07, 0.02, 0.05, 0.03]
     assert table.loc[("background prior 0.2", 0), "precision per round"] == "0.80 / 0.60"
     assert report.erasing_prior_table(path, 0.5, [0.2]).empty
+
+
+def test_integer_ticks_puts_epochs_on_whole_numbers():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from aepsl import viz
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [0.5, 0.3])
+    fig.canvas.draw()
+    assert any(t != int(t) for t in ax.get_xticks())          # matplotlib's own choice: 1.2, 1.4, ...
+    viz.integer_ticks(ax)
+    fig.canvas.draw()
+    assert all(t == int(t) for t in ax.get_xticks())
+    plt.close(fig)
