@@ -86,8 +86,16 @@ def erasing_design_table(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("design / merge")
 
 
-PAPER_ERASING = {"mine_threshold": 0.5, "erase_value": "mean", "init": "fresh", "clean_fraction": 0.0,
-                 "round_epochs": 0, "erase_margin": 0, "decoys": 0, "mine_prior": 0.0}   # Wei et al.'s recipe
+ERASING_RECIPE = ("mine_threshold", "erase_value", "init", "clean_fraction", "round_epochs", "erase_margin",
+                  "decoys", "mine_prior")   # the erasing parameters a design may change (recorded per design)
+
+
+def paper_erasing() -> dict:
+    """Wei et al.'s erasing recipe: the :data:`ERASING_RECIPE` parameters at their defaults."""
+    from .erasing import ErasingConfig
+
+    defaults = ErasingConfig()
+    return {k: getattr(defaults, k) for k in ERASING_RECIPE}
 
 
 def erasing_prior_table(path: str | Path, class_hue: float, priors) -> pd.DataFrame:
@@ -97,12 +105,13 @@ def erasing_prior_table(path: str | Path, class_hue: float, priors) -> pd.DataFr
     ``mine_prior`` alone, indexed by (recipe, training seed)."""
     data = json.loads(Path(path).read_text())
     wanted = {0.0, *(float(p) for p in priors)}
+    paper = paper_erasing()
     rows = []
     for key, v in data.items():
         rec = v.get("recipe") if not key.startswith("_") else None
         if not rec or (v.get("scenes") or {}).get("class_hue") != class_hue:
             continue
-        if any(rec.get(k, d) != d for k, d in PAPER_ERASING.items() if k != "mine_prior"):
+        if any(rec.get(k, d) != d for k, d in paper.items() if k != "mine_prior"):
             continue
         prior = float(rec.get("mine_prior", 0.0))
         if prior not in wanted:

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from aepsl.artifacts import cpu_model, load_metrics, read_json, stage_dir, write_json  # noqa: E402
 from aepsl.config import load_profile, resolve  # noqa: E402
 from aepsl.registry import plan  # noqa: E402
+from aepsl.report import ERASING_RECIPE  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "erasing_design.json"
 
@@ -34,16 +35,12 @@ def _r(x, n=4):
     return None if x is None else round(float(x), n)
 
 
-RECIPE = ("mine_threshold", "erase_value", "init", "clean_fraction", "round_epochs", "erase_margin", "decoys",
-          "mine_prior")   # the erasing parameters a design may change (those of its round 2)
-
-
 def recipe(runs, erasing_stage: str) -> dict | None:
-    """The erasing recipe of ``erasing_stage`` in a profile's plan: the :data:`RECIPE` parameters
-    of its round-2 run (None when the profile has no such run)."""
+    """The erasing recipe of ``erasing_stage`` in a profile's plan: the parameters of
+    :data:`aepsl.report.ERASING_RECIPE` in its round-2 run (None when the profile has no such run)."""
     for run in runs:
         if run.entry.notebook == "02_erasing" and run.config.stage == erasing_stage and run.config.round == 2:
-            return {k: getattr(run.config, k) for k in RECIPE}
+            return {k: getattr(run.config, k) for k in ERASING_RECIPE}
     return None
 
 

@@ -162,7 +162,7 @@ def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(t
     def entry(seed, gain, hue=0.34, **recipe):
         return {"seed": seed, "cam": {"val_map": 0.95, "seed_miou": 0.5}, "ae_miou_per_rounds": [0.45, 0.5 + gain],
                 "ae_best_minus_cam": gain, "scenes": {"class_hue": hue},
-                "recipe": {**report.PAPER_ERASING, **recipe},
+                "recipe": {**report.paper_erasing(), **recipe},
                 "rounds": [{"round": 1, "region_precision": 0.8}, {"round": 2, "region_precision": 0.6}]}
     path = tmp_path / "designs.json"
     path.write_text(json.dumps({
