@@ -1,4 +1,4 @@
-"""Run the notebooks of a profile, in order, through papermill.
+"""Run a profile: its stages in order, then its notebooks through papermill.
 
     python -m aepsl --profile default --book        # the book's notebooks -> book/notebooks/
     python -m aepsl --profile quick                 # executed notebooks -> artifacts/quick/notebooks/
@@ -35,6 +35,9 @@ FAILED_SUFFIX = ".failed.ipynb"
 # the kernel's own log (e.g. "Kernel is running over TCP without encryption", twice a notebook)
 # stays off the terminal; errors in cells still reach the user through papermill
 KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
+# pages executed at once after the stages (each a kernel of its own; 2: the cores of the laptop
+# the embedded default is sized for)
+PAGE_WORKERS = 2
 
 
 class NotebookError(RuntimeError):
@@ -221,10 +224,11 @@ def check_executed(path: Path, name: str) -> None:
 
 
 def run_profile(profile: str, only: list[str] | None = None, force: bool = False, book: bool = False,
-                log_output: bool = False) -> dict:
-    """Every run of ``profile`` in order: its stage computed by the stage function in this process
-    (progress bars on the terminal, none in the page), then its page executed by papermill (the
-    notebook finds its stage done and only draws). One line per run on stdout."""
+                log_output: bool = False, page_workers: int = PAGE_WORKERS) -> dict:
+    """Every run of ``profile``: first each run's stage, in order, computed by its stage function in
+    this process (progress bars on the terminal, none in the pages), then the pages, executed by
+    papermill (each notebook finds its stage done and only draws), ``page_workers`` at a time.
+    One line per stage and per page on stdout."""
     data = load_profile(profile)
     # a profile given as a YAML path is named by its common.profile (where its stages write)
     name = str(data["common"].get("profile") or Path(profile).stem)
@@ -248,13 +252,13 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
                 except Exception as exc:   # one line naming the run and the error, as a failed cell does
                     raise NotebookError(f"run {run.name} (notebooks/{run.notebook}.py) failed computing its stage "
                                         f"({run.entry.function}): {type(exc).__name__}: {exc}") from None
-            if run.page:
-                params = {k: v for k, v in run.params.items() if k != "force"}   # computed just now
-                execute(run.notebook, params, out_dir / f"{run.name}.ipynb", log_output=log_output)
-            seconds = time.time() - t0
-            timings[run.name] = round(seconds, 1)
-            print(f"[aepsl] {name} {i}/{len(runs)} {run.name}: done in {seconds:.1f} s"
+            timings[run.name] = round(time.time() - t0, 1)
+            print(f"[aepsl] {name} {i}/{len(runs)} {run.name}: stage done in {timings[run.name]:.1f} s"
                   + ("" if run.page else " (no page)"), flush=True)
+        pages = [(run.name, run.notebook, {k: v for k, v in run.params.items() if k != "force"})
+                 for run in runs if run.page]   # force: the stage was computed just now
+        for page, seconds in execute_pages(pages, out_dir, log_output, 1 if log_output else page_workers, name):
+            timings[page] = round(timings[page] + seconds, 1)
     except Exception:
         _remove_empty(out_dir, created)
         raise
@@ -264,6 +268,44 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
     record = {"profile": name, "notebooks": {**earlier, **timings}, "output_dir": str(out_dir)}
     write_json(path, record)
     return record
+
+
+def _execute_page(page: tuple, out_dir: Path, log_output: bool) -> float:
+    run_name_, notebook, params = page
+    return execute(notebook, params, out_dir / f"{run_name_}.ipynb", log_output=log_output)
+
+
+def execute_pages(pages: list[tuple], out_dir: Path, log_output: bool = False, workers: int = PAGE_WORKERS,
+                  profile: str = ""):
+    """Execute ``pages`` ((run name, notebook, parameters) each) into ``out_dir``, ``workers`` at a
+    time in forked processes (each page's kernel is its own process anyway: two pages keep two
+    cores busy where one page's imports and drawing keep one). Yields (run name, seconds) as each
+    page finishes; the first failure (in page order) is raised once the pages already running end,
+    and no further page starts."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    total = len(pages)
+    if workers <= 1 or total <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for i, page in enumerate(pages, start=1):
+            seconds = _execute_page(page, out_dir, log_output)
+            print(f"[aepsl] {profile} page {i}/{total} {page[0]}: done in {seconds:.1f} s", flush=True)
+            yield page[0], seconds
+        return
+    # fork: the workers start before any kernel or zmq context exists in this process
+    with ProcessPoolExecutor(min(workers, total), mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(_execute_page, page, out_dir, log_output) for page in pages]
+        done = 0
+        try:
+            for page, future in zip(pages, futures):
+                seconds = future.result()
+                done += 1
+                print(f"[aepsl] {profile} page {done}/{total} {page[0]}: done in {seconds:.1f} s", flush=True)
+                yield page[0], seconds
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _remove_empty(folder: Path, top: Path | None) -> None:
@@ -298,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="run only these notebooks (e.g. 01_cam)")
     ap.add_argument("--force", action="store_true", help="recompute stages even when their artifacts exist")
     ap.add_argument("--book", action="store_true", help="write executed notebooks where the book reads them")
-    ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal (pages one at a time)")
+    ap.add_argument("--page-workers", type=int, default=PAGE_WORKERS, help=f"pages executed at once (default {PAGE_WORKERS})")
     ap.add_argument("--check", action="store_true", help="dry run: check every run's parameters, print the plan, exit")
     ap.add_argument("--sync-params", action="store_true",
                     help="developers: rewrite every notebook's parameters cell from the registry, then exit")
@@ -312,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print_plan(args.profile, args.only)
             return 0
-        run_profile(args.profile, args.only, args.force, args.book, args.log_output)
+        run_profile(args.profile, args.only, args.force, args.book, args.log_output, args.page_workers)
     except (ParameterError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

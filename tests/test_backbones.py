@@ -108,3 +108,45 @@ def test_batchnorm_folding_for_inference(backbone, weights):
     with torch.no_grad():
         a, b = model.cams(x), folded.cams(x)
     assert ((a - b).abs().max() / a.abs().max()).item() < 1e-5
+
+
+@pytest.mark.parametrize("channels,kernel,dilation,size,channels_last,bias", [
+    (8, 3, 1, (9, 9), False, False), (16, 5, 2, (12, 12), True, True),
+    (6, 3, 4, (7, 7), True, False), (4, 5, 1, (5, 11), False, True)])
+def test_depthwise_convolution_trains_with_the_same_gradients(channels, kernel, dilation, size, channels_last, bias):
+    """DepthwiseConv2d's input gradient (the flipped kernel's forward convolution) and weight and
+    bias gradients equal nn.Conv2d's up to float rounding; the output is the same."""
+    from aepsl.models.backbones import DepthwiseConv2d, fast_depthwise_backward
+
+    torch.manual_seed(0)
+    pad = (kernel - 1) * dilation // 2
+    ref = torch.nn.Conv2d(channels, channels, kernel, padding=pad, dilation=dilation, groups=channels, bias=bias)
+    new = torch.nn.Conv2d(channels, channels, kernel, padding=pad, dilation=dilation, groups=channels, bias=bias)
+    new.load_state_dict(ref.state_dict())
+    assert fast_depthwise_backward(new) == 1 and type(new) is DepthwiseConv2d
+    x = torch.randn(3, channels, *size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ref(x1), new(x2)
+    assert torch.equal(y1, y2)
+    g = torch.randn_like(y1)
+    y1.backward(g)
+    y2.backward(g)
+    assert torch.allclose(x1.grad, x2.grad, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(ref.weight.grad, new.weight.grad, rtol=1e-5, atol=1e-5)
+    if bias:
+        assert torch.allclose(ref.bias.grad, new.bias.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_only_stride1_depthwise_convolutions_take_the_fast_backward():
+    from aepsl.models import backbones as B
+
+    net = B.EfficientNetLite("lite0", "", "stage5")
+    fast = [m for m in net.modules() if type(m) is B.DepthwiseConv2d]
+    assert fast and all(tuple(m.stride) == (1, 1) and m.groups == m.in_channels == m.out_channels for m in fast)
+    assert any(m.dilation != (1, 1) for m in fast)   # the dilated ones past output stride 8 among them
+    others = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and type(m) is not B.DepthwiseConv2d]
+    assert not [m for m in others if m.groups > 1 and tuple(m.stride) == (1, 1)]
+    assert B.fast_depthwise_backward(torch.nn.Conv2d(4, 8, 3, padding=1, groups=4)) == 0   # not one filter per channel
+    assert B.fast_depthwise_backward(torch.nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4)) == 0
