@@ -54,14 +54,29 @@ def book_recipe_table(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("setting")
 
 
+# The version of the training's float rounding on the CPU: bumped when a change of the code makes
+# the same seed train to slightly different numbers (1: until session 12 of issue 16; 2: EfficientNet's
+# depthwise convolutions with the flipped-kernel input gradient, backbones.DepthwiseConv2d).
+# benchmarks/erasing_design.py records it with each design; the tables mark older rows.
+NUMERICS = 2
+
+
+def _earlier(v: dict) -> str:
+    """'' for a design record measured by this code on this kind of machine, else the mark."""
+    if not v.get("cpu"):   # recorded before the CPU model was: another machine
+        return " (earlier machine)"
+    return " (earlier code)" if v.get("numerics", 1) < NUMERICS else ""
+
+
 def erasing_design_table(path: str | Path) -> pd.DataFrame:
     """The scene designs and erasing recipes tried for the embedded default (issue 16), in the
     order recorded by ``benchmarks/erasing_design.py`` (``benchmarks/erasing_design.json``):
     the CAM's val mAP and best-threshold seed mIoU, what round 1 (the CAM at the mining
     threshold) covers of the discs and bodies, the later rounds' val mAP and precision, the
     pseudo masks after each round and the best of them against the CAM. Rows recorded without a
-    CPU model were measured on an earlier machine, and say so (the same seed trains to slightly
-    different numbers on another CPU model)."""
+    CPU model were measured on an earlier machine, rows of an older :data:`NUMERICS` by earlier
+    code, and say so (the same seed trains to slightly different numbers on another CPU model, or
+    after a change of the float rounding)."""
     data = json.loads(Path(path).read_text())
     rows = []
     for key, v in data.items():
@@ -79,8 +94,7 @@ def erasing_design_table(path: str | Path) -> pd.DataFrame:
                                                        if x.get("region_precision") is not None),
                      "AE mIoU after 1, 2, ... rounds": " / ".join(f"{x:.3f}" for x in v["ae_miou_per_rounds"]),
                      "best AE − CAM": v["ae_best_minus_cam"]})
-        if not v.get("cpu"):   # recorded before the CPU model was: another machine
-            rows[-1]["design / merge"] += " (earlier machine)"
+        rows[-1]["design / merge"] += _earlier(v)
     if not rows:
         return pd.DataFrame()
     return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("design / merge")
@@ -102,7 +116,8 @@ def erasing_prior_table(path: str | Path, class_hue: float, priors) -> pd.DataFr
     """The paper's erasing recipe beside the background priors ``priors`` (``mine_prior`` values),
     every training seed recorded, on scenes of ``class_hue``: the designs of
     ``benchmarks/erasing_design.json`` whose ``recipe`` departs from the paper's in
-    ``mine_prior`` alone, indexed by (recipe, training seed)."""
+    ``mine_prior`` alone, indexed by (recipe, training seed); a recipe measured on an earlier
+    machine or by earlier code says so in its name."""
     data = json.loads(Path(path).read_text())
     wanted = {0.0, *(float(p) for p in priors)}
     paper = paper_erasing()
@@ -117,7 +132,7 @@ def erasing_prior_table(path: str | Path, class_hue: float, priors) -> pd.DataFr
         if prior not in wanted:
             continue
         r = v["rounds"]
-        rows.append({"recipe": f"background prior {prior:g}" if prior else "the paper's",
+        rows.append({"recipe": (f"background prior {prior:g}" if prior else "the paper's") + _earlier(v),
                      "training seed": v.get("seed"),
                      "precision per round": " / ".join(f"{x['region_precision']:.2f}" for x in r
                                                        if x.get("region_precision") is not None),

@@ -40,6 +40,10 @@ from aepsl.config import load_profile, resolve  # noqa: E402
 REFERENCE = r"""
 import time, torch
 import torch.nn.functional as F
+from aepsl.models import backbones
+# the network as first timed here (PyTorch's own depthwise backward): the reference measures the
+# machine, so a later speed-up of our code must not move it
+backbones.fast_depthwise_backward = lambda module: 0
 from aepsl.cam import CAMConfig, build_model
 torch.manual_seed(0)
 model = build_model(CAMConfig(backbone_weights=""), 6).to(memory_format=torch.channels_last)

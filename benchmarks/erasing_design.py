@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from aepsl.artifacts import cpu_model, load_metrics, read_json, stage_dir, write_json  # noqa: E402
 from aepsl.config import load_profile, resolve  # noqa: E402
 from aepsl.registry import plan  # noqa: E402
-from aepsl.report import ERASING_RECIPE  # noqa: E402
+from aepsl.report import ERASING_RECIPE, NUMERICS  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "erasing_design.json"
 
@@ -140,12 +140,20 @@ def backfill_recipes(path: Path) -> int:
 
 def record(path: Path, design: str, note: str, entries: dict[str, dict], command: str) -> None:
     """Add (or replace) ``entries`` (key -> entry) in the JSON record at ``path``, each with the
-    design's name, note, order, CPU model and command."""
+    design's name, note, order, CPU model, :data:`aepsl.report.NUMERICS` and command. A design
+    recorded again (the same name and training seed, e.g. measured anew after a change of the
+    code, or read from another profile that runs it) replaces its earlier entries and keeps their
+    place in the table."""
     book = read_json(path) if path.exists() else {}
+    earlier = {k for k, v in book.items() if not k.startswith("_") and v.get("design") == design}
     for key, e in entries.items():
-        book[key] = {"design": design, "note": note, "order": len(book), **e, "cpu": cpu_model(), "command": command}
+        order = len(book)
+        for old in sorted(k for k in earlier if k in book and book[k].get("seed") == e.get("seed")):
+            order = book.pop(old).get("order", order)
+        book[key] = {"design": design, "note": note, "order": order, **e, "cpu": cpu_model(),
+                     "numerics": NUMERICS, "command": command}
     write_json(path, book)
-    print(f"recorded {len(entries)} entries in {path.relative_to(ROOT)}")
+    print(f"recorded {len(entries)} entries in {path}")
 
 
 if __name__ == "__main__":

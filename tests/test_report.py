@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from aepsl.artifacts import ArtifactError, write_json
+from aepsl.artifacts import REPO_DIR, ArtifactError, write_json
 from aepsl import report
 from aepsl.report import PUBLISHED, ablation_table
 
@@ -151,16 +151,18 @@ def test_erasing_design_table_marks_rows_measured_on_an_earlier_machine(tmp_path
                         {"round": 2, "val_map": 0.5, "region_precision": 0.6}]}
         return e | ({"cpu": cpu} if cpu else {})
     path = tmp_path / "designs.json"
-    path.write_text(json.dumps({"old / pm": entry(0), "new / pm": entry(1, "AMD EPYC")}))
+    path.write_text(json.dumps({"old / pm": entry(0), "new / pm": entry(1, "AMD EPYC") | {"numerics": report.NUMERICS},
+                                "older code / pm": entry(2, "AMD EPYC")}))
     table = report.erasing_design_table(path)
-    assert list(table.index) == ["old / pm (earlier machine)", "new / pm"]
+    assert list(table.index) == ["old / pm (earlier machine)", "new / pm", "older code / pm (earlier code)"]
     assert table.loc["new / pm", "precision per round"] == "0.80 / 0.60"
     assert table.loc["new / pm", "best AE − CAM"] == 0.06
 
 
 def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(tmp_path):
     def entry(seed, gain, hue=0.34, **recipe):
-        return {"seed": seed, "cam": {"val_map": 0.95, "seed_miou": 0.5}, "ae_miou_per_rounds": [0.45, 0.5 + gain],
+        return {"seed": seed, "cpu": "AMD EPYC", "numerics": report.NUMERICS,
+                "cam": {"val_map": 0.95, "seed_miou": 0.5}, "ae_miou_per_rounds": [0.45, 0.5 + gain],
                 "ae_best_minus_cam": gain, "scenes": {"class_hue": hue},
                 "recipe": {**report.paper_erasing(), **recipe},
                 "rounds": [{"round": 1, "region_precision": 0.8}, {"round": 2, "region_precision": 0.6}]}
@@ -180,6 +182,27 @@ def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(t
     assert list(table["best AE − CAM"]) == [0.07, 0.02, 0.05, 0.03]
     assert table.loc[("background prior 0.2", 0), "precision per round"] == "0.80 / 0.60"
     assert report.erasing_prior_table(path, 0.5, [0.2]).empty
+    data = json.loads(path.read_text())
+    data["b / pm"]["numerics"] = report.NUMERICS - 1                      # measured by earlier code
+    path.write_text(json.dumps(data))
+    assert report.erasing_prior_table(path, 0.34, [0.2]).index[0] == ("the paper's (earlier code)", 0)
+
+
+def test_a_design_recorded_again_replaces_its_entries_in_place(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("erasing_design", REPO_DIR / "benchmarks" / "erasing_design.py")
+    design = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(design)
+    path = tmp_path / "designs.json"
+    design.record(path, "a", "first", {"a / pm_a": {"seed": 0}, "a / pm_a2": {"seed": 0},   # two merges, one seed
+                                       "a, seed 1 / pm_a": {"seed": 1}}, "cmd a")
+    design.record(path, "b", "other", {"b / pm_b": {"seed": 0}}, "cmd b")
+    design.record(path, "a", "again", {"a / pseudo_masks": {"seed": 0}}, "cmd book")
+    book = json.loads(path.read_text())
+    assert sorted(book) == ["a / pseudo_masks", "a, seed 1 / pm_a", "b / pm_b"]   # seed 0's entries replaced
+    assert book["a / pseudo_masks"]["order"] in (0, 1) and book["a / pseudo_masks"]["note"] == "again"
+    assert book["a / pseudo_masks"]["numerics"] == report.NUMERICS and book["b / pm_b"]["order"] == 3
 
 
 def test_integer_ticks_puts_epochs_on_whole_numbers():
