@@ -279,11 +279,11 @@ def execute_pages(pages: list[tuple], out_dir: Path, log_output: bool = False, w
                   profile: str = ""):
     """Execute ``pages`` ((run name, notebook, parameters) each) into ``out_dir``, ``workers`` at a
     time in forked processes (each page's kernel is its own process anyway: two pages keep two
-    cores busy where one page's imports and drawing keep one). Yields (run name, seconds) as each
-    page finishes; the first failure (in page order) is raised once the pages already running end,
-    and no further page starts."""
+    cores busy where one page's imports and drawing keep one). Yields (run name, seconds) in page
+    order as the pages finish. After a failure no further page starts; the pages already running
+    end, those before the failed one are yielded, and its error is raised."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     total = len(pages)
     if workers <= 1 or total <= 1 or "fork" not in multiprocessing.get_all_start_methods():
@@ -294,18 +294,36 @@ def execute_pages(pages: list[tuple], out_dir: Path, log_output: bool = False, w
         return
     # fork: the workers start before any kernel or zmq context exists in this process
     with ProcessPoolExecutor(min(workers, total), mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_execute_page, page, out_dir, log_output) for page in pages]
-        done = 0
-        try:
-            for page, future in zip(pages, futures):
-                seconds = future.result()
-                done += 1
-                print(f"[aepsl] {profile} page {done}/{total} {page[0]}: done in {seconds:.1f} s", flush=True)
-                yield page[0], seconds
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        todo = iter(range(total))
+        running: dict = {}
+        seconds: dict[int, float] = {}
+        failed: dict[int, BaseException] = {}
+        shown = 0
+
+        def start_next() -> None:   # one page at a time per free worker: nothing queued ahead
+            i = next(todo, None)
+            if i is not None:
+                running[pool.submit(_execute_page, pages[i], out_dir, log_output)] = i
+
+        for _ in range(min(workers, total)):
+            start_next()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = running.pop(future)
+                try:
+                    seconds[i] = future.result()
+                except BaseException as exc:   # noqa: BLE001 (re-raised below, after the running pages)
+                    failed[i] = exc
+                if not failed:
+                    start_next()
+            while shown in seconds:   # in page order: never past a failed page
+                print(f"[aepsl] {profile} page {shown + 1}/{total} {pages[shown][0]}: done in {seconds[shown]:.1f} s",
+                      flush=True)
+                yield pages[shown][0], seconds[shown]
+                shown += 1
+        if failed:
+            raise failed[min(failed)]
 
 
 def _remove_empty(folder: Path, top: Path | None) -> None:

@@ -209,12 +209,19 @@ def book_time_lines(record: dict) -> list[str]:
     lines = ["## `make book` from empty artifacts, timed", "",
              "| when | profile | git revision | command | wall (s) | CPU (s) | peak RSS (MiB) | cores "
              "| load before / after | reference workload before / after (s) |", "|---" * 10 + "|"]
+    notes = []
     for r in record.get("runs", []):
         ref = r.get("reference_s") or {}
+        mark = ""
+        if r.get("reference_note"):
+            notes.append(r["reference_note"])
+            mark = f" (note {len(notes)})"
         lines.append(f"| {r['finished_at']} | {r['profile']} | `{r['git_revision']}` | `{r['command']}` | "
                      f"{r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mib']} | {r['cores']} | "
                      f"{r['load_before']} / {r['load_after']} | "
-                     + (f"{ref.get('before')} / {ref.get('after')}" if ref else "–") + " |")
+                     + (f"{ref.get('before')} / {ref.get('after')}" if ref else "–") + mark + " |")
+    if notes:
+        lines += [""] + [f"Note {i}: {n}" for i, n in enumerate(notes, start=1)]
     last = (record.get("runs") or [None])[-1]
     if last and last.get("stages"):
         lines += ["", f"Per stage in the last run ({last['profile']}): wall / CPU seconds, load at start / end.", "",
