@@ -90,7 +90,7 @@ def erasing_design_table(path: str | Path) -> pd.DataFrame:
                      "CAM val mAP": v["cam"]["val_map"], "CAM mIoU (best cut)": v["cam"]["seed_miou"],
                      "round 1 covers disc / body": (f"{cov['disc']:.2f} / {cov['body']:.2f}" if cov else "–"),
                      "val mAP, rounds 2+": " / ".join(f"{x['val_map']:.2f}" for x in r[1:]) or "–",
-                     "precision per round": " / ".join(f"{x['region_precision']:.2f}" for x in r
+                     "precision per round": " / ".join(f"{x['region_precision']:.3f}" for x in r
                                                        if x.get("region_precision") is not None),
                      "AE mIoU after 1, 2, ... rounds": " / ".join(f"{x:.3f}" for x in v["ae_miou_per_rounds"]),
                      "best AE − CAM": v["ae_best_minus_cam"]})
@@ -134,7 +134,7 @@ def erasing_prior_table(path: str | Path, class_hue: float, priors) -> pd.DataFr
         r = v["rounds"]
         rows.append({"recipe": (f"background prior {prior:g}" if prior else "the paper's") + _earlier(v),
                      "training seed": v.get("seed"),
-                     "precision per round": " / ".join(f"{x['region_precision']:.2f}" for x in r
+                     "precision per round": " / ".join(f"{x['region_precision']:.3f}" for x in r
                                                        if x.get("region_precision") is not None),
                      "AE mIoU after 1, 2, ... rounds": " / ".join(f"{x:.3f}" for x in v["ae_miou_per_rounds"]),
                      "CAM mIoU (best cut)": v["cam"]["seed_miou"], "best AE − CAM": v["ae_best_minus_cam"],

@@ -155,7 +155,7 @@ def test_erasing_design_table_marks_rows_measured_on_an_earlier_machine(tmp_path
                                 "older code / pm": entry(2, "AMD EPYC")}))
     table = report.erasing_design_table(path)
     assert list(table.index) == ["old / pm (earlier machine)", "new / pm", "older code / pm (earlier code)"]
-    assert table.loc["new / pm", "precision per round"] == "0.80 / 0.60"
+    assert table.loc["new / pm", "precision per round"] == "0.800 / 0.600"
     assert table.loc["new / pm", "best AE − CAM"] == 0.06
 
 
@@ -180,7 +180,7 @@ def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(t
     assert list(table.index) == [("the paper's", 0), ("the paper's", 1),
                                  ("background prior 0.2", 0), ("background prior 0.2", 1)]
     assert list(table["best AE − CAM"]) == [0.07, 0.02, 0.05, 0.03]
-    assert table.loc[("background prior 0.2", 0), "precision per round"] == "0.80 / 0.60"
+    assert table.loc[("background prior 0.2", 0), "precision per round"] == "0.800 / 0.600"
     assert report.erasing_prior_table(path, 0.5, [0.2]).empty
     data = json.loads(path.read_text())
     data["b / pm"]["numerics"] = report.NUMERICS - 1                      # measured by earlier code
