@@ -269,10 +269,11 @@ if design_path.exists():
         "than 0.03 for one of them, and 0.3 leaves too little body to find. The extended "
         "profile runs the paper's recipe. Rows marked *earlier machine* were measured on another "
         "CPU model and are comparable among themselves: float rounding differs between CPU "
-        "models, so the same seed trains to slightly different numbers. Rows marked *earlier "
-        "code* were measured on this machine before a change that moved the training's float "
-        "rounding in the same way (the CPU gradient of EfficientNet's depthwise convolutions, "
-        "computed faster since; README, speed on the CPU)."))
+        "models, so the same seed trains to slightly different numbers."
+        + (" Rows marked *earlier code* were measured on this machine before a change that moved "
+           "the training's float rounding in the same way (the CPU gradient of EfficientNet's "
+           "depthwise convolutions, computed faster since; README, speed on the CPU)."
+           if designs.index.str.endswith("(earlier code)").any() else "")))
     priors = report.erasing_prior_table(design_path, class_hue, [0.2, 0.25, 0.3])
     if len(priors):
         gaps = priors["best AE − CAM"]

@@ -172,10 +172,10 @@ def static_same_padding(module: nn.Module) -> int:
 class _DepthwiseConv(torch.autograd.Function):
     """A stride-1 depthwise convolution whose input gradient is the forward convolution of the
     output gradient with the spatially flipped kernel (same padding and dilation): on the CPU,
-    PyTorch's own backward of a *dilated* depthwise convolution takes ~10x the forward's time
-    (e.g. 672 channels, 5 x 5, dilation 2 on a 12 x 12 map: 15.7 ms against 1.3 ms here), and
-    those convolutions are a sixth of a training step of the output-stride-8 EfficientNet. The
-    weight gradient is PyTorch's. Same values up to float rounding."""
+    PyTorch's own input gradient of a *dilated* depthwise convolution takes 10-20x the forward's
+    time (``benchmarks/depthwise_backward.py``), and those convolutions were a sixth of a training
+    step of the output-stride-8 EfficientNet. The weight gradient is PyTorch's. Same values up to
+    float rounding."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding, dilation):

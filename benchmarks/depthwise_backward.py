@@ -1,0 +1,43 @@
+"""Times the CPU backward of the book's stride-1 depthwise convolutions: PyTorch's own input
+gradient against backbones.DepthwiseConv2d's (the flipped kernel's forward convolution), beside
+the forward, for the shapes of the output-stride-8 EfficientNet-Lite at a 96 px training crop
+(batch 32, channels_last; median of 20 calls each).
+
+    .venv/bin/python benchmarks/depthwise_backward.py
+"""
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def median_ms(fn, reps: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * sorted(times)[reps // 2]
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| channels | kernel | dilation | map | forward (ms) | PyTorch input gradient (ms) | flipped kernel (ms) |")
+    print("|---|---|---|---|---|---|---|")
+    for c, k, d, hw in [(672, 5, 2, 12), (480, 5, 2, 12), (480, 3, 2, 12), (240, 5, 1, 12), (96, 3, 1, 48)]:
+        x = torch.randn(32, c, hw, hw).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(c, 1, k, k)
+        pad = (k - 1) * d // 2
+        g = torch.randn_like(F.conv2d(x, w, None, 1, pad, d, c))
+        fwd = median_ms(lambda: F.conv2d(x, w, None, 1, pad, d, c))
+        own = median_ms(lambda: torch.ops.aten.convolution_backward(
+            g, x, w, None, [1, 1], [pad, pad], [d, d], False, [0, 0], c, [True, False, False]))
+        flipped = median_ms(lambda: F.conv2d(g, w.flip(-1, -2), None, 1, pad, d, c))
+        print(f"| {c} | {k}x{k} | {d} | {hw}x{hw} | {fwd:.1f} | {own:.1f} | {flipped:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
