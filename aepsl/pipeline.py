@@ -309,13 +309,14 @@ def execute_pages(pages: list[tuple], out_dir: Path, log_output: bool = False, w
             start_next()
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
+            for future in done:   # every outcome of this batch first: a failure in it stops new starts
                 i = running.pop(future)
                 try:
                     seconds[i] = future.result()
                 except BaseException as exc:   # noqa: BLE001 (re-raised below, after the running pages)
                     failed[i] = exc
-                if not failed:
+            if not failed:
+                for _ in done:
                     start_next()
             while shown in seconds:   # in page order: never past a failed page
                 print(f"[aepsl] {profile} page {shown + 1}/{total} {pages[shown][0]}: done in {seconds[shown]:.1f} s",

@@ -165,30 +165,34 @@ def test_a_failed_notebook_names_its_cell_and_keeps_its_executed_copy(tmp_path, 
 
 
 def test_pages_run_in_pairs_and_the_first_failure_is_raised(tmp_path, monkeypatch):
-    """execute_pages with two workers: every page before the failing one is executed and yielded
-    in order, the failure (a NotebookError naming its page) is raised once the running pages end,
-    and no page starts after it failed."""
+    """execute_pages with two workers: a page before the failing one that is still running when it
+    fails is awaited and yielded in order, the failure (a NotebookError naming its page) is raised
+    after it, and no page starts once the failure is known. The order is fixed by files, not by
+    timing: b runs until c's failed copy exists, then 2 s more."""
     from aepsl import pipeline
 
     src = tmp_path / "notebooks"
     src.mkdir()
+    out = tmp_path / "out"
     head = '# %% tags=["parameters"]\nprofile: str = "x"  # the profile\n\n'
-    (src / "98_ok.py").write_text(head + '# %%\nimport time\ntime.sleep(1)\nanswer = 42\n')
-    (src / "97_slow.py").write_text(head + '# %%\nimport time\ntime.sleep(4)\n')
+    (src / "98_ok.py").write_text(head + '# %%\nanswer = 42\n')
+    (src / "97_waits.py").write_text(
+        head + '# %%\nimport pathlib, time\nfor _ in range(1200):\n'
+        f'    if pathlib.Path({str(out / "c.failed.ipynb")!r}).exists():\n        break\n    time.sleep(0.1)\n'
+        'else:\n    raise RuntimeError("c never failed")\ntime.sleep(2)\n')
     (src / "99_fails.py").write_text(head + '# %%\nfirst = [][0]\n')
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", src)
-    out = tmp_path / "out"
-    pages = [("a", "98_ok", {"profile": "y"}), ("b", "98_ok", {"profile": "y"}), ("c", "99_fails", {"profile": "y"}),
-             *((name, "97_slow", {"profile": "y"}) for name in "def")]
+    pages = [("a", "98_ok", {"profile": "y"}), ("b", "97_waits", {"profile": "y"}), ("c", "99_fails", {"profile": "y"}),
+             *((name, "98_ok", {"profile": "y"}) for name in "de")]
     seen = []
     with pytest.raises(NotebookError, match="99_fails"):
         for name, seconds in pipeline.execute_pages(pages, out, workers=2):
             assert seconds > 0
             seen.append(name)
+    # a ran beside b; c started when a ended and failed while b waited; b was awaited and yielded
     assert seen == ["a", "b"]
     assert (out / "a.ipynb").is_file() and (out / "b.ipynb").is_file() and (out / "c.failed.ipynb").is_file()
-    # d started beside the failing page (it takes seconds longer); nothing starts once c has failed
-    assert (out / "d.ipynb").is_file() and not any((out / f"{name}.ipynb").exists() for name in "ef")
+    assert not any((out / f"{name}.ipynb").exists() for name in "de")   # nothing started after c failed
 
 
 def test_cli_reports_a_failed_notebook_in_one_message(tmp_path):
