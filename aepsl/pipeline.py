@@ -283,7 +283,7 @@ def execute_pages(pages: list[tuple], out_dir: Path, log_output: bool = False, w
     order as the pages finish. After a failure no further page starts; the pages already running
     end, those before the failed one are yielded, and its error is raised."""
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, ProcessPoolExecutor, wait
 
     total = len(pages)
     if workers <= 1 or total <= 1 or "fork" not in multiprocessing.get_all_start_methods():
@@ -313,6 +313,10 @@ def execute_pages(pages: list[tuple], out_dir: Path, log_output: bool = False, w
                 i = running.pop(future)
                 try:
                     seconds[i] = future.result()
+                except BrokenExecutor as exc:   # its worker was killed (out of memory, a signal)
+                    failed[i] = NotebookError(
+                        f"page {pages[i][0]} (notebooks/{pages[i][1]}.py): its worker process died before the "
+                        f"page ended ({type(exc).__name__}: {exc}); run again, or with --page-workers 1")
                 except BaseException as exc:   # noqa: BLE001 (re-raised below, after the running pages)
                     failed[i] = exc
             if not failed:

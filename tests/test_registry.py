@@ -195,6 +195,23 @@ def test_pages_run_in_pairs_and_the_first_failure_is_raised(tmp_path, monkeypatc
     assert not any((out / f"{name}.ipynb").exists() for name in "de")   # nothing started after c failed
 
 
+def test_a_page_whose_worker_dies_is_one_notebook_error(tmp_path, monkeypatch):
+    """A page worker killed from outside (here by its own kernel, which is its child) breaks the
+    pool: execute_pages raises one NotebookError naming the page and the way out, not a
+    BrokenProcessPool traceback."""
+    from aepsl import pipeline
+
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    head = '# %% tags=["parameters"]\nprofile: str = "x"  # the profile\n\n'
+    (src / "96_dies.py").write_text(head + '# %%\nimport os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n')
+    (src / "98_ok.py").write_text(head + '# %%\nanswer = 42\n')
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", src)
+    pages = [("a", "96_dies", {"profile": "y"}), ("b", "98_ok", {"profile": "y"}), ("c", "98_ok", {"profile": "y"})]
+    with pytest.raises(NotebookError, match=r"page a \(notebooks/96_dies.py\): its worker process died.*--page-workers 1"):
+        list(pipeline.execute_pages(pages, tmp_path / "out", workers=2))
+
+
 def test_cli_reports_a_failed_notebook_in_one_message(tmp_path):
     """`python -m aepsl` on a profile whose notebook fails: exit 1, the message names the notebook,
     its cell and the exception, and the executed copy is where it says."""
