@@ -490,6 +490,15 @@ def same_data(record: dict, data_root: str, folder: Path | None = None) -> bool:
     return made_on == dataset_identity(VOCTree(resolve(data_root)))
 
 
+def scene_params(data_root: str) -> dict | None:
+    """The generator parameters of the scenes under ``data_root`` (its ``dataset.json``), or
+    None for a tree the scene generator did not write (PASCAL VOC)."""
+    from .config import resolve
+
+    path = resolve(data_root) / "dataset.json"
+    return json.loads(path.read_text()).get("params") if path.exists() else None
+
+
 def source_note(source: str | None, profile: str) -> str:
     """How a page names where a number came from: '' for its own run, else the variant profile's."""
     if source is None or source == profile:

@@ -63,8 +63,6 @@ from IPython.display import Markdown, display
 from aepsl import report, viz
 
 viz.page_setup()
-import json
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -279,8 +277,8 @@ display(Markdown("\n".join(lines)))
 
 # %% tags=["remove-input"]
 design_path = resolve("benchmarks/erasing_design.json")
-if profile == "default" and design_path.exists() and (resolve(data_root) / "dataset.json").exists():
-    scenes = json.loads((resolve(data_root) / "dataset.json").read_text())["params"]
+scenes = report.scene_params(data_root)
+if profile == "default" and design_path.exists() and scenes:
     side = report.erasing_prior_table(design_path, scenes["class_hue"], [mine_prior])
     if len(side):
         display(side.style.format({"CAM mIoU (best cut)": "{:.3f}", "best AE − CAM": "{:+.3f}"}))

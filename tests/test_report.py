@@ -221,3 +221,11 @@ def test_integer_ticks_puts_epochs_on_whole_numbers():
     fig.canvas.draw()
     assert all(t == int(t) for t in ax.get_xticks())
     plt.close(fig)
+
+
+def test_scene_params_reads_the_generator_record_and_is_none_without_one(tmp_path):
+    (tmp_path / "scenes").mkdir()
+    write_json(tmp_path / "scenes" / "dataset.json", {"params": {"class_hue": 0.34, "size": 128}})
+    assert report.scene_params(str(tmp_path / "scenes")) == {"class_hue": 0.34, "size": 128}
+    (tmp_path / "voc").mkdir()
+    assert report.scene_params(str(tmp_path / "voc")) is None
