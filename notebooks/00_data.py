@@ -264,9 +264,9 @@ if design_path.exists():
         "later rounds (`mine_prior` 0.2: mine only where the clean CAM gives a labelled class the "
         "merge's background cut) makes round 2 more precise and keeps the later rounds near the "
         "items; it finds a little less body, but erasing now beats the CAM for both seeds, so "
-        "the book uses it. Tighter priors trade that gain for precision: at 0.25 round 2's "
-        "regions are at least 60% object for both seeds, but the masks then beat the CAM by less "
-        "than 0.03 for one of them, and 0.3 leaves too little body to find. The extended "
+        "the book uses it. Tighter priors trade that gain for precision: at 0.22 and 0.25 round "
+        "2's regions are at least 60% object for both seeds, but the masks then beat the CAM by "
+        "less than 0.03 for one of them, and 0.3 leaves too little body to find. The extended "
         "profile runs the paper's recipe. Rows marked *earlier machine* were measured on another "
         "CPU model and are comparable among themselves: float rounding differs between CPU "
         "models, so the same seed trains to slightly different numbers."
@@ -274,13 +274,14 @@ if design_path.exists():
            "the training's float rounding in the same way (the CPU gradient of EfficientNet's "
            "depthwise convolutions, computed faster since; README, speed on the CPU)."
            if designs.index.str.endswith("(earlier code)").any() else "")))
-    priors = report.erasing_prior_table(design_path, class_hue, [0.2, 0.25, 0.3])
+    priors = report.erasing_prior_table(design_path, class_hue, [0.2, 0.22, 0.25, 0.3])
     if len(priors):
         gaps = priors["best AE − CAM"]
+        round2 = priors["precision per round"].str.split(" / ").str[1]
         display(Markdown(
             f"Erasing against the CAM on these scenes (class hues {class_hue:g} of the wheel), best "
-            "AE − CAM per training seed: " + "; ".join(
-                f"{recipe}: " + " / ".join(f"{gaps[(recipe, seed)]:+.3f} (seed {seed})"
+            "AE − CAM and, in brackets, round 2's precision, per training seed: " + "; ".join(
+                f"{recipe}: " + " / ".join(f"{gaps[(recipe, seed)]:+.3f} ({round2[(recipe, seed)]}, seed {seed})"
                                            for seed in gaps[recipe].index)
                 for recipe in dict.fromkeys(priors.index.get_level_values(0))) + "."))
 else:
