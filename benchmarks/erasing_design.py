@@ -31,7 +31,7 @@ from aepsl.report import ERASING_RECIPE, NUMERICS  # noqa: E402
 OUT = ROOT / "benchmarks" / "erasing_design.json"
 
 
-def _r(x, n=4):
+def _r(x, n=6):   # six decimals: the book shows three, and rounding twice could move the third
     return None if x is None else round(float(x), n)
 
 

@@ -268,12 +268,12 @@ display(Markdown("\n".join(lines)))
 # colours from a band of hues around the class's own (`class_hue` in the data chapter; bands of
 # neighbouring classes overlap), so a body carries evidence of its own, as a real object's does,
 # and round 2 mines more body and less background. The design table has both kinds of scenes,
-# each with two training seeds, and one more departure from the paper that later methods use to
+# each with two or three training seeds, and one more departure from the paper that later methods use to
 # cap the growth: the background prior (`mine_prior`) this page runs with. It does not stop a
 # round's classifier from firing on background; it stops the book from believing it there. On
-# these scenes it made round 2 more precise for both training seeds and kept the fourth round
-# from undoing the first three; with the paper's recipe, erasing beat the CAM by 0.03 or more
-# for one seed only (the table below, read from the design records).
+# these scenes it made round 2 more precise for every training seed and kept the fourth round
+# from undoing the first three; erasing beat the CAM by 0.03 or more for two seeds of three
+# with it, for one with the paper's recipe (the table below, read from the design records).
 
 # %% tags=["remove-input"]
 design_path = resolve("benchmarks/erasing_design.json")
