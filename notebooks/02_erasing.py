@@ -168,6 +168,7 @@ fig, ax = plt.subplots(figsize=(7, 2.8))
 mined.plot.bar(ax=ax, edgecolor="k", rot=0)
 ax.set_ylabel("share of train pixels")
 ax.set_title("pixels mined per class and round")
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)   # beside the bars
 fig.tight_layout()
 plt.show()
 
