@@ -113,35 +113,40 @@ def paper_erasing() -> dict:
 
 
 def erasing_prior_table(path: str | Path, class_hue: float, priors) -> pd.DataFrame:
-    """The paper's erasing recipe beside the background priors ``priors`` (``mine_prior`` values),
-    every training seed recorded, on scenes of ``class_hue``: the designs of
-    ``benchmarks/erasing_design.json`` whose ``recipe`` departs from the paper's in
-    ``mine_prior`` alone, indexed by (recipe, training seed); a recipe measured on an earlier
-    machine or by earlier code says so in its name."""
+    """The paper's erasing recipe beside the background priors ``priors``, every training seed
+    recorded, on scenes of ``class_hue``: the designs of ``benchmarks/erasing_design.json``
+    whose ``recipe`` departs from the paper's in ``mine_prior`` and ``mine_threshold`` alone,
+    indexed by (recipe, training seed). An item of ``priors`` is a ``mine_prior`` value (mining
+    at the paper's threshold) or a (``mine_prior``, ``mine_threshold``) pair. A recipe measured
+    on an earlier machine or by earlier code says so in its name."""
     data = json.loads(Path(path).read_text())
-    wanted = {0.0, *(float(p) for p in priors)}
     paper = paper_erasing()
+    at = paper["mine_threshold"]
+    wanted = {(0.0, at), *((float(p[0]), float(p[1])) if isinstance(p, (tuple, list)) else (float(p), at)
+                           for p in priors)}
     rows = []
     for key, v in data.items():
         rec = v.get("recipe") if not key.startswith("_") else None
         if not rec or (v.get("scenes") or {}).get("class_hue") != class_hue:
             continue
-        if any(rec.get(k, d) != d for k, d in paper.items() if k != "mine_prior"):
+        if any(rec.get(k, d) != d for k, d in paper.items() if k not in ("mine_prior", "mine_threshold")):
             continue
-        prior = float(rec.get("mine_prior", 0.0))
-        if prior not in wanted:
+        prior, threshold = float(rec.get("mine_prior", 0.0)), float(rec.get("mine_threshold", at))
+        if (prior, threshold) not in wanted:
             continue
+        name = ", ".join(([f"background prior {prior:g}"] if prior else [])
+                         + ([f"mining at {threshold:g}"] if threshold != at else [])) or "the paper's"
         r = v["rounds"]
-        rows.append({"recipe": (f"background prior {prior:g}" if prior else "the paper's") + _earlier(v),
+        rows.append({"recipe": name + _earlier(v),
                      "training seed": v.get("seed"),
                      "precision per round": " / ".join(f"{x['region_precision']:.3f}" for x in r
                                                        if x.get("region_precision") is not None),
                      "AE mIoU after 1, 2, ... rounds": " / ".join(f"{x:.3f}" for x in v["ae_miou_per_rounds"]),
                      "CAM mIoU (best cut)": v["cam"]["seed_miou"], "best AE − CAM": v["ae_best_minus_cam"],
-                     "_prior": prior})
+                     "_order": (threshold, prior)})
     if not rows:
         return pd.DataFrame()
-    table = pd.DataFrame(rows).sort_values(["_prior", "training seed"]).drop(columns="_prior")
+    table = pd.DataFrame(rows).sort_values(["_order", "training seed"]).drop(columns="_order")
     return table.set_index(["recipe", "training seed"])
 
 

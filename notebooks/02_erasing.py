@@ -280,7 +280,7 @@ display(Markdown("\n".join(lines)))
 design_path = resolve("benchmarks/erasing_design.json")
 scenes = report.scene_params(data_root)
 if profile == "default" and design_path.exists() and scenes:
-    side = report.erasing_prior_table(design_path, scenes["class_hue"], [mine_prior])
+    side = report.erasing_prior_table(design_path, scenes["class_hue"], [(mine_prior, mine_threshold)])
     if len(side):
         display(side.style.format({"CAM mIoU (best cut)": "{:.3f}", "best AE − CAM": "{:+.3f}"}))
 

@@ -174,6 +174,7 @@ def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(t
         "b / pm": entry(0, 0.07), "c / pm": entry(1, 0.02),
         "paper, other scenes / pm": entry(0, 0.09, hue=1.0),
         "prior and a warm start / pm": entry(0, 0.01, mine_prior=0.2, init="previous"),
+        "prior, mining at 0.55 / pm": entry(0, 0.06, mine_prior=0.2, mine_threshold=0.55),
         "no recipe / pm": {k: v for k, v in entry(0, 0.0).items() if k != "recipe"},
     }))
     table = report.erasing_prior_table(path, 0.34, [0.2])
@@ -182,6 +183,10 @@ def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(t
     assert list(table["best AE − CAM"]) == [0.07, 0.02, 0.05, 0.03]
     assert table.loc[("background prior 0.2", 0), "precision per round"] == "0.800 / 0.600"
     assert report.erasing_prior_table(path, 0.5, [0.2]).empty
+    # a (prior, threshold) pair picks the design that departs in both, listed after the priors
+    both = report.erasing_prior_table(path, 0.34, [0.2, (0.2, 0.55)])
+    assert both.index[-1] == ("background prior 0.2, mining at 0.55", 0)
+    assert both["best AE − CAM"].iloc[-1] == 0.06 and len(both) == 5
     data = json.loads(path.read_text())
     data["b / pm"]["numerics"] = report.NUMERICS - 1                      # measured by earlier code
     path.write_text(json.dumps(data))
