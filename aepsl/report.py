@@ -495,6 +495,19 @@ def same_data(record: dict, data_root: str, folder: Path | None = None) -> bool:
     return made_on == dataset_identity(VOCTree(resolve(data_root)))
 
 
+def crf_turn_note(psl_eval: dict, plus_eval: dict) -> str:
+    """A sentence for the PSL++ page when the dense CRF at test time reverses PSL and PSL++
+    (their ``eval`` records: ``miou`` and ``crf_miou``); '' when it does not or was not run."""
+    a, b = psl_eval.get("crf_miou"), plus_eval.get("crf_miou")
+    if a is None or b is None or b >= a or plus_eval["miou"] <= psl_eval["miou"]:
+        return ""
+    return (f"\n\nWith the CRF at test time the order turns: PSL + CRF scores {a:.3f}, PSL++ + CRF "
+            f"{b:.3f}. PSL++ learned from CRF-refined labels, so the CRF has less left to fix on "
+            f"its predictions (+{b - plus_eval['miou']:.3f}, against +{a - psl_eval['miou']:.3f} "
+            "on PSL's): what PSL++ gains over PSL is mostly what the CRF gives PSL anyway. "
+            "Without a CRF at test time, which is cheaper, PSL++ is the better segmenter.")
+
+
 def scene_params(data_root: str) -> dict | None:
     """The generator parameters of the scenes under ``data_root`` (its ``dataset.json``), or
     None for a tree the scene generator did not write (PASCAL VOC)."""

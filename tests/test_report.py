@@ -234,3 +234,12 @@ def test_scene_params_reads_the_generator_record_and_is_none_without_one(tmp_pat
     assert report.scene_params(str(tmp_path / "scenes")) == {"class_hue": 0.34, "size": 128}
     (tmp_path / "voc").mkdir()
     assert report.scene_params(str(tmp_path / "voc")) is None
+
+
+def test_crf_turn_note_only_when_the_crf_reverses_psl_and_psl_plus_plus():
+    psl, plus = {"miou": 0.658, "crf_miou": 0.867}, {"miou": 0.792, "crf_miou": 0.855}
+    note = report.crf_turn_note(psl, plus)
+    assert "0.867" in note and "0.855" in note and "+0.063" in note and "+0.209" in note
+    assert report.crf_turn_note(psl, {"miou": 0.792, "crf_miou": 0.870}) == ""   # PSL++ ahead with the CRF too
+    assert report.crf_turn_note(psl, {"miou": 0.600, "crf_miou": 0.855}) == ""   # PSL++ behind without it
+    assert report.crf_turn_note({"miou": 0.658}, plus) == ""                     # no CRF scored
