@@ -1,7 +1,10 @@
 """Times the CPU backward of the book's stride-1 depthwise convolutions: PyTorch's own input
 gradient against backbones.DepthwiseConv2d's (the flipped kernel's forward convolution), beside
 the forward, for the shapes of the output-stride-8 EfficientNet-Lite at a 96 px training crop
-(batch 32, channels_last; median of 20 calls each).
+(batch 32, channels_last; median of 20 calls each). A second table times the weight gradient:
+PyTorch's against two rewrites that give the same values (a grouped convolution of the input
+by the output gradient, and a sum over the kernel's shifted products); neither is faster here,
+so the book keeps PyTorch's.
 
     .venv/bin/python benchmarks/depthwise_backward.py
 """
@@ -9,6 +12,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+
+SHAPES = [(672, 5, 2, 12), (480, 5, 2, 12), (480, 3, 2, 12), (240, 5, 1, 12), (96, 3, 1, 48)]
 
 
 def median_ms(fn, reps: int = 20) -> float:
@@ -27,7 +33,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| channels | kernel | dilation | map | forward (ms) | PyTorch input gradient (ms) | flipped kernel (ms) |")
     print("|---|---|---|---|---|---|---|")
-    for c, k, d, hw in [(672, 5, 2, 12), (480, 5, 2, 12), (480, 3, 2, 12), (240, 5, 1, 12), (96, 3, 1, 48)]:
+    for c, k, d, hw in SHAPES:
         x = torch.randn(32, c, hw, hw).contiguous(memory_format=torch.channels_last)
         w = torch.randn(c, 1, k, k)
         pad = (k - 1) * d // 2
@@ -37,6 +43,35 @@ def main() -> None:
             g, x, w, None, [1, 1], [pad, pad], [d, d], False, [0, 0], c, [True, False, False]))
         flipped = median_ms(lambda: F.conv2d(g, w.flip(-1, -2), None, 1, pad, d, c))
         print(f"| {c} | {k}x{k} | {d} | {hw}x{hw} | {fwd:.1f} | {own:.1f} | {flipped:.1f} |")
+    print()
+    print("| channels | kernel | dilation | map | PyTorch weight gradient (ms) | grouped convolution (ms) | "
+          "shifted products (ms) | largest relative difference |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c, k, d, hw in SHAPES:
+        x = torch.randn(32, c, hw, hw).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(c, 1, k, k)
+        pad = (k - 1) * d // 2
+        g = torch.randn_like(F.conv2d(x, w, None, 1, pad, d, c))
+
+        def own():
+            return torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [pad, pad], [d, d], False, [0, 0], c,
+                                                       [False, True, False])[1]
+
+        def grouped():   # channel c: the padded input's N maps convolved with the N maps of c's gradient
+            xp = F.pad(x, (pad,) * 4).transpose(0, 1).reshape(1, -1, hw + 2 * pad, hw + 2 * pad)
+            return F.conv2d(xp, g.transpose(0, 1).contiguous(), None, d, 0, 1, c).reshape(c, 1, k, k)
+
+        def shifted():
+            xp, out = F.pad(x, (pad,) * 4), torch.empty(c, 1, k, k)
+            for i in range(k):
+                for j in range(k):
+                    out[:, 0, i, j] = (xp[:, :, i * d:i * d + hw, j * d:j * d + hw] * g).sum((0, 2, 3))
+            return out
+
+        ref = own()
+        err = max(float((f() - ref).abs().max() / ref.abs().max()) for f in (grouped, shifted))
+        print(f"| {c} | {k}x{k} | {d} | {hw}x{hw} | {median_ms(own):.1f} | {median_ms(grouped):.1f} | "
+              f"{median_ms(shifted):.1f} | {err:.0e} |")
 
 
 if __name__ == "__main__":
