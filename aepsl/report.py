@@ -495,6 +495,27 @@ def same_data(record: dict, data_root: str, folder: Path | None = None) -> bool:
     return made_on == dataset_identity(VOCTree(resolve(data_root)))
 
 
+def drop_note(cost: pd.Series, threshold: float) -> str:
+    """A sentence on PSL's test-time drop at ``threshold``: ``cost`` is each segmenter stage's
+    mIoU with nothing dropped minus its mIoU with the drop (> 0: the drop loses). Changes that
+    round to 0.000 count as none."""
+    hurt, helped = cost[cost >= 0.0005], cost[cost <= -0.0005]
+    same = [s for s in cost.index if s not in hurt.index and s not in helped.index]
+    note = f" Dropping classes below {threshold:g} "
+    if not len(hurt) and not len(helped):
+        return note + "changes no segmenter's mIoU by 0.001 or more."
+    if len(hurt):
+        note += ("costs " + ", ".join(f"{s} {c:.3f}" for s, c in hurt.items())
+                 + " mIoU against dropping nothing (the classification branch misses classes the "
+                 "segmentation head finds)")
+    if len(helped):
+        note += ("; it " if len(hurt) else "") + "gains " + ", ".join(
+            f"{s} {-c:.3f}" for s, c in helped.items()) + " mIoU"
+    if same:
+        note += " and leaves " + ", ".join(same) + (" as it was" if len(same) == 1 else " as they were")
+    return note + "."
+
+
 def crf_turn_note(psl_eval: dict, plus_eval: dict) -> str:
     """A sentence for the PSL++ page when the dense CRF at test time reverses PSL and PSL++
     (their ``eval`` records: ``miou`` and ``crf_miou``); '' when it does not or was not run."""

@@ -178,24 +178,9 @@ if not sweep.empty:
 
 # %% tags=["remove-input"]
 gain = ev["miou"] - src_ev["miou"]
-drop_note, col = "", f"drop < {test_threshold:g}"
-if len(sweep) and col in sweep:
-    cost = sweep["nothing dropped"] - sweep[col]   # > 0: PSL's drop loses mIoU
-    hurt, helped = cost[cost >= 0.0005], cost[cost <= -0.0005]   # what rounds to 0.000 is no change
-    same = [s for s in cost.index if s not in hurt.index and s not in helped.index]
-    drop_note = f" Dropping classes below {test_threshold:g} "
-    if not len(hurt) and not len(helped):
-        drop_note += "changes no segmenter's mIoU by 0.001 or more"
-    if len(hurt):
-        drop_note += ("costs " + ", ".join(f"{s} {c:.3f}" for s, c in hurt.items())
-                      + " mIoU against dropping nothing (the classification branch "
-                      "misses classes the segmentation head finds)")
-    if len(helped):
-        drop_note += ("; it " if len(hurt) else "") + "gains " + ", ".join(
-            f"{s} {-c:.3f}" for s, c in helped.items()) + " mIoU"
-    if same and (len(hurt) or len(helped)):
-        drop_note += " and leaves " + ", ".join(same) + (" as it was" if len(same) == 1 else " as they were")
-    drop_note += "."
+col = f"drop < {test_threshold:g}"
+drop_note = (report.drop_note(sweep["nothing dropped"] - sweep[col], test_threshold)
+             if len(sweep) and col in sweep else "")
 display(Markdown(
     f"The CRF changes PSL's training-set predictions from {tr['miou']:.3f} to "
     f"{tr.get('crf_miou', float('nan')):.3f} mIoU. Retrained on them, PSL++ scores "

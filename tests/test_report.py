@@ -243,3 +243,13 @@ def test_crf_turn_note_only_when_the_crf_reverses_psl_and_psl_plus_plus():
     assert report.crf_turn_note(psl, {"miou": 0.792, "crf_miou": 0.870}) == ""   # PSL++ ahead with the CRF too
     assert report.crf_turn_note(psl, {"miou": 0.600, "crf_miou": 0.855}) == ""   # PSL++ behind without it
     assert report.crf_turn_note({"miou": 0.658}, plus) == ""                     # no CRF scored
+
+
+def test_drop_note_names_what_the_drop_costs_gains_and_leaves():
+    import pandas as pd
+
+    note = report.drop_note(pd.Series({"oracle": 0.005, "psl": -0.001, "psl_plus_plus": 0.0002}), 0.5)
+    assert note.startswith(" Dropping classes below 0.5 costs oracle 0.005")
+    assert "gains psl 0.001" in note and note.endswith("leaves psl_plus_plus as it was.")
+    assert report.drop_note(pd.Series({"psl": 0.0001}), 0.5) == (
+        " Dropping classes below 0.5 changes no segmenter's mIoU by 0.001 or more.")
