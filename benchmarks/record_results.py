@@ -110,7 +110,10 @@ def seed_lines(args) -> list[str]:
             continue
         per = [p["miou"] for p in pm["metrics"]["per_rounds"]]
         c = cam["metrics"]["seed_miou"]
-        rows.append(f"| {cam['params']['seed']} | `{profile}` | {fmt(cam['metrics'].get('val_map'))} | {fmt(c)} | "
+        er = load_metrics(art / pm["params"].get("erasing_stage", "erasing") / "round2")
+        how = (f"prior {er['params'].get('mine_prior', 0):g}, mining at {er['params']['mine_threshold']:g}"
+               if er else "–")
+        rows.append(f"| {cam['params']['seed']} | `{profile}` | {how} | {fmt(cam['metrics'].get('val_map'))} | {fmt(c)} | "
                     + " / ".join(fmt(v) for v in per) + f" | {max(per) - c:+.3f} | "
                     + " / ".join(fmt(v) for v in pm["metrics"].get("round_precision") or []) + " |")
     if not rows:
@@ -121,8 +124,9 @@ def seed_lines(args) -> list[str]:
             "benchmarks/designs/default_seed1.yaml` (the default profile's CAM, erasing and segmenter stages with "
             "seed 1); the seed-2 run: `.venv/bin/python -m aepsl.stages --profile benchmarks/designs/default_seed2.yaml` "
             "(the same with seed 2).", "",
-            "| seed | profile | CAM val mAP | CAM mIoU (best threshold) | AE mIoU after 1 / 2 / 3 / 4 rounds | "
-            "best AE − CAM | region precision per round |", "|---|---|---|---|---|---|---|", *rows, ""]
+            "| seed | profile | erasing recipe | CAM val mAP | CAM mIoU (best threshold) | "
+            "AE mIoU after 1 / 2 / 3 / 4 rounds | best AE − CAM | region precision per round |",
+            "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def body_lines(path: Path) -> list[str]:

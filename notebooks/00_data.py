@@ -238,8 +238,8 @@ else:
 # `python benchmarks/erasing_design.py`; read from `benchmarks/erasing_design.json`), all on
 # 1,000 training scenes, training seed 0 unless its name says otherwise, scored on the
 # training scenes as the seeds are. "Round 1
-# covers" is the CAM at the mining threshold 0.5; the precision of a round is the share of
-# its mined pixels that belong to the right class.
+# covers" is the CAM at the design's mining threshold (0.5 unless its name gives another); the
+# precision of a round is the share of its mined pixels that belong to the right class.
 
 # %% tags=["remove-input"]
 design_path = resolve("benchmarks/erasing_design.json")
@@ -269,10 +269,13 @@ if design_path.exists():
         "prior (the line below). Tighter priors trade gain for precision: at 0.22 and "
         "0.25 round 2's regions are at least 60% object for seeds 0 and 1, but the masks then "
         "beat the CAM by less than 0.03 for one of them, and 0.3 leaves too little body to find. "
-        "Mining at 0.55 instead of 0.5 in every round, with the prior, makes round 2 more "
-        "precise for all three seeds and erasing beat the CAM by more for seeds 0 and 1 but by "
-        "less for seed 2; a fourth round then still adds to the masks instead of costing them, "
-        "so the book keeps the paper's 0.5. The extended profile runs the paper's recipe. Rows marked *earlier machine* were measured on another "
+        "Mining at 0.55 instead of 0.5 in every round, with the prior, makes round 2's regions "
+        "at least 60% object for all three seeds (at 0.5, seed 1's fell just short), and "
+        "erasing beats the CAM by more for seeds 0 and 1, by less for seed 2. The book mines "
+        "at 0.55. Its fourth round still mines more background than object for seeds 0 and 1, "
+        "but next to the items, so it does not lower the masks; the extended profile "
+        "runs the paper's recipe, whose fourth round costs the masks for every seed. Rows "
+        "marked *earlier machine* were measured on another "
         "CPU model and are comparable among themselves: float rounding differs between CPU "
         "models, so the same seed trains to slightly different numbers."
         + (" Rows marked *earlier code* were measured on this machine before a change that moved "
