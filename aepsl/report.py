@@ -529,6 +529,20 @@ def crf_turn_note(psl_eval: dict, plus_eval: dict) -> str:
             "Without a CRF at test time, which is cheaper, PSL++ is the better segmenter.")
 
 
+def seed_runs_note(artifacts_root: str | Path, profile: str, seeds=(1, 2)) -> str:
+    """A sentence on which other training seeds of ``profile`` have been run to the end (a
+    finished ``psl_plus_plus`` stage under ``<profile>_seed<k>``, the profiles of
+    ``benchmarks/designs/<profile>_seed<k>.yaml``)."""
+    done = [k for k in seeds
+            if (Path(artifacts_root) / f"{profile}_seed{k}" / "psl_plus_plus" / "metrics.json").exists()]
+    if not done:
+        return " No other seed has been measured for the book."
+    return (f" Measured: `benchmarks/results.md` has this profile's stages under training "
+            f"seed{'s' if len(done) > 1 else ''} " + " and ".join(map(str, done))
+            + ", one row per seed (" + ", ".join(f"`benchmarks/designs/{profile}_seed{k}.yaml`" for k in done)
+            + ").")
+
+
 def scene_params(data_root: str) -> dict | None:
     """The generator parameters of the scenes under ``data_root`` (its ``dataset.json``), or
     None for a tree the scene generator did not write (PASCAL VOC)."""

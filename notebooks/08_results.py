@@ -136,12 +136,6 @@ else:
 
 # %% tags=["remove-input"]
 spread = ""
-others = [k for k in (1, 2) if load_metrics(stage_dir(resolve(artifacts_root), f"{profile}_seed{k}",
-                                                      "psl_plus_plus"))]
-seeds_note = (" Measured: `benchmarks/results.md` has this profile's stages under training seed"
-              + ("s " if len(others) > 1 else " ") + " and ".join(map(str, others))
-              + ", one row per seed (`benchmarks/designs/default_seed1.yaml` and "
-              "`default_seed2.yaml`)." if others else " No other seed has been measured for the book.")
 recipe_path = resolve("benchmarks/segmenter_recipe.json")
 if recipe_path.exists():
     recipe = report.segmenter_recipe_table(recipe_path)
@@ -159,4 +153,4 @@ display(Markdown(report.try_it(
     f"make book PROFILE={profile}",
     "Every stage is recomputed (all parameters changed) and the old results are kept "
     f"aside as `<stage>@<hash>/` folders. Expect every row to move a little.{spread}"
-    + seeds_note)))
+    + report.seed_runs_note(resolve(artifacts_root), profile))))
