@@ -53,14 +53,14 @@ notebooks: setup fashion-mnist
 	$(PY) -m aepsl --profile $(PROFILE) --book
 
 book: notebooks
-	$(PY) -m aepsl.report --pipeline-figure book/figures/pipeline.png --profile $(PROFILE)
+	$(PY) -m aepsl.book.viz --pipeline-figure book/figures/pipeline.png --profile $(PROFILE)
 	$(VENV)/bin/jupyter-book build book --builder html -W -n --keep-going
 	@echo "The book: $(CURDIR)/book/_build/html/index.html"
 
 # after `make book`: every page of book/_build/html in headless Chromium; screenshots and
 # report.json in book/_build/screenshots/
 check-book: setup chromium
-	$(PY) -m aepsl.bookcheck
+	$(PY) -m aepsl.book.check
 
 # after `make book` (and `make book PROFILE=extended`): write benchmarks/results.md from the saved metrics
 results:

@@ -1,80 +1,8 @@
-"""Compute a profile's stages without the notebooks — on one GPU, or several with torchrun.
-
-    python -m aepsl.stages --profile voc                               # one process
-    python -m aepsl.stages --profile voc --check                       # the plan only, nothing touched
-    torchrun --standalone --nproc_per_node 4 -m aepsl.stages --profile voc
-    python -m aepsl --profile voc                                      # then the notebooks
-
-Every run of the profile maps, through :mod:`aepsl.registry`, to the package function doing
-its work (the function the notebook itself calls), run with the same parameters the pipeline
-would give the notebook, so the notebooks run afterwards find every stage done and only draw.
-Under torchrun the training stages train data-parallel on every process and rank 0 writes;
-stages without training (data check, merge, comparison) run on rank 0 while the others wait.
-Pages that compute nothing (the results and provenance chapters) are left to ``python -m aepsl``.
-"""
-from __future__ import annotations
-
-import argparse
+"""``python -m aepsl.stages``: compute a profile's stages without the notebooks (also under torchrun);
+the runner itself is :mod:`aepsl.engine.run_stages`."""
 import sys
 
-from . import dist
-from .config import ParameterError, load_profile
-from .registry import PlannedRun, plan
-
-
-def run_stages(profile: str, only: list[str] | None = None, force: bool = False, progress: bool = True) -> list[dict]:
-    """Run the stage functions of ``profile`` in order; returns the records rank 0 wrote."""
-    runs: list[PlannedRun] = plan(profile, only, force)   # every run checked before anything runs
-    records = []
-    for run in runs:
-        fn = run.entry.stage_function()
-        if fn is None:
-            if dist.is_main():
-                print(f"[aepsl.stages] {run.name}: a page, nothing to compute (python -m aepsl renders it)", flush=True)
-            continue
-        if dist.is_main():
-            print(f"[aepsl.stages] {run.name} (world size {dist.world_size()}) ...", flush=True)
-        if run.entry.trains:   # every process trains; rank 0 evaluates and writes, the others wait inside
-            record = fn(run.stage_params, progress=progress and dist.is_main())
-        else:
-            record = fn(run.stage_params, progress=progress) if dist.is_main() else None
-            dist.barrier()
-        if dist.is_main():
-            records.append(record)
-            print(f"[aepsl.stages] {run.name} done ({record.get('stage')}, {record.get('wall_time_s')} s)", flush=True)
-    return records
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m aepsl.stages", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="voc", help="profile name (notebooks/params/<name>.yaml) or a YAML path")
-    ap.add_argument("--only", nargs="*", help="run only these notebooks' stages (e.g. 01_cam 02_erasing)")
-    ap.add_argument("--force", action="store_true", help="recompute stages even when their artifacts exist")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
-    ap.add_argument("--check", action="store_true", help="dry run: check every run's parameters, print the plan, exit")
-    args = ap.parse_args(argv)
-    if args.check:
-        from .pipeline import print_plan
-
-        try:
-            print_plan(args.profile, args.only)
-        except (ParameterError, FileNotFoundError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    joined = not dist.is_initialized()   # leave a process group the caller made to the caller
-    try:
-        device = str(load_profile(args.profile)["common"].get("device", "auto"))
-        dist.init_from_env(device)
-        run_stages(args.profile, args.only, args.force, progress=not args.no_progress)
-    except (ParameterError, FileNotFoundError, ValueError) as exc:
-        print(f"error (rank {dist.rank()}): {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if joined:
-            dist.shutdown()
-    return 0
-
+from .engine.run_stages import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -22,13 +22,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from aepsl import metrics as M  # noqa: E402
-from aepsl.artifacts import load_metrics, read_json, stage_dir, write_json  # noqa: E402
-from aepsl.cam import load_model, predict_logits  # noqa: E402
-from aepsl.config import load_profile, resolve  # noqa: E402
-from aepsl.device import pick_device  # noqa: E402
+from aepsl.methods import metrics as M  # noqa: E402
+from aepsl.engine.artifacts import load_metrics, read_json, stage_dir, write_json  # noqa: E402
+from aepsl.methods.cam import load_model, predict_logits  # noqa: E402
+from aepsl.engine.config import load_profile, resolve  # noqa: E402
+from aepsl.engine.device import pick_device  # noqa: E402
 from aepsl.data.voc import SegDataset, VOCTree  # noqa: E402
-from aepsl.erasing import erase, part_map, pixel_statistics  # noqa: E402
+from aepsl.methods.erasing import erase, part_map, pixel_statistics  # noqa: E402
 from aepsl.models.fold import fold_batchnorm  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "body_recognition.json"

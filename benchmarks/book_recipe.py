@@ -4,7 +4,7 @@ scenes, with their cost, so the data chapter can show why the book trains what i
     .venv/bin/python benchmarks/book_recipe.py                  # train each candidate (minutes each)
     .venv/bin/python benchmarks/book_recipe.py --reuse DIR      # record finished runs found in DIR
 
-Each candidate is one run of the CAM stage (aepsl.cam.run) on the default scenes with 1,000
+Each candidate is one run of the CAM stage (aepsl.methods.cam.run) on the default scenes with 1,000
 training images, under artifacts/book-recipe/ (or found finished in DIR: any folder holding
 `<name>/metrics.json` of a CAM stage). Recorded in benchmarks/book_recipe.json: classification
 mAP on the validation scenes, CAM seed mIoU at the best background threshold, wall and CPU
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl.artifacts import read_json, write_json  # noqa: E402
+from aepsl.engine.artifacts import read_json, write_json  # noqa: E402
 
 # name -> CAM parameters changed from the stage's defaults (1,000 scenes, AdamW)
 CANDIDATES = {
@@ -83,7 +83,7 @@ def main() -> int:
         if found is not None and found.exists():
             out[name] = entry(read_json(found), order, "reused (a finished run with these parameters)")
             continue
-        from aepsl import cam
+        from aepsl.methods import cam
         from aepsl.data import stage as data_stage
 
         common = {"profile": "book-recipe", "seed": 0, "device": "cpu", "artifacts_root": "artifacts",

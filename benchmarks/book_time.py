@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl.artifacts import current_metrics_files, git_revision, write_json  # noqa: E402
-from aepsl.config import load_profile, resolve  # noqa: E402
+from aepsl.engine.artifacts import current_metrics_files, git_revision, write_json  # noqa: E402
+from aepsl.engine.config import load_profile, resolve  # noqa: E402
 
 
 REFERENCE = r"""
@@ -44,7 +44,7 @@ from aepsl.models import backbones
 # the network as first timed here (PyTorch's own depthwise backward): the reference measures the
 # machine, so a later speed-up of our code must not move it
 backbones.fast_depthwise_backward = lambda module: 0
-from aepsl.cam import CAMConfig, build_model
+from aepsl.methods.cam import CAMConfig, build_model
 torch.manual_seed(0)
 model = build_model(CAMConfig(backbone_weights=""), 6).to(memory_format=torch.channels_last)
 opt = torch.optim.AdamW(model.parameters(), 1e-3)

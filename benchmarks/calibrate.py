@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl import cam  # noqa: E402
-from aepsl.artifacts import write_json  # noqa: E402
+from aepsl.methods import cam  # noqa: E402
+from aepsl.engine.artifacts import write_json  # noqa: E402
 from aepsl.data.scenes import SceneConfig, generate  # noqa: E402
 
 SEVEN = ["tshirt", "trouser", "dress", "sandal", "sneaker", "bag", "boot"]
@@ -62,11 +62,11 @@ def oracle(root: Path, epochs: int, lr: float, head: str = "1x1", dilation: int 
     """Train backbone + 1x1 head on ground-truth masks; val mIoU (the ceiling for this data)."""
     import torch.nn.functional as F
 
-    from aepsl import metrics as M
+    from aepsl.methods import metrics as M
     from aepsl.data.transforms import TrainView, normalize
     from aepsl.data.voc import SegDataset, VOCTree
     from aepsl.models import CAMClassifier
-    from aepsl.train import fit, make_loader, seed_everything, to_device
+    from aepsl.engine.train import fit, make_loader, seed_everything, to_device
 
     tree = VOCTree(root)
     seed_everything(seed)

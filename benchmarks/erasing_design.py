@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl.artifacts import cpu_model, load_metrics, read_json, stage_dir, write_json  # noqa: E402
-from aepsl.config import load_profile, resolve  # noqa: E402
-from aepsl.registry import plan  # noqa: E402
-from aepsl.report import ERASING_RECIPE, NUMERICS  # noqa: E402
+from aepsl.engine.artifacts import cpu_model, load_metrics, read_json, stage_dir, write_json  # noqa: E402
+from aepsl.engine.config import load_profile, resolve  # noqa: E402
+from aepsl.engine.registry import plan  # noqa: E402
+from aepsl.book.tables import ERASING_RECIPE, NUMERICS  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "erasing_design.json"
 
@@ -37,7 +37,7 @@ def _r(x, n=6):   # six decimals: the book shows three, and rounding twice could
 
 def recipe(runs, erasing_stage: str) -> dict | None:
     """The erasing recipe of ``erasing_stage`` in a profile's plan: the parameters of
-    :data:`aepsl.report.ERASING_RECIPE` in its round-2 run (None when the profile has no such run)."""
+    :data:`aepsl.book.tables.ERASING_RECIPE` in its round-2 run (None when the profile has no such run)."""
     for run in runs:
         if run.entry.notebook == "02_erasing" and run.config.stage == erasing_stage and run.config.round == 2:
             return {k: getattr(run.config, k) for k in ERASING_RECIPE}
@@ -140,7 +140,7 @@ def backfill_recipes(path: Path) -> int:
 
 def record(path: Path, design: str, note: str, entries: dict[str, dict], command: str) -> None:
     """Add (or replace) ``entries`` (key -> entry) in the JSON record at ``path``, each with the
-    design's name, note, order, CPU model, :data:`aepsl.report.NUMERICS` and command. A design
+    design's name, note, order, CPU model, :data:`aepsl.book.tables.NUMERICS` and command. A design
     recorded again (the same name and training seed, e.g. measured anew after a change of the
     code, or read from another profile that runs it) replaces its earlier entries and keeps their
     place in the table."""

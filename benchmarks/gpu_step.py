@@ -8,10 +8,10 @@ On one model and one synthetic batch (random uint8 images, random multi-hot labe
 20 VOC classes) it times
 
 (a) plain fp32 eager training steps: NCHW float32, no autocast, PyTorch's default settings;
-(b) our training step: :func:`aepsl.train.train_step` on a model prepared as ``fit`` prepares
+(b) our training step: :func:`aepsl.engine.train.train_step` on a model prepared as ``fit`` prepares
     it (channels_last, AMP in bfloat16 where supported, cuDNN autotuning, optionally
     ``torch.compile``), the code every stage trains with;
-(c) CAM inference as the CAM stage runs it (:func:`aepsl.cam.labelled_cams`): the scales
+(c) CAM inference as the CAM stage runs it (:func:`aepsl.methods.cam.labelled_cams`): the scales
     (1, 0.5, 1.5, 2) and their mirror images, normalised, labelled classes copied to the host;
     and the same at one scale without flip.
 
@@ -37,11 +37,11 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))   # the repository's aepsl, also when not installed
 
-from aepsl.artifacts import write_text  # noqa: E402
-from aepsl.cam import classification_loss, labelled_cams  # noqa: E402
+from aepsl.engine.artifacts import write_text  # noqa: E402
+from aepsl.methods.cam import classification_loss, labelled_cams  # noqa: E402
 from aepsl.data.transforms import normalize  # noqa: E402
 from aepsl.models import CAMClassifier  # noqa: E402
-from aepsl.train import grad_scaler, make_optimizer, pick_device, prepare_model, train_step  # noqa: E402
+from aepsl.engine.train import grad_scaler, make_optimizer, pick_device, prepare_model, train_step  # noqa: E402
 
 HEADER = """# GPU speed — `benchmarks/gpu_step.py`
 

@@ -5,7 +5,7 @@ profile's AE masks (``python -m aepsl.stages --profile FILE --only 04_psl 05_psl
 this script reads the finished segmenters' metrics and records, per stage: its training seed,
 labels and loss settings, held-out mIoU (with the test-time drop, with nothing dropped, with the
 dense CRF), the share of true classes the drop removes, and where the wrong pixels go
-(:func:`aepsl.metrics.error_shares`).
+(:func:`aepsl.methods.metrics.error_shares`).
 
     .venv/bin/python benchmarks/psl_design.py --profile benchmarks/designs/warmup.yaml \\
         --design "Ŝ after a 2-epoch warm-up" --note "what changed and why"
@@ -26,10 +26,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl import metrics as M  # noqa: E402
-from aepsl.artifacts import load_metrics, stage_dir  # noqa: E402
-from aepsl.config import load_profile, resolve  # noqa: E402
-from aepsl.registry import plan  # noqa: E402
+from aepsl.methods import metrics as M  # noqa: E402
+from aepsl.engine.artifacts import load_metrics, stage_dir  # noqa: E402
+from aepsl.engine.config import load_profile, resolve  # noqa: E402
+from aepsl.engine.registry import plan  # noqa: E402
 from erasing_design import record  # noqa: E402  (benchmarks/, on sys.path as the script's folder)
 
 OUT = ROOT / "benchmarks" / "psl_design.json"

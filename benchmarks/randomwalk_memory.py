@@ -26,7 +26,7 @@ CASE = r'''
 import json, resource, sys, time
 import torch, torch.nn.functional as F
 sys.path.insert(0, {root!r})
-from aepsl import randomwalk as rw
+from aepsl.methods import randomwalk as rw
 from aepsl.models.affinity import AffinityNet
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -71,7 +71,7 @@ def main() -> None:
                                   **run_case(size, dense)}
         print(name, results["cases"][name], flush=True)
     sys.path.insert(0, str(ROOT))
-    from aepsl.artifacts import write_json
+    from aepsl.engine.artifacts import write_json
 
     write_json(ROOT / "benchmarks" / "randomwalk_memory.json", results)
     print("wrote benchmarks/randomwalk_memory.json")

@@ -22,8 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl import report  # noqa: E402
-from aepsl.artifacts import cpu_model, current_metrics_files, is_archived, load_metrics, write_text  # noqa: E402
+from aepsl.book import records  # noqa: E402
+from aepsl.engine.artifacts import cpu_model, current_metrics_files, is_archived, load_metrics, write_text  # noqa: E402
 
 
 def fmt(x, digits=3):
@@ -90,7 +90,7 @@ def main() -> None:
             continue
         cam = load_metrics(folder / "cam")
         data_root = ((cam or {}).get("params") or {}).get("data_root")
-        if data_root and not report.same_data(cam, data_root, folder):
+        if data_root and not records.same_data(cam, data_root, folder):
             lines += [f"## Profile `{profile}`", "", f"Left out: its stages were made on scenes since regenerated "
                       f"with other parameters in `{data_root}`; `make book PROFILE={profile}` remakes them.", ""]
             continue
@@ -216,19 +216,19 @@ def book_time_lines(record: dict) -> list[str]:
     lines = ["## `make book` from empty artifacts, timed", "",
              "| when | profile | git revision | command | wall (s) | CPU (s) | peak RSS (MiB) | cores "
              "| load before / after | reference workload before / after (s) |", "|---" * 10 + "|"]
-    notes = []
+    note_lines = []
     for r in record.get("runs", []):
         ref = r.get("reference_s") or {}
         mark = ""
         if r.get("reference_note"):
-            notes.append(r["reference_note"])
-            mark = f" (note {len(notes)})"
+            note_lines.append(r["reference_note"])
+            mark = f" (note {len(note_lines)})"
         lines.append(f"| {r['finished_at']} | {r['profile']} | `{r['git_revision']}` | `{r['command']}` | "
                      f"{r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mib']} | {r['cores']} | "
                      f"{r['load_before']} / {r['load_after']} | "
                      + (f"{ref.get('before')} / {ref.get('after')}" if ref else "–") + mark + " |")
-    if notes:
-        lines += [""] + [f"Note {i}: {n}" for i, n in enumerate(notes, start=1)]
+    if note_lines:
+        lines += [""] + [f"Note {i}: {n}" for i, n in enumerate(note_lines, start=1)]
     last = (record.get("runs") or [None])[-1]
     if last and last.get("stages"):
         lines += ["", f"Per stage in the last run ({last['profile']}): wall / CPU seconds, load at start / end.", "",
@@ -368,7 +368,7 @@ def profile_lines(args, profile: str) -> list[str]:
             lines += ["", f"Classifier val mAP: {fmt(cam['metrics']['val_map'])} without HFPL, "
                       f"{fmt(ch['metrics']['val_map'])} with it."]
         lines.append("")
-    from aepsl.report import ablation_table
+    from aepsl.book.tables import ablation_table
 
     table = ablation_table(args.artifacts, profile)
     if not table.empty:

@@ -27,12 +27,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl import psl, report  # noqa: E402
-from aepsl.artifacts import load_metrics, stage_dir, write_json  # noqa: E402
-from aepsl.config import resolve, stage_params  # noqa: E402
-from aepsl.cam import dataset_identity  # noqa: E402
+from aepsl.book import tables  # noqa: E402
+
+from aepsl.methods import psl
+from aepsl.engine.artifacts import load_metrics, stage_dir, write_json  # noqa: E402
+from aepsl.engine.config import resolve, stage_params  # noqa: E402
+from aepsl.methods.cam import dataset_identity  # noqa: E402
 from aepsl.data.voc import VOCTree  # noqa: E402
-from aepsl.psl import PSLConfig  # noqa: E402
+from aepsl.methods.psl import PSLConfig  # noqa: E402
 
 RECIPE_ROOT = "artifacts/segmenter-recipe"   # settings other than the book's: <root>/default/oracle_<name>/
 ORACLE_RUN = 2   # the third run of 04_psl in default.yaml: the oracle
@@ -74,9 +76,9 @@ def train_fit(params: dict, n: int = 300) -> float:
     at test time (against the held-out mIoU with nothing dropped: how much it overfits)."""
     import numpy as np
 
-    from aepsl import metrics as M
+    from aepsl.methods import metrics as M
     from aepsl.data.voc import SegDataset
-    from aepsl.train import inference_loader
+    from aepsl.engine.train import inference_loader
 
     folder = stage_dir(resolve(params["artifacts_root"]), params["profile"], params["stage"])
     model, cfg = psl.load_segmenter(folder)

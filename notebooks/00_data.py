@@ -64,15 +64,17 @@ force: bool = False  # recompute even when finished artifacts exist
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report, viz
+from aepsl.book import notes, tables
+
+from aepsl.book import viz
 
 viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from aepsl.config import collect, load_profile, resolve
-from aepsl.registry import entry
+from aepsl.engine.config import collect, load_profile, resolve
+from aepsl.engine.registry import entry
 from aepsl.data import stage as data_stage
 from aepsl.data.voc import VOCTree
 
@@ -80,7 +82,7 @@ params = collect(globals(), data_stage.DataConfig)
 record = data_stage.run(params)
 tree = VOCTree(resolve(data_root), mask_dir=mask_dir)
 stats = record["metrics"]["splits"]
-display(report.parameters_table(params))
+display(tables.parameters_table(params))
 display(Markdown(
     f"{tree.num_classes - 1} foreground classes: {', '.join(tree.classes[1:])}; images per "
     "split: " + ", ".join(f"{k} {v['images']}" for k, v in stats.items()) + "."))
@@ -106,7 +108,7 @@ plt.show()
 # scores every round against this map.
 
 # %% tags=["hide-input"]
-from aepsl.erasing import part_map
+from aepsl.methods.erasing import part_map
 
 maps = [part_map(tree, n) for n in names[:6]]
 if all(m is not None for m in maps):
@@ -164,7 +166,7 @@ plt.show()
 # %% tags=["remove-input"]
 cal_path = resolve("benchmarks/calibration.json")
 if cal_path.exists():
-    classifiers, oracles = report.calibration_tables(cal_path)
+    classifiers, oracles = tables.calibration_tables(cal_path)
     display(Markdown("**Classifier (CAM stage) settings**"))
     display(classifiers)
     display(Markdown("**Fully supervised oracle settings** (same backbone, true masks)"))
@@ -200,7 +202,7 @@ else:
 # %% tags=["remove-input"]
 recipe_path = resolve("benchmarks/segmenter_recipe.json")
 if recipe_path.exists():
-    recipe = report.segmenter_recipe_table(recipe_path)
+    recipe = tables.segmenter_recipe_table(recipe_path)
     display(recipe)
     if len(recipe):
         drop, keep = "val mIoU, drop < 0.5", "val mIoU, nothing dropped"
@@ -244,7 +246,7 @@ else:
 # %% tags=["remove-input"]
 design_path = resolve("benchmarks/erasing_design.json")
 if design_path.exists():
-    designs = report.erasing_design_table(design_path)
+    designs = tables.erasing_design_table(design_path)
     display(designs)
     display(Markdown(
         "What it taught us: the discs make the CAM partial (it finds nearly all of each disc "
@@ -282,7 +284,7 @@ if design_path.exists():
            "the training's float rounding in the same way (the CPU gradient of EfficientNet's "
            "depthwise convolutions, computed faster since; README, speed on the CPU)."
            if designs.index.str.endswith("(earlier code)").any() else "")))
-    priors = report.erasing_prior_table(design_path, class_hue, [0.2, 0.22, 0.25, 0.3, (0.2, 0.55)])
+    priors = tables.erasing_prior_table(design_path, class_hue, [0.2, 0.22, 0.25, 0.3, (0.2, 0.55)])
     if len(priors):
         gaps = priors["best AE − CAM"]
         round2 = priors["precision per round"].str.split(" / ").str[1]
@@ -310,8 +312,8 @@ else:
 # %% tags=["remove-input"]
 budget_path = resolve("benchmarks/book_recipe.json")
 if budget_path.exists():
-    display(report.book_recipe_table(budget_path))
-    segmenters = report.book_segmenter_table(budget_path)
+    display(tables.book_recipe_table(budget_path))
+    segmenters = tables.book_segmenter_table(budget_path)
     if len(segmenters):
         display(Markdown("The segmenters' recipe was chosen from whole runs of this profile (held-out "
                          "mIoU of the four segmenters; seconds of the oracle's training). The first cut "
@@ -342,7 +344,7 @@ display(Markdown(
 other = "quick" if profile != "quick" else "default"
 theirs = {**entry("00_data").parameter_defaults(), **load_profile(other)["common"],
           **(load_profile(other)["notebooks"].get("00_data") or {})}
-display(Markdown(report.try_it(
+display(Markdown(notes.try_it(
     "source",
     f"The `{other}` profile draws its scenes from `source: "
     f"{theirs['source']}` instead of `{source}`. Build its data chapter:",

@@ -51,7 +51,7 @@ scale_range: list = [0.9, 1.1]  # [min, max] random rescale factor of the traini
 cam_scales: list = [1.0, 0.5, 1.5]  # image scales whose CAMs are averaged at inference (positive)
 cam_flip: bool = True  # also average the CAMs of the horizontally flipped images
 sweep: list = [0.05, 0.95, 0.05]  # [start, stop, step] of the background thresholds scored, within 0-1
-hfpl: bool = False  # train with the HFPL likelihood losses (aepsl.hfpl)
+hfpl: bool = False  # train with the HFPL likelihood losses (aepsl.methods.hfpl)
 hfpl_weight: float = 0.2  # HFPL share of the importance-sampling loss vs the pooled one, 0-1
 hfpl_samples: int = 10  # HFPL pixels sampled per image and class (at least 1)
 hfpl_fs_weight: float = 1.0  # HFPL weight of the feature-similarity loss (0: off)
@@ -67,25 +67,27 @@ force: bool = False  # recompute even when finished artifacts exist
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report, viz
+from aepsl.book import notes, tables
+
+from aepsl.book import viz
 
 viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from aepsl import cam
-from aepsl.artifacts import stage_dir
-from aepsl.config import collect, resolve
+from aepsl.methods import cam
+from aepsl.engine.artifacts import stage_dir
+from aepsl.engine.config import collect, resolve
 from aepsl.data.voc import VOCTree
-from aepsl.metrics import cam_to_mask
+from aepsl.methods.metrics import cam_to_mask
 
 params = collect(globals(), cam.CAMConfig)
 record = cam.run(params)
 m = record["metrics"]
 folder = stage_dir(resolve(artifacts_root), profile, stage)
 tree = VOCTree(resolve(data_root))
-display(report.parameters_table(params))
+display(tables.parameters_table(params))
 
 # %% [markdown]
 # ## Training
@@ -201,7 +203,7 @@ display(pd.DataFrame(
 # class (evaluation only: the learner never sees these maps).
 
 # %% tags=["remove-input"]
-from aepsl.erasing import part_coverage
+from aepsl.methods.erasing import part_coverage
 
 cuts = sorted({0.3, 0.5, 0.7, round(t_best, 2)})
 cov = part_coverage(tree, stage_dir(resolve(artifacts_root), profile, stage), cuts,
@@ -222,7 +224,7 @@ else:
     display(Markdown("These scenes have no part maps (`part_size: [0, 0]` or a VOC tree)."))
 
 # %% tags=["remove-input"]
-display(Markdown(report.try_it(
+display(Markdown(notes.try_it(
     "cam_scales",
     f"Infer the CAMs at one scale instead of averaging {len(cam_scales)} scales"
     f"{' and their flips' if cam_flip else ''}: in `notebooks/params/{profile}.yaml`, add "

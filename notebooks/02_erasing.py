@@ -63,17 +63,19 @@ force: bool = False  # recompute even when finished artifacts exist
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report, viz
+from aepsl.book import notes, records, tables
+
+from aepsl.book import viz
 
 viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from aepsl import erasing
-from aepsl.artifacts import load_metrics, stage_dir
-from aepsl.cam import load_cam
-from aepsl.config import collect, resolve
+from aepsl.methods import erasing
+from aepsl.engine.artifacts import load_metrics, stage_dir
+from aepsl.methods.cam import load_cam
+from aepsl.engine.config import collect, resolve
 from aepsl.data.voc import VOCTree
 
 params = collect(globals(), erasing.ErasingConfig)
@@ -82,10 +84,10 @@ cfg = erasing.ErasingConfig(**params)
 tree = VOCTree(resolve(data_root))
 cam_dir = stage_dir(resolve(artifacts_root), profile, cam_stage)
 n_rounds = erasing.rounds_available(artifacts_root, profile, stage, round)
-records = [load_metrics(erasing.round_dir(cfg, k)) for k in range(1, n_rounds + 1)]
-ms = [r["metrics"] for r in records]
+round_records = [load_metrics(erasing.round_dir(cfg, k)) for k in range(1, n_rounds + 1)]
+ms = [r["metrics"] for r in round_records]
 m = ms[-1]
-display(report.parameters_table(params))
+display(tables.parameters_table(params))
 
 
 def round_cams(k: int, name: str) -> np.ndarray:
@@ -285,20 +287,20 @@ display(Markdown("\n".join(lines)))
 
 # %% tags=["remove-input"]
 design_path = resolve("benchmarks/erasing_design.json")
-scenes = report.scene_params(data_root)
+scenes = records.scene_params(data_root)
 if profile == "default" and design_path.exists() and scenes:
     recipes = [(mine_prior, 0.5), (mine_prior, mine_threshold)]   # the prior alone, then this page's
-    side = report.erasing_prior_table(design_path, scenes["class_hue"], recipes)
+    side = tables.erasing_prior_table(design_path, scenes["class_hue"], recipes)
     if len(side):
         display(side.style.format({"CAM mIoU (best cut)": "{:.3f}", "best AE − CAM": "{:+.3f}"}))
 
 # %% tags=["remove-input"]
-t07 = [report.stage_metrics(resolve(artifacts_root), profile, f"erasing_t07/round{k}",
+t07 = [records.stage_metrics(resolve(artifacts_root), profile, f"erasing_t07/round{k}",
                             data_root) for k in (1, 2, 3)]
 t07 = [(rec, src) for rec, src in t07 if rec is not None]
 if mine_threshold != 0.7 and t07:
     src = t07[0][1]
-    expect = (f"Measured{report.source_note(src, profile)}: at 0.7 the rounds mine "
+    expect = (f"Measured{notes.source_note(src, profile)}: at 0.7 the rounds mine "
               + ", ".join(f"{100 * rec['metrics']['mined_total_fraction']:.1f}%"
                           for rec, _ in t07)
               + " of the training pixels (this page: "
@@ -309,11 +311,11 @@ if mine_threshold != 0.7 and t07:
               + ". The merge chapter compares the pseudo masks they give.")
 elif mine_threshold != 0.7:
     expect = ("Expect smaller first regions of higher precision, and later rounds that "
-              "each add a part of the object. " + report.not_run_note("This variant"))
+              "each add a part of the object. " + notes.not_run_note("This variant"))
 else:
     expect = "Expect larger first regions and fewer pixels left for the later rounds."
 value = 0.5 if mine_threshold == 0.7 else 0.7
-display(Markdown(report.try_it(
+display(Markdown(notes.try_it(
     "mine_threshold",
     f"Mine only the confident core: in `notebooks/params/{profile}.yaml` set "
     f"`mine_threshold: {value}` under `02_erasing` (it applies to every round), then run",

@@ -46,7 +46,9 @@ force: bool = False  # recompute even when finished artifacts exist
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report, viz
+from aepsl.book import notes, tables
+
+from aepsl.book import viz
 
 viz.page_setup()
 import matplotlib.pyplot as plt
@@ -54,9 +56,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from aepsl import erasing
-from aepsl.artifacts import load_metrics, stage_dir
-from aepsl.config import collect, resolve
+from aepsl.methods import erasing
+from aepsl.engine.artifacts import load_metrics, stage_dir
+from aepsl.engine.config import collect, resolve
 from aepsl.data.voc import VOCTree
 
 params = collect(globals(), erasing.MergeConfig)
@@ -67,7 +69,7 @@ cam_record = load_metrics(stage_dir(resolve(artifacts_root), profile, cam_stage)
 cfg = erasing.ErasingConfig(profile=profile, data_root=data_root,
                             artifacts_root=artifacts_root, stage=erasing_stage,
                             cam_stage=cam_stage)
-display(report.parameters_table(params))
+display(tables.parameters_table(params))
 
 # %% [markdown]
 # ## From regions to masks, image by image
@@ -134,14 +136,14 @@ if "per_rounds" in m:
 # table.
 
 # %% tags=["remove-input"]
-variants, source = report.variants_table(resolve(artifacts_root), profile, data_root,
+variants, source = tables.variants_table(resolve(artifacts_root), profile, data_root,
                                          first=stage)
 if len(variants) > 1:
     if source != profile:
-        display(Markdown("The rows below are" + report.source_note(source, profile) + "."))
+        display(Markdown("The rows below are" + notes.source_note(source, profile) + "."))
     display(variants.style.format(precision=3, na_rep="–"))
 else:
-    display(Markdown(report.not_run_note("Erasing with the blur and noise fills, a "
+    display(Markdown(notes.not_run_note("Erasing with the blur and noise fills, a "
                                          "mining threshold of 0.7 and the warm start")))
 
 # %% [markdown]
@@ -197,7 +199,7 @@ if "per_rounds" in m:
 # %% tags=["remove-input"]
 if "per_rounds" in m and rounds > 1:
     one = m["per_rounds"][0]
-    display(Markdown(report.try_it(
+    display(Markdown(notes.try_it(
         "rounds",
         f"Merge only the first round's regions: in `notebooks/params/{profile}.yaml` set "
         "`rounds: 1` under `03_pseudo_masks`, then run",
@@ -208,7 +210,7 @@ if "per_rounds" in m and rounds > 1:
         f"{m['miou']:.3f} with {rounds} rounds). The later chapters then "
         "retrain on these masks.")))
 else:
-    display(Markdown(report.try_it(
+    display(Markdown(notes.try_it(
         "bg_threshold",
         f"Change the background cue: in `notebooks/params/{profile}.yaml` set "
         f"`bg_threshold: {min(bg_threshold * 2, 0.5):g}` under `03_pseudo_masks`, then run",

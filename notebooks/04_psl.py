@@ -117,7 +117,9 @@ force: bool = False  # recompute even when finished artifacts exist
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report, viz
+from aepsl.book import notes, tables
+
+from aepsl.book import viz
 
 viz.page_setup()
 import matplotlib.pyplot as plt
@@ -126,10 +128,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from aepsl import psl
-from aepsl.artifacts import load_metrics, stage_dir
-from aepsl.config import collect, resolve
-from aepsl.crf import crf_batch
+from aepsl.methods import psl
+from aepsl.engine.artifacts import load_metrics, stage_dir
+from aepsl.engine.config import collect, resolve
+from aepsl.methods.crf import crf_batch
 from aepsl.data.voc import VOCTree
 
 params = collect(globals(), psl.PSLConfig)
@@ -138,7 +140,7 @@ m = record["metrics"]
 tree = VOCTree(resolve(data_root))
 root = resolve(artifacts_root)
 folder = stage_dir(root, profile, stage)
-display(report.parameters_table(params))
+display(tables.parameters_table(params))
 # the two references trained by this notebook's stage without pages of their own
 NAMES = {"ae_segmenter": "AE segmenter (no Ŝ)", stage: "AE + PSL",
          "oracle": "oracle (true masks)"}
@@ -230,7 +232,7 @@ plt.show()
 # pixels, from each segmenter's saved confusion matrix.
 
 # %% tags=["remove-input"]
-from aepsl import metrics as M
+from aepsl.methods import metrics as M
 
 worst = {s: M.error_shares(np.asarray(r["metrics"]["eval"]["confusion"]))
          for s, r in runs.items()}
@@ -278,7 +280,7 @@ if "oracle" in runs:
              f"{100 * ev['miou'] / orc:.0f}% of the way from nothing to the ceiling.")
     recipe_path = resolve("benchmarks/segmenter_recipe.json")
     if profile == "default" and recipe_path.exists():
-        study = report.segmenter_recipe_table(recipe_path)
+        study = tables.segmenter_recipe_table(recipe_path)
         if len(study):
             text += (f" That ceiling is what the book's time budget allows (6 epochs on 64 px crops "
                      f"of 1,000 scenes, the data chapter): the same segmenter trained 12 epochs on "
@@ -299,7 +301,7 @@ if none is not None and test_threshold > 0:
     expect += (f" The stage measured it already, with the same weights: {none:.3f} "
                f"held-out mIoU with nothing dropped, against {ev['miou']:.3f} with the "
                f"drop below {test_threshold:g} (chapter 5 shows the whole sweep).")
-display(Markdown(report.try_it(
+display(Markdown(notes.try_it(
     "test_threshold",
     f"Switch off PSL's test-time drop: in `notebooks/params/{profile}.yaml` "
     f"add `test_threshold: 0.0` to `04_psl`'s last run (the one named `04_psl`), then run",

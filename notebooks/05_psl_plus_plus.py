@@ -70,7 +70,11 @@ force: bool = False  # recompute even when finished artifacts exist
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report, viz
+from aepsl.book import notes, tables
+
+from aepsl.methods import psl
+
+from aepsl.book import viz
 
 viz.page_setup()
 import matplotlib.pyplot as plt
@@ -78,9 +82,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from aepsl import psl
-from aepsl.artifacts import load_metrics, stage_dir
-from aepsl.config import collect, resolve
+from aepsl.methods import psl
+from aepsl.engine.artifacts import load_metrics, stage_dir
+from aepsl.engine.config import collect, resolve
 from aepsl.data.voc import VOCTree
 
 params = collect(globals(), psl.PSLConfig)
@@ -93,7 +97,7 @@ if source is None:
                             "run notebook 04_psl first")
 src_dir = stage_dir(root, profile, source_stage)
 pm_dir = stage_dir(root, profile, "pseudo_masks") / "masks"
-display(report.parameters_table(params))
+display(tables.parameters_table(params))
 
 # %% [markdown]
 # ## The labels PSL++ learns from
@@ -159,11 +163,11 @@ plt.show()
 # %% tags=["hide-input"]
 have = [s for s in ("ae_segmenter", "psl", stage, "oracle")
         if load_metrics(stage_dir(root, profile, s)) is not None]
-sweep = report.drop_sweep_table(root, profile, have)
+sweep = tables.drop_sweep_table(root, profile, have)
 if not sweep.empty:
     display(sweep.style.format(precision=3, na_rep="–"))
     curves = sweep.drop(columns=["its threshold", "its gain over nothing dropped"]).T
-    curves.index = list(report.DROP_THRESHOLDS)   # the sweep's columns, in this order
+    curves.index = list(psl.DROP_THRESHOLDS)   # the sweep's columns, in this order
     ax = curves.plot(marker="o", figsize=(7, 3.4),
                      title=f"held-out ({eval_split}) mIoU by test-time drop threshold")
     ax.set_xlabel("classes with confidence below this are dropped (0: none)")
@@ -179,7 +183,7 @@ if not sweep.empty:
 # %% tags=["remove-input"]
 gain = ev["miou"] - src_ev["miou"]
 col = f"drop < {test_threshold:g}"
-drop_note = (report.drop_note(sweep["nothing dropped"] - sweep[col], test_threshold)
+drop_note = (notes.drop_note(sweep["nothing dropped"] - sweep[col], test_threshold)
              if len(sweep) and col in sweep else "")
 display(Markdown(
     f"The CRF changes PSL's training-set predictions from {tr['miou']:.3f} to "
@@ -187,10 +191,10 @@ display(Markdown(
     f"**{ev['miou']:.3f}** on {eval_split} against {src_ev['miou']:.3f} for PSL "
     f"({'+' if gain >= 0 else ''}{gain:.3f}). The paper's ordering AE < AE+PSL < PSL++ is "
     "a hypothesis on our data; the results chapter puts all rows side by side."
-    + drop_note + report.crf_turn_note(src_ev, ev)))
+    + drop_note + notes.crf_turn_note(src_ev, ev)))
 
 # %% tags=["remove-input"]
-display(Markdown(report.try_it(
+display(Markdown(notes.try_it(
     "labels",
     "Retrain on PSL's predictions *without* the CRF, to see what the CRF itself buys: in "
     f"`notebooks/params/{profile}.yaml` give `05_psl_plus_plus` the parameters "

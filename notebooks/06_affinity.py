@@ -85,7 +85,9 @@ force: bool = False  # recompute even when finished artifacts exist
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report, viz
+from aepsl.book import notes, tables
+
+from aepsl.book import viz
 
 viz.page_setup()
 import matplotlib.pyplot as plt
@@ -93,11 +95,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from aepsl import randomwalk
-from aepsl.artifacts import stage_dir
-from aepsl.config import collect, resolve
+from aepsl.methods import randomwalk
+from aepsl.engine.artifacts import stage_dir
+from aepsl.engine.config import collect, resolve
 from aepsl.data.voc import VOCTree
-from aepsl.train import pick_device
+from aepsl.engine.train import pick_device
 
 params = collect(globals(), randomwalk.AffinityConfig)
 record = randomwalk.run(params)
@@ -106,7 +108,7 @@ tree = VOCTree(resolve(data_root))
 folder = stage_dir(resolve(artifacts_root), profile, stage)
 seed_folder = stage_dir(resolve(artifacts_root), profile, seeds)
 label_folder = folder / "labels" if m["seed_kind"] == "cams" else seed_folder / "masks"
-display(report.parameters_table(params))
+display(tables.parameters_table(params))
 
 # %% [markdown]
 # ## The affinity labels
@@ -240,26 +242,26 @@ if "logt_sweep" in m:
 # and after its walk.
 
 # %% tags=["remove-input"]
-runs = report.affinity_table(resolve(artifacts_root), profile, data_root)
+runs = tables.affinity_table(resolve(artifacts_root), profile, data_root)
 if len(runs):
     display(runs.style.format(precision=3, na_rep="–"))
 borrowed = sorted({s for s in runs.get("measured in", []) if s != profile})
-missing = [s for s in report.AFFINITY_STAGES if s not in runs.index]
+missing = [s for s in tables.AFFINITY_STAGES if s not in runs.index]
 if borrowed:
     display(Markdown("Rows measured in another profile's run on the same scenes: "
                      + ", ".join(f"`{r}`" for r in runs.index
                                  if runs.loc[r, "measured in"] != profile)
-                     + report.source_note(borrowed[0], profile) + "."))
+                     + notes.source_note(borrowed[0], profile) + "."))
 if missing:
-    display(Markdown(report.not_run_note(
+    display(Markdown(notes.not_run_note(
         "AffinityNet on "
-        + " and on ".join(report.AFFINITY_STAGES[s] for s in missing))))
+        + " and on ".join(tables.AFFINITY_STAGES[s] for s in missing))))
 
 # %% [markdown]
 # ## Its rows of the ablation table, and what we saw
 
 # %% tags=["remove-input"]
-table = report.ablation_table(resolve(artifacts_root), profile)
+table = tables.ablation_table(resolve(artifacts_root), profile)
 mine = [r for r in table.index if "random walk" in r or r.startswith(("CAM (", "AE, "))]
 display(table.loc[mine].style.format(precision=3, na_rep="–"))
 if "after" in m:
@@ -294,7 +296,7 @@ if "logt_sweep" in m and len(m["logt_sweep"]) > 1:
 else:
     value, expect = max(logt - 1, 0), ("Expect fewer steps to keep more of the seed's "
                                        "detail and spread it less far.")
-display(Markdown(report.try_it(
+display(Markdown(notes.try_it(
     "logt",
     f"Walk {2 ** value} steps instead of {2 ** logt}: in "
     f"`notebooks/params/{profile}.yaml` set `logt: {value}` under `06_affinity` (in the "

@@ -52,24 +52,26 @@ force: bool = False  # recompute even when finished artifacts exist
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report, viz
+from aepsl.book import notes, tables
+
+from aepsl.book import viz
 
 viz.page_setup()
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from aepsl import hfpl_compare
-from aepsl.artifacts import load_metrics, stage_dir
-from aepsl.config import collect, resolve
+from aepsl.methods import hfpl_compare
+from aepsl.engine.artifacts import load_metrics, stage_dir
+from aepsl.engine.config import collect, resolve
 from aepsl.data.voc import VOCTree
-from aepsl.seeds import seed_mask
+from aepsl.methods.seedmaps import seed_mask
 
 params = collect(globals(), hfpl_compare.HFPLCompareConfig)
 record = hfpl_compare.compare(params)
 m = record["metrics"]
 tree = VOCTree(resolve(data_root))
 root = resolve(artifacts_root)
-display(report.parameters_table(params))
+display(tables.parameters_table(params))
 rows = pd.DataFrame(m["rows"]).T
 cols = ["stage", "miou", "fg_precision", "fg_recall", "contour_precision",
         "contour_recall", "contour_f"]
@@ -139,7 +141,7 @@ plt.show()
 # ## Its rows of the ablation table, and what we saw
 
 # %% tags=["remove-input"]
-table = report.ablation_table(root, profile)
+table = tables.ablation_table(root, profile)
 mine = [r for r in table.index if "HFPL" in r or r.startswith(("CAM (", "AE, "))]
 display(table.loc[mine].style.format(precision=3, na_rep="–"))
 r = m["rows"]
@@ -171,7 +173,7 @@ display(Markdown(text))
 
 # %% tags=["remove-input"]
 cf = {k: v["contour_f"] for k, v in r.items() if v.get("contour_f") is not None}
-display(Markdown(report.try_it(
+display(Markdown(notes.try_it(
     "tolerance",
     f"Score the contours more leniently: in `notebooks/params/{profile}.yaml` set "
     f"`tolerance: {2 * tolerance}` under `07_hfpl`, then run",

@@ -34,18 +34,20 @@ force: bool = False  # unused: the page is rebuilt from metrics.json every time
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report, viz
+from aepsl.book import notes, records, tables
+
+from aepsl.book import viz
 
 viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 
-from aepsl.artifacts import load_metrics, stage_dir
-from aepsl.config import PageConfig, collect, resolve
+from aepsl.engine.artifacts import load_metrics, stage_dir
+from aepsl.engine.config import PageConfig, collect, resolve
 from aepsl.data.voc import VOCTree
 
-display(report.parameters_table(collect(globals(), PageConfig)))
-table = report.ablation_table(resolve(artifacts_root), profile)
+display(tables.parameters_table(collect(globals(), PageConfig)))
+table = tables.ablation_table(resolve(artifacts_root), profile)
 display(table.style.format(precision=3, na_rep="–"))
 
 # %% [markdown]
@@ -81,7 +83,7 @@ root = resolve(artifacts_root)
 have = [s for s in segmenters if (root / profile / s / "model.pt").exists()]
 if have:
     tree = VOCTree(resolve(data_root))
-    ranked = report.ranked_predictions(root, profile, have, resolve(data_root), "val")
+    ranked = records.ranked_predictions(root, profile, have, resolve(data_root), "val")
     picked = ranked[:3] + ranked[3:][-3:]   # each image once, also with fewer than six
     rows = [[r["image"]] + [viz.colorize(r["preds"][s]) for s in have]
             + [viz.colorize(r["gt"])] for r in picked]
@@ -138,14 +140,14 @@ else:
 spread = ""
 recipe_path = resolve("benchmarks/segmenter_recipe.json")
 if recipe_path.exists():
-    recipe = report.segmenter_recipe_table(recipe_path)
+    recipe = tables.segmenter_recipe_table(recipe_path)
     if len(recipe) >= 2:
         keep = "val mIoU, nothing dropped"
         gap = abs(recipe[keep].iloc[-1] - recipe[keep].iloc[-2])
         spread = (f" For scale: two runs of the oracle's recipe that differed only in "
                   f"their CPU thread count ended {gap:.3f} mIoU apart (the data chapter); "
                   "a row that moves less than that under another seed has not changed.")
-display(Markdown(report.try_it(
+display(Markdown(notes.try_it(
     "seed",
     f"Ask how much of the table is noise: in `notebooks/params/{profile}.yaml` set "
     "`seed: 1` under `common` (every stage's data order, augmentation and initial "
@@ -153,4 +155,4 @@ display(Markdown(report.try_it(
     f"make book PROFILE={profile}",
     "Every stage is recomputed (all parameters changed) and the old results are kept "
     f"aside as `<stage>@<hash>/` folders. Expect every row to move a little.{spread}"
-    + report.seed_runs_note(resolve(artifacts_root), profile))))
+    + notes.seed_runs_note(resolve(artifacts_root), profile))))

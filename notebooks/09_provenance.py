@@ -34,29 +34,31 @@ force: bool = False  # unused: the page is rebuilt from metrics.json every time
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl import report, viz
+from aepsl.book import notes, tables
+
+from aepsl.book import viz
 
 viz.page_setup()
-from aepsl.config import PageConfig, collect, resolve
+from aepsl.engine.config import PageConfig, collect, resolve
 
-display(report.parameters_table(collect(globals(), PageConfig)))
-table = report.provenance_table(resolve(artifacts_root), profile)
+display(tables.parameters_table(collect(globals(), PageConfig)))
+table = tables.provenance_table(resolve(artifacts_root), profile)
 display(table.style.format(precision=1, na_rep="–")
         .set_table_styles([{"selector": "td, th", "props": "font-size: 0.75em;"}]))
 
 # %% tags=["remove-input"]
-from aepsl.artifacts import code_modules
-from aepsl.registry import REGISTRY
+from aepsl.engine.artifacts import code_modules
+from aepsl.engine.registry import REGISTRY
 
 hit = [e.notebook for e in REGISTRY
-       if e.function and "aepsl.psl" in code_modules(e.function.split(":")[0])]
-display(Markdown(report.try_it(
+       if e.function and "aepsl.methods.psl" in code_modules(e.function.split(":")[0])]
+display(Markdown(notes.try_it(
     "a docstring",
-    "See the cache at work: edit only a docstring or a comment in `aepsl/psl.py`, then "
+    "See the cache at work: edit only a docstring or a comment in `aepsl/methods/psl.py`, then "
     "print the plan and rebuild",
     f".venv/bin/python -m aepsl --profile {profile} --check && make book PROFILE={profile}",
     "The code hash ignores comments and docstrings, so every stage is found done: the "
     "notebooks are executed again and nothing is trained; the code hash column above does "
-    "not change. Change a line of code in `aepsl/psl.py` instead, and the runs of the "
+    "not change. Change a line of code in `aepsl/methods/psl.py` instead, and the runs of the "
     "notebooks whose stage code imports it — " + ", ".join(f"`{n}`" for n in hit)
     + " — are recomputed, and only they.")))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from aepsl.config import PARAMS_DIR
+from aepsl.engine.config import PARAMS_DIR
 from aepsl.data.scenes import SceneConfig, generate
 
 # The tests run tiny models on a small machine that is often busy with other work. With
@@ -52,7 +52,7 @@ def quick_run(tmp_path_factory):
     """Run the quick profile once per session through papermill, with data and artifacts under
     a temporary folder: ``{record, profile, artifacts, data}`` (the notebook tests check it,
     the book test builds the book from its executed notebooks)."""
-    from aepsl.pipeline import run_profile
+    from aepsl.engine.run_notebooks import run_profile
 
     tmp = tmp_path_factory.mktemp("quick")
     profile = yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())

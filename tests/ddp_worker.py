@@ -16,13 +16,15 @@ from pathlib import Path
 import torch
 import torch.distributed as td
 
-from aepsl import dist, stages
-from aepsl.artifacts import write_text
-from aepsl.cam import classification_loss
+from aepsl import stages
+
+from aepsl.engine import dist
+from aepsl.engine.artifacts import write_text
+from aepsl.methods.cam import classification_loss
 from aepsl.data.transforms import TrainView
 from aepsl.data.voc import SegDataset, VOCTree
 from aepsl.models import CAMClassifier
-from aepsl.train import fit, seed_everything
+from aepsl.engine.train import fit, seed_everything
 
 
 def main() -> int:

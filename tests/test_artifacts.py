@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from aepsl.artifacts import (StageRun, archived_name, atomic_path, current_metrics_files, is_done, load_metrics,
+from aepsl.engine.artifacts import (StageRun, archived_name, atomic_path, current_metrics_files, is_done, load_metrics,
                              missing_ancestor, params_hash, remove_stale_temps, stage_entry, write_text)
 
 

@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 import yaml
 
-from aepsl import cam, erasing
-from aepsl.artifacts import REPO_DIR, ArtifactError, read_json, write_bytes, write_json
-from aepsl.config import ParameterError, collect, load_profile
+from aepsl.methods import cam
+
+from aepsl.methods import erasing
+from aepsl.engine.artifacts import REPO_DIR, ArtifactError, read_json, write_bytes, write_json
+from aepsl.engine.config import ParameterError, collect, load_profile
 from aepsl.data import stage as data_stage
 from aepsl.data.voc import write_mask
-from aepsl.pipeline import run_profile
+from aepsl.engine.run_notebooks import run_profile
 
 PROFILE = "bad"
 
@@ -307,7 +309,7 @@ def test_disk_full_while_writing_a_checkpoint(tree, tmp_path):
     64 KiB (RLIMIT_FSIZE), so the OS refuses the training checkpoint halfway through writing it
     (as on a full disk). One message names the file; no folder, no temporary file remains."""
     art = tmp_path / "art"
-    code = "import json, sys\nfrom aepsl import cam\ncam.run(json.loads(sys.argv[1]), progress=False)"
+    code = "import json, sys\nfrom aepsl.methods import cam\ncam.run(json.loads(sys.argv[1]), progress=False)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")])),
            "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run([sys.executable, "-c", code, json.dumps(_cam_params(tree, art, width=8))],

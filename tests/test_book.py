@@ -1,5 +1,5 @@
 """The book a reader sees: the quick profile's executed notebooks built into the HTML book with
-warnings as errors, then every page opened in headless Chromium (aepsl.bookcheck).
+warnings as errors, then every page opened in headless Chromium (aepsl.book.check).
 
 The book is built in a temporary folder from the session's quick run (conftest.quick_run), so
 the notebooks run once for this file and test_notebooks.py together. The browser part is
@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aepsl import bookcheck, report
-from aepsl.artifacts import REPO_DIR
+from aepsl.book import check as bookcheck
+from aepsl.book import viz
+from aepsl.engine.artifacts import REPO_DIR
 
 pytestmark = pytest.mark.notebooks   # builds the quick book from the executed quick profile
 
@@ -44,7 +45,7 @@ def quick_book(quick_run, tmp_path_factory) -> Path:
     shutil.copytree(BOOK, src, ignore=shutil.ignore_patterns("_build", "notebooks", ".ipynb_checkpoints"))
     shutil.copytree(quick_run["artifacts"] / "notebooks", src / "notebooks")
     # the intro's pipeline map, from the quick run's metrics (as `make book` draws it)
-    report.pipeline_figure(quick_run["artifacts"].parent, "quick", src / "figures" / "pipeline.png")
+    viz.pipeline_figure(quick_run["artifacts"].parent, "quick", src / "figures" / "pipeline.png")
     result = subprocess.run([_jupyter_book(), "build", str(src), "--builder", "html", "-W", "-n", "--keep-going"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"jupyter-book build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
@@ -194,7 +195,7 @@ def test_check_without_a_built_book(tmp_path):
 
 
 def test_cli_without_a_built_book_says_so(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "aepsl.bookcheck", "--html", str(tmp_path / "nothing")],
+    result = subprocess.run([sys.executable, "-m", "aepsl.book.check", "--html", str(tmp_path / "nothing")],
                             capture_output=True, text=True, timeout=120, cwd=REPO_DIR)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: no built book at")

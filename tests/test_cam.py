@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from aepsl import cam
-from aepsl import metrics as M
-from aepsl.artifacts import read_json
-from aepsl.config import ParameterError
+from aepsl.methods import cam
+from aepsl.methods import metrics as M
+from aepsl.engine.artifacts import read_json
+from aepsl.engine.config import ParameterError
 from aepsl.data.voc import SegDataset, VOCTree
 from aepsl.models import CAMClassifier
 

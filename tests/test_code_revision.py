@@ -1,5 +1,5 @@
 """The cache key holds the code revision: a stage's hashed parameters include a hash of the
-source of its module and every aepsl module it imports (aepsl.artifacts.code_hash)."""
+source of its module and every aepsl module it imports (aepsl.engine.artifacts.code_hash)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aepsl.artifacts import PACKAGE_DIR, code_hash, code_modules, read_json
+from aepsl.engine.artifacts import PACKAGE_DIR, code_hash, code_modules, read_json
 
 
 def _package(root: Path) -> Path:
@@ -66,13 +66,13 @@ def test_code_hash_changes_with_code_not_with_comments(tmp_path):
 
 
 def test_stages_depend_on_their_own_code_only():
-    cam = set(code_modules("aepsl.cam"))
-    assert {"aepsl.cam", "aepsl.train", "aepsl.metrics", "aepsl.data.voc", "aepsl.models.backbones"} <= cam
-    assert not cam & {"aepsl.psl", "aepsl.erasing", "aepsl.crf", "aepsl.pipeline", "aepsl.report", "aepsl.viz",
-                      "aepsl.bookcheck"}
-    psl = set(code_modules("aepsl.psl"))
-    assert {"aepsl.psl", "aepsl.crf", "aepsl.models.segmenter", "aepsl.train"} <= psl
-    assert not psl & {"aepsl.erasing", "aepsl.cam", "aepsl.hfpl", "aepsl.hfpl_compare"}
+    cam = set(code_modules("aepsl.methods.cam"))
+    assert {"aepsl.methods.cam", "aepsl.engine.train", "aepsl.methods.metrics", "aepsl.data.voc", "aepsl.models.backbones"} <= cam
+    assert not cam & {"aepsl.methods.psl", "aepsl.methods.erasing", "aepsl.methods.crf", "aepsl.engine.run_notebooks", "aepsl.book.tables", "aepsl.book.records", "aepsl.book.notes", "aepsl.book.viz",
+                      "aepsl.book.check"}
+    psl = set(code_modules("aepsl.methods.psl"))
+    assert {"aepsl.methods.psl", "aepsl.methods.crf", "aepsl.models.segmenter", "aepsl.engine.train"} <= psl
+    assert not psl & {"aepsl.methods.erasing", "aepsl.methods.cam", "aepsl.methods.hfpl", "aepsl.methods.hfpl_compare"}
     assert "aepsl.data.scenes" in code_modules("aepsl.data.stage")
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
-from aepsl import cam, erasing
+from aepsl.methods import cam
+
+from aepsl.methods import erasing
 
 
 

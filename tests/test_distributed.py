@@ -9,8 +9,10 @@ import sys
 import pytest
 import torch
 
-from aepsl import cam, dist
-from aepsl.artifacts import REPO_DIR, read_json
+from aepsl.methods import cam
+
+from aepsl.engine import dist
+from aepsl.engine.artifacts import REPO_DIR, read_json
 from aepsl.data.voc import VOCTree
 
 pytestmark = pytest.mark.slow   # end-to-end: left out by `make test-fast`

@@ -5,8 +5,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from aepsl import erasing
-from aepsl.config import ParameterError
+from aepsl.methods import erasing
+from aepsl.engine.config import ParameterError
 
 
 def _image(seed=0, h=12, w=10):
@@ -80,7 +80,7 @@ def test_round_parameters_are_checked():
 
 
 def _quick_cam(tree_root, tmp_path):
-    from aepsl import cam
+    from aepsl.methods import cam
 
     params = dict(profile="t", data_root=str(tree_root), artifacts_root=str(tmp_path), backbone="small",
                   backbone_weights="", width=4, epochs=1, batch_size=8, crop=32, cam_scales=[1.0],
@@ -276,7 +276,7 @@ def test_warm_started_round_and_part_coverage(make_scene_config, tmp_path, monke
 
 def test_mine_prior_keeps_later_rounds_where_the_clean_cam_is_not_background(scene_tree, tmp_path):
     from aepsl.data.voc import VOCTree
-    from aepsl.seeds import load_cam
+    from aepsl.methods.seedmaps import load_cam
 
     _quick_cam(scene_tree, tmp_path)
     base = dict(profile="t", data_root=str(scene_tree), artifacts_root=str(tmp_path), eval_batch_size=8,

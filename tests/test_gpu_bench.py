@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from aepsl.artifacts import REPO_DIR
+from aepsl.engine.artifacts import REPO_DIR
 
 SCRIPT = REPO_DIR / "benchmarks" / "gpu_step.py"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aepsl import hfpl
+from aepsl.methods import hfpl
 
 
 def test_importance_sampling_draws_only_where_the_map_is_positive():
@@ -74,7 +74,7 @@ def test_feature_similarity_gradient_moves_the_contour_towards_the_edge():
 
 
 def test_hfpl_switch_trains_with_both_losses_and_keeps_old_hashes(scene_tree, tmp_path):
-    from aepsl import cam
+    from aepsl.methods import cam
 
     plain = cam.CAMConfig()
     assert not [k for k in plain.hashed() if k.startswith("hfpl_")]   # its settings count only with HFPL on

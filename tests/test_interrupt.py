@@ -1,7 +1,7 @@
 """kill -9 in the middle of training, then the same command again: it resumes from the last
 epoch checkpoint and ends with the same metrics as a run that was never interrupted (CPU).
 
-The training is stopped at a known point with the fault-injection hook of aepsl.train
+The training is stopped at a known point with the fault-injection hook of aepsl.engine.train
 (``AEPSL_TEST_HOLD=<epoch>:<batch>:<file>``: before that batch the process creates <file> and
 waits), then its whole process group is killed with SIGKILL, so nothing can clean up. The
 rerun is given a hold at epoch 1: a rerun that started over instead of resuming would reach
@@ -21,8 +21,8 @@ import pytest
 import torch
 import yaml
 
-from aepsl import cam
-from aepsl.artifacts import REPO_DIR, read_json
+from aepsl.methods import cam
+from aepsl.engine.artifacts import REPO_DIR, read_json
 
 pytestmark = pytest.mark.slow   # end-to-end: left out by `make test-fast`
 
@@ -110,7 +110,7 @@ def uninterrupted(scene_tree, tmp_path_factory) -> dict:
 def test_kill_9_during_training_then_rerun_resumes_to_the_same_metrics(scene_tree, uninterrupted, tmp_path):
     root = tmp_path / "artifacts"
     params = _cam_params(scene_tree, root)
-    cmd = [sys.executable, "-c", "import json, sys\nfrom aepsl import cam\ncam.run(json.loads(sys.argv[1]), progress=False)",
+    cmd = [sys.executable, "-c", "import json, sys\nfrom aepsl.methods import cam\ncam.run(json.loads(sys.argv[1]), progress=False)",
            json.dumps(params)]
     folder = root / PROFILE / "cam"
 
@@ -157,11 +157,11 @@ def _oracle_params(tree: Path, root: Path) -> dict:
 
 
 def test_kill_9_during_the_crf_then_rerun_ends_with_the_same_metrics(scene_tree, tmp_path):
-    from aepsl import psl
+    from aepsl.methods import psl
 
     reference = psl.run(_oracle_params(scene_tree, tmp_path / "uninterrupted"), progress=False)
     root = tmp_path / "artifacts"
-    cmd = [sys.executable, "-c", "import json, sys\nfrom aepsl import psl\npsl.run(json.loads(sys.argv[1]), progress=False)",
+    cmd = [sys.executable, "-c", "import json, sys\nfrom aepsl.methods import psl\npsl.run(json.loads(sys.argv[1]), progress=False)",
            json.dumps(_oracle_params(scene_tree, root))]
     folder = root / PROFILE / "oracle"
     # val's CRF done (call 1), the first training batch's masks written (call 2), hold in call 3

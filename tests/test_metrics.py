@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aepsl.metrics import (ConfusionMeter, average_precision, cam_to_mask, confusion_matrix,
+from aepsl.methods.metrics import (ConfusionMeter, average_precision, cam_to_mask, confusion_matrix,
                            error_shares, foreground_precision_recall, iou_per_class, mean_average_precision,
                            mean_iou, pixel_accuracy, segmentation_scores, threshold_sweep)
 
@@ -213,7 +213,7 @@ def test_threshold_sweep_errors():
 
 
 def test_boundary_meter_scores_contours_and_reads_voc_bands():
-    from aepsl import metrics as M
+    from aepsl.methods import metrics as M
 
     gt = np.zeros((12, 12), np.uint8)
     gt[3:9, 3:9] = 1

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aepsl.artifacts import read_json
-from aepsl.cam import CAMConfig
-from aepsl.config import PARAMS_DIR
+from aepsl.engine.artifacts import read_json
+from aepsl.methods.cam import CAMConfig
+from aepsl.engine.config import PARAMS_DIR
 from conftest import QUICK_ONLY as ONLY
 
 pytestmark = pytest.mark.notebooks
@@ -31,7 +31,7 @@ def _notebook(quick_run, name: str) -> dict:
 
 def _pages(quick_run) -> list[str]:
     """The runs of the quick profile that have a page (``_page: false`` runs only compute)."""
-    from aepsl.registry import plan
+    from aepsl.engine.registry import plan
 
     pages = {r.name for r in plan(str(quick_run["path"])) if r.page}
     return [r for r in quick_run["record"]["notebooks"] if r in pages]
@@ -42,7 +42,7 @@ def test_every_run_wrote_a_notebook(quick_run):
     assert [n for n in NOTEBOOKS if any(r.startswith(n) for r in runs)] == NOTEBOOKS
     written = sorted(p.stem for p in (quick_run["artifacts"] / "notebooks").glob("*.ipynb"))
     assert written == sorted(_pages(quick_run))
-    from aepsl.registry import plan
+    from aepsl.engine.registry import plan
 
     assert set(runs) - set(written) == {r.name for r in plan(str(quick_run["path"])) if not r.page}
 

@@ -10,9 +10,9 @@ import jupytext
 import pytest
 from PIL import Image
 
-from aepsl import report
-from aepsl.artifacts import REPO_DIR
-from aepsl.registry import REGISTRY
+from aepsl.book import notes, records, tables, viz
+from aepsl.engine.artifacts import REPO_DIR
+from aepsl.engine.registry import REGISTRY
 
 MAX_COLUMNS = 88
 NOTEBOOKS = [e.notebook for e in REGISTRY]
@@ -36,23 +36,23 @@ def test_set_up_hidden_parameters_once_try_it_last(name):
     first = cells[0]
     assert "remove-input" in first.metadata.get("tags", []), f"{name}: the set-up cell shows its code"
     assert "viz.page_setup()" in first.source
-    shown = [c for c in cells if "report.parameters_table(" in c.source]
+    shown = [c for c in cells if "tables.parameters_table(" in c.source]
     assert shown == [first], f"{name}: the run's parameters are shown once, by the set-up cell"
-    assert "report.try_it(" in cells[-1].source, f"{name}: the chapter does not end with a 'Try it'"
+    assert "notes.try_it(" in cells[-1].source, f"{name}: the chapter does not end with a 'Try it'"
     untagged = [c.source.splitlines()[0] for c in cells
                 if not {"remove-input", "hide-input", "remove-cell"} & set(c.metadata.get("tags", []))]
     assert not untagged, f"{name}: code cells neither hidden nor folded: {untagged}"
 
 
 def test_shown_path_is_relative_to_the_repository(tmp_path):
-    assert report.shown_path("data/scenes-quick") == "data/scenes-quick"
-    assert report.shown_path(str(REPO_DIR / "artifacts")) == "artifacts"
-    outside = report.shown_path(str(tmp_path / "x" / "data"))
+    assert records.shown_path("data/scenes-quick") == "data/scenes-quick"
+    assert records.shown_path(str(REPO_DIR / "artifacts")) == "artifacts"
+    outside = records.shown_path(str(tmp_path / "x" / "data"))
     assert str(tmp_path) not in outside and outside.startswith("…/x/data")
 
 
 def test_parameters_table_leaves_out_runtime_settings():
-    html = report.parameters_table({"profile": "default", "seed": 0, "device": "cpu", "data_root": "/tmp/a/b",
+    html = tables.parameters_table({"profile": "default", "seed": 0, "device": "cpu", "data_root": "/tmp/a/b",
                                     "num_workers": 2, "cam_scales": [1.0, 0.5], "backbone_weights": ""}).to_html()
     assert "device" not in html and "num_workers" not in html and "/tmp/" not in html
     assert "1, 0.5" in html and "notebooks/params/default.yaml" in html
@@ -66,19 +66,19 @@ def _metrics(folder, profile, metrics, data_root="data/scenes-default"):
 
 def test_stage_metrics_falls_back_to_the_variants_profile_on_the_same_data(tmp_path):
     _metrics(tmp_path / "extended" / "erasing_t07" / "round1", "extended", {"mined_total_fraction": 0.1})
-    rec, source = report.stage_metrics(tmp_path, "default", "erasing_t07/round1", "data/scenes-default")
+    rec, source = records.stage_metrics(tmp_path, "default", "erasing_t07/round1", "data/scenes-default")
     assert source == "extended" and rec["metrics"]["mined_total_fraction"] == 0.1
-    assert "extended" in report.source_note(source, "default")
-    assert report.source_note("default", "default") == ""
+    assert "extended" in notes.source_note(source, "default")
+    assert notes.source_note("default", "default") == ""
     # other data (a VOC profile): not borrowed
-    assert report.stage_metrics(tmp_path, "voc", "erasing_t07/round1", "data/VOCdevkit/VOC2012") == (None, None)
-    assert report.stage_metrics(tmp_path, "default", "nothing", "data/scenes-default") == (None, None)
-    note = report.not_run_note("This variant")
+    assert records.stage_metrics(tmp_path, "voc", "erasing_t07/round1", "data/VOCdevkit/VOC2012") == (None, None)
+    assert records.stage_metrics(tmp_path, "default", "nothing", "data/scenes-default") == (None, None)
+    note = notes.not_run_note("This variant")
     assert "make book PROFILE=extended" in note and note.count(".") == 1
 
 
 def test_try_it_is_one_admonition_with_the_command():
-    box = report.try_it("round", "Change it:", ".venv/bin/python -m aepsl --profile default", "Expect more.")
+    box = notes.try_it("round", "Change it:", ".venv/bin/python -m aepsl --profile default", "Expect more.")
     assert box.startswith("````{admonition} Try it: round") and box.endswith("````")
     assert "```bash\n.venv/bin/python -m aepsl --profile default\n```" in box
 
@@ -86,13 +86,13 @@ def test_try_it_is_one_admonition_with_the_command():
 def test_pipeline_figure_from_metrics_with_stages_missing(tmp_path):
     _metrics(tmp_path / "p" / "cam", "p", {"seed_miou": 0.5})
     _metrics(tmp_path / "p" / "pseudo_masks", "p", {"per_rounds": [{"miou": 0.4}, {"miou": 0.45}]})
-    numbers = report.pipeline_numbers(tmp_path, "p")
+    numbers = records.pipeline_numbers(tmp_path, "p")
     assert numbers["CAM"] == 0.5 and numbers["AE"] == [0.4, 0.45] and numbers["PSL"] is None
     out = tmp_path / "figures" / "pipeline.png"
-    report.pipeline_figure(tmp_path, "p", out)
+    viz.pipeline_figure(tmp_path, "p", out)
     with Image.open(out) as img:
         assert img.format == "PNG" and img.width > 800
-    assert report._num(None) == "–" and report._num(0.1234) == "0.123"
+    assert viz._num(None) == "–" and viz._num(0.1234) == "0.123"
 
 
 def test_pipeline_figure_cli(tmp_path):
@@ -105,7 +105,7 @@ def test_pipeline_figure_cli(tmp_path):
     profile.write_text(yaml.safe_dump({"common": {"profile": "p", "artifacts_root": str(tmp_path / "art")},
                                        "notebooks": {}}))
     out = tmp_path / "pipeline.png"
-    result = subprocess.run([sys.executable, "-m", "aepsl.report", "--pipeline-figure", str(out),
+    result = subprocess.run([sys.executable, "-m", "aepsl.book.viz", "--pipeline-figure", str(out),
                              "--profile", str(profile)], capture_output=True, text=True, timeout=120, cwd=REPO_DIR)
     assert result.returncode == 0, result.stderr
     assert out.is_file()

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from aepsl.artifacts import REPO_DIR
-from aepsl.config import ParameterError, load_profile, notebook_runs, stage_params
-from aepsl.pipeline import check_parameters, check_values, notebook_source, parameters_cell, run_name, run_profile
+from aepsl.engine.artifacts import REPO_DIR
+from aepsl.engine.config import ParameterError, load_profile, notebook_runs, stage_params
+from aepsl.engine.run_notebooks import check_parameters, check_values, notebook_source, parameters_cell, run_name, run_profile
 
 PROFILES = ["quick", "default", "voc"]
 NOTEBOOKS = list(load_profile("default")["notebooks"])  # in reading order
@@ -32,7 +32,7 @@ def test_notebook_without_papermill_reproduces_default_profile(name):
     """Run by hand, a notebook computes what the default profile's first run of it computes:
     its parameters cell holds the registry's defaults, and the profile's values build the same
     config as the cell's."""
-    from aepsl.registry import entry
+    from aepsl.engine.registry import entry
 
     cell = parameters_cell(notebook_source(name))
     assert cell == entry(name).parameter_defaults()
@@ -149,8 +149,8 @@ def test_run_profile_from_yaml_path_writes_under_its_name(tmp_path):
 
 
 def test_stage_params_leave_out_the_pipelines_own_keys():
-    from aepsl import psl
-    from aepsl.config import from_params
+    from aepsl.methods import psl
+    from aepsl.engine.config import from_params
 
     for run in range(len(notebook_runs("default", "04_psl"))):
         params = stage_params("default", "04_psl", run)
@@ -163,7 +163,7 @@ def test_default_profile_restates_no_default(name):
     """One home per default: the stage's dataclass (with the registry's per-notebook defaults).
     default.yaml keeps only its runs and what a run changes, so its notebook-level entries are
     empty, and every run's config equals the dataclass defaults except where the run says."""
-    from aepsl.registry import entry
+    from aepsl.engine.registry import entry
 
     data = load_profile("default")
     level = {k: v for k, v in (data["notebooks"][name] or {}).items() if k != "runs"}

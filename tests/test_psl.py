@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aepsl import psl
-from aepsl.crf import crf_labels, crf_pool
+from aepsl.methods import psl
+from aepsl.methods.crf import crf_labels, crf_pool
 
 
 def _logits_from_probs(p):
@@ -132,16 +132,16 @@ def test_psl_stage_trains_and_writes_train_predictions(scene_tree, tmp_path):
     assert sweep["miou"]["0.5"] == pytest.approx(m["eval"]["miou"], abs=1e-9)
     shares = [sweep["dropped_true"][t] for t in ("0.0", "0.5", "0.9")]
     assert shares[0] == 0.0 and shares == sorted(shares) and shares[-1] <= 1.0
-    from aepsl import report
+    from aepsl.book import records, tables
 
-    table = report.drop_sweep_table(tmp_path, "t", ["oracle"])
+    table = tables.drop_sweep_table(tmp_path, "t", ["oracle"])
     assert list(table.columns)[:3] == ["its threshold", "nothing dropped", "drop < 0.1"]
     assert table.loc["oracle", "its gain over nothing dropped"] == pytest.approx(
         sweep["miou"]["0.5"] - sweep["miou"]["0.0"])
     # the held-out predictions are saved, and the results chapter ranks them without a model
     val = (scene_tree / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
     assert sorted(p.stem for p in (tmp_path / "t" / "oracle" / "eval_pred").glob("*.png")) == sorted(val)
-    ranked = report.ranked_predictions(tmp_path, "t", ["oracle"], scene_tree, "val")
+    ranked = records.ranked_predictions(tmp_path, "t", ["oracle"], scene_tree, "val")
     assert sorted(r["name"] for r in ranked) == sorted(val)
     scores = [r["miou"]["oracle"] for r in ranked]
     assert scores == sorted(scores, key=lambda v: -v if v == v else 1)
@@ -345,7 +345,7 @@ def test_crf_pool_workers_end_with_the_process_that_made_them(tmp_path):
     import time
 
     code = ("import sys, time\n"
-            "from aepsl.crf import crf_pool\n"
+            "from aepsl.methods.crf import crf_pool\n"
             "with crf_pool(2) as pool:\n"
             "    print(' '.join(str(p.pid) for p in pool._pool), flush=True)\n"
             "    time.sleep(600)\n")

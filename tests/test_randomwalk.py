@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from aepsl import randomwalk as rw
+from aepsl.methods import randomwalk as rw
 
 # a hand-made 3x3 label map: 0 background, 1 and 2 classes, 255 uncertain
 HAND = torch.tensor([[[0, 0, 1],
@@ -139,7 +139,7 @@ def _affinity_params(scene_tree, tmp_path, **kw):
 
 
 def test_affinity_stage_on_cam_and_mask_seeds(scene_tree, tmp_path):
-    from aepsl import cam
+    from aepsl.methods import cam
     from aepsl.data.voc import VOCTree
 
     with pytest.raises(FileNotFoundError, match="seeds='cam'"):
@@ -173,7 +173,7 @@ def test_affinity_stage_on_cam_and_mask_seeds(scene_tree, tmp_path):
 
 
 def test_affinity_parameters_are_checked(tmp_path):
-    from aepsl.config import ParameterError
+    from aepsl.engine.config import ParameterError
 
     with pytest.raises(ValueError, match="radius"):
         rw.run({"radius": 1, "artifacts_root": str(tmp_path)})

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aepsl.artifacts import REPO_DIR, code_hash
-from aepsl.config import PARAMS_DIR, ParameterError, load_profile
-from aepsl.pipeline import NotebookError, execute, parameters_cell, parameters_cell_source, notebook_source
-from aepsl.registry import REGISTRY, describe, entry, plan
+from aepsl.engine.artifacts import REPO_DIR, code_hash
+from aepsl.engine.config import PARAMS_DIR, ParameterError, load_profile
+from aepsl.engine.run_notebooks import NotebookError, execute, parameters_cell, parameters_cell_source, notebook_source
+from aepsl.engine.registry import REGISTRY, describe, entry, plan
 
 SHIPPED = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
 NOTEBOOKS = [e.notebook for e in REGISTRY]
@@ -141,7 +141,7 @@ def test_book_toc_follows_the_default_profile():
 
 
 def test_a_failed_notebook_names_its_cell_and_keeps_its_executed_copy(tmp_path, monkeypatch):
-    from aepsl import pipeline
+    from aepsl.engine import run_notebooks as pipeline
 
     src = tmp_path / "notebooks"
     src.mkdir()
@@ -169,7 +169,7 @@ def test_pages_run_in_pairs_and_the_first_failure_is_raised(tmp_path, monkeypatc
     fails is awaited and yielded in order, the failure (a NotebookError naming its page) is raised
     after it, and no page starts once the failure is known. The order is fixed by files, not by
     timing: b runs until c's failed copy exists, then 2 s more."""
-    from aepsl import pipeline
+    from aepsl.engine import run_notebooks as pipeline
 
     src = tmp_path / "notebooks"
     src.mkdir()
@@ -199,7 +199,7 @@ def test_a_page_whose_worker_dies_is_one_notebook_error(tmp_path, monkeypatch):
     """A page worker killed from outside (here by its own kernel, which is its child) breaks the
     pool: execute_pages raises one NotebookError naming the page and the way out, not a
     BrokenProcessPool traceback."""
-    from aepsl import pipeline
+    from aepsl.engine import run_notebooks as pipeline
 
     src = tmp_path / "notebooks"
     src.mkdir()
@@ -234,10 +234,10 @@ def _package_copy(tmp_path) -> Path:
     return dst
 
 
-TRAINING_STAGES = ("aepsl.cam", "aepsl.erasing", "aepsl.psl")
+TRAINING_STAGES = ("aepsl.methods.cam", "aepsl.methods.erasing", "aepsl.methods.psl")
 
 
-@pytest.mark.parametrize("edited", ["hfpl_compare.py", "report.py", "viz.py", "registry.py", "pipeline.py"])
+@pytest.mark.parametrize("edited", ["methods/hfpl_compare.py", "book/tables.py", "book/viz.py", "engine/registry.py", "engine/run_notebooks.py"])
 def test_presentation_code_is_outside_the_training_stages_code_hash(tmp_path, edited):
     pkg = _package_copy(tmp_path)
     before = {m: code_hash(m, pkg) for m in TRAINING_STAGES}
@@ -248,23 +248,23 @@ def test_presentation_code_is_outside_the_training_stages_code_hash(tmp_path, ed
 
 def test_training_code_is_inside_every_training_stages_code_hash(tmp_path):
     pkg = _package_copy(tmp_path)
-    before = {m: code_hash(m, pkg) for m in TRAINING_STAGES + ("aepsl.hfpl_compare",)}
-    with open(pkg / "train.py", "a") as f:
+    before = {m: code_hash(m, pkg) for m in TRAINING_STAGES + ("aepsl.methods.hfpl_compare",)}
+    with open(pkg / "engine" / "train.py", "a") as f:
         f.write("\n\ndef _an_edit():\n    return 42\n")
     after = {m: code_hash(m, pkg) for m in TRAINING_STAGES}
     assert all(after[m] != before[m] for m in TRAINING_STAGES)
-    assert code_hash("aepsl.hfpl_compare", pkg) == before["aepsl.hfpl_compare"]   # it trains nothing
+    assert code_hash("aepsl.methods.hfpl_compare", pkg) == before["aepsl.methods.hfpl_compare"]   # it trains nothing
 
 
 def test_no_import_cycles_between_stage_modules():
-    from aepsl.artifacts import code_modules
+    from aepsl.engine.artifacts import code_modules
 
-    for module in ("aepsl.cam", "aepsl.hfpl", "aepsl.psl", "aepsl.seeds", "aepsl.skeleton"):
+    for module in ("aepsl.methods.cam", "aepsl.methods.hfpl", "aepsl.methods.psl", "aepsl.methods.seedmaps", "aepsl.engine.stage"):
         deps = set(code_modules(module)) - {module}
         for dep in deps:
             assert module not in code_modules(dep), f"{module} and {dep} import each other"
-    assert "aepsl.cam" not in code_modules("aepsl.psl")
-    assert "aepsl.hfpl_compare" not in code_modules("aepsl.cam")
+    assert "aepsl.methods.cam" not in code_modules("aepsl.methods.psl")
+    assert "aepsl.methods.hfpl_compare" not in code_modules("aepsl.methods.cam")
 
 
 def test_every_profile_notebook_is_a_registry_entry():
@@ -274,7 +274,7 @@ def test_every_profile_notebook_is_a_registry_entry():
 
 
 def test_the_ablation_table_reads_stages_the_default_profile_writes():
-    from aepsl.report import ABLATION_STAGES
+    from aepsl.book.tables import ABLATION_STAGES
 
     written = {r.writes for r in plan("default") + plan("extended")}
     assert set(ABLATION_STAGES) <= written, sorted(set(ABLATION_STAGES) - written)

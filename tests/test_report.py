@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from aepsl.artifacts import REPO_DIR, ArtifactError, write_json
-from aepsl import report
-from aepsl.report import PUBLISHED, ablation_table
+from aepsl.engine.artifacts import REPO_DIR, ArtifactError, write_json
+from aepsl.methods import metrics
+from aepsl.book import notes, records, tables
+from aepsl.book.tables import PUBLISHED, ablation_table
 
 
 def _stage(root, stage, metrics, wall=10.0):
@@ -57,7 +58,7 @@ def test_ablation_table_of_a_profile_that_never_ran_is_empty(tmp_path):
 
 
 def test_provenance_lists_every_finished_stage(tmp_path):
-    from aepsl.report import provenance_table
+    from aepsl.book.tables import provenance_table
 
     write_json(tmp_path / "p" / "cam" / "metrics.json",
                {"params_hash": "abc", "code_hash": "c0de", "seed": 1, "git_revision": "r1", "device": "cpu",
@@ -85,8 +86,8 @@ def test_image_miou_counts_only_classes_in_truth_or_prediction():
     pred = np.array([[0, 0, 1, 2], [0, 0, 1, 1]])
     # background: 4/4; class 1: 2 of the 3 labelled class-1 pixels right, one predicted 2 -> 2/3;
     # class 2: predicted once, never true -> 0; classes 3.. absent -> not counted; 255 ignored
-    assert report.image_miou(pred, gt, num_classes=5) == pytest.approx((1 + 2 / 3 + 0) / 3)
-    assert report.image_miou(gt.clip(0, 1), gt, num_classes=5) == 1.0
+    assert metrics.image_miou(pred, gt, num_classes=5) == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert metrics.image_miou(gt.clip(0, 1), gt, num_classes=5) == 1.0
 
 
 def test_segmenter_recipe_table_reads_the_benchmark_file(tmp_path):
@@ -104,7 +105,7 @@ def test_segmenter_recipe_table_reads_the_benchmark_file(tmp_path):
                         "true_classes_dropped_05": 0.2,
                         "iou": {"background": 0.95, "a": 0.7, "b": 0.5}},
     }))
-    table = report.segmenter_recipe_table(path)
+    table = tables.segmenter_recipe_table(path)
     assert list(table.index) == ["largefov/e5", "stride4/e12"]       # in the order tried; no machine entry
     assert table.loc["stride4/e12", "head"] == "LargeFOV + stride-4 decoder"
     assert table.loc["largefov/e5", "head"] == "LargeFOV"
@@ -125,21 +126,21 @@ def test_variant_runs_count_only_on_the_same_scenes(scene_tree, tmp_path):
     """A variant profile's run on the same folder is quoted only while the scenes there are
     the ones it was made on (generated scenes: the same parameter hash)."""
     from aepsl.data.voc import VOCTree
-    from aepsl.skeleton import dataset_identity
+    from aepsl.engine.stage import dataset_identity
 
     now = dataset_identity(VOCTree(scene_tree))
-    variants = report.VARIANTS_PROFILE
+    variants = records.VARIANTS_PROFILE
 
     def made_on(identity):
         write_json(tmp_path / variants / "cam" / "metrics.json",
                    {"metrics": {}, "params": {"data_root": str(scene_tree), "dataset": identity}})
         write_json(tmp_path / variants / "erasing_t07" / "round1" / "metrics.json",
                    {"metrics": {"mined_total_fraction": 0.1}, "params": {"data_root": str(scene_tree)}})
-        return report.stage_metrics(tmp_path, "p", "erasing_t07/round1", str(scene_tree))[1]
+        return records.stage_metrics(tmp_path, "p", "erasing_t07/round1", str(scene_tree))[1]
 
     assert made_on(now) == variants
     assert made_on("0123456789abcdef") is None          # the scenes were regenerated since
-    assert report.stage_metrics(tmp_path, "p", "erasing_t07/round1", str(tmp_path / "elsewhere"))[1] is None
+    assert records.stage_metrics(tmp_path, "p", "erasing_t07/round1", str(tmp_path / "elsewhere"))[1] is None
 
 
 def test_erasing_design_table_marks_rows_measured_on_an_earlier_machine(tmp_path):
@@ -151,9 +152,9 @@ def test_erasing_design_table_marks_rows_measured_on_an_earlier_machine(tmp_path
                         {"round": 2, "val_map": 0.5, "region_precision": 0.6}]}
         return e | ({"cpu": cpu} if cpu else {})
     path = tmp_path / "designs.json"
-    path.write_text(json.dumps({"old / pm": entry(0), "new / pm": entry(1, "AMD EPYC") | {"numerics": report.NUMERICS},
+    path.write_text(json.dumps({"old / pm": entry(0), "new / pm": entry(1, "AMD EPYC") | {"numerics": tables.NUMERICS},
                                 "older code / pm": entry(2, "AMD EPYC")}))
-    table = report.erasing_design_table(path)
+    table = tables.erasing_design_table(path)
     assert list(table.index) == ["old / pm (earlier machine)", "new / pm", "older code / pm (earlier code)"]
     assert table.loc["new / pm", "precision per round"] == "0.800 / 0.600"
     assert table.loc["new / pm", "best AE − CAM"] == 0.06
@@ -161,10 +162,10 @@ def test_erasing_design_table_marks_rows_measured_on_an_earlier_machine(tmp_path
 
 def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(tmp_path):
     def entry(seed, gain, hue=0.34, **recipe):
-        return {"seed": seed, "cpu": "AMD EPYC", "numerics": report.NUMERICS,
+        return {"seed": seed, "cpu": "AMD EPYC", "numerics": tables.NUMERICS,
                 "cam": {"val_map": 0.95, "seed_miou": 0.5}, "ae_miou_per_rounds": [0.45, 0.5 + gain],
                 "ae_best_minus_cam": gain, "scenes": {"class_hue": hue},
-                "recipe": {**report.paper_erasing(), **recipe},
+                "recipe": {**tables.paper_erasing(), **recipe},
                 "rounds": [{"round": 1, "region_precision": 0.8}, {"round": 2, "region_precision": 0.6}]}
     path = tmp_path / "designs.json"
     path.write_text(json.dumps({
@@ -177,20 +178,20 @@ def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(t
         "prior, mining at 0.55 / pm": entry(0, 0.06, mine_prior=0.2, mine_threshold=0.55),
         "no recipe / pm": {k: v for k, v in entry(0, 0.0).items() if k != "recipe"},
     }))
-    table = report.erasing_prior_table(path, 0.34, [0.2])
+    table = tables.erasing_prior_table(path, 0.34, [0.2])
     assert list(table.index) == [("the paper's", 0), ("the paper's", 1),
                                  ("background prior 0.2", 0), ("background prior 0.2", 1)]
     assert list(table["best AE − CAM"]) == [0.07, 0.02, 0.05, 0.03]
     assert table.loc[("background prior 0.2", 0), "precision per round"] == "0.800 / 0.600"
-    assert report.erasing_prior_table(path, 0.5, [0.2]).empty
+    assert tables.erasing_prior_table(path, 0.5, [0.2]).empty
     # a (prior, threshold) pair picks the design that departs in both, listed after the priors
-    both = report.erasing_prior_table(path, 0.34, [0.2, (0.2, 0.55)])
+    both = tables.erasing_prior_table(path, 0.34, [0.2, (0.2, 0.55)])
     assert both.index[-1] == ("background prior 0.2, mining at 0.55", 0)
     assert both["best AE − CAM"].iloc[-1] == 0.06 and len(both) == 5
     data = json.loads(path.read_text())
-    data["b / pm"]["numerics"] = report.NUMERICS - 1                      # measured by earlier code
+    data["b / pm"]["numerics"] = tables.NUMERICS - 1                      # measured by earlier code
     path.write_text(json.dumps(data))
-    assert report.erasing_prior_table(path, 0.34, [0.2]).index[0] == ("the paper's (earlier code)", 0)
+    assert tables.erasing_prior_table(path, 0.34, [0.2]).index[0] == ("the paper's (earlier code)", 0)
 
 
 def test_a_design_recorded_again_replaces_its_entries_in_place(tmp_path):
@@ -207,7 +208,7 @@ def test_a_design_recorded_again_replaces_its_entries_in_place(tmp_path):
     book = json.loads(path.read_text())
     assert sorted(book) == ["a / pseudo_masks", "a, seed 1 / pm_a", "b / pm_b"]   # seed 0's entries replaced
     assert book["a / pseudo_masks"]["order"] in (0, 1) and book["a / pseudo_masks"]["note"] == "again"
-    assert book["a / pseudo_masks"]["numerics"] == report.NUMERICS and book["b / pm_b"]["order"] == 3
+    assert book["a / pseudo_masks"]["numerics"] == tables.NUMERICS and book["b / pm_b"]["order"] == 3
 
 
 def test_integer_ticks_puts_epochs_on_whole_numbers():
@@ -216,7 +217,7 @@ def test_integer_ticks_puts_epochs_on_whole_numbers():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from aepsl import viz
+    from aepsl.book import viz
 
     fig, ax = plt.subplots()
     ax.plot([1, 2], [0.5, 0.3])
@@ -231,36 +232,36 @@ def test_integer_ticks_puts_epochs_on_whole_numbers():
 def test_scene_params_reads_the_generator_record_and_is_none_without_one(tmp_path):
     (tmp_path / "scenes").mkdir()
     write_json(tmp_path / "scenes" / "dataset.json", {"params": {"class_hue": 0.34, "size": 128}})
-    assert report.scene_params(str(tmp_path / "scenes")) == {"class_hue": 0.34, "size": 128}
+    assert records.scene_params(str(tmp_path / "scenes")) == {"class_hue": 0.34, "size": 128}
     (tmp_path / "voc").mkdir()
-    assert report.scene_params(str(tmp_path / "voc")) is None
+    assert records.scene_params(str(tmp_path / "voc")) is None
 
 
 def test_crf_turn_note_only_when_the_crf_reverses_psl_and_psl_plus_plus():
     psl, plus = {"miou": 0.658, "crf_miou": 0.867}, {"miou": 0.792, "crf_miou": 0.855}
-    note = report.crf_turn_note(psl, plus)
+    note = notes.crf_turn_note(psl, plus)
     assert "0.867" in note and "0.855" in note and "+0.063" in note and "+0.209" in note
-    assert report.crf_turn_note(psl, {"miou": 0.792, "crf_miou": 0.870}) == ""   # PSL++ ahead with the CRF too
-    assert report.crf_turn_note(psl, {"miou": 0.600, "crf_miou": 0.855}) == ""   # PSL++ behind without it
-    assert report.crf_turn_note({"miou": 0.658}, plus) == ""                     # no CRF scored
+    assert notes.crf_turn_note(psl, {"miou": 0.792, "crf_miou": 0.870}) == ""   # PSL++ ahead with the CRF too
+    assert notes.crf_turn_note(psl, {"miou": 0.600, "crf_miou": 0.855}) == ""   # PSL++ behind without it
+    assert notes.crf_turn_note({"miou": 0.658}, plus) == ""                     # no CRF scored
 
 
 def test_drop_note_names_what_the_drop_costs_gains_and_leaves():
     import pandas as pd
 
-    note = report.drop_note(pd.Series({"oracle": 0.005, "psl": -0.001, "psl_plus_plus": 0.0002}), 0.5)
+    note = notes.drop_note(pd.Series({"oracle": 0.005, "psl": -0.001, "psl_plus_plus": 0.0002}), 0.5)
     assert note.startswith(" Dropping classes below 0.5 costs oracle 0.005")
     assert "gains psl 0.001" in note and note.endswith("leaves psl_plus_plus as it was.")
-    assert report.drop_note(pd.Series({"psl": 0.0001}), 0.5) == (
+    assert notes.drop_note(pd.Series({"psl": 0.0001}), 0.5) == (
         " Dropping classes below 0.5 changes no segmenter's mIoU by 0.001 or more.")
 
 
 def test_seed_runs_note_names_the_seeds_run_to_the_end(tmp_path):
-    assert "No other seed" in report.seed_runs_note(tmp_path, "default")
+    assert "No other seed" in notes.seed_runs_note(tmp_path, "default")
     (tmp_path / "default_seed2" / "psl_plus_plus").mkdir(parents=True)
     (tmp_path / "default_seed1" / "psl").mkdir(parents=True)                   # not run to the end
     (tmp_path / "default_seed1" / "psl" / "metrics.json").write_text("{}")
-    assert "No other seed" in report.seed_runs_note(tmp_path, "default")      # no metrics yet
+    assert "No other seed" in notes.seed_runs_note(tmp_path, "default")      # no metrics yet
     (tmp_path / "default_seed2" / "psl_plus_plus" / "metrics.json").write_text("{}")
-    note = report.seed_runs_note(tmp_path, "default")
+    note = notes.seed_runs_note(tmp_path, "default")
     assert "training seed 2," in note and "default_seed2.yaml" in note and "seed1" not in note

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aepsl.artifacts import read_json
-from aepsl.config import ParameterError
+from aepsl.engine.artifacts import read_json
+from aepsl.engine.config import ParameterError
 from aepsl.data import sources, stage
 from aepsl.data.scenes import SceneConfig, generate
 from aepsl.data.sources import (SHAPE_CLASSES, DataSourceError, find_fashion_mnist,

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from aepsl.artifacts import REPO_DIR
+from aepsl.engine.artifacts import REPO_DIR
 
 
 def _requirements() -> list[str]:
@@ -85,7 +85,7 @@ def test_makefile_recipes():
     assert re.search(r"^notebooks:.*\bsetup\b", text, re.M)
     assert re.search(r"^test:.*\bsetup\b", text, re.M)
     check = re.search(r"^check-book:(.*)\n((?:\t.*\n)+)", text, re.M)
-    assert check and "chromium" in check.group(1).split() and "aepsl.bookcheck" in check.group(2)
+    assert check and "chromium" in check.group(1).split() and "aepsl.book.check" in check.group(2)
 
 
 def test_ci_installs_chromium_before_the_tests():

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from aepsl.cam import classification_loss
+from aepsl.methods.cam import classification_loss
 from aepsl.data.transforms import IMAGENET_MEAN, TrainView
 from aepsl.data.voc import SegDataset, VOCTree
 from aepsl.models import CAMClassifier
-from aepsl.train import fit, pick_device, seed_everything
+from aepsl.engine.train import fit, pick_device, seed_everything
 
 CPU = torch.device("cpu")
 FIT = dict(batch_size=8, lr=0.05, device=CPU, seed=0, progress=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aepsl.artifacts import write_bytes, write_json
+from aepsl.engine.artifacts import write_bytes, write_json
 from aepsl.data.voc import (PALETTE, VOC_CLASSES, SegDataset, VOCTree, write_classes,
                             write_image, write_image_labels, write_mask, write_split)
 

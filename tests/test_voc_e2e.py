@@ -26,8 +26,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from aepsl.artifacts import REPO_DIR
-from aepsl.config import PARAMS_DIR
+from aepsl.engine.artifacts import REPO_DIR
+from aepsl.engine.config import PARAMS_DIR
 from aepsl.data.voc import VOC_CLASSES, write_mask, write_split
 
 pytestmark = pytest.mark.notebooks
@@ -137,7 +137,7 @@ def _tail(proc: subprocess.CompletedProcess, n: int = 6000) -> str:
 
 
 def expected_rows(profile: dict) -> list[str]:
-    """The rows of report.ablation_table that this profile's runs produce."""
+    """The rows of tables.ablation_table that this profile's runs produce."""
     rounds = profile["notebooks"]["03_pseudo_masks"]["rounds"]
     rows = ["CAM (best bg threshold)", "CAM + HFPL", "CAM + random walk (AffinityNet)"]
     rows += [f"AE, {k} round{'s' if k > 1 else ''}" for k in range(1, rounds + 1)]
@@ -151,7 +151,7 @@ def expected_rows(profile: dict) -> list[str]:
 
 
 def check_results(artifacts_root: Path, profile: dict) -> None:
-    from aepsl.report import ablation_table
+    from aepsl.book.tables import ablation_table
 
     table = ablation_table(artifacts_root, PROFILE)
     missing = [r for r in expected_rows(profile) if r not in table.index]

@@ -12,12 +12,16 @@ import pytest
 import scipy.io
 import torch
 
-from aepsl import cam, erasing, psl
-from aepsl.artifacts import read_json, write_text
+from aepsl.methods import cam
+
+from aepsl.methods import erasing
+
+from aepsl.methods import psl
+from aepsl.engine.artifacts import read_json, write_text
 from aepsl.data import sbd
 from aepsl.data import stage as data_stage
 from aepsl.data.voc import AUG_MASK_DIR, VOC_CLASSES, VOCTree, check_tree, write_image, write_mask, write_split
-from aepsl.train import inference_loader, size_batches
+from aepsl.engine.train import inference_loader, size_batches
 
 SIZES = [(40, 32), (32, 40), (36, 36)]           # (W, H): VOC images come in a few sizes
 CLASSES = (1, 8, 15)                             # aeroplane, cat, person
@@ -213,7 +217,7 @@ def test_cams_for_every_train_aug_image_at_its_own_size(voc_run):
     assert m["scored_count"] == len(VOC_TRAIN)           # seeds scored on VOC train only
     assert 0 <= m["seed_miou"] <= 1
     # the reported seed mIoU is that of the 8 train images' saved maps, not of all 18
-    from aepsl import metrics as M
+    from aepsl.methods import metrics as M
 
     acc = M.ConfusionMeter(21)
     for name in VOC_TRAIN:
@@ -253,7 +257,7 @@ def test_score_split_must_lie_in_train_split(voc_run):
 
 def test_voc_profile_builds_every_stage_config():
     """notebooks/params/voc.yaml: the published protocol, and every stage accepts its parameters."""
-    from aepsl.config import from_params, notebook_runs, stage_params
+    from aepsl.engine.config import from_params, notebook_runs, stage_params
 
     c = from_params(cam.CAMConfig, stage_params("voc", "01_cam"), "cam")
     assert (c.train_split, c.score_split, c.crop) == ("train_aug", "train", 321)
@@ -266,7 +270,7 @@ def test_voc_profile_builds_every_stage_config():
     h = from_params(cam.CAMConfig, stage_params("voc", "01_cam", [r.get("_name") for r in runs].index("01_cam_hfpl")),
                     "cam")
     assert h.hfpl and (h.hfpl_weight, h.hfpl_samples, h.hfpl_sigma) == (0.2, 10, 5.0)
-    from aepsl import randomwalk
+    from aepsl.methods import randomwalk
     for run in range(2):
         a = from_params(randomwalk.AffinityConfig, stage_params("voc", "06_affinity", run), "affinity")
         assert (a.alpha_low, a.alpha_high, a.alpha_infer, a.beta, a.logt, a.radius) == (4, 32, 16, 8, 8, 5)

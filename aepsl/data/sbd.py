@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import write_bytes
+from ..engine.artifacts import write_bytes
 from .voc import AUG_MASK_DIR, IGNORE_INDEX, LABELS_NPY, VOC_CLASSES, VOCTree, write_mask, write_split
 
 __all__ = ["load_sbd_mask", "train_aug_names", "prepare", "main"]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..artifacts import params_hash, read_json, write_json
+from ..engine.artifacts import params_hash, read_json, write_json
 from . import voc
 from .sources import FASHION_CLASSES, SHAPE_CLASSES, load_fashion_mnist, shape_items
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import hashed_params, resolve, runtime
-from ..skeleton import stage
+from ..engine.config import hashed_params, resolve, runtime
+from ..engine.stage import stage
 from .scenes import SceneConfig, generate
 from .voc import VOCTree, check_tree
 

@@ -38,7 +38,7 @@ class TrainView(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        if hasattr(self.base, "set_epoch"):   # a base whose samples change per epoch (aepsl.erasing.ErasedView)
+        if hasattr(self.base, "set_epoch"):   # a base whose samples change per epoch (aepsl.methods.erasing.ErasedView)
             self.base.set_epoch(epoch)
 
     def __len__(self) -> int:

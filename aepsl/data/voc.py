@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..artifacts import atomic_path, read_json, write_json, write_text
+from ..engine.artifacts import atomic_path, read_json, write_json, write_text
 
 __all__ = [
     "VOC_CLASSES", "PALETTE", "IGNORE_INDEX", "write_image", "write_mask", "write_split",

@@ -4,7 +4,7 @@ Features of three depths of the backbone are each reduced by a 1x1 convolution, 
 the size of the deepest (output stride 8), concatenated and mixed by another 1x1
 convolution into an embedding f. The affinity of two pixels is
 ``a_ij = exp(-mean_c |f_i,c - f_j,c|)``, 1 for identical embeddings and towards 0 for far
-apart ones (see :mod:`aepsl.randomwalk`).
+apart ones (see :mod:`aepsl.methods.randomwalk`).
 """
 from __future__ import annotations
 

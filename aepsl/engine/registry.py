@@ -51,7 +51,7 @@ class Entry:
 
     def build(self, params: dict, where: str | None = None):
         """The run's config: the notebook's defaults, overridden by ``params`` (checked: unknown
-        names, wrong types and bad values raise :class:`aepsl.config.ParameterError`)."""
+        names, wrong types and bad values raise :class:`aepsl.engine.config.ParameterError`)."""
         from .config import ParameterError, from_params
 
         where = where or f"notebook {self.notebook}"
@@ -77,21 +77,24 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("00_data", "the data: scenes written as a VOC tree, or a VOC tree checked",
           "aepsl.data.stage:DataConfig", "aepsl.data.stage:run"),
     Entry("01_cam", "CAM: a GAP classifier, its class activation maps, the threshold sweep",
-          "aepsl.cam:CAMConfig", "aepsl.cam:run", trains=True),
+          "aepsl.methods.cam:CAMConfig", "aepsl.methods.cam:run", trains=True),
     Entry("02_erasing", "adversarial erasing: one round per run",
-          "aepsl.erasing:ErasingConfig", "aepsl.erasing:run_round", trains=True),
+          "aepsl.methods.erasing:ErasingConfig", "aepsl.methods.erasing:run_round", trains=True),
     Entry("03_pseudo_masks", "the erasing rounds merged into pseudo masks",
-          "aepsl.erasing:MergeConfig", "aepsl.erasing:merge"),
+          "aepsl.methods.erasing:MergeConfig", "aepsl.methods.erasing:merge"),
     Entry("04_psl", "segmenters: AE alone, AE + PSL, the fully supervised oracle",
-          "aepsl.psl:PSLConfig", "aepsl.psl:run", trains=True),
-    Entry("05_psl_plus_plus", "dense CRF and PSL++", "aepsl.psl:PSLConfig", "aepsl.psl:run", trains=True,
+          "aepsl.methods.psl:PSLConfig", "aepsl.methods.psl:run", trains=True),
+    Entry("05_psl_plus_plus", "dense CRF and PSL++", "aepsl.methods.psl:PSLConfig", "aepsl.methods.psl:run", trains=True,
           defaults=_PSL_PLUS_PLUS),
-    Entry("06_affinity", "AffinityNet and the random walk", "aepsl.randomwalk:AffinityConfig",
-          "aepsl.randomwalk:run", trains=True),
+    Entry("06_affinity", "AffinityNet and the random walk", "aepsl.methods.randomwalk:AffinityConfig",
+          "aepsl.methods.randomwalk:run", trains=True),
     Entry("07_hfpl", "HFPL's likelihood losses, compared as regions and contours",
-          "aepsl.hfpl_compare:HFPLCompareConfig", "aepsl.hfpl_compare:compare"),
-    Entry("08_results", "the ablation table, from saved metrics", "aepsl.config:PageConfig"),
-    Entry("09_provenance", "where every number came from", "aepsl.config:PageConfig"),
+          "aepsl.methods.hfpl_compare:HFPLCompareConfig", "aepsl.methods.hfpl_compare:compare"),
+    Entry("08_results", "the ablation table, from saved metrics", "aepsl.engine.config:PageConfig"),
+    Entry("09_provenance", "where every number came from", "aepsl.engine.config:PageConfig"),
+    Entry("10_design", "appendix: how the default was designed, from the design records",
+          "aepsl.engine.config:PageConfig"),
+    Entry("11_decisions", "appendix: each decision, why, its evidence and command", "aepsl.engine.config:PageConfig"),
 )
 
 BY_NOTEBOOK = {e.notebook: e for e in REGISTRY}
@@ -143,7 +146,7 @@ def run_name(name: str, run: dict, base: dict) -> str:
 def plan(profile: str, only: list[str] | None = None, force: bool = False) -> list[PlannedRun]:
     """Every run of ``profile`` in order, each config built and checked, nothing touched.
 
-    Raises :class:`aepsl.config.ParameterError` for an unknown notebook, a parameter the
+    Raises :class:`aepsl.engine.config.ParameterError` for an unknown notebook, a parameter the
     notebook does not have, a wrong type or value, and a run that reads a stage no earlier
     run of the profile writes (unless ``only`` picks a subset: then the rest may be on disk).
     """

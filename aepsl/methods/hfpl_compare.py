@@ -1,15 +1,15 @@
 """The HFPL comparison (``notebooks/07_hfpl.py``): seeds made with and without HFPL's losses,
 scored as regions (mIoU) and as contours (boundary F-score). It trains nothing: it reads the
-CAM and pseudo-mask stages the profile's runs wrote. Kept apart from :mod:`aepsl.hfpl` (the
+CAM and pseudo-mask stages the profile's runs wrote. Kept apart from :mod:`aepsl.methods.hfpl` (the
 losses, which the CAM stage trains with) so that only this stage's code hash covers it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from . import metrics as M
-from .config import StageConfig, resolve, runtime
-from .seeds import seed_mask
-from .skeleton import stage
+from ..engine.config import StageConfig, resolve, runtime
+from .seedmaps import seed_mask
+from ..engine.stage import stage
 
 
 @dataclass
@@ -49,8 +49,8 @@ def compare(cfg: HFPLCompareConfig, run_, device, progress: bool) -> dict:
     """Region (mIoU) and contour (boundary F-score) quality of the seeds with and without HFPL."""
     from tqdm.auto import tqdm
 
-    from .artifacts import stage_dir
-    from .data.voc import VOCTree
+    from ..engine.artifacts import stage_dir
+    from ..data.voc import VOCTree
 
     root = resolve(cfg.artifacts_root)
     tree = VOCTree(resolve(cfg.data_root))

@@ -11,7 +11,7 @@ Entry point: :func:`run` (called by ``notebooks/01_cam.py``), which writes
                       (scored on ``score_split``: PASCAL VOC trains on train_aug, 10,582
                       images, and scores seeds on train, its 1,464 finely annotated ones)
 
-Under torchrun the classifier trains on every process (see :mod:`aepsl.dist`); rank 0 alone
+Under torchrun the classifier trains on every process (see :mod:`aepsl.engine.dist`); rank 0 alone
 infers, scores and writes.
 """
 from __future__ import annotations
@@ -25,17 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import dist
+from ..engine import dist
 from . import metrics as M
-from .artifacts import params_hash, save_npy, save_torch
-from .seeds import load_cam  # noqa: F401  (part of this module's API)
-from .skeleton import dataset_identity, fresh_dir, scored_names, stage  # noqa: F401  (fresh_dir: API)
-from .config import StageConfig, only_with, resolve, runtime
-from .data.transforms import TrainView, normalize
-from .data.voc import SegDataset, VOCTree
-from .models import CAMClassifier
-from .models.fold import fold_batchnorm
-from .train import autocast, fit, inference_loader, seed_everything, to_device
+from ..engine.artifacts import params_hash, save_npy, save_torch
+from .seedmaps import load_cam  # noqa: F401  (part of this module's API)
+from ..engine.stage import dataset_identity, fresh_dir, scored_names, stage  # noqa: F401  (fresh_dir: API)
+from ..engine.config import StageConfig, only_with, resolve, runtime
+from ..data.transforms import TrainView, normalize
+from ..data.voc import SegDataset, VOCTree
+from ..models import CAMClassifier
+from ..models.fold import fold_batchnorm
+from ..engine.train import autocast, fit, inference_loader, seed_everything, to_device
 
 
 @dataclass
@@ -58,7 +58,7 @@ class CAMConfig(StageConfig):
     cam_scales: list = field(default_factory=lambda: [1.0, 0.5, 1.5])   # image scales whose CAMs are averaged at inference (positive)
     cam_flip: bool = True   # also average the CAMs of the horizontally flipped images
     sweep: list = field(default_factory=lambda: [0.05, 0.95, 0.05])   # [start, stop, step] of the background thresholds scored, within 0-1
-    hfpl: bool = False   # train with the HFPL likelihood losses (aepsl.hfpl)
+    hfpl: bool = False   # train with the HFPL likelihood losses (aepsl.methods.hfpl)
     hfpl_weight: float = only_with("hfpl", 0.2)   # HFPL share of the importance-sampling loss vs the pooled one, 0-1
     hfpl_samples: int = only_with("hfpl", 10)   # HFPL pixels sampled per image and class (at least 1)
     hfpl_fs_weight: float = only_with("hfpl", 1.0)   # HFPL weight of the feature-similarity loss (0: off)

@@ -347,3 +347,12 @@ class BoundaryMeter:
             f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
         return {"contour_precision": _none_if_nan(precision), "contour_recall": _none_if_nan(recall),
                 "contour_f": _none_if_nan(f)}
+
+
+def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
+    """mIoU of one image over the classes present in its ground truth or its prediction
+    (pixels marked 255 ignored): how a qualitative grid ranks its best and worst cases."""
+    conf = confusion_matrix(pred, gt, num_classes)
+    present = (conf.sum(0) + conf.sum(1)) > 0
+    iou = iou_per_class(conf)
+    return float(np.nanmean(iou[present])) if present.any() else float("nan")

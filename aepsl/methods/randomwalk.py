@@ -39,18 +39,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import dist
+from ..engine import dist
 from . import metrics as M
-from .artifacts import params_hash, save_torch, stage_dir
-from .config import StageConfig, resolve, runtime
+from ..engine.artifacts import params_hash, save_torch, stage_dir
+from ..engine.config import StageConfig, resolve, runtime
 from .crf import CRFParams, crf_labels, crf_pool
-from .data.transforms import TrainView, normalize
-from .data.voc import SegDataset, VOCTree, write_mask
-from .models.affinity import AffinityNet
-from .models.fold import fold_batchnorm
-from .seeds import load_cam
-from .skeleton import fresh_dir, scored_names, stage
-from .train import autocast, fit, inference_loader, seed_everything
+from ..data.transforms import TrainView, normalize
+from ..data.voc import SegDataset, VOCTree, write_mask
+from ..models.affinity import AffinityNet
+from ..models.fold import fold_batchnorm
+from .seedmaps import load_cam
+from ..engine.stage import fresh_dir, scored_names, stage
+from ..engine.train import autocast, fit, inference_loader, seed_everything
 
 
 # --------------------------------------------------------------------------- geometry

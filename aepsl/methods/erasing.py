@@ -20,7 +20,7 @@ comes from a cue: low CAM everywhere (built in) or a saliency map; everything el
 
 Rounds and merge work on the CAM stage's ``train_split`` and score on its ``score_split``
 (read from the CAM stage's metrics.json). Under torchrun a round's classifier trains on every
-process; rank 0 alone infers, mines and writes (see :mod:`aepsl.dist`).
+process; rank 0 alone infers, mines and writes (see :mod:`aepsl.engine.dist`).
 """
 from __future__ import annotations
 
@@ -32,15 +32,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from . import dist
+from ..engine import dist
 from . import metrics as M
-from .artifacts import load_metrics, params_hash, save_npy, save_torch, stage_dir, write_bytes
+from ..engine.artifacts import load_metrics, params_hash, save_npy, save_torch, stage_dir, write_bytes
 from .cam import CAMConfig, iterate_cams, predict_logits, train_classifier
-from .config import StageConfig, resolve, runtime
-from .data.voc import SegDataset, VOCTree, write_mask
-from .models.fold import fold_batchnorm
-from .seeds import load_cam
-from .skeleton import fresh_dir, scored_names, stage
+from ..engine.config import StageConfig, resolve, runtime
+from ..data.voc import SegDataset, VOCTree, write_mask
+from ..models.fold import fold_batchnorm
+from .seedmaps import load_cam
+from ..engine.stage import fresh_dir, scored_names, stage
 
 ERASE_VALUES = ("mean", "blur", "noise")
 
@@ -427,7 +427,7 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
 def part_map(tree: VOCTree, name: str) -> np.ndarray | None:
     """The scene's part map (1 = class-pattern disc, 2 = rest of an object), or None: a tree
     without parts (PASCAL VOC, scenes made without ``part_size``)."""
-    from .data.scenes import PART_DIR
+    from ..data.scenes import PART_DIR
 
     path = tree.root / PART_DIR / f"{name}.png"
     return np.asarray(Image.open(path)) if path.exists() else None

@@ -1,6 +1,6 @@
 """Open the built book in headless Chromium and check what a reader would see.
 
-    python -m aepsl.bookcheck            # after `make book`; `make check-book` runs this
+    python -m aepsl.book.check            # after `make book`; `make check-book` runs this
 
 For every page in ``book/_toc.yml`` (the root page, each chapter and section) it loads the
 built HTML page in headless Chromium (Debian packages ``chromium`` and ``chromium-driver``,
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from .artifacts import REPO_DIR, write_bytes, write_json
+from ..engine.artifacts import REPO_DIR, write_bytes, write_json
 
 BOOK_DIR = REPO_DIR / "book"
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -289,7 +289,7 @@ def check_book(html_dir: str | Path = BOOK_DIR / "_build" / "html", toc: str | P
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m aepsl.bookcheck", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m aepsl.book.check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--html", default=str(BOOK_DIR / "_build" / "html"), help="the built HTML book")
     ap.add_argument("--toc", default=str(BOOK_DIR / "_toc.yml"), help="the book's table of contents")
     ap.add_argument("--screenshots", default=str(BOOK_DIR / "_build" / "screenshots"),

@@ -22,7 +22,7 @@ Entry point :func:`run` (notebooks 04_psl, 05_psl_plus_plus) writes
 ``artifacts/<profile>/<stage>/``: model.pt, checkpoint.pt, metrics.json and, when asked,
 ``train_pred/`` and ``train_crf/`` masks (the next stage's labels), for every image of
 ``train_split``, scored on ``score_split``. Under torchrun the segmenter trains on every
-process; rank 0 alone evaluates and writes (see :mod:`aepsl.dist`).
+process; rank 0 alone evaluates and writes (see :mod:`aepsl.engine.dist`).
 """
 from __future__ import annotations
 
@@ -38,17 +38,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from . import dist
+from ..engine import dist
 from . import metrics as M
-from .artifacts import params_hash, save_torch, stage_dir
-from .config import StageConfig, resolve, runtime
+from ..engine.artifacts import params_hash, save_torch, stage_dir
+from ..engine.config import StageConfig, resolve, runtime
 from .crf import CRFParams, crf_batch, crf_pool
-from .data.transforms import TrainView, normalize
-from .data.voc import SegDataset, VOCTree, write_mask
-from .models.fold import fold_batchnorm
-from .models.segmenter import DECODERS, LargeFOVSegmenter
-from .skeleton import fresh_dir, scored_names, stage
-from .train import autocast, fit, inference_loader, seed_everything
+from ..data.transforms import TrainView, normalize
+from ..data.voc import SegDataset, VOCTree, write_mask
+from ..models.fold import fold_batchnorm
+from ..models.segmenter import DECODERS, LargeFOVSegmenter
+from ..engine.stage import fresh_dir, scored_names, stage
+from ..engine.train import autocast, fit, inference_loader, seed_everything
 
 
 # --------------------------------------------------------------------------- the loss
@@ -243,7 +243,7 @@ def _label_dir(cfg: PSLConfig) -> Path | None:
 
 def _loss_fn(cfg: PSLConfig, pool=None):
     """The training loss and the callback that tells it the epoch (for ``online_warmup``);
-    ``pool`` (:func:`aepsl.crf.crf_pool`) runs ``online_crf``'s CRFs (None: in this process)."""
+    ``pool`` (:func:`aepsl.methods.crf.crf_pool`) runs ``online_crf``'s CRFs (None: in this process)."""
     epoch = [0]
 
     def on_epoch(e: int) -> None:

@@ -5,7 +5,7 @@
     python -m aepsl --profile default --only 01_cam --force
     python -m aepsl --profile voc --check           # print the plan, touch nothing
 
-Each notebook is a jupytext py:percent file in ``notebooks/``; :mod:`aepsl.registry` says
+Each notebook is a jupytext py:percent file in ``notebooks/``; :mod:`aepsl.engine.registry` says
 which package function computes its stage, with which parameter dataclass. The profile file
 ``notebooks/params/<profile>.yaml`` gives each run's parameters where they differ from the
 notebook's defaults; every run's config is built and checked (unknown names, wrong types, bad

@@ -17,10 +17,10 @@ different colours) and by their normalised class maps (half the squared distance
 ``sigma`` (published 5), rewards class-map changes across colour edges and penalises them
 inside uniform regions, so CAM contours follow the image's edges.
 
-The comparison of seeds with and without HFPL (chapter 7) lives in :mod:`aepsl.hfpl_compare`,
+The comparison of seeds with and without HFPL (chapter 7) lives in :mod:`aepsl.methods.hfpl_compare`,
 so editing it leaves every training stage's code hash as it is. Both losses are switched on
 for a classifier by the CAM recipe parameter ``hfpl`` (see
-:mod:`aepsl.cam`); every erasing round trains with its CAM stage's recipe, so AE + HFPL is
+:mod:`aepsl.methods.cam`); every erasing round trains with its CAM stage's recipe, so AE + HFPL is
 erasing with ``cam_stage`` pointing at a CAM stage trained with ``hfpl: true``.
 """
 from __future__ import annotations

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import dist
 from .artifacts import save_torch
 from .device import pick_device  # noqa: F401  (part of this module's API)
-from .data.transforms import collate
+from ..data.transforms import collate
 
 
 def seed_everything(seed: int) -> None:

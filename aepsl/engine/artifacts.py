@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent   # aepsl/
 REPO_DIR = PACKAGE_DIR.parent
 
 # errors of a write the disk or the folder refused (full, quota, read-only, permissions)
@@ -56,7 +56,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is untouched. Under torchrun
-    only rank 0 writes (see :mod:`aepsl.dist`); a write from another rank is an error.
+    only rank 0 writes (see :mod:`aepsl.engine.dist`); a write from another rank is an error.
     """
     path = Path(path)
     _check_writer(path)

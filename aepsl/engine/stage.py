@@ -14,9 +14,9 @@ values refused), finds the stage folder the config ``writes()``, loads the metri
 stage it ``reads()`` (a missing one is one clear error naming the notebook to run), and forms
 the cache key: the config's hashed fields (as its field metadata declares), the parameter
 hashes of those inputs, the dataset's identity and the hash of the code the stage runs. A
-finished run with that key is returned as it is; otherwise a :class:`~aepsl.artifacts.StageRun`
+finished run with that key is returned as it is; otherwise a :class:`~aepsl.engine.artifacts.StageRun`
 is opened (older results of other parameters moved aside), the body computes, and rank 0 writes
-``metrics.json``. A failure removes what the run created (:func:`~aepsl.artifacts.stage_entry`).
+``metrics.json``. A failure removes what the run created (:func:`~aepsl.engine.artifacts.stage_entry`).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Callable
 from . import dist
 from .artifacts import StageRun, code_hash, is_done, load_metrics, read_json, stage_dir, stage_entry
 from .config import from_params, resolve
-from .data.voc import VOCTree
+from ..data.voc import VOCTree
 
 
 def dataset_identity(tree: VOCTree, split: str = "train") -> str:

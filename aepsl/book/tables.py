@@ -1,16 +1,14 @@
-"""Tables the book shows, built only from saved JSON (metrics.json, benchmark records), and what
-the book measures on saved segmenters: their ranked predictions for its qualitative grids and
-their held-out mIoU under several test-time drop thresholds."""
+"""The tables the book shows, built only from saved JSON (metrics.json files and the benchmark
+records)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from .artifacts import current_metrics_files
-from .psl import DROP_THRESHOLDS  # noqa: F401  (the thresholds each segmenter stage sweeps, for the pages)
+from ..engine.artifacts import current_metrics_files
+from .records import PATH_PARAMETERS, RUNTIME_PARAMETERS, VARIANTS_PROFILE, same_data, shown_path, stage_metrics
 
 
 def calibration_tables(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -33,7 +31,6 @@ def calibration_tables(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                         "best bg threshold": v["best_threshold"], "train s": v["train_seconds"]})
     frame = lambda rows: pd.DataFrame(rows).set_index("setting") if rows else pd.DataFrame()  # noqa: E731
     return frame(clf), frame(ora)
-
 
 
 def book_recipe_table(path: str | Path) -> pd.DataFrame:
@@ -106,7 +103,7 @@ ERASING_RECIPE = ("mine_threshold", "erase_value", "init", "clean_fraction", "ro
 
 def paper_erasing() -> dict:
     """Wei et al.'s erasing recipe: the :data:`ERASING_RECIPE` parameters at their defaults."""
-    from .erasing import ErasingConfig
+    from ..methods.erasing import ErasingConfig
 
     defaults = ErasingConfig()
     return {k: getattr(defaults, k) for k in ERASING_RECIPE}
@@ -214,7 +211,7 @@ ABLATION_STAGES = ("cam", "cam_hfpl", "affinity_cam", "affinity_cam_cut", "pseud
 def _m(root: Path, profile: str, stage: str) -> dict | None:
     if stage not in ABLATION_STAGES and not stage.startswith("erasing/round"):
         raise ValueError(f"the ablation table reads stage {stage!r}: list it in ABLATION_STAGES")
-    from .artifacts import load_metrics
+    from ..engine.artifacts import load_metrics
 
     return load_metrics(Path(root) / profile / stage, profile)   # another profile's folder: an error
 
@@ -343,25 +340,12 @@ def provenance_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame()
 
 
-def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
-    """mIoU of one image over the classes present in its ground truth or its prediction
-    (pixels marked 255 ignored): how a qualitative grid ranks its best and worst cases."""
-    from . import metrics as M
-
-    conf = M.confusion_matrix(pred, gt, num_classes)
-    present = (conf.sum(0) + conf.sum(1)) > 0
-    iou = M.iou_per_class(conf)
-    return float(np.nanmean(iou[present])) if present.any() else float("nan")
-
-
-
-
 def drop_sweep_table(artifacts_root: str | Path, profile: str, stages: list[str]) -> pd.DataFrame:
     """Each segmenter stage's held-out mIoU at every test-time drop threshold, as the stage saved
     it (``metrics.drop_sweep``, computed once with its model): one row per stage, one column per
     threshold, plus the threshold the stage itself uses and what it gains or loses against
     dropping nothing."""
-    from .artifacts import load_metrics
+    from ..engine.artifacts import load_metrics
 
     rows = []
     for stage in stages:
@@ -376,55 +360,6 @@ def drop_sweep_table(artifacts_root: str | Path, profile: str, stages: list[str]
         row["its gain over nothing dropped"] = own - none if own is not None and none is not None else float("nan")
         rows.append(row)
     return pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame()
-
-
-def ranked_predictions(artifacts_root: str | Path, profile: str, stages: list[str], data_root: str | Path,
-                       split: str = "val") -> list[dict]:
-    """Every ``split`` image as each segmenter stage in ``stages`` predicted it at test time (its
-    own ``test_threshold``, no CRF; the PNGs the stage saved in ``eval_pred/``), ranked by the
-    first stage's per-image mIoU, best first: ``[{name, image, gt, preds: {stage: mask},
-    miou: {stage: float}}]``. Nothing is recomputed."""
-    from PIL import Image
-
-    from .data.voc import VOCTree
-
-    tree = VOCTree(data_root)
-    folders = {s: Path(artifacts_root) / profile / s / "eval_pred" for s in stages}
-    for s, folder in folders.items():
-        if not folder.is_dir():
-            raise FileNotFoundError(f"no saved predictions of stage {s!r} in {folder}: rerun its notebook")
-    out = []
-    for name in tree.ids(split):
-        gt = tree.mask(name)
-        preds = {s: np.asarray(Image.open(folder / f"{name}.png")) for s, folder in folders.items()}
-        out.append({"name": name, "image": tree.image(name), "gt": gt, "preds": preds,
-                    "miou": {s: image_miou(p, gt, tree.num_classes) for s, p in preds.items()}})
-    first = stages[0]
-    return sorted(out, key=lambda r: -np.nan_to_num(r["miou"][first], nan=-1.0))
-
-
-# --------------------------------------------------------------------------- what a page shows
-# Parameters that say how a run was computed, not what: left out of a page's parameter table.
-RUNTIME_PARAMETERS = ("device", "eval_batch_size", "num_workers", "torch_compile", "force", "crf_workers")
-PATH_PARAMETERS = ("data_root", "artifacts_root", "fashion_dir", "saliency_dir", "backbone_weights")
-# The profile whose runs hold the variants the default book's prose discusses (same scenes).
-VARIANTS_PROFILE = "extended"
-VARIANTS_COMMAND = "make book PROFILE=extended"
-
-
-def shown_path(path: str | Path) -> str:
-    """A path as a page shows it: relative to the repository root; a path outside the repository
-    as its last two parts after '…/' (one machine's absolute paths mean nothing to a reader)."""
-    from .artifacts import REPO_DIR
-
-    text = str(path)
-    if not text or not Path(text).is_absolute():
-        return text
-    p = Path(text)
-    try:
-        return str(p.resolve().relative_to(REPO_DIR.resolve()))
-    except ValueError:
-        return "…/" + "/".join(p.parts[-2:]) + " (outside the repository)"
 
 
 def parameters_table(params: dict, columns: int = 3):
@@ -455,122 +390,6 @@ def parameters_table(params: dict, columns: int = 3):
             .set_table_styles([{"selector": "caption", "props": "caption-side: top; text-align: left;"},
                                {"selector": "td", "props": "font-size: 0.8em; padding: 1px 6px;"},
                                {"selector": "th", "props": "font-size: 0.8em; padding: 1px 6px;"}]))
-
-
-def stage_metrics(artifacts_root: str | Path, profile: str, stage: str, data_root: str | None = None,
-                  fallback: str | None = VARIANTS_PROFILE) -> tuple[dict | None, str | None]:
-    """``(metrics.json record, profile it came from)`` of ``stage``: this profile's run when it made
-    one, else the ``fallback`` profile's (the variant studies), when that run exists and was made
-    on the same data (``data_root``, when given); else ``(None, None)``."""
-    from .artifacts import load_metrics
-
-    root = Path(artifacts_root)
-    rec = load_metrics(root / profile / stage)
-    if rec is not None:
-        return rec, profile
-    if fallback and fallback != profile:
-        rec = load_metrics(root / fallback / stage)
-        if rec is not None and (data_root is None or same_data(rec, data_root, root / fallback)):
-            return rec, fallback
-    return None, None
-
-
-def same_data(record: dict, data_root: str, folder: Path | None = None) -> bool:
-    """Whether ``record`` (of a stage under the profile folder ``folder``) was made on the data now
-    at ``data_root``: the same folder, and — for generated scenes — the same content (the scene
-    parameters' hash that the profile's CAM stage recorded), so a run on scenes since regenerated
-    with other parameters does not count."""
-    from .artifacts import load_metrics
-    from .config import resolve
-    from .data.voc import VOCTree
-    from .skeleton import dataset_identity
-
-    theirs = (record.get("params") or {}).get("data_root")
-    if theirs is None or resolve(theirs).resolve() != resolve(data_root).resolve():
-        return False
-    cam = load_metrics(folder / "cam") if folder is not None else None
-    made_on = ((cam or {}).get("params") or {}).get("dataset")
-    if made_on is None or not (resolve(data_root) / "dataset.json").exists():
-        return True
-    return made_on == dataset_identity(VOCTree(resolve(data_root)))
-
-
-def drop_note(cost: pd.Series, threshold: float) -> str:
-    """A sentence on PSL's test-time drop at ``threshold``: ``cost`` is each segmenter stage's
-    mIoU with nothing dropped minus its mIoU with the drop (> 0: the drop loses). Changes that
-    round to 0.000 count as none."""
-    hurt, helped = cost[cost >= 0.0005], cost[cost <= -0.0005]
-    same = [s for s in cost.index if s not in hurt.index and s not in helped.index]
-    note = f" Dropping classes below {threshold:g} "
-    if not len(hurt) and not len(helped):
-        return note + "changes no segmenter's mIoU by 0.001 or more."
-    if len(hurt):
-        note += ("costs " + ", ".join(f"{s} {c:.3f}" for s, c in hurt.items())
-                 + " mIoU against dropping nothing (the classification branch misses classes the "
-                 "segmentation head finds)")
-    if len(helped):
-        note += ("; it " if len(hurt) else "") + "gains " + ", ".join(
-            f"{s} {-c:.3f}" for s, c in helped.items()) + " mIoU"
-    if same:
-        note += " and leaves " + ", ".join(same) + (" as it was" if len(same) == 1 else " as they were")
-    return note + "."
-
-
-def crf_turn_note(psl_eval: dict, plus_eval: dict) -> str:
-    """A sentence for the PSL++ page when the dense CRF at test time reverses PSL and PSL++
-    (their ``eval`` records: ``miou`` and ``crf_miou``); '' when it does not or was not run."""
-    a, b = psl_eval.get("crf_miou"), plus_eval.get("crf_miou")
-    if a is None or b is None or b >= a or plus_eval["miou"] <= psl_eval["miou"]:
-        return ""
-    return (f"\n\nWith the CRF at test time the order turns: PSL + CRF scores {a:.3f}, PSL++ + CRF "
-            f"{b:.3f}. PSL++ learned from CRF-refined labels, so the CRF has less left to fix on "
-            f"its predictions (+{b - plus_eval['miou']:.3f}, against +{a - psl_eval['miou']:.3f} "
-            "on PSL's): what PSL++ gains over PSL is mostly what the CRF gives PSL anyway. "
-            "Without a CRF at test time, which is cheaper, PSL++ is the better segmenter.")
-
-
-def seed_runs_note(artifacts_root: str | Path, profile: str, seeds=(1, 2)) -> str:
-    """A sentence on which other training seeds of ``profile`` have been run to the end (a
-    finished ``psl_plus_plus`` stage under ``<profile>_seed<k>``, the profiles of
-    ``benchmarks/designs/<profile>_seed<k>.yaml``)."""
-    done = [k for k in seeds
-            if (Path(artifacts_root) / f"{profile}_seed{k}" / "psl_plus_plus" / "metrics.json").exists()]
-    if not done:
-        return " No other seed has been measured for the book."
-    return (f" Measured: `benchmarks/results.md` has this profile's stages under training "
-            f"seed{'s' if len(done) > 1 else ''} " + " and ".join(map(str, done))
-            + ", one row per seed (" + ", ".join(f"`benchmarks/designs/{profile}_seed{k}.yaml`" for k in done)
-            + ").")
-
-
-def scene_params(data_root: str) -> dict | None:
-    """The generator parameters of the scenes under ``data_root`` (its ``dataset.json``), or
-    None for a tree the scene generator did not write (PASCAL VOC)."""
-    from .config import resolve
-
-    path = resolve(data_root) / "dataset.json"
-    return json.loads(path.read_text()).get("params") if path.exists() else None
-
-
-def source_note(source: str | None, profile: str) -> str:
-    """How a page names where a number came from: '' for its own run, else the variant profile's."""
-    if source is None or source == profile:
-        return ""
-    return f" (measured in the {source!r} profile's run, `artifacts/{source}/`, on the same scenes)"
-
-
-def not_run_note(what: str) -> str:
-    """The one sentence a page says about a variant that no run on its scenes has made."""
-    return (f"{what} is a run of the {VARIANTS_PROFILE!r} profile, not yet made on these scenes: "
-            f"`{VARIANTS_COMMAND}` computes it, and this page then quotes it.")
-
-
-def try_it(parameter: str, change: str, command: str, expect: str) -> str:
-    """The 'Try it' box at the end of a chapter, as MyST Markdown (the book renders Markdown
-    outputs as MyST: ``nb_render_markdown_format``): one parameter, the exact command, what
-    to expect."""
-    return (f"````{{admonition}} Try it: {parameter}\n:class: tip\n{change}\n\n"
-            f"```bash\n{command}\n```\n\n{expect}\n````")
 
 
 def variants_table(artifacts_root: str | Path, profile: str, data_root: str | None = None,
@@ -607,123 +426,3 @@ def affinity_table(artifacts_root: str | Path, profile: str, data_root: str | No
                      "change": m["miou_after"] - m["miou_before"],
                      "uncertain pixels": m["labels"].get("uncertain_fraction"), "measured in": source})
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
-
-
-# --------------------------------------------------------------------------- the intro's figure
-def pipeline_numbers(artifacts_root: str | Path, profile: str) -> dict:
-    """The numbers the intro's pipeline map carries, read from the stages' metrics.json (None
-    where a stage has not run): pseudo-label mIoU on the train split for the seeds, held-out
-    mIoU for the segmenters."""
-    from .artifacts import load_metrics
-
-    root = Path(artifacts_root) / profile
-
-    def get(stage, *keys):
-        rec = load_metrics(root / stage)
-        value = rec
-        for k in ("metrics",) + keys:
-            if not isinstance(value, dict) or k not in value:
-                return None
-            value = value[k]
-        return value
-
-    per = get("pseudo_masks", "per_rounds") or []
-    return {"CAM": get("cam", "seed_miou"), "AE": [p.get("miou") for p in per],
-            "AE segmenter": get("ae_segmenter", "eval", "miou"), "PSL": get("psl", "eval", "miou"),
-            "PSL++": get("psl_plus_plus", "eval", "miou"), "oracle": get("oracle", "eval", "miou"),
-            "CAM + random walk": get("affinity_cam", "miou_after"), "CAM + HFPL": get("cam_hfpl", "seed_miou")}
-
-
-def _num(v) -> str:
-    return "–" if v is None or v != v else f"{v:.3f}"
-
-
-def pipeline_figure(artifacts_root: str | Path, profile: str, path: str | Path | None = None):
-    """The book's pipeline as a map — CAM → erasing rounds → PSL → PSL++, the oracle beside — with
-    each stage's number from its metrics.json ('–' where the stage has not run). Saved as a PNG
-    at ``path`` when given; returns the figure."""
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
-
-    n = pipeline_numbers(artifacts_root, profile)
-    fig, ax = plt.subplots(figsize=(12, 4.6))
-    ax.set_xlim(0, 12)
-    ax.set_ylim(0, 4.6)
-    ax.axis("off")
-
-    def box(x, y, title, value, note, colour, w=1.9, h=1.05, dashed=False, size=13):
-        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.04", fc=colour, ec="0.25",
-                                    lw=1.2, ls="--" if dashed else "-"))
-        ax.text(x + w / 2, y + h - 0.2, title, ha="center", va="center", fontsize=10, weight="bold")
-        ax.text(x + w / 2, y + h / 2 - 0.05, value, ha="center", va="center", fontsize=size)
-        ax.text(x + w / 2, y + 0.14, note, ha="center", va="center", fontsize=7.5, color="0.3")
-        return x, y, w, h
-
-    def arrow(a, b, text=""):
-        (x0, y0, w0, h0), (x1, y1, _, h1) = a, b
-        ax.annotate("", xy=(x1 - 0.08, y1 + h1 / 2), xytext=(x0 + w0 + 0.08, y0 + h0 / 2),
-                    arrowprops=dict(arrowstyle="-|>", color="0.25", lw=1.4))
-        if text:
-            ax.text((x0 + w0 + x1) / 2, y0 + h0 / 2 + 0.14, text, ha="center", va="bottom", fontsize=7.5,
-                    color="0.3")
-
-    ae = n["AE"]
-    ae_text = " → ".join(_num(v) for v in ae) if ae else "–"
-    row = 1.75
-    cam = box(0.1, row, "CAM", _num(n["CAM"]), "seeds, mIoU (train)", "#dbe9f6")
-    rounds = box(3.0, row, f"AE, rounds 1{'–' + str(len(ae)) if len(ae) > 1 else ''} merged", ae_text,
-                 "pseudo masks, mIoU (train)", "#fde9d0", w=2.8, size=11.5)
-    psl = box(6.8, row, "AE + PSL", _num(n["PSL"]), "segmenter, mIoU (held-out)", "#e3f1dc")
-    pp = box(9.8, row, "PSL++", _num(n["PSL++"]), "segmenter, mIoU (held-out)", "#e3f1dc")
-    arrow(cam, rounds, "erase, retrain")
-    arrow(rounds, psl, "learn from S, Ŝ")
-    arrow(psl, pp, "CRF, retrain")
-    box(6.8, 3.2, "AE segmenter", _num(n["AE segmenter"]), "no Ŝ term, mIoU (held-out)", "#f3f3f3",
-        h=1.0, dashed=True)
-    box(9.8, 3.2, "oracle", _num(n["oracle"]), "true masks, mIoU (held-out)", "#eeeeee", h=1.0, dashed=True)
-    box(0.1, 0.2, "CAM + random walk", _num(n["CAM + random walk"]), "seeds, mIoU (train)", "#f1e6f6",
-        w=2.3, h=1.0)
-    box(3.0, 0.2, "CAM + HFPL", _num(n["CAM + HFPL"]), "seeds, mIoU (train)", "#f1e6f6", w=2.0, h=1.0)
-    ax.text(5.35, 0.7, "add-ons on any seeds\n(chapters 6 and 7)", fontsize=8.5, color="0.3", va="center")
-    ax.text(0.1, 4.25, f"profile {profile!r}: each number read from its stage's metrics.json",
-            fontsize=9, color="0.2")
-    ax.text(0.1, 3.95, "'–': the stage has not run", fontsize=8.5, color="0.4")
-    if path is not None:
-        from .artifacts import atomic_path
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-    return fig
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    from .config import ParameterError, load_profile, resolve
-
-    ap = argparse.ArgumentParser(prog="python -m aepsl.report",
-                                 description="Figures the book's prose pages show, drawn from saved metrics.")
-    ap.add_argument("--pipeline-figure", required=True, metavar="PNG",
-                    help="write the intro's pipeline map, with each stage's number, to this PNG")
-    ap.add_argument("--profile", default="default", help="profile name or YAML path whose metrics it reads")
-    args = ap.parse_args(argv)
-    try:
-        common = load_profile(args.profile)["common"]
-    except (ParameterError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    name = str(common.get("profile") or Path(args.profile).stem)
-    pipeline_figure(resolve(common.get("artifacts_root", "artifacts")), name, resolve(args.pipeline_figure))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""What the book's pages show: records read back, tables, sentences, figures, the browser check."""

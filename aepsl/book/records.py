@@ -1,0 +1,135 @@
+"""Reading back what the stages and benchmarks saved, as the pages need it: a stage's record (or the
+variant profile's), whether it was made on these scenes, the scene parameters, saved predictions,
+the numbers of the intro's map; paths as a page shows them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..methods.metrics import image_miou
+
+def ranked_predictions(artifacts_root: str | Path, profile: str, stages: list[str], data_root: str | Path,
+                       split: str = "val") -> list[dict]:
+    """Every ``split`` image as each segmenter stage in ``stages`` predicted it at test time (its
+    own ``test_threshold``, no CRF; the PNGs the stage saved in ``eval_pred/``), ranked by the
+    first stage's per-image mIoU, best first: ``[{name, image, gt, preds: {stage: mask},
+    miou: {stage: float}}]``. Nothing is recomputed."""
+    from PIL import Image
+
+    from ..data.voc import VOCTree
+
+    tree = VOCTree(data_root)
+    folders = {s: Path(artifacts_root) / profile / s / "eval_pred" for s in stages}
+    for s, folder in folders.items():
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no saved predictions of stage {s!r} in {folder}: rerun its notebook")
+    out = []
+    for name in tree.ids(split):
+        gt = tree.mask(name)
+        preds = {s: np.asarray(Image.open(folder / f"{name}.png")) for s, folder in folders.items()}
+        out.append({"name": name, "image": tree.image(name), "gt": gt, "preds": preds,
+                    "miou": {s: image_miou(p, gt, tree.num_classes) for s, p in preds.items()}})
+    first = stages[0]
+    return sorted(out, key=lambda r: -np.nan_to_num(r["miou"][first], nan=-1.0))
+
+
+# Parameters that say how a run was computed, not what: left out of a page's parameter table.
+RUNTIME_PARAMETERS = ("device", "eval_batch_size", "num_workers", "torch_compile", "force", "crf_workers")
+
+
+PATH_PARAMETERS = ("data_root", "artifacts_root", "fashion_dir", "saliency_dir", "backbone_weights")
+
+
+# The profile whose runs hold the variants the default book's prose discusses (same scenes).
+VARIANTS_PROFILE = "extended"
+
+
+VARIANTS_COMMAND = "make book PROFILE=extended"
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as a page shows it: relative to the repository root; a path outside the repository
+    as its last two parts after '…/' (one machine's absolute paths mean nothing to a reader)."""
+    from ..engine.artifacts import REPO_DIR
+
+    text = str(path)
+    if not text or not Path(text).is_absolute():
+        return text
+    p = Path(text)
+    try:
+        return str(p.resolve().relative_to(REPO_DIR.resolve()))
+    except ValueError:
+        return "…/" + "/".join(p.parts[-2:]) + " (outside the repository)"
+
+
+def stage_metrics(artifacts_root: str | Path, profile: str, stage: str, data_root: str | None = None,
+                  fallback: str | None = VARIANTS_PROFILE) -> tuple[dict | None, str | None]:
+    """``(metrics.json record, profile it came from)`` of ``stage``: this profile's run when it made
+    one, else the ``fallback`` profile's (the variant studies), when that run exists and was made
+    on the same data (``data_root``, when given); else ``(None, None)``."""
+    from ..engine.artifacts import load_metrics
+
+    root = Path(artifacts_root)
+    rec = load_metrics(root / profile / stage)
+    if rec is not None:
+        return rec, profile
+    if fallback and fallback != profile:
+        rec = load_metrics(root / fallback / stage)
+        if rec is not None and (data_root is None or same_data(rec, data_root, root / fallback)):
+            return rec, fallback
+    return None, None
+
+
+def same_data(record: dict, data_root: str, folder: Path | None = None) -> bool:
+    """Whether ``record`` (of a stage under the profile folder ``folder``) was made on the data now
+    at ``data_root``: the same folder, and — for generated scenes — the same content (the scene
+    parameters' hash that the profile's CAM stage recorded), so a run on scenes since regenerated
+    with other parameters does not count."""
+    from ..engine.artifacts import load_metrics
+    from ..engine.config import resolve
+    from ..data.voc import VOCTree
+    from ..engine.stage import dataset_identity
+
+    theirs = (record.get("params") or {}).get("data_root")
+    if theirs is None or resolve(theirs).resolve() != resolve(data_root).resolve():
+        return False
+    cam = load_metrics(folder / "cam") if folder is not None else None
+    made_on = ((cam or {}).get("params") or {}).get("dataset")
+    if made_on is None or not (resolve(data_root) / "dataset.json").exists():
+        return True
+    return made_on == dataset_identity(VOCTree(resolve(data_root)))
+
+
+def scene_params(data_root: str) -> dict | None:
+    """The generator parameters of the scenes under ``data_root`` (its ``dataset.json``), or
+    None for a tree the scene generator did not write (PASCAL VOC)."""
+    from ..engine.config import resolve
+
+    path = resolve(data_root) / "dataset.json"
+    return json.loads(path.read_text()).get("params") if path.exists() else None
+
+
+def pipeline_numbers(artifacts_root: str | Path, profile: str) -> dict:
+    """The numbers the intro's pipeline map carries, read from the stages' metrics.json (None
+    where a stage has not run): pseudo-label mIoU on the train split for the seeds, held-out
+    mIoU for the segmenters."""
+    from ..engine.artifacts import load_metrics
+
+    root = Path(artifacts_root) / profile
+
+    def get(stage, *keys):
+        rec = load_metrics(root / stage)
+        value = rec
+        for k in ("metrics",) + keys:
+            if not isinstance(value, dict) or k not in value:
+                return None
+            value = value[k]
+        return value
+
+    per = get("pseudo_masks", "per_rounds") or []
+    return {"CAM": get("cam", "seed_miou"), "AE": [p.get("miou") for p in per],
+            "AE segmenter": get("ae_segmenter", "eval", "miou"), "PSL": get("psl", "eval", "miou"),
+            "PSL++": get("psl_plus_plus", "eval", "miou"), "oracle": get("oracle", "eval", "miou"),
+            "CAM + random walk": get("affinity_cam", "miou_after"), "CAM + HFPL": get("cam_hfpl", "seed_miou")}

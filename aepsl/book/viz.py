@@ -1,0 +1,210 @@
+"""Figure helpers for the notebooks: colour maps, overlays, grids, legends."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data.voc import PALETTE
+from .records import pipeline_numbers
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """HxW class-index mask -> HxWx3 uint8 with the VOC palette (255 = ignore, light grey)."""
+    pal = np.asarray(PALETTE, np.uint8).reshape(256, 3)
+    return pal[mask]
+
+
+def class_colours(classes: list[str]) -> dict[str, tuple[float, float, float]]:
+    pal = np.asarray(PALETTE, np.float32).reshape(256, 3) / 255
+    return {c: tuple(float(v) for v in pal[i]) for i, c in enumerate(classes)}
+
+
+def legend_handles(classes: list[str], include_ignore: bool = True):
+    from matplotlib.patches import Patch
+
+    cols = class_colours(classes)
+    handles = [Patch(facecolor=cols[c], edgecolor="k", label=c) for c in classes]
+    if include_ignore:
+        pal = np.asarray(PALETTE, np.float32).reshape(256, 3) / 255
+        handles.append(Patch(facecolor=tuple(float(v) for v in pal[255]), edgecolor="k", label="ignore (255)"))
+    return handles
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Blend a [0,1] heat map onto an RGB image."""
+    import matplotlib
+
+    colours = matplotlib.colormaps[cmap](np.clip(heat, 0, 1))[..., :3]
+    return ((1 - alpha) * image / 255 + alpha * colours).clip(0, 1)
+
+
+def blend_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Blend a coloured class mask onto an RGB image (background left as the image)."""
+    col = colorize(mask).astype(np.float32) / 255
+    out = image.astype(np.float32) / 255
+    fg = (mask > 0)[..., None]
+    return np.where(fg, (1 - alpha) * out + alpha * col, out).clip(0, 1)
+
+
+def image_grid(rows: list[list[np.ndarray]], titles: list[list[str]] | None = None, size: float = 1.8,
+               row_labels: list[str] | None = None):
+    """A figure showing ``rows`` of images (uint8 or float in [0,1])."""
+    import matplotlib.pyplot as plt
+
+    nr, nc = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(nr, nc, figsize=(size * nc, size * nr), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(nc):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j < len(row) and row[j] is not None:
+                ax.imshow(row[j], interpolation="nearest")
+                if titles and titles[i] and j < len(titles[i]):
+                    ax.set_title(titles[i][j], fontsize=8)
+        if row_labels:
+            axes[i][0].text(-0.05, 0.5, row_labels[i], transform=axes[i][0].transAxes, ha="right",
+                            va="center", fontsize=8, rotation=90)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(conf: np.ndarray, classes: list[str], normalise: bool = True, title: str = ""):
+    """A seaborn heat map of a confusion matrix (rows = ground truth)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    conf = np.asarray(conf, np.float64)
+    if normalise:
+        conf = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(0.55 * len(classes) + 2, 0.5 * len(classes) + 1.5))
+    sns.heatmap(conf, annot=True, fmt=".2f" if normalise else ".0f", cmap="Blues", cbar=False,
+                xticklabels=classes, yticklabels=classes, ax=ax, annot_kws={"fontsize": 7})
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def draw_contours(image: np.ndarray, masks: list[np.ndarray], colours: list[tuple[int, int, int]]) -> np.ndarray:
+    """The image with the region boundaries of each mask drawn in its colour (later masks on top)."""
+    from ..methods.metrics import boundaries
+
+    out = image.copy()
+    for mask, colour in zip(masks, colours):
+        out[boundaries(mask)] = colour
+    return out
+
+
+def page_setup() -> None:
+    """What a page's hidden set-up cell does first: Python warnings stay out of the page (a
+    reader sees figures and numbers, not library deprecation notices)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def integer_ticks(*axes) -> None:
+    """Whole-number ticks on the x-axis of each of ``axes`` (epochs, rounds): a two-epoch curve
+    otherwise gets ticks at 1.2, 1.4, ..."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _num(v) -> str:
+    return "–" if v is None or v != v else f"{v:.3f}"
+
+
+def pipeline_figure(artifacts_root: str | Path, profile: str, path: str | Path | None = None):
+    """The book's pipeline as a map — CAM → erasing rounds → PSL → PSL++, the oracle beside — with
+    each stage's number from its metrics.json ('–' where the stage has not run). Saved as a PNG
+    at ``path`` when given; returns the figure."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    n = pipeline_numbers(artifacts_root, profile)
+    fig, ax = plt.subplots(figsize=(12, 4.6))
+    ax.set_xlim(0, 12)
+    ax.set_ylim(0, 4.6)
+    ax.axis("off")
+
+    def box(x, y, title, value, note, colour, w=1.9, h=1.05, dashed=False, size=13):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.04", fc=colour, ec="0.25",
+                                    lw=1.2, ls="--" if dashed else "-"))
+        ax.text(x + w / 2, y + h - 0.2, title, ha="center", va="center", fontsize=10, weight="bold")
+        ax.text(x + w / 2, y + h / 2 - 0.05, value, ha="center", va="center", fontsize=size)
+        ax.text(x + w / 2, y + 0.14, note, ha="center", va="center", fontsize=7.5, color="0.3")
+        return x, y, w, h
+
+    def arrow(a, b, text=""):
+        (x0, y0, w0, h0), (x1, y1, _, h1) = a, b
+        ax.annotate("", xy=(x1 - 0.08, y1 + h1 / 2), xytext=(x0 + w0 + 0.08, y0 + h0 / 2),
+                    arrowprops=dict(arrowstyle="-|>", color="0.25", lw=1.4))
+        if text:
+            ax.text((x0 + w0 + x1) / 2, y0 + h0 / 2 + 0.14, text, ha="center", va="bottom", fontsize=7.5,
+                    color="0.3")
+
+    ae = n["AE"]
+    ae_text = " → ".join(_num(v) for v in ae) if ae else "–"
+    row = 1.75
+    cam = box(0.1, row, "CAM", _num(n["CAM"]), "seeds, mIoU (train)", "#dbe9f6")
+    rounds = box(3.0, row, f"AE, rounds 1{'–' + str(len(ae)) if len(ae) > 1 else ''} merged", ae_text,
+                 "pseudo masks, mIoU (train)", "#fde9d0", w=2.8, size=11.5)
+    psl = box(6.8, row, "AE + PSL", _num(n["PSL"]), "segmenter, mIoU (held-out)", "#e3f1dc")
+    pp = box(9.8, row, "PSL++", _num(n["PSL++"]), "segmenter, mIoU (held-out)", "#e3f1dc")
+    arrow(cam, rounds, "erase, retrain")
+    arrow(rounds, psl, "learn from S, Ŝ")
+    arrow(psl, pp, "CRF, retrain")
+    box(6.8, 3.2, "AE segmenter", _num(n["AE segmenter"]), "no Ŝ term, mIoU (held-out)", "#f3f3f3",
+        h=1.0, dashed=True)
+    box(9.8, 3.2, "oracle", _num(n["oracle"]), "true masks, mIoU (held-out)", "#eeeeee", h=1.0, dashed=True)
+    box(0.1, 0.2, "CAM + random walk", _num(n["CAM + random walk"]), "seeds, mIoU (train)", "#f1e6f6",
+        w=2.3, h=1.0)
+    box(3.0, 0.2, "CAM + HFPL", _num(n["CAM + HFPL"]), "seeds, mIoU (train)", "#f1e6f6", w=2.0, h=1.0)
+    ax.text(5.35, 0.7, "add-ons on any seeds\n(chapters 6 and 7)", fontsize=8.5, color="0.3", va="center")
+    ax.text(0.1, 4.25, f"profile {profile!r}: each number read from its stage's metrics.json",
+            fontsize=9, color="0.2")
+    ax.text(0.1, 3.95, "'–': the stage has not run", fontsize=8.5, color="0.4")
+    if path is not None:
+        from ..engine.artifacts import atomic_path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from ..engine.config import ParameterError, load_profile, resolve
+
+    ap = argparse.ArgumentParser(prog="python -m aepsl.book.viz",
+                                 description="Figures the book's prose pages show, drawn from saved metrics.")
+    ap.add_argument("--pipeline-figure", required=True, metavar="PNG",
+                    help="write the intro's pipeline map, with each stage's number, to this PNG")
+    ap.add_argument("--profile", default="default", help="profile name or YAML path whose metrics it reads")
+    args = ap.parse_args(argv)
+    try:
+        common = load_profile(args.profile)["common"]
+    except (ParameterError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = str(common.get("profile") or Path(args.profile).stem)
+    pipeline_figure(resolve(common.get("artifacts_root", "artifacts")), name, resolve(args.pipeline_figure))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
