@@ -3,7 +3,8 @@
 #               profile through papermill, build the Jupyter Book (HTML)
 #   make test   set up, run the test suite
 #   make check-book   after `make book`: open every page in headless Chromium, check that every
-#               image loaded and the results table is there, save screenshots
+#               image loaded, the results table is there and no table, figure or output is
+#               wider than the page's column; save screenshots
 # Both are idempotent: the venv is reinstalled only when requirements.txt changes, and
 # stages whose artifacts exist for the same parameters are skipped.
 SHELL := /bin/bash

@@ -182,6 +182,47 @@ def test_check_lists_what_a_reader_must_not_see(small_site):
         bookcheck.check_book(html, toc, screenshot_dir=None)
 
 
+@needs_browser
+def test_check_lists_every_table_image_and_output_wider_than_the_column(small_site):
+    html, toc = small_site
+    column = '<main style="width: 600px; padding: 0 20px">'
+    fits = ('<h1>CAM</h1><table><tr><th>stage</th><th>mIoU</th></tr><tr><td>cam</td><td>0.5</td></tr></table>'
+            '<figure><img src="../_images/fig.png" style="width: 100%"><figcaption>a map</figcaption></figure>'
+            '<div class="cell_output"><div class="output text_html" style="overflow-x: auto">'
+            '<table style="width: 100%"><tr><td>a long cell that wraps inside the column as it should</td></tr>'
+            '</table></div></div>')
+    _page(html / "notebooks" / "01_cam.html", column + fits + '</main>')
+    report = bookcheck.check_book(html, toc, screenshot_dir=None)
+    assert report["problems"] == []
+    assert report["pages"][1]["column_px"] == 600
+    _page(html / "notebooks" / "01_cam.html", column + fits
+          # a table in a scrolling wrapper: the wrapper fits, the table does not
+          + '<div class="cell_output"><div class="output text_html" style="overflow-x: auto">'
+            '<table style="width: 900px"><tr><th>round</th><th>mIoU</th></tr></table></div></div>'
+          + '<img src="../_images/fig.png" style="width: 800px">'                      # a wide image
+          + '<figure style="width: 700px"><img src="../_images/fig.png"></figure>'   # a wide figure, once
+          # an output with no table or code line that scrolls sideways
+          + '<div class="cell_output"><div class="output text_plain" style="overflow-x: auto; white-space: nowrap">'
+          + "word " * 200 + '</div></div></main>')
+    with pytest.raises(bookcheck.BookCheckError) as err:
+        bookcheck.check_book(html, toc, screenshot_dir=None)
+    message = str(err.value)
+    assert "notebooks/01_cam: table 3 is 900 px wide, the column 600 px: 'round" in message
+    assert "notebooks/01_cam: image 2 is 800 px wide, the column 600 px" in message
+    assert "notebooks/01_cam: figure 2 is 700 px wide, the column 600 px" in message
+    assert "notebooks/01_cam: output 3 is " in message and "output 3 is 600 px" not in message
+    assert "4 problem(s)" in message   # the figure's image and the table's output are not counted again
+    assert "table 1 " not in message and "table 2 " not in message and "image 1 " not in message
+
+
+def test_width_problems_reads_like_the_report():
+    widths = {"column": 700, "wide": [{"kind": "table", "n": 2, "width": 912, "column": 700, "text": "round\tmIoU\nx"},
+                                      {"kind": "image", "n": 1, "width": 800, "column": 700, "text": ""}]}
+    assert bookcheck.width_problems(widths) == ["table 2 is 912 px wide, the column 700 px: 'round\\tmIoU'",
+                                                "image 1 is 800 px wide, the column 700 px"]
+    assert bookcheck.width_problems({"column": 700, "wide": []}) == []
+
+
 def test_text_problems():
     assert bookcheck.text_problems("mIoU 0.5 (50% | 60%), warnings: none, artifacts/default/x") == []
     found = bookcheck.text_problems("UserWarning: x\n 10%|█ | 1/10 [00:01<00:09, 1.0it/s]\nat /home/a/b")

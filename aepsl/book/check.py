@@ -13,7 +13,9 @@ driven through selenium), waits until every ``<img>`` has loaded or failed, and 
   warning (``Warning:``), no stderr output box, no absolute path of one machine (``/tmp/``,
   ``/work/``, ``/home/``, ``/root/`` ...), and no code or output line wider than its box (a
   ``<pre>`` whose scrollWidth exceeds its clientWidth, folded code included: it is measured
-  as it would show unfolded).
+  as it would show unfolded);
+* everything fits the content column: no table, image or figure wider than the column, and no
+  code cell's output that scrolls sideways ("page X: table N is W px wide, the column C px").
 
 It saves a full-page screenshot of every page, and ``report.json``, to
 ``book/_build/screenshots/``. A failed check lists every broken page and image.
@@ -80,6 +82,54 @@ return Array.from(document.querySelectorAll('table')).map(t => ({
     text: t.innerText.slice(0, 2000), rows: t.querySelectorAll('tbody tr').length}));
 """
 
+# Widths: every table, image and figure of the page's content column, and every code cell's
+# output that scrolls sideways, against the column's width (its content box). A table in a
+# scrolling wrapper is measured at its full width: a reader sees only part of it at a time.
+# Folded cells (<details>) are opened first, so they are measured as they show unfolded.
+_WIDTHS_JS = """
+const column = document.querySelector('article.bd-article') || document.querySelector('[role="main"]')
+    || document.querySelector('main') || document.body;
+document.querySelectorAll('details').forEach(d => { d.open = true; });
+const style = getComputedStyle(column);
+const box = column.getBoundingClientRect();
+const left = box.left + parseFloat(style.paddingLeft) + parseFloat(style.borderLeftWidth);
+const width = column.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+const right = left + width;
+const shown = el => el.getClientRects().length > 0;
+const wide = [];
+const counts = {table: 0, image: 0, figure: 0, output: 0};
+const measured = new Set();
+for (const el of column.querySelectorAll('table, img, figure')) {
+    const kind = el.tagName === 'IMG' ? 'image' : el.tagName.toLowerCase();
+    if (kind === 'table' && el.parentElement.closest('table')) continue;   // a table inside a table: its outer one
+    counts[kind] += 1;
+    if (!shown(el) || Array.from(measured).some(m => m.contains(el))) continue;   // an image of a wide figure: the figure
+    const r = el.getBoundingClientRect();
+    const w = Math.max(r.width, el.scrollWidth);
+    if (w > width + 1 || r.right > right + 1 || r.left < left - 1) {
+        wide.push({kind: kind, n: counts[kind], width: Math.round(w), column: Math.round(width),
+                   text: (el.innerText || el.getAttribute('src') || '').trim().slice(0, 60)});
+        measured.add(el);
+    }
+}
+for (const out of column.querySelectorAll('.cell_output .output')) {
+    counts.output += 1;
+    if (!shown(out) || out.tagName === 'PRE' || out.querySelector('pre')) continue;   // code lines: the <pre> check
+    if (Array.from(measured).some(el => out.contains(el))) continue;                 // reported as its table or image
+    if (out.scrollWidth > out.clientWidth + 1 || out.getBoundingClientRect().right > right + 1) {
+        wide.push({kind: 'output', n: counts.output, width: Math.round(Math.max(out.scrollWidth, out.getBoundingClientRect().width)),
+                   column: Math.round(width), text: out.innerText.trim().slice(0, 60)});
+    }
+}
+return {column: Math.round(width), wide: wide};
+"""
+
+
+def width_problems(widths: dict) -> list[str]:
+    """One line per table, image, figure or output wider than the content column."""
+    return [f"{w['kind']} {w['n']} is {w['width']} px wide, the column {w['column']} px"
+            + (f": {w['text'].splitlines()[0]!r}" if w.get("text") else "") for w in widths["wide"]]
+
 
 # what a reader must not see in a page's text (the rendered text, as innerText gives it)
 DIRTY_TEXT = (
@@ -131,6 +181,7 @@ class PageResult:
     broken_images: list = field(default_factory=list)
     missing_files: list = field(default_factory=list)
     tables: int = 0
+    column_px: int = 0
     screenshot: str = ""
     problems: list = field(default_factory=list)
 
@@ -255,6 +306,9 @@ def check_page(chrome, html_dir: Path, page: str, screenshot_dir: Path | None,
         shot = screenshot_dir / (page.replace("/", "-") + ".png")
         _screenshot(chrome, shot)
         result.screenshot = str(shot)
+    widths = chrome.execute_script(_WIDTHS_JS)   # after the screenshot: it unfolds folded cells
+    result.column_px = widths["column"]
+    result.problems += width_problems(widths)
     return result
 
 
