@@ -1,7 +1,8 @@
-"""Does an erasing round's classifier recognise the items' bodies? (issue 16; a benchmark, not a test)
+"""Does an erasing round's classifier recognise the items' bodies? (a benchmark, not a test)
 
     .venv/bin/python benchmarks/body_recognition.py --profile default benchmarks/designs/default_seed1.yaml
     # -> benchmarks/body_recognition.json (one entry per profile, replaced when rerun)
+    .venv/bin/python benchmarks/body_recognition.py --profile quick --dry-run   # the plan; scores nothing
 
 For each finished round of a profile's ``erasing`` stage (round 1: the CAM stage's classifier),
 the classifier's mAP on the held-out (val) scenes twice: as they are (the round's own
@@ -55,6 +56,19 @@ class DiscsErased(torch.utils.data.Dataset):
         return sample
 
 
+def plan(profile: str) -> dict:
+    """What :func:`measure` would score for ``profile``: its name, scenes and finished rounds."""
+    common = load_profile(profile)["common"]
+    name = common["profile"]
+    root = resolve(common.get("artifacts_root", "artifacts"))
+    rounds, k = [], 1
+    while load_metrics(stage_dir(root, name, "erasing") / f"round{k}") is not None:
+        rounds.append(k)
+        k += 1
+    return {"profile": name, "scenes": resolve(common["data_root"]), "erasing": stage_dir(root, name, "erasing"),
+            "rounds": rounds}
+
+
 def measure(profile: str, split: str = "val") -> dict:
     common = load_profile(profile)["common"]
     name = common["profile"]
@@ -81,7 +95,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", nargs="+", default=["default"],
                     help="profiles: names (notebooks/params/<name>.yaml) or YAML paths (benchmarks/designs/*.yaml)")
+    ap.add_argument("--dry-run", action="store_true", help="print the finished rounds each profile has; score nothing")
     args = ap.parse_args()
+    if args.dry_run:
+        for profile in args.profile:
+            p = plan(profile)
+            scenes = "there" if p["scenes"].is_dir() else "not there"
+            print(f"{p['profile']}: scenes {p['scenes']} ({scenes}); finished erasing rounds under "
+                  f"{p['erasing']}: {p['rounds'] or 'none (run the erasing stage first)'}")
+        return 0
     record = read_json(OUT) if OUT.exists() else {}
     for profile in args.profile:
         entry = measure(profile)

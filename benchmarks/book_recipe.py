@@ -3,6 +3,7 @@ scenes, with their cost, so the data chapter can show why the book trains what i
 
     .venv/bin/python benchmarks/book_recipe.py                  # train each candidate (minutes each)
     .venv/bin/python benchmarks/book_recipe.py --reuse DIR      # record finished runs found in DIR
+    .venv/bin/python benchmarks/book_recipe.py --dry-run        # the plan: what would be trained or read
 
 Each candidate is one run of the CAM stage (aepsl.methods.cam.run) on the default scenes with 1,000
 training images, under artifacts/book-recipe/ (or found finished in DIR: any folder holding
@@ -22,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from aepsl.data import stage as data_stage  # noqa: E402
 from aepsl.engine.artifacts import read_json, write_json  # noqa: E402
+from aepsl.methods import cam  # noqa: E402
 
 # name -> CAM parameters changed from the stage's defaults (1,000 scenes, AdamW)
 CANDIDATES = {
@@ -71,7 +74,21 @@ def main() -> int:
                     help="a whole default-profile run to record the segmenter rows of: LABEL=its artifacts/<profile> "
                          "folder (the segmenter recipe is chosen from full runs, each ~12 minutes)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "book_recipe.json"))
+    ap.add_argument("--dry-run", action="store_true", help="print what would be trained or read; train nothing")
     args = ap.parse_args()
+    if args.dry_run:
+        if args.baseline:
+            print(f"baseline: {args.baseline} ({'there' if Path(args.baseline).is_file() else 'not there'})")
+        for order, (name, params) in enumerate(CANDIDATES.items(), start=1):
+            found = Path(args.reuse) / REUSED_STAGES[name] / "metrics.json" if args.reuse else None
+            how = f"read {found}" if found is not None and found.is_file() else \
+                f"train the CAM stage {REUSED_STAGES[name]} with {params}"
+            print(f"{order}. {name}: {how}")
+        for item in args.segmenters:
+            label, folder = item.split("=", 1)
+            missing = [s for s in SEGMENTERS if not (Path(folder) / s / "metrics.json").is_file()]
+            print(f"segmenters {label}: {folder}" + (f" (missing: {', '.join(missing)})" if missing else ""))
+        return 0
     out = {"_command": "python benchmarks/book_recipe.py" + (" --reuse DIR" if args.reuse else "")
                        + (" --segmenters " + " ".join(f"'{s.split('=')[0]}=DIR'" for s in args.segmenters)
                           if args.segmenters else ""),
@@ -83,9 +100,6 @@ def main() -> int:
         if found is not None and found.exists():
             out[name] = entry(read_json(found), order, "reused (a finished run with these parameters)")
             continue
-        from aepsl.methods import cam
-        from aepsl.data import stage as data_stage
-
         common = {"profile": "book-recipe", "seed": 0, "device": "cpu", "artifacts_root": "artifacts",
                   "data_root": "data/scenes-book-recipe"}
         data_stage.run(dict(common), progress=False)

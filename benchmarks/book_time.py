@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/book_time.py                   # default profile
     .venv/bin/python benchmarks/book_time.py --profile extended
+    .venv/bin/python benchmarks/book_time.py --profile quick --dry-run   # the plan; moves and runs nothing
 
 The profile's artifact folder (artifacts/<profile>) and its generated scenes (its data_root, when
 the data stage generates them) are moved aside first (to `<folder>.before-book-time`, replacing an
@@ -88,15 +89,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
     ap.add_argument("--record", default=str(ROOT / "benchmarks" / "book_time.json"))
+    ap.add_argument("--dry-run", action="store_true", help="print what would be moved aside and run; do nothing")
     args = ap.parse_args()
     data = load_profile(args.profile)
     common = data["common"]
     art = resolve(common.get("artifacts_root", "artifacts")) / common["profile"]
-    _aside(art)
     source = ((data["notebooks"].get("00_data") or {}).get("source") or "fashion")
-    if source != "voc":   # generated scenes: generating them is part of the book's work
-        _aside(resolve(common.get("data_root", "data/scenes-default")))
+    # generated scenes: generating them is part of the book's work
+    aside = [art] + ([resolve(common.get("data_root", "data/scenes-default"))] if source != "voc" else [])
     command = f"make book PROFILE={args.profile}"
+    if args.dry_run:
+        for path in aside:
+            print(f"move aside: {path}" + ("" if path.exists() else " (not there)"))
+        print(f"time: {command}, then the reference workload; record in {args.record}")
+        return 0
+    for path in aside:
+        _aside(path)
     reference_before = reference_seconds()
     load_before = round(os.getloadavg()[0], 2)
     t0 = time.time()

@@ -6,6 +6,7 @@ time into ``benchmarks/calibration.json``; the data chapter reads that file.
 
     .venv/bin/python benchmarks/calibrate.py                 # every setting (about 25 min, 2 cores)
     .venv/bin/python benchmarks/calibrate.py --only lite0    # settings whose name contains 'lite0'
+    .venv/bin/python benchmarks/calibrate.py --dry-run       # the settings; trains nothing
 """
 from __future__ import annotations
 
@@ -107,11 +108,18 @@ def oracle(root: Path, epochs: int, lr: float, head: str = "1x1", dilation: int 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="", help="run the settings whose name contains this")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "calibration.json"))
-    ap.add_argument("--work", default="/tmp/aepsl-calibration")
+    ap.add_argument("--work", default="/tmp/aepsl-calibration", help="where the scenes and runs go")
+    ap.add_argument("--dry-run", action="store_true", help="print the settings that would run; train nothing")
     args = ap.parse_args()
+    if args.dry_run:
+        for name, ds, params in SETTINGS + ORACLES:
+            if not args.only or args.only in name:
+                SceneConfig(data_root=str(Path(args.work) / ds), n_test=0, **DATASETS[ds])   # the scenes' parameters are valid
+                print(f"{name}: scenes {ds} ({DATASETS[ds]['n_train']} training images), {params}")
+        return
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     for name, ds, overrides in SETTINGS:

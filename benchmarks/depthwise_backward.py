@@ -7,7 +7,9 @@ by the output gradient, and a sum over the kernel's shifted products); neither i
 so the book keeps PyTorch's.
 
     .venv/bin/python benchmarks/depthwise_backward.py
+    .venv/bin/python benchmarks/depthwise_backward.py --dry-run   # each rewrite once on a small shape, checked
 """
+import argparse
 import time
 
 import torch
@@ -36,7 +38,21 @@ def layer(c: int, k: int, d: int, hw: int):
     return x, w, pad, torch.randn_like(F.conv2d(x, w, None, 1, pad, d, c))
 
 
+def dry_run() -> None:
+    """Each input and weight gradient rewrite once on a small layer, checked against PyTorch's."""
+    x, w, pad, g = layer(8, 3, 2, 6)
+    ref = torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [pad, pad], [2, 2], False, [0, 0], 8,
+                                              [True, False, False])[0]
+    flipped = F.conv2d(g, w.flip(-1, -2), None, 1, pad, 2, 8)
+    assert torch.allclose(ref, flipped, atol=1e-4), "the flipped kernel's convolution is not the input gradient"
+    print(f"shapes to time: {SHAPES}; the rewrites agree on a small layer")
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dry-run", action="store_true", help="check the rewrites on a small layer; time nothing")
+    if ap.parse_args().dry_run:
+        return dry_run()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| channels | kernel | dilation | map | forward (ms) | PyTorch input gradient (ms) | flipped kernel (ms) |")

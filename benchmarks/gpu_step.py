@@ -159,11 +159,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--small", action="store_true", help="smoke test: small CNN, 64 px, 2 steps (any device)")
     ap.add_argument("--out", default=str(HERE / "gpu_results.md"))
     ap.add_argument("--no-record", action="store_true", help="print only")
+    ap.add_argument("--dry-run", action="store_true", help="print the device and settings; time nothing")
     args = ap.parse_args(argv)
     if args.small:
         args.backbone, args.width, args.batch, args.size = "small", 8, 4, 64
         args.cam_batch, args.steps, args.warmup = 2, 2, 1
     device = pick_device(args.device)
+    if args.dry_run:
+        plan = {k: v for k, v in vars(args).items() if k != "dry_run"}
+        print(json.dumps({"device": device_name(device), **plan}))
+        return plan
     images, labels = _batch(args.batch, args.size, device)
     fp32 = plain_fp32_step_time(args, device, images, labels)
     ours, model = our_step_time(args, device, images, labels)

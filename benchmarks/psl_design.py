@@ -1,4 +1,4 @@
-"""Segmenter designs tried for issue 16 (PSL's online map Ŝ, its warm-up, the branch), recorded.
+"""Segmenter designs tried for the default (PSL's online map Ŝ, its warm-up, the branch), recorded.
 
 Each design is a stage profile whose 04_psl / 05_psl_plus_plus runs train segmenters beside a
 profile's AE masks (``python -m aepsl.stages --profile FILE --only 04_psl 05_psl_plus_plus``);
@@ -76,7 +76,17 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="record only these stages")
     ap.add_argument("--design", help="record under this name (without it: print only)")
     ap.add_argument("--note", default="", help="what the design changes, one line")
+    ap.add_argument("--dry-run", action="store_true", help="list the profile's segmenter runs and which are finished")
     args = ap.parse_args()
+    if args.dry_run:
+        common = load_profile(args.profile)["common"]
+        root = resolve(common.get("artifacts_root", "artifacts"))
+        for run in plan(args.profile):
+            if run.entry.notebook in NOTEBOOKS and (not args.only or run.config.stage in args.only):
+                folder = stage_dir(root, common["profile"], run.config.stage)
+                print(f"{run.entry.notebook} {run.config.stage}: {folder} "
+                      f"({'finished' if load_metrics(folder) else 'not finished'})")
+        return 0
     entries = summarise(args.profile, args.only)
     for e in entries:
         print(f"{e['profile']}/{e['stage']}: seed {e['seed']} mIoU {e['miou']} (nothing dropped "

@@ -1,6 +1,7 @@
 """Peak memory of the random walk at 512x512 input on CPU (a benchmark, not a test).
 
     .venv/bin/python benchmarks/randomwalk_memory.py     # -> benchmarks/randomwalk_memory.json
+    .venv/bin/python benchmarks/randomwalk_memory.py --dry-run   # each case once at 64x64; records nothing
 
 Each case runs in a fresh subprocess and reports the growth of the process's peak resident
 memory (ru_maxrss) over its resident memory just before the measured step, so the Python
@@ -14,6 +15,7 @@ interpreter, torch and the inputs are not counted:
 """
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import subprocess
@@ -63,10 +65,21 @@ def run_case(size: int, dense: bool) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+CASES = [("walk_512", 512, False), ("dense_512", 512, True), ("walk_1024", 1024, False)]
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dry-run", action="store_true", help="run each kind of walk once at 64x64; record nothing")
+    if ap.parse_args().dry_run:
+        for name, size, dense in CASES:
+            print(f"{name}: {size}x{size}, {'dense' if dense else 'banded'}")
+        for dense in (False, True):   # each kind of walk once, small
+            print(f"{'dense' if dense else 'banded'} at 64x64:", run_case(64, dense), flush=True)
+        return
     results = {"command": "python benchmarks/randomwalk_memory.py", "machine": f"{platform.machine()}, CPU, 1 thread",
                "date": time.strftime("%Y-%m-%d"), "cases": {}}
-    for name, size, dense in [("walk_512", 512, False), ("dense_512", 512, True), ("walk_1024", 1024, False)]:
+    for name, size, dense in CASES:
         results["cases"][name] = {"input": f"{size}x{size}", "method": "dense" if dense else "banded",
                                   **run_case(size, dense)}
         print(name, results["cases"][name], flush=True)

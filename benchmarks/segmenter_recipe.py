@@ -4,7 +4,8 @@ Trains the fully supervised oracle (the ``04_oracle`` run of notebook 04_psl: th
 segmenter on the true masks) with other heads and epoch counts, on the default profile's
 scenes, and records the held-out mIoU with and without the dense CRF into
 ``benchmarks/segmenter_recipe.json``; the data chapter reads that file. Every saved model is
-also scored with PSL's test-time drop at 0.5 and with nothing dropped (``report.drop_sweep``):
+also scored with PSL's test-time drop at 0.5 and with nothing dropped, as its stage saved them
+(``metrics.drop_sweep``: the held-out mIoU at every drop threshold, computed once with the model):
 the runs before the book's own were made with the drop, the book's oracle drops nothing.
 
 Each setting is a real stage run, ``artifacts/segmenter-recipe/default/oracle_<name>/`` (the
@@ -13,10 +14,12 @@ computed for the current code and parameters is read back instead of trained aga
 
     .venv/bin/python benchmarks/segmenter_recipe.py                  # every setting (~50 min on 2 cores)
     .venv/bin/python benchmarks/segmenter_recipe.py --only stride4    # names containing 'stride4'
+    .venv/bin/python benchmarks/segmenter_recipe.py --dry-run         # the plan: settings, folders, runs found
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -27,17 +30,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl.book import tables  # noqa: E402
-
-from aepsl.methods import psl
+from aepsl.methods import psl  # noqa: E402
 from aepsl.engine.artifacts import load_metrics, stage_dir, write_json  # noqa: E402
-from aepsl.engine.config import resolve, stage_params  # noqa: E402
+from aepsl.engine.config import notebook_runs, resolve, stage_params  # noqa: E402
 from aepsl.methods.cam import dataset_identity  # noqa: E402
 from aepsl.data.voc import VOCTree  # noqa: E402
 from aepsl.methods.psl import PSLConfig  # noqa: E402
 
 RECIPE_ROOT = "artifacts/segmenter-recipe"   # settings other than the book's: <root>/default/oracle_<name>/
-ORACLE_RUN = 2   # the third run of 04_psl in default.yaml: the oracle
 BEFORE = dict(weight_decay=0.0001, scale_range=[0.9, 1.1])   # the recipe the first book used
 BOOK = dict(decoder="stride4", epochs=12, weight_decay=0.01, scale_range=[0.7, 1.3])
 AS_RUN = dict(test_threshold=0.5)   # these runs dropped unconfident classes at test time (PSL's rule)
@@ -94,8 +94,26 @@ def train_fit(params: dict, n: int = 300) -> float:
     return M.segmentation_scores(meter.matrix, tree.classes)["miou"]
 
 
+def oracle_run(profile: str = "default") -> int:
+    """The index of the oracle among the profile's runs of 04_psl (the run whose stage is ``oracle``)."""
+    runs = notebook_runs(profile, "04_psl")
+    found = [i for i, run in enumerate(runs) if run.get("stage") == "oracle"]
+    if not found:
+        raise KeyError(f"the {profile} profile has no oracle run of 04_psl (stage: oracle)")
+    return found[0]
+
+
+def book_oracle_params() -> dict:
+    """The book's oracle run, every PSLConfig parameter spelled out (its defaults where the
+    profile states nothing)."""
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(PSLConfig)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    return {**defaults, **stage_params("default", "04_psl", oracle_run())}
+
+
 def setting_params(name: str, overrides: dict) -> dict:
-    book = stage_params("default", "04_psl", ORACLE_RUN)
+    book = book_oracle_params()
     params = {**book, **overrides}
     if all(book[k] == v for k, v in overrides.items()):
         return params                       # the book's own recipe: its own stage folder
@@ -104,44 +122,78 @@ def setting_params(name: str, overrides: dict) -> dict:
             "stage": "oracle_" + name.replace("/", "_").replace(".", "").replace("-", "_").replace(" ", "")}
 
 
-def main() -> None:
+def _at(table: dict, threshold: float):
+    """A drop sweep's value at ``threshold`` (its keys are strings, as JSON keeps them)."""
+    value = {float(t): v for t, v in table.items()}.get(float(threshold))
+    if value is None:
+        raise KeyError(f"the stage's drop sweep has no threshold {threshold} (it has {sorted(table)})")
+    return value
+
+
+def result_row(order: int, params: dict, rec: dict, threads: int, train_miou: float) -> dict:
+    """The record of one setting from its stage's metrics.json: held-out mIoU as the stage scored
+    it, at PSL's drop 0.5 and with nothing dropped (``metrics.drop_sweep``, saved by the stage),
+    with the CRF, and ``train_miou`` on 300 training images."""
+    m = rec["metrics"]["eval"]
+    sweep = rec["metrics"].get("drop_sweep")
+    if not sweep:
+        raise KeyError(f"{params['stage']}: its metrics.json has no drop_sweep (a run of older code: "
+                       "rerun the setting without --reuse)")
+    return {"order": order, "stage": params["stage"], "decoder": params["decoder"], "epochs": params["epochs"],
+            "lr": params["lr"], "weight_decay": params["weight_decay"],
+            "scale_range": params["scale_range"], "threads": threads,
+            "test_threshold": params["test_threshold"], "val_miou": round(m["miou"], 4),
+            "val_miou_drop05": round(_at(sweep["miou"], 0.5), 4), "val_miou_nodrop": round(_at(sweep["miou"], 0.0), 4),
+            "true_classes_dropped_05": round(_at(sweep["dropped_true"], 0.5), 4),
+            "train_miou_300": round(train_miou, 4),
+            "val_miou_crf": round(m["crf_miou"], 4) if "crf_miou" in m else None,
+            "fg_precision": round(m["scores"]["fg_precision"], 4),
+            "fg_recall": round(m["scores"]["fg_recall"], 4),
+            "iou": {k: round(v, 4) for k, v in m["scores"]["iou"].items()},
+            "train_seconds": rec["timings_s"]["train"],
+            "code_hash": rec["code_hash"], "git_revision": rec["git_revision"]}
+
+
+def dry_run(settings: list) -> int:
+    """Print the plan (each setting's stage folder and whether a finished run is there); train nothing."""
+    data_root = resolve(book_oracle_params()["data_root"])
+    print(f"scenes: {data_root} ({'there' if Path(data_root).is_dir() else 'not there: `make book` makes them'})")
+    for order, (name, overrides, threads) in settings:
+        params = setting_params(name, overrides)
+        folder = stage_dir(resolve(params["artifacts_root"]), params["profile"], params["stage"])
+        rec = load_metrics(folder)
+        state = "finished for the current code and parameters" if rec else "to train"
+        print(f"{order}. {name}: {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}, "
+              f"{threads or torch.get_num_threads()} thread(s), {state}")
+    return 0
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="", help="run the settings whose name contains this")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "segmenter_recipe.json"))
     ap.add_argument("--reuse", action="store_true",
                     help="take a setting's finished run made under an earlier code revision instead of training it again")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and what is already computed; train nothing")
     args = ap.parse_args()
+    chosen = [(order, s) for order, s in enumerate(SETTINGS) if not args.only or args.only in s[0]]
+    if args.dry_run:
+        return dry_run(chosen)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     default_threads = torch.get_num_threads()
-    for order, (name, overrides, threads) in enumerate(SETTINGS):
-        if args.only and args.only not in name:
-            continue
+    for order, (name, overrides, threads) in chosen:
         params = setting_params(name, overrides)
         torch.set_num_threads(threads or default_threads)
         rec = (earlier_run(params) if args.reuse else None) or psl.run(params)
         torch.set_num_threads(default_threads)
-        m = rec["metrics"]["eval"]
-        folder = stage_dir(resolve(params["artifacts_root"]), params["profile"], params["stage"])
-        sweep = report.drop_sweep(folder, resolve(params["data_root"]), params["eval_split"], thresholds=(0.0, 0.5))
-        results[name] = {"order": order, "stage": params["stage"], "decoder": params["decoder"], "epochs": params["epochs"],
-                         "lr": params["lr"], "weight_decay": params["weight_decay"],
-                         "scale_range": params["scale_range"], "threads": threads or default_threads,
-                         "test_threshold": params["test_threshold"], "val_miou": round(m["miou"], 4),
-                         "val_miou_drop05": round(sweep["miou"][0.5], 4), "val_miou_nodrop": round(sweep["miou"][0.0], 4),
-                         "true_classes_dropped_05": round(sweep["dropped_true"][0.5], 4),
-                         "train_miou_300": round(train_fit(params), 4),
-                         "val_miou_crf": round(m["crf_miou"], 4) if "crf_miou" in m else None,
-                         "fg_precision": round(m["scores"]["fg_precision"], 4),
-                         "fg_recall": round(m["scores"]["fg_recall"], 4),
-                         "iou": {k: round(v, 4) for k, v in m["scores"]["iou"].items()},
-                         "train_seconds": rec["timings_s"]["train"],
-                         "code_hash": rec["code_hash"], "git_revision": rec["git_revision"]}
+        results[name] = result_row(order, params, rec, threads or default_threads, train_fit(params))
         print(name, json.dumps(results[name]), flush=True)
         results["_machine"] = {"cpus": default_threads, "python": platform.python_version(),
                                "torch": torch.__version__, "command": "python benchmarks/segmenter_recipe.py"}
         write_json(out, results)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Every benchmark and study script runs: ``--help`` for each ``benchmarks/*.py`` (a glob, so a new
+or renamed script is covered), and ``--dry-run`` on the quick profile where the script has one
+(it checks its inputs and prints its plan; it trains and records nothing). A function renamed
+in the package then fails here, not in a reader's hands."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from aepsl.engine.artifacts import REPO_DIR
+
+BENCHMARKS = REPO_DIR / "benchmarks"
+SCRIPTS = sorted(BENCHMARKS.glob("*.py"))
+
+
+def _run(script, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_DIR)
+
+
+def _records() -> dict:
+    """The benchmark folder's files and their modification times (a dry run writes none)."""
+    return {p.name: p.stat().st_mtime_ns for p in BENCHMARKS.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_scripts_are_found():
+    names = {p.name for p in SCRIPTS}
+    assert {"segmenter_recipe.py", "calibrate.py", "gpu_step.py", "book_time.py"} <= names
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_script_help_and_dry_run(script):
+    helped = _run(script, "--help")
+    assert helped.returncode == 0, f"{script.name} --help failed:\n{helped.stderr[-3000:]}"
+    assert helped.stdout.startswith("usage:"), helped.stdout[:500]
+    if "--dry-run" not in helped.stdout:
+        return
+    args = ["--dry-run"] + (["--profile", "quick"] if "--profile" in helped.stdout else [])
+    before = _records()
+    dry = _run(script, *args)
+    assert dry.returncode == 0, f"{script.name} {' '.join(args)} failed:\n{dry.stdout[-2000:]}\n{dry.stderr[-3000:]}"
+    assert dry.stdout.strip(), f"{script.name} --dry-run printed no plan"
+    assert _records() == before, f"{script.name} --dry-run wrote to benchmarks/"
+
+
+def test_every_script_that_trains_or_times_has_a_dry_run():
+    no_dry_run = {"erasing_design.py", "record_results.py", "crf_label_guard.py"}   # they only read saved records
+    for script in SCRIPTS:
+        if script.name not in no_dry_run:
+            assert "--dry-run" in script.read_text(), f"{script.name} has no --dry-run"
+
+
+# --------------------------------------------------------------------------- segmenter_recipe.py
+def test_segmenter_recipe_plans_every_setting_on_the_book_oracle():
+    recipe = _module("segmenter_recipe")
+    book = recipe.book_oracle_params()
+    assert book["stage"] == "oracle" and book["labels"] == "ground_truth"
+    for name, overrides, _ in recipe.SETTINGS:
+        params = recipe.setting_params(name, overrides)
+        assert all(params[k] == v for k, v in overrides.items())
+        if params["stage"] != "oracle":   # a setting apart from the book's: its own folder
+            assert params["artifacts_root"] == recipe.RECIPE_ROOT and params["stage"].startswith("oracle_")
+    stages = [recipe.setting_params(n, o)["stage"] for n, o, _ in recipe.SETTINGS]
+    assert len(set(stages)) == len(stages)
+
+
+def test_segmenter_recipe_reads_the_drop_sweep_the_stage_saved():
+    recipe = _module("segmenter_recipe")
+    params = recipe.setting_params(*recipe.SETTINGS[0][:2])
+    scores = {"fg_precision": 0.81234, "fg_recall": 0.79876, "iou": {"background": 0.91111, "bag": 0.52222}}
+    rec = {"metrics": {"eval": {"miou": 0.61234, "crf_miou": 0.63456, "scores": scores},
+                       "drop_sweep": {"miou": {"0.0": 0.60011, "0.1": 0.6, "0.5": 0.61234},
+                                      "dropped_true": {"0.0": 0.0, "0.5": 0.03333}, "used": 0.5}},
+           "timings_s": {"train": 12.5}, "code_hash": "c0de", "git_revision": "abc123"}
+    row = recipe.result_row(3, params, rec, threads=2, train_miou=0.70004)
+    assert row["val_miou"] == 0.6123 and row["val_miou_crf"] == 0.6346
+    assert row["val_miou_drop05"] == 0.6123 and row["val_miou_nodrop"] == 0.6001
+    assert row["true_classes_dropped_05"] == 0.0333 and row["train_miou_300"] == 0.7
+    assert row["iou"] == {"background": 0.9111, "bag": 0.5222}
+    assert row["order"] == 3 and row["threads"] == 2 and row["stage"] == params["stage"]
+    del rec["metrics"]["drop_sweep"]
+    with pytest.raises(KeyError, match="no drop_sweep"):
+        recipe.result_row(3, params, rec, threads=2, train_miou=0.7)
