@@ -76,7 +76,7 @@ def train_aug_names(voc_train, voc_val, sbd_train, sbd_val) -> list[str]:
 
 def prepare(voc_root: str | Path, sbd_root: str | Path, force: bool = False, progress: bool = True) -> dict:
     """Write train_aug.txt, SegmentationClassAug/ and cls_labels.npy into ``voc_root``."""
-    from tqdm.auto import tqdm
+    from ..engine.progress import bar
 
     tree = VOCTree(voc_root)
     sbd = _sbd_dataset_dir(Path(sbd_root).expanduser())
@@ -90,7 +90,8 @@ def prepare(voc_root: str | Path, sbd_root: str | Path, force: bool = False, pro
     out_dir = tree.root / AUG_MASK_DIR
     labels: dict[str, np.ndarray] = {}
     sources = {"voc": 0, "sbd": 0, "kept": 0}
-    for name in tqdm(list(dict.fromkeys(aug + voc_val)), desc="SegmentationClassAug", disable=not progress):
+    for name in bar(list(dict.fromkeys(aug + voc_val)), desc="SegmentationClassAug", disable=not progress,
+                    leave=True, unit="images"):
         target = out_dir / f"{name}.png"
         if target.is_file() and not force:
             mask = tree._read_mask(name, target)

@@ -288,7 +288,7 @@ def generate(cfg: SceneConfig, force: bool = False, progress: bool = True) -> di
     backgrounds = load_backgrounds()
     pools = {"train": _item_pool(cfg, "train")}
     pools["test"] = _item_pool(cfg, "test")
-    from tqdm.auto import tqdm
+    from ..engine.progress import bar
 
     if record_path.exists():
         record_path.unlink()  # the tree is being rewritten: it is not complete until the end
@@ -297,7 +297,7 @@ def generate(cfg: SceneConfig, force: bool = False, progress: bool = True) -> di
     for split, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)):
         images, item_labels, by_class = pools["train" if split == "train" else "test"]
         names = []
-        for i in tqdm(range(n), desc=f"scenes {split}", disable=not progress, leave=False):
+        for i in bar(range(n), desc=f"scenes {split}", disable=not progress, unit="scenes"):
             rng = np.random.default_rng([cfg.seed, SPLIT_IDS[split], i])
             image, mask, cls, parts = make_scene(rng, images, item_labels, by_class, cfg, backgrounds)
             name = f"{split}_{i:06d}"

@@ -1,6 +1,6 @@
 """The one training loop every stage uses.
 
-* progress bar per epoch (tqdm), loss logs averaged per epoch;
+* progress per epoch (a bar on a terminal, one line in a log: :mod:`.progress`), loss logs averaged per epoch;
 * AMP on CUDA (bfloat16 where supported, else float16 with a gradient scaler);
   channels_last memory format (it also speeds up convolutions on CPU here); cuDNN autotuning
   on CUDA; losses stay on the device and are read back every few steps, not every step;
@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import dist
 from .artifacts import save_torch
+from .progress import bar as progress_bar
 from .device import pick_device  # noqa: F401  (part of this module's API)
 from ..data.transforms import collate
 
@@ -186,8 +187,6 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, bat
     model through ``torch.compile``. ``on_epoch(epoch)``, if given, is called before each epoch
     (0-based, also on resume), for losses that change over training.
     """
-    from tqdm.auto import tqdm
-
     world = dist.world_size()
     if batch_size % world:
         raise ValueError(f"parameter batch_size={batch_size} must be a multiple of the number of "
@@ -230,7 +229,7 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, bat
         keys: list[str] = []
         acc = torch.zeros(0, device=device, dtype=torch.float64)
         n, t0 = 0, time.time()
-        bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        bar = progress_bar(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress)
         for i, batch in enumerate(bar):
             if hold is not None and hold[:2] == (epoch + 1, i):
                 _hold_forever(hold[2], desc, epoch + 1, i)

@@ -195,11 +195,11 @@ def iterate_cams(model: nn.Module, dataset, device: torch.device, scales, flip: 
     Images of one size are batched together (all of them for the embedded scenes); the maps
     are float16 values (as saved) in float32 arrays.
     """
-    from tqdm.auto import tqdm
+    from ..engine.progress import bar
 
     model.eval()
     loader = inference_loader(dataset, batch_size, num_workers, device)
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for batch in bar(loader, desc=desc, disable=not progress, unit="batches"):
         images = batch["image"].to(device, non_blocking=True)
         cams = labelled_cams(model, images, batch["labels"], scales, flip)
         labels = batch["labels"].numpy()

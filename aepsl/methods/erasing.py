@@ -575,7 +575,7 @@ def _pseudo_scores(conf: np.ndarray, labelled: int, total: int, classes) -> dict
 @stage(MergeConfig, "pseudo_masks", dataset=False)
 def merge(cfg: MergeConfig, run_, device, progress: bool) -> dict:
     """Merge rounds 1..``rounds`` into pseudo masks; score every prefix 1..k on the train split."""
-    from tqdm.auto import tqdm
+    from ..engine.progress import bar
 
     er = ErasingConfig(profile=cfg.profile, data_root=cfg.data_root, artifacts_root=cfg.artifacts_root,
                        stage=cfg.erasing_stage, cam_stage=cfg.cam_stage)
@@ -600,7 +600,7 @@ def merge(cfg: MergeConfig, run_, device, progress: bool) -> dict:
     region_dirs = [round_dir(er, k) / "regions" for k in range(1, n_scored + 1)]
     mask_dir = fresh_dir(folder / "masks")
     with run_.timed("merge"):
-        for name in tqdm(names, desc="merge", disable=not progress, leave=False):
+        for name in bar(names, desc="merge", disable=not progress, unit="images"):
             ids = np.flatnonzero(tree.labels(name)) + 1
             cams = [load_cam(d.parent, name) for d in cam_dirs]
             regs = [load_regions(d / f"{name}.png") for d in region_dirs]

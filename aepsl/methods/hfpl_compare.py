@@ -47,7 +47,7 @@ class HFPLCompareConfig(StageConfig):
 @stage(HFPLCompareConfig, "hfpl", dataset=False)
 def compare(cfg: HFPLCompareConfig, run_, device, progress: bool) -> dict:
     """Region (mIoU) and contour (boundary F-score) quality of the seeds with and without HFPL."""
-    from tqdm.auto import tqdm
+    from ..engine.progress import bar
 
     from ..engine.artifacts import stage_dir
     from ..data.voc import VOCTree
@@ -63,7 +63,7 @@ def compare(cfg: HFPLCompareConfig, run_, device, progress: bool) -> dict:
             kind = "cams" if label.startswith("CAM") else "masks"
             threshold = run_.inputs[name]["metrics"].get("best_threshold") if kind == "cams" else None
             conf, contour = M.ConfusionMeter(tree.num_classes), M.BoundaryMeter(cfg.tolerance)
-            for image in tqdm(tree.ids("train"), desc=label, disable=not progress, leave=False):
+            for image in bar(tree.ids("train"), desc=label, disable=not progress, unit="images"):
                 pred, gt = seed_mask(kind, src, image, tree, threshold), tree.mask(image)
                 conf.update(pred, gt)
                 contour.update(pred, gt)

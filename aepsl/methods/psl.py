@@ -324,15 +324,15 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
              scored: set[str] | None = None) -> dict:
     """Predict every image of ``split`` (and CRF-refine), optionally saving both as PNGs; score
     the images of ``scored`` (default: all of ``split`` when it has ground-truth masks)."""
-    from tqdm.auto import tqdm
+    from ..engine.progress import bar
 
     model.eval()
     ds = SegDataset(tree, split, with_masks=False)
     if scored is None:
         scored = set(ds.names) if tree.has_masks(split) else set()
     meter, meter_crf = M.ConfusionMeter(tree.num_classes), M.ConfusionMeter(tree.num_classes)
-    for batch in tqdm(inference_loader(ds, cfg.eval_batch_size, cfg.num_workers, device),
-                      desc=f"{cfg.stage}: predict {split}", disable=not progress, leave=False):
+    for batch in bar(inference_loader(ds, cfg.eval_batch_size, cfg.num_workers, device),
+                     desc=f"{cfg.stage}: predict {split}", disable=not progress, unit="batches"):
         images = batch["image"].to(device, non_blocking=True)
         allowed = batch["labels"].to(device) if restrict_to_labels else None
         # with nothing to drop (threshold 0) the confidences are not needed: skip the windows

@@ -426,7 +426,7 @@ def _label_stats(label_dir: Path, tree: VOCTree, names, scored: set) -> dict:
 def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
     """Make affinity labels from the seeds, train AffinityNet, walk the seeds; returns metrics.json."""
     from PIL import Image
-    from tqdm.auto import tqdm
+    from ..engine.progress import bar
 
     from .psl import LabelView
 
@@ -450,8 +450,8 @@ def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
                 jobs = ((name, seed_folder, tree, cfg.alpha_low, cfg.alpha_high, crf) for name in names)
                 with crf_pool(cfg.crf_workers if crf is not None else 0) as pool:
                     labelled = pool.imap(_label_job, jobs, chunksize=8) if pool else map(_label_job, jobs)
-                    for name, lab in tqdm(labelled, total=len(names), desc="affinity labels",
-                                          disable=not progress, leave=False):
+                    for name, lab in bar(labelled, total=len(names), desc="affinity labels",
+                                         disable=not progress, unit="images"):
                         write_mask(label_dir / f"{name}.png", lab)
             dist.barrier()
         else:
@@ -491,8 +491,8 @@ def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
     mask_dir = fresh_dir(folder / "masks")
     ds = SegDataset(tree, cfg.train_split, with_masks=False)
     with run_.timed("walk"):
-        for batch in tqdm(inference_loader(ds, max(cfg.eval_batch_size // 4, 1), cfg.num_workers, device), desc=f"{cfg.stage}: random walk", disable=not progress,
-                          leave=False):
+        for batch in bar(inference_loader(ds, max(cfg.eval_batch_size // 4, 1), cfg.num_workers, device), desc=f"{cfg.stage}: random walk", disable=not progress,
+                         unit="batches"):
             images = batch["image"].to(device)
             emb = embed(model, images)
             scores, ids_list = _seed_scores(kind, seed_folder, batch["name"], tree, cfg.alpha_infer)
