@@ -56,6 +56,7 @@ class _Pairs(torch.utils.data.Dataset):
 
 
 def test_training_in_a_log_writes_one_line_per_epoch(tmp_path, capsys):
+    torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
 
     def loss_fn(net, batch):
@@ -69,3 +70,9 @@ def test_training_in_a_log_writes_one_line_per_epoch(tmp_path, capsys):
     assert [line.split(":")[0] for line in lines] == ["toy epoch 1/2", "toy epoch 2/2"]
     assert all(" 2 steps in " in line and ", loss=" in line for line in lines)
     assert "\r" not in err
+    # the same numbers as a run without progress (and so as one with a bar): the line display
+    # opens the shuffled loader as tqdm does, which draws the same seeds
+    torch.manual_seed(0)
+    quiet = fit(torch.nn.Linear(3, 1), _Pairs(), loss_fn, epochs=2, batch_size=4, lr=0.01,
+                ckpt_path=tmp_path / "quiet.pt", device=torch.device("cpu"), seed=0, desc="toy", progress=False)
+    assert [h["loss"] for h in quiet] == [h["loss"] for h in history]

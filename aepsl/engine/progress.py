@@ -63,4 +63,9 @@ def bar(iterable: Iterable, desc: str = "", total: int | None = None, disable: b
     stream = file if file is not None else sys.stderr
     if disable or interactive(stream):
         return tqdm(iterable, desc=desc, total=total, disable=disable, leave=leave, file=stream)
-    return LineProgress(iterable, desc, total, file, unit)
+    # Iterated through a silent tqdm, not directly: tqdm.auto opens one iterator of a DataLoader
+    # when it is made (and another to loop), and each opening draws a seed from the loader's
+    # generator (or torch's global one); looping the same way keeps the random streams, hence
+    # every trained number, what they are with a bar or with none.
+    total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+    return LineProgress(tqdm(iterable, total=total, disable=True), desc, total, file, unit)
