@@ -218,7 +218,7 @@ def test_check_lists_every_table_image_and_output_wider_than_the_column(small_si
 def test_width_problems_reads_like_the_report():
     widths = {"column": 700, "wide": [{"kind": "table", "n": 2, "width": 912, "column": 700, "text": "round\tmIoU\nx"},
                                       {"kind": "image", "n": 1, "width": 800, "column": 700, "text": ""}]}
-    assert bookcheck.width_problems(widths) == ["table 2 is 912 px wide, the column 700 px: 'round\\tmIoU'",
+    assert bookcheck.width_problems(widths) == ["table 2 is 912 px wide, the column 700 px: 'round | mIoU'",
                                                 "image 1 is 800 px wide, the column 700 px"]
     assert bookcheck.width_problems({"column": 700, "wide": []}) == []
 

@@ -126,9 +126,11 @@ return {column: Math.round(width), wide: wide};
 
 
 def width_problems(widths: dict) -> list[str]:
-    """One line per table, image, figure or output wider than the content column."""
+    """One line per table, image, figure or output wider than the content column, with the start
+    of its text (a table's header row, cells joined by ' | ') or an image's address."""
     return [f"{w['kind']} {w['n']} is {w['width']} px wide, the column {w['column']} px"
-            + (f": {w['text'].splitlines()[0]!r}" if w.get("text") else "") for w in widths["wide"]]
+            + (f": {' | '.join(w['text'].splitlines()[0].split(chr(9)))!r}" if w.get("text", "").strip() else "")
+            for w in widths["wide"]]
 
 
 # what a reader must not see in a page's text (the rendered text, as innerText gives it)
