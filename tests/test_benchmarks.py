@@ -5,6 +5,7 @@ in the package then fails here, not in a reader's hands."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 
@@ -58,6 +59,41 @@ def test_every_script_that_trains_or_times_has_a_dry_run():
     for script in SCRIPTS:
         if script.name not in no_dry_run:
             assert "--dry-run" in script.read_text(), f"{script.name} has no --dry-run"
+
+
+# where the project gives commands: each benchmark script it names exists and takes the options given
+DOCUMENTS = ("README.md", "Makefile", "book/*.md", "notebooks/*.py", "aepsl/**/*.py", "benchmarks/*.py",
+             "data/*.md", "docs/**/*.md")
+COMMAND = re.compile(r"benchmarks/(\w+)\.py([^`\"'()\n]*)")
+
+
+def documented_commands() -> list[tuple[str, str, list[str]]]:
+    """(where, script, options) for every ``benchmarks/<name>.py ...`` a document mentions."""
+    found = []
+    for pattern in DOCUMENTS:
+        for path in sorted(REPO_DIR.glob(pattern)):
+            if not path.is_file():
+                continue
+            for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+                for match in COMMAND.finditer(line):
+                    options = re.findall(r"(?<![\w-])--[a-z][\w-]*", match.group(2))
+                    found.append((f"{path.relative_to(REPO_DIR)}:{number}", match.group(1), options))
+    return found
+
+
+def test_every_documented_benchmark_command_names_a_script_and_its_options():
+    commands = documented_commands()
+    assert any(where.startswith("README.md") for where, _, _ in commands)
+    problems = []
+    for where, name, options in commands:
+        script = BENCHMARKS / f"{name}.py"
+        if not script.is_file():
+            problems.append(f"{where}: benchmarks/{name}.py does not exist")
+            continue
+        source = script.read_text()
+        problems += [f"{where}: benchmarks/{name}.py has no option {option}" for option in options
+                     if f'"{option}"' not in source]
+    assert not problems, "\n".join(problems)
 
 
 # --------------------------------------------------------------------------- segmenter_recipe.py
