@@ -15,6 +15,7 @@ computed for the current code and parameters is read back instead of trained aga
     .venv/bin/python benchmarks/segmenter_recipe.py                  # every setting (~50 min on 2 cores)
     .venv/bin/python benchmarks/segmenter_recipe.py --only stride4    # names containing 'stride4'
     .venv/bin/python benchmarks/segmenter_recipe.py --dry-run         # the plan: settings, folders, runs found
+    .venv/bin/python benchmarks/segmenter_recipe.py --profile quick --only stride4/e5   # the settings on another profile
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from aepsl.methods.cam import dataset_identity  # noqa: E402
 from aepsl.data.voc import VOCTree  # noqa: E402
 from aepsl.methods.psl import PSLConfig  # noqa: E402
 
-RECIPE_ROOT = "artifacts/segmenter-recipe"   # settings other than the book's: <root>/default/oracle_<name>/
+RECIPE_FOLDER = "segmenter-recipe"   # settings other than the book's: <artifacts_root>/segmenter-recipe/<profile>/oracle_<name>/
 BEFORE = dict(weight_decay=0.0001, scale_range=[0.9, 1.1])   # the recipe the first book used
 BOOK = dict(decoder="stride4", epochs=12, weight_decay=0.01, scale_range=[0.7, 1.3])
 AS_RUN = dict(test_threshold=0.5)   # these runs dropped unconfident classes at test time (PSL's rule)
@@ -103,22 +104,22 @@ def oracle_run(profile: str = "default") -> int:
     return found[0]
 
 
-def book_oracle_params() -> dict:
+def book_oracle_params(profile: str = "default") -> dict:
     """The book's oracle run, every PSLConfig parameter spelled out (its defaults where the
     profile states nothing)."""
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 for f in dataclasses.fields(PSLConfig)
                 if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
-    return {**defaults, **stage_params("default", "04_psl", oracle_run())}
+    return {**defaults, **stage_params(profile, "04_psl", oracle_run(profile))}
 
 
-def setting_params(name: str, overrides: dict) -> dict:
-    book = book_oracle_params()
+def setting_params(name: str, overrides: dict, profile: str = "default") -> dict:
+    book = book_oracle_params(profile)
     params = {**book, **overrides}
     if all(book[k] == v for k, v in overrides.items()):
         return params                       # the book's own recipe: its own stage folder
     # kept apart from the book's stages, so its provenance page and results.md leave them out
-    return {**params, "artifacts_root": RECIPE_ROOT,
+    return {**params, "artifacts_root": str(Path(book["artifacts_root"]) / RECIPE_FOLDER),
             "stage": "oracle_" + name.replace("/", "_").replace(".", "").replace("-", "_").replace(" ", "")}
 
 
@@ -128,6 +129,11 @@ def _at(table: dict, threshold: float):
     if value is None:
         raise KeyError(f"the stage's drop sweep has no threshold {threshold} (it has {sorted(table)})")
     return value
+
+
+def _r(x, n: int = 4):
+    """``x`` rounded to ``n`` decimals (None stays None: a score with nothing to count)."""
+    return None if x is None else round(float(x), n)
 
 
 def result_row(order: int, params: dict, rec: dict, threads: int, train_miou: float) -> dict:
@@ -142,24 +148,24 @@ def result_row(order: int, params: dict, rec: dict, threads: int, train_miou: fl
     return {"order": order, "stage": params["stage"], "decoder": params["decoder"], "epochs": params["epochs"],
             "lr": params["lr"], "weight_decay": params["weight_decay"],
             "scale_range": params["scale_range"], "threads": threads,
-            "test_threshold": params["test_threshold"], "val_miou": round(m["miou"], 4),
-            "val_miou_drop05": round(_at(sweep["miou"], 0.5), 4), "val_miou_nodrop": round(_at(sweep["miou"], 0.0), 4),
-            "true_classes_dropped_05": round(_at(sweep["dropped_true"], 0.5), 4),
-            "train_miou_300": round(train_miou, 4),
-            "val_miou_crf": round(m["crf_miou"], 4) if "crf_miou" in m else None,
-            "fg_precision": round(m["scores"]["fg_precision"], 4),
-            "fg_recall": round(m["scores"]["fg_recall"], 4),
-            "iou": {k: round(v, 4) for k, v in m["scores"]["iou"].items()},
+            "test_threshold": params["test_threshold"], "val_miou": _r(m["miou"]),
+            "val_miou_drop05": _r(_at(sweep["miou"], 0.5)), "val_miou_nodrop": _r(_at(sweep["miou"], 0.0)),
+            "true_classes_dropped_05": _r(_at(sweep["dropped_true"], 0.5)),
+            "train_miou_300": _r(train_miou),
+            "val_miou_crf": _r(m.get("crf_miou")),
+            "fg_precision": _r(m["scores"]["fg_precision"]),
+            "fg_recall": _r(m["scores"]["fg_recall"]),
+            "iou": {k: _r(v) for k, v in m["scores"]["iou"].items()},
             "train_seconds": rec["timings_s"]["train"],
             "code_hash": rec["code_hash"], "git_revision": rec["git_revision"]}
 
 
-def dry_run(settings: list) -> int:
+def dry_run(settings: list, profile: str) -> int:
     """Print the plan (each setting's stage folder and whether a finished run is there); train nothing."""
-    data_root = resolve(book_oracle_params()["data_root"])
+    data_root = resolve(book_oracle_params(profile)["data_root"])
     print(f"scenes: {data_root} ({'there' if Path(data_root).is_dir() else 'not there: `make book` makes them'})")
     for order, (name, overrides, threads) in settings:
-        params = setting_params(name, overrides)
+        params = setting_params(name, overrides, profile)
         folder = stage_dir(resolve(params["artifacts_root"]), params["profile"], params["stage"])
         rec = load_metrics(folder)
         state = "finished for the current code and parameters" if rec else "to train"
@@ -170,6 +176,8 @@ def dry_run(settings: list) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default",
+                    help="the book profile whose oracle run the settings change (a name or a YAML path)")
     ap.add_argument("--only", default="", help="run the settings whose name contains this")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "segmenter_recipe.json"))
     ap.add_argument("--reuse", action="store_true",
@@ -178,12 +186,12 @@ def main() -> int:
     args = ap.parse_args()
     chosen = [(order, s) for order, s in enumerate(SETTINGS) if not args.only or args.only in s[0]]
     if args.dry_run:
-        return dry_run(chosen)
+        return dry_run(chosen, args.profile)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     default_threads = torch.get_num_threads()
     for order, (name, overrides, threads) in chosen:
-        params = setting_params(name, overrides)
+        params = setting_params(name, overrides, args.profile)
         torch.set_num_threads(threads or default_threads)
         rec = (earlier_run(params) if args.reuse else None) or psl.run(params)
         torch.set_num_threads(default_threads)

@@ -5,6 +5,7 @@ in the package then fails here, not in a reader's hands."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -105,7 +106,7 @@ def test_segmenter_recipe_plans_every_setting_on_the_book_oracle():
         params = recipe.setting_params(name, overrides)
         assert all(params[k] == v for k, v in overrides.items())
         if params["stage"] != "oracle":   # a setting apart from the book's: its own folder
-            assert params["artifacts_root"] == recipe.RECIPE_ROOT and params["stage"].startswith("oracle_")
+            assert params["artifacts_root"] == "artifacts/segmenter-recipe" and params["stage"].startswith("oracle_")
     stages = [recipe.setting_params(n, o)["stage"] for n, o, _ in recipe.SETTINGS]
     assert len(set(stages)) == len(stages)
 
@@ -127,3 +128,30 @@ def test_segmenter_recipe_reads_the_drop_sweep_the_stage_saved():
     del rec["metrics"]["drop_sweep"]
     with pytest.raises(KeyError, match="no drop_sweep"):
         recipe.result_row(3, params, rec, threads=2, train_miou=0.7)
+
+
+@pytest.mark.slow
+def test_segmenter_recipe_trains_and_records_one_setting_on_the_quick_scenes(tmp_path):
+    """A real run of one setting, on the quick profile's scenes in a temporary folder."""
+    import yaml
+
+    from aepsl.data import stage as data_stage
+    from aepsl.engine.config import PARAMS_DIR, stage_params
+
+    profile = yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())
+    profile["common"].update(artifacts_root=str(tmp_path / "artifacts"), data_root=str(tmp_path / "data"),
+                             device="cpu")
+    path = tmp_path / "quick.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    data_stage.run(stage_params(str(path), "00_data"), progress=False)
+    out = tmp_path / "recipe.json"
+    run = _run(BENCHMARKS / "segmenter_recipe.py", "--profile", str(path), "--only", "stride4/e5", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = json.loads(out.read_text())
+    row = record["stride4/e5"]
+    assert row["stage"] == "oracle_stride4_e5" and row["epochs"] == 5 and row["decoder"] == "stride4"
+    folder = tmp_path / "artifacts" / "segmenter-recipe" / "quick" / "oracle_stride4_e5"
+    sweep = json.loads((folder / "metrics.json").read_text())["metrics"]["drop_sweep"]
+    assert row["val_miou_drop05"] == round(sweep["miou"]["0.5"], 4)
+    assert row["val_miou_nodrop"] == round(sweep["miou"]["0.0"], 4)
+    assert 0 <= row["train_miou_300"] <= 1 and set(record) == {"stride4/e5", "_machine"}
