@@ -140,3 +140,14 @@ def test_the_real_records_give_readable_tables():
     for table in shown:
         assert len(table) <= 10 and len(table.columns) <= 6, table
         assert not any(mark in str(name) for name in table.index for mark in INTERNAL), table.index
+
+
+def test_the_books_erasing_changes_are_read_from_the_default_profile():
+    from aepsl.engine.config import notebook_runs
+
+    changes = tables.book_erasing_changes()
+    last = notebook_runs(records.BOOK_PROFILE, "02_erasing")[-1]
+    paper = tables.paper_erasing()
+    assert changes == {k: last[k] for k in tables.ERASING_RECIPE if k in last and last[k] != paper[k]}
+    assert 0 < records.book_parameters("00_data")["class_hue"] <= 1      # the generator's field, filled in
+    assert "mine_threshold" in records.book_parameters("02_erasing")

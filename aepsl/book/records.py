@@ -165,3 +165,18 @@ def design_entries(record: dict) -> list[tuple[str, dict]]:
     file's order), without the ``_``-prefixed fields that describe the record as a whole."""
     items = [(k, v) for k, v in record.items() if not k.startswith("_") and isinstance(v, dict)]
     return [kv for _, kv in sorted(enumerate(items), key=lambda iv: (iv[1][1].get("order", iv[0]), iv[0]))]
+
+
+# The profile whose runs the book's prose describes as "the book's" recipe.
+BOOK_PROFILE = "default"
+
+
+def book_parameters(notebook: str, run: int = -1, profile: str = BOOK_PROFILE) -> dict:
+    """Every parameter of the book's run ``run`` of ``notebook`` (the last by default): the
+    notebook's defaults overridden by what ``profile`` sets, so a page of any profile can name
+    the book's recipe without typing it."""
+    from ..engine.config import notebook_runs
+    from ..engine.registry import entry
+
+    chosen = notebook_runs(profile, notebook)[run]
+    return {**entry(notebook).parameter_defaults(), **{k: v for k, v in chosen.items() if not k.startswith("_")}}

@@ -30,6 +30,15 @@ def paper_erasing() -> dict:
     return {k: getattr(defaults, k) for k in ERASING_RECIPE}
 
 
+def book_erasing_changes() -> dict:
+    """The :data:`ERASING_RECIPE` parameters in which the book's erasing run departs from the
+    paper's recipe (``mine_prior`` and ``mine_threshold`` in the default profile)."""
+    from .records import book_parameters
+
+    book, paper = book_parameters("02_erasing"), paper_erasing()
+    return {k: book[k] for k in ERASING_RECIPE if book.get(k, paper[k]) != paper[k]}
+
+
 # ----------------------------------------------------------------------------------------------
 # The design appendix: the records of benchmarks/*.json as short, readable tables. Every function
 # takes the record as a dict (records.design_record gives {} where the file is missing) and
