@@ -151,3 +151,10 @@ def test_the_books_erasing_changes_are_read_from_the_default_profile():
     assert changes == {k: last[k] for k in tables.ERASING_RECIPE if k in last and last[k] != paper[k]}
     assert 0 < records.book_parameters("00_data")["class_hue"] <= 1      # the generator's field, filled in
     assert "mine_threshold" in records.book_parameters("02_erasing")
+
+
+def test_saved_names_keeps_the_order_and_only_what_a_stage_saved(tmp_path):
+    for n in ("b", "a"):
+        (tmp_path / f"{n}.png").write_bytes(b"")
+    assert records.saved_names(tmp_path, ["a", "c", "b"]) == ["a", "b"]
+    assert records.saved_names(tmp_path / "missing", ["a"]) == []

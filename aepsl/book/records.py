@@ -180,3 +180,10 @@ def book_parameters(notebook: str, run: int = -1, profile: str = BOOK_PROFILE) -
 
     chosen = notebook_runs(profile, notebook)[run]
     return {**entry(notebook).parameter_defaults(), **{k: v for k, v in chosen.items() if not k.startswith("_")}}
+
+
+def saved_names(folder: str | Path, names: list[str], suffix: str = ".png") -> list[str]:
+    """The names of ``names`` (in their order) for which a stage saved ``<folder>/<name><suffix>``;
+    none where the folder is missing."""
+    folder = Path(folder)
+    return [n for n in names if (folder / f"{n}{suffix}").is_file()]
