@@ -34,7 +34,6 @@ from aepsl.book import notes, records, tables, viz
 
 viz.page_setup()
 import matplotlib.pyplot as plt
-import numpy as np
 
 calibration = records.design_record("calibration")
 budget = records.design_record("book_recipe")
