@@ -14,29 +14,52 @@
 # %% [markdown]
 # # Adversarial erasing: mine, erase, retrain
 #
-# **What you will learn.** How Wei et al. (CVPR 2017) push a classifier beyond the most
-# discriminative part of an object: take the region its CAM is most confident about, *erase*
-# it from the training image, and train a fresh classifier on the erased images. To keep
-# answering "is there a shoe?" the new classifier has to find other evidence — the next part
-# of the shoe. Each round mines a new region; their union covers more of the object.
+# **What you will learn.** How Wei et al. {cite}`wei2017ae` push a classifier beyond the most
+# discriminative part of an object: take the region its CAM is most confident about, *erase* it
+# from the training images, and train a fresh classifier on the erased images. To keep answering
+# "is there a shoe?" the new classifier has to find other evidence, the next part of the shoe.
+# Each round mines a new region; their union covers more of the object.
 #
-# The pipeline runs this notebook's stage once per round, with the parameter `round`; the
-# paper merges three rounds and the default book runs a fourth to show why it stops there.
-# This page is the last round's and shows every round so far, from what each saved. Round
-# 1's classifier is the one of the CAM chapter (trained on clean images); round *k* trains a
-# fresh classifier, as the paper does, on images from which the regions of rounds 1..*k*−1
-# have been erased. On our scenes the CAM finds an item's class-pattern disc and little of
-# its body (CAM chapter), so the disc is what round 1 erases.
+# ## The method
+# Round 1's classifier is trained on the clean images $I^{(1)} = I$. In round $k$, the
+# classifier trained on $I^{(k)}$ gives each labelled class $c$ a normalised CAM
+# $\bar M^{(k)}_c$ (the CAM chapter), and the round mines the pixels where that map is high and
+# that no earlier round took:
 #
-# The default book departs from the paper's recipe in two places, both parameters of this
-# notebook. First, from round 2 on, a pixel is mined only where the clean image's CAM (the CAM
-# chapter's) gives one of the image's labelled classes at least `mine_prior` (0.2 in the
-# default book, the merge's background cut; 0, the paper's recipe, mines wherever the round's
-# own CAM is high). A later round's classifier is believed about *where* the rest of an item
-# is, but not in places the first CAM sees as plain background. Second, every round mines
-# above `mine_threshold` 0.55 of its normalised CAM instead of the parameter's default 0.5:
-# round 1 leaves a little more of each item, and round 2's regions are more precise. The end
-# of this page says why; the extended profile runs the paper's recipe at 0.5.
+# $$
+# R^{(k)}_c = \Big\{ x : M^{(k)}_c(x) \ge \delta \cdot \max_{x'} M^{(k)}_c(x') \Big\} \setminus \bigcup_{j<k} R^{(j)},
+# $$
+#
+# with the mining threshold $\delta$ (the paper's 0.5 is this notebook's default). The next round's
+# images have every region mined so far replaced by the mean pixel $\mu$ of the training set,
+#
+# $$
+# I^{(k+1)}(x) = \begin{cases} \mu & \text{if } x \in \bigcup_{j \le k} \bigcup_c R^{(j)}_c, \\ I(x) & \text{otherwise,} \end{cases}
+# $$
+#
+# and a fresh classifier is trained on them. The paper stops after three rounds. The union of
+# the regions of each class, with a background cue for the pixels no round mined, is the pseudo
+# mask that the next chapter builds and the segmenter learns from.
+#
+# The pipeline runs this notebook's stage once per round, with the parameter `round`. This page
+# is the last round's and shows every round so far, from what each saved; the default book runs
+# a fourth round past the paper's three, to show why it stops there.
+#
+# ## The book's departures
+# **Round 1 is the CAM chapter's classifier.** Round 1 trains on clean images, exactly what the
+# CAM stage did, so the book reuses that classifier and its CAMs instead of training it again
+# ({ref}`decision-round1-reuse`).
+#
+# **A background prior for rounds 2 and later.** A later round's classifier, denied the most
+# telling parts, also fires on background: the rim of a hole, what lies around an item. With
+# `mine_prior` above 0, rounds 2+ mine a pixel only where the clean image's CAM gives one of the
+# image's labelled classes at least `mine_prior` (the paper's recipe is 0: mine wherever the
+# round's own CAM is high). The round's classifier is believed about *where* the rest of an item
+# is, but not in places the first CAM sees as plain background ({ref}`decision-mine-prior`).
+#
+# **A higher mining threshold.** Every round mines above a $\delta$ slightly above the paper's:
+# round 1 leaves a little more of each disc and body, and round 2's regions are more precise
+# ({ref}`decision-mine-threshold`). The extended profile runs the paper's recipe.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
@@ -63,21 +86,18 @@ force: bool = False  # recompute even when finished artifacts exist
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl.book import notes, records, tables
-
-from aepsl.book import viz
-
-viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from aepsl.methods import erasing
-from aepsl.engine.artifacts import load_metrics, stage_dir
-from aepsl.methods.cam import load_cam
-from aepsl.engine.config import collect, resolve
+from aepsl.book import notes, records, tables, viz
 from aepsl.data.voc import VOCTree
+from aepsl.engine.artifacts import load_metrics, stage_dir
+from aepsl.engine.config import collect, resolve
+from aepsl.methods import erasing
+from aepsl.methods.cam import load_cam
 
+viz.page_setup()
 params = collect(globals(), erasing.ErasingConfig)
 record = erasing.run_round(params)
 cfg = erasing.ErasingConfig(**params)
@@ -229,8 +249,7 @@ if all(r.get("part_coverage") for r in ms):
             "and scores the fourth beside them."
             + (f" The background prior (`mine_prior` {mine_prior:g}) keeps those regions where "
                "the clean CAM still sees a labelled class, next to the items, so on these "
-               "scenes the fourth round does not lower the masks; with the paper's recipe it "
-               "lowers them for every training seed (the table at the end of this page)."
+               "scenes the fourth round does not lower the masks (the merge chapter scores it)."
                if mine_prior > 0 else ""))
 for k, r in enumerate(ms, start=1):
     prec = r.get("region_precision")
@@ -260,39 +279,23 @@ for k, r in enumerate(ms, start=1):
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
-# Why do the later rounds mine so much background? A round's classifier must still answer
-# "which items are here?" with the mined parts gone, and whatever in the erased images
-# predicts the labels will do: the rest of the item, but also the rim of a hole and the
-# background around it. We tried to take those cues away, each a parameter of this notebook and
-# a row of the data chapter's design table: holes grown by a few pixels (`erase_margin`), so no
-# rim of the disc survives; decoy holes cut from other images at random places (`decoys`), so a
-# hole no longer says where an item is; a blurred fill; a warm start with half the images
-# clean; longer rounds (`round_epochs`). None lifted round 2's precision by more than a few
-# hundredths, and the grown and decoy holes lowered it: the less of the item a classifier is
-# left, the more it leans on the background. What did help was on the data's side. On the first
-# disc scenes an item could take any colour, so with its disc gone only its outline told its
-# class, and round 2's classifier recognised bodies poorly. Now each class's items take their
-# colours from a band of hues around the class's own (`class_hue` in the data chapter; bands of
-# neighbouring classes overlap), so a body carries evidence of its own, as a real object's does,
-# and round 2 mines more body and less background. The design table has both kinds of scenes,
-# each with two or three training seeds, and one more departure from the paper that later methods use to
-# cap the growth: the background prior (`mine_prior`) this page runs with. It does not stop a
-# round's classifier from firing on background; it stops the book from believing it there. On
-# these scenes it made round 2 more precise for every training seed and kept the fourth round
-# from undoing the first three. Mining at 0.55 rather than 0.5 made round 2 more precise again,
-# to 60% object or more for all three training seeds: round 1 takes a little less of each disc
-# and body, so round 2 finds the disc's rim and more of the body, which are the item's. With
-# both, erasing beat the CAM by 0.03 or more for two training seeds of three; with the paper's
-# recipe, for one (the table below, read from the design records).
+# ## The paper's recipe and the book's
+# Why do the later rounds mine so much background? A round's classifier must still answer "which
+# items are here?" with the mined parts gone, and whatever in the erased images predicts the
+# labels will do: the rest of the item, but also the rim of a hole and the background around it.
+# The table compares the two recipes on the book's scenes, each run under several training
+# seeds: the share of round 2's mined pixels that belong to the right class, and how much the
+# best pseudo masks beat the CAM. The appendix ({ref}`design-erasing`) has every recipe tried.
 
 # %% tags=["remove-input"]
-design_path = resolve("benchmarks/erasing_design.json")
-scenes = records.scene_params(data_root)
-if profile == "default" and design_path.exists() and scenes:
-    recipes = [(mine_prior, 0.5), (mine_prior, mine_threshold)]   # the prior alone, then this page's
-    side = tables.erasing_prior_table(design_path, scenes["class_hue"], recipes)
-    if len(side):
-        display(side.style.format({"CAM mIoU (best cut)": "{:.3f}", "best AE − CAM": "{:+.3f}"}))
+designs = tables.erasing_designs(records.design_record("erasing_design"))
+book_hue = records.book_parameters("00_data")["class_hue"]
+side = tables.erasing_recipe_table(designs, book_hue, [{}, tables.book_erasing_changes()])
+if len(side):
+    display(tables.show(side, f"Erasing on the book's scenes ({tables.scene_label({'class_hue': book_hue})}), "
+                              "means over the training seeds"))
+else:
+    display(Markdown(notes.missing_record("erasing_design")))
 
 # %% tags=["remove-input"]
 t07 = [records.stage_metrics(resolve(artifacts_root), profile, f"erasing_t07/round{k}",

@@ -19,12 +19,25 @@
 # whether more rounds help: recall should rise as each round adds a new part of the object,
 # and precision should fall once a round starts mining background.
 #
-# The merge, per image: the union of the regions mined for each labelled class over the
-# rounds; a pixel claimed by two classes goes to the class with the higher CAM score;
-# background comes from a *cue*. Wei et al. used saliency maps (pass a folder with
+# ## The method
+# Let $R^{(k)}_c$ be the region round $k$ mined for class $c$ (the erasing chapter) and
+# $\bar M^{(k)}_c$ that round's normalised CAM. The pseudo mask of an image with labelled classes
+# $\mathcal{Y}$ is the union of each class's regions over the first $K$ rounds, a background cue
+# for the pixels no class reaches, and *ignore* for the rest:
+#
+# $$
+# S(x) = \begin{cases}
+# \arg\max_{c \in \mathcal{Y} :\, x \in \bigcup_{k \le K} R^{(k)}_c} \ \max_k \bar M^{(k)}_c(x) & \text{if some round mined } x, \\
+# 0 \text{ (background)} & \text{if } \max_{k \le K,\, c \in \mathcal{Y}} \bar M^{(k)}_c(x) < \beta, \\
+# 255 \text{ (ignore)} & \text{otherwise.}
+# \end{cases}
+# $$
+#
+# A pixel claimed by two classes goes to the one with the higher CAM score. Wei et al.
+# {cite}`wei2017ae` took the background from saliency maps (pass a folder with
 # `bg_cue: saliency`); the built-in cue needs none: a pixel is background when no labelled
-# class's CAM, in any round, reaches `bg_threshold`. Pixels that are neither mined nor
-# background are marked 255 and ignored by the segmenter. For scoring, 255 counts as background.
+# class's CAM, in any round, reaches $\beta$ = `bg_threshold`. The segmenter ignores the 255
+# pixels; for scoring, 255 counts as background.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
@@ -46,21 +59,18 @@ force: bool = False  # recompute even when finished artifacts exist
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl.book import notes, tables
-
-from aepsl.book import viz
-
-viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from aepsl.methods import erasing
+from aepsl.book import notes, records, tables, viz
+from aepsl.data.voc import VOCTree
 from aepsl.engine.artifacts import load_metrics, stage_dir
 from aepsl.engine.config import collect, resolve
-from aepsl.data.voc import VOCTree
+from aepsl.methods import erasing
 
+viz.page_setup()
 params = collect(globals(), erasing.MergeConfig)
 record = erasing.merge(params)
 m = record["metrics"]
@@ -79,8 +89,7 @@ display(tables.parameters_table(params))
 
 # %% tags=["hide-input"]
 mask_dir = stage_dir(resolve(artifacts_root), profile, stage) / "masks"
-names = [n for n in tree.ids(m.get("train_split", "train"))
-         if (mask_dir / f"{n}.png").exists()][:4]
+names = records.saved_names(mask_dir, tree.ids(m.get("train_split", "train")))[:4]
 rows, titles = [], []
 for name in names:
     union = np.zeros(tree.mask(name).shape, np.uint8)
@@ -125,15 +134,14 @@ if "per_rounds" in m:
 # The paper fills erased regions with the mean pixel and trains each round's classifier from
 # scratch on erased images only. Variants: other fills that also hide the hole's flat colour
 # (a heavy blur of the image itself, noise around the mean pixel); a higher mining threshold
-# (0.7) that erases only the confident core; the same recipe from the HFPL classifier; and a
-# departure from the paper — rounds 2 and later start from the previous round's classifier
-# and see half of the images unerased each epoch (`init: previous`, `clean_fraction: 0.5`),
-# the common thread of later erasing methods (ACoL, GAIN, SeeNet), which keeps the classifier
-# able to recognise clean images. Each variant ran its own rounds and merge (the extended
-# profile), without pages of their own; the table reads their saved metrics. The extended
-# profile's rounds follow the paper; the default book's add the background prior of the
-# erasing chapter (`mine_prior`) and mine at 0.55, so its own masks are not a row of this
-# table.
+# that erases only the confident core; the same recipe from the HFPL classifier; and rounds 2
+# and later that start from the previous round's classifier and see half of the images
+# unerased each epoch (`init: previous`, `clean_fraction: 0.5`), the common thread of later
+# erasing methods (ACoL, GAIN, SeeNet), which keeps the classifier able to recognise clean
+# images. Each variant ran its own rounds and merge (the extended profile), without pages of
+# their own; the table reads their saved metrics. The extended profile's rounds follow the
+# paper; the default book's depart from it (the erasing chapter), so its own masks are not a
+# row of this table.
 
 # %% tags=["remove-input"]
 variants, source = tables.variants_table(resolve(artifacts_root), profile, data_root,
@@ -183,18 +191,15 @@ if "per_rounds" in m:
 # Erasing pays when the first map is *incomplete*: a small, telling part found, a large part
 # of the object missed. The scenes' discs are built that way, and each round then adds body
 # pixels (the erasing page counts them), though not always enough to beat the tuned CAM cut
-# by much: with the paper's recipe the data chapter's design table holds a training seed where
-# the margin is small, and one on earlier scenes where it is negative. On our first scenes,
-# without discs, the CAM already covered most of each item and
-# erasing lost to it at every round: the later classifiers, trained on items with their
-# middles filled in, recognised the holes' silhouettes rather than the items and mined
-# background (the data chapter's design table holds both, measured). It stops paying once
-# too much is gone: on this run the erasing page's fourth round mines more background than
-# object. With the paper's recipe the curve then turns down, by 0.01-0.03 for each of three
-# training seeds (the erasing chapter's table). With the book's background prior those regions
-# stay next to the items, and on this run the curve flattens instead of falling: the fourth
-# round adds little, bought with mostly wrong pixels. Wei et al. stopped after three rounds for
-# the same reason, and so does the book.
+# by much. On the first scenes, without discs, the CAM already covered most of each item and
+# erasing did not beat it: the later classifiers, trained on items with their middles filled
+# in, recognised the holes' silhouettes rather than the items and mined background (the
+# appendix, {ref}`design-scenes`). Erasing stops paying once too much is gone: on this run the
+# erasing page's fourth round mines more background than object. With the paper's recipe the
+# curve then turns down; with the book's background prior those regions stay next to the
+# items, and the fourth round adds little, bought with mostly wrong pixels
+# ({ref}`design-erasing`). Wei et al. stopped after three rounds for the same reason, and so
+# does the book.
 
 # %% tags=["remove-input"]
 if "per_rounds" in m and rounds > 1:

@@ -143,55 +143,44 @@ def test_variant_runs_count_only_on_the_same_scenes(scene_tree, tmp_path):
     assert records.stage_metrics(tmp_path, "p", "erasing_t07/round1", str(tmp_path / "elsewhere"))[1] is None
 
 
-def test_erasing_design_table_marks_rows_measured_on_an_earlier_machine(tmp_path):
-    def entry(order, cpu=None):
-        e = {"order": order, "cam": {"val_map": 0.95, "seed_miou": 0.5}, "ae_miou_per_rounds": [0.45, 0.56],
-             "ae_best_minus_cam": 0.06, "scenes": {"class_hue": 0.34},
-             "rounds": [{"round": 1, "val_map": 0.95, "region_precision": 0.8,
-                         "part_coverage": {"this_round": {"disc": 0.97, "body": 0.2}}},
-                        {"round": 2, "val_map": 0.5, "region_precision": 0.6}]}
-        return e | ({"cpu": cpu} if cpu else {})
-    path = tmp_path / "designs.json"
-    path.write_text(json.dumps({"old / pm": entry(0), "new / pm": entry(1, "AMD EPYC") | {"numerics": tables.NUMERICS},
-                                "older code / pm": entry(2, "AMD EPYC")}))
-    table = tables.erasing_design_table(path)
-    assert list(table.index) == ["old / pm (earlier machine)", "new / pm", "older code / pm (earlier code)"]
-    assert table.loc["new / pm", "precision per round"] == "0.800 / 0.600"
-    assert table.loc["new / pm", "best AE − CAM"] == 0.06
+def _design(order, seed=0, gain=0.06, hue=0.34, cpu="AMD EPYC", numerics=None, **recipe):
+    """One entry of benchmarks/erasing_design.json, as benchmarks/erasing_design.py writes it."""
+    return {"order": order, "seed": seed, "cam": {"val_map": 0.95, "seed_miou": 0.5},
+            "ae_miou_per_rounds": [0.45, 0.5 + gain], "ae_best_minus_cam": gain,
+            "scenes": {"class_hue": hue, "part_size": [20, 26], "item_size": [48, 72], "max_items": 3},
+            "recipe": {**tables.paper_erasing(), **recipe},
+            "rounds": [{"round": 1, "val_map": 0.95, "region_precision": 0.8,
+                        "part_coverage": {"this_round": {"disc": 0.97, "body": 0.2}}},
+                       {"round": 2, "val_map": 0.5, "region_precision": 0.6}],
+            **({"cpu": cpu} if cpu else {}), **({"numerics": numerics} if numerics is not None else {})}
 
 
-def test_erasing_prior_table_picks_recipes_by_their_parameters_not_their_names(tmp_path):
-    def entry(seed, gain, hue=0.34, **recipe):
-        return {"seed": seed, "cpu": "AMD EPYC", "numerics": tables.NUMERICS,
-                "cam": {"val_map": 0.95, "seed_miou": 0.5}, "ae_miou_per_rounds": [0.45, 0.5 + gain],
-                "ae_best_minus_cam": gain, "scenes": {"class_hue": hue},
-                "recipe": {**tables.paper_erasing(), **recipe},
-                "rounds": [{"round": 1, "region_precision": 0.8}, {"round": 2, "region_precision": 0.6}]}
-    path = tmp_path / "designs.json"
-    path.write_text(json.dumps({
-        "background prior 0.2 / pm": entry(0, 0.05, mine_prior=0.2),     # the name would match both
-        "background prior 0.25 / pm": entry(0, 0.04, mine_prior=0.25),  # priors; the recipe does not
-        "a / pm": entry(1, 0.03, mine_prior=0.2),
-        "b / pm": entry(0, 0.07), "c / pm": entry(1, 0.02),
-        "paper, other scenes / pm": entry(0, 0.09, hue=1.0),
-        "prior and a warm start / pm": entry(0, 0.01, mine_prior=0.2, init="previous"),
-        "prior, mining at 0.55 / pm": entry(0, 0.06, mine_prior=0.2, mine_threshold=0.55),
-        "no recipe / pm": {k: v for k, v in entry(0, 0.0).items() if k != "recipe"},
-    }))
-    table = tables.erasing_prior_table(path, 0.34, [0.2])
-    assert list(table.index) == [("the paper's", 0), ("the paper's", 1),
-                                 ("background prior 0.2", 0), ("background prior 0.2", 1)]
-    assert list(table["best AE − CAM"]) == [0.07, 0.02, 0.05, 0.03]
-    assert table.loc[("background prior 0.2", 0), "precision per round"] == "0.800 / 0.600"
-    assert tables.erasing_prior_table(path, 0.5, [0.2]).empty
-    # a (prior, threshold) pair picks the design that departs in both, listed after the priors
-    both = tables.erasing_prior_table(path, 0.34, [0.2, (0.2, 0.55)])
-    assert both.index[-1] == ("background prior 0.2, mining at 0.55", 0)
-    assert both["best AE − CAM"].iloc[-1] == 0.06 and len(both) == 5
-    data = json.loads(path.read_text())
-    data["b / pm"]["numerics"] = tables.NUMERICS - 1                      # measured by earlier code
-    path.write_text(json.dumps(data))
-    assert tables.erasing_prior_table(path, 0.34, [0.2]).index[0] == ("the paper's (earlier code)", 0)
+def test_erasing_designs_say_which_machine_and_code_measured_each_row():
+    record = {"old / pm": _design(0, cpu=None), "new / pm": _design(1, numerics=tables.NUMERICS),
+              "older code / pm": _design(2, numerics=tables.NUMERICS - 1)}
+    designs = tables.erasing_designs(record)
+    assert list(designs["measured on"]) == ["CPU not recorded, older float rounding", "AMD EPYC",
+                                            "AMD EPYC, older float rounding"]
+    assert list(designs["round-2 precision"]) == [0.6, 0.6, 0.6]
+    assert not designs["scenes"].str.contains("/").any()       # short names, no internal design ids
+
+
+def test_erasing_recipe_table_picks_recipes_by_their_parameters_not_their_names():
+    designs = tables.erasing_designs({
+        "background prior 0.2 / pm": _design(0, 0, 0.05, mine_prior=0.2),     # the name would match both
+        "background prior 0.25 / pm": _design(1, 0, 0.04, mine_prior=0.25),  # priors; the recipe does not
+        "a / pm": _design(2, 1, 0.03, mine_prior=0.2),
+        "b / pm": _design(3, 0, 0.07), "c / pm": _design(4, 1, 0.02),
+        "paper, other scenes / pm": _design(5, 0, 0.09, hue=1.0),
+        "prior, mining at 0.55 / pm": _design(6, 0, 0.06, mine_prior=0.2, mine_threshold=0.55)})
+    table = tables.erasing_recipe_table(designs, 0.34, [{}, {"mine_prior": 0.2}])
+    assert list(table.index) == ["paper's recipe", "prior 0.2"]
+    assert list(table["seeds"]) == ["0, 1", "0, 1"]
+    assert table.loc["paper's recipe", "AE − CAM, mean"] == pytest.approx(0.045)
+    assert table.loc["prior 0.2", "AE − CAM, worst seed"] == pytest.approx(0.03)
+    assert tables.erasing_recipe_table(designs, 0.5).empty                # no design on those scenes
+    every = tables.erasing_recipe_table(designs, 0.34)
+    assert set(every.index) == {"paper's recipe", "prior 0.2", "prior 0.25", "prior 0.2, mining at 0.55"}
 
 
 def test_a_design_recorded_again_replaces_its_entries_in_place(tmp_path):

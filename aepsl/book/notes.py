@@ -76,3 +76,12 @@ def try_it(parameter: str, change: str, command: str, expect: str) -> str:
     to expect."""
     return (f"````{{admonition}} Try it: {parameter}\n:class: tip\n{change}\n\n"
             f"```bash\n{command}\n```\n\n{expect}\n````")
+
+
+def missing_record(name: str) -> str:
+    """The one sentence a page says where a design record ``benchmarks/<name>.json`` is missing:
+    which command writes it."""
+    from .records import DESIGN_RECORDS
+
+    command = DESIGN_RECORDS.get(name, f"python benchmarks/{name}.py")
+    return f"`benchmarks/{name}.json` is not there: `{command}` writes it, and this page then shows it."

@@ -133,3 +133,57 @@ def pipeline_numbers(artifacts_root: str | Path, profile: str) -> dict:
             "AE segmenter": get("ae_segmenter", "eval", "miou"), "PSL": get("psl", "eval", "miou"),
             "PSL++": get("psl_plus_plus", "eval", "miou"), "oracle": get("oracle", "eval", "miou"),
             "CAM + random walk": get("affinity_cam", "miou_after"), "CAM + HFPL": get("cam_hfpl", "seed_miou")}
+
+
+# The design records the appendix reads, each with the command that writes it.
+DESIGN_RECORDS = {
+    "calibration": "python benchmarks/calibrate.py",
+    "book_recipe": "python benchmarks/book_recipe.py",
+    "erasing_design": "python benchmarks/erasing_design.py",
+    "segmenter_recipe": "python benchmarks/segmenter_recipe.py",
+    "psl_design": "python benchmarks/psl_design.py",
+    "body_recognition": "python benchmarks/body_recognition.py",
+    "book_time": "python benchmarks/book_time.py",
+}
+
+
+def design_record(name: str, folder: str | Path | None = None) -> dict:
+    """The design record ``benchmarks/<name>.json`` (``folder`` instead of ``benchmarks/`` when
+    given) as a dict; ``{}`` when the file is not there, so a page shows an empty table and
+    :func:`aepsl.book.notes.missing_record` instead of failing."""
+    from ..engine.artifacts import REPO_DIR
+
+    path = Path(folder if folder is not None else REPO_DIR / "benchmarks") / f"{name}.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {"runs": data}
+
+
+def design_entries(record: dict) -> list[tuple[str, dict]]:
+    """The entries of a design record, in the order recorded (their ``order`` field, else the
+    file's order), without the ``_``-prefixed fields that describe the record as a whole."""
+    items = [(k, v) for k, v in record.items() if not k.startswith("_") and isinstance(v, dict)]
+    return [kv for _, kv in sorted(enumerate(items), key=lambda iv: (iv[1][1].get("order", iv[0]), iv[0]))]
+
+
+# The profile whose runs the book's prose describes as "the book's" recipe.
+BOOK_PROFILE = "default"
+
+
+def book_parameters(notebook: str, run: int = -1, profile: str = BOOK_PROFILE) -> dict:
+    """Every parameter of the book's run ``run`` of ``notebook`` (the last by default): the
+    notebook's defaults overridden by what ``profile`` sets, so a page of any profile can name
+    the book's recipe without typing it."""
+    from ..engine.config import notebook_runs
+    from ..engine.registry import entry
+
+    chosen = notebook_runs(profile, notebook)[run]
+    return {**entry(notebook).parameter_defaults(), **{k: v for k, v in chosen.items() if not k.startswith("_")}}
+
+
+def saved_names(folder: str | Path, names: list[str], suffix: str = ".png") -> list[str]:
+    """The names of ``names`` (in their order) for which a stage saved ``<folder>/<name><suffix>``;
+    none where the folder is missing."""
+    folder = Path(folder)
+    return [n for n in names if (folder / f"{n}{suffix}").is_file()]

@@ -11,90 +11,11 @@ from ..engine.artifacts import current_metrics_files
 from .records import PATH_PARAMETERS, RUNTIME_PARAMETERS, VARIANTS_PROFILE, same_data, shown_path, stage_metrics
 
 
-def calibration_tables(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(classifier settings, oracle settings) from ``benchmarks/calibration.json``."""
-    data = json.loads(Path(path).read_text())
-    clf, ora = [], []
-    for name, v in data.items():
-        if name.startswith("_"):
-            continue
-        ds = v["dataset"]
-        base = {"setting": name, "classes": len(ds["classes"]), "train images": ds["n_train"],
-                "image px": ds["image_size"], "epochs": v["params"].get("epochs")}
-        if "val_miou" in v:
-            ora.append({**base, "head": v["params"].get("head", "1x1"), "val mIoU": v["val_miou"],
-                        "fg precision": v["fg_precision"], "fg recall": v["fg_recall"],
-                        "train s": v["train_seconds"]})
-        else:
-            clf.append({**base, "backbone": v["params"].get("backbone"), "optimizer": v["params"].get("optimizer", "sgd"),
-                        "val mAP": v["val_map"], "train mAP": v["train_map"], "CAM seed mIoU": v["seed_miou"],
-                        "best bg threshold": v["best_threshold"], "train s": v["train_seconds"]})
-    frame = lambda rows: pd.DataFrame(rows).set_index("setting") if rows else pd.DataFrame()  # noqa: E731
-    return frame(clf), frame(ora)
-
-
-def book_recipe_table(path: str | Path) -> pd.DataFrame:
-    """The classifier settings measured for the book's time budget, in the order tried, from
-    ``benchmarks/book_recipe.json`` (``python benchmarks/book_recipe.py``)."""
-    data = json.loads(Path(path).read_text())
-    rows = []
-    for name, v in data.items():
-        if name.startswith("_"):
-            continue
-        load = v.get("load_average") or {}
-        rows.append({"order": v.get("order", len(rows)), "setting": name, "train scenes": v.get("n_train"),
-                     "epochs": v["epochs"], "lr": v["lr"], "CAM scales": " / ".join(f"{x:g}" for x in v["cam_scales"]),
-                     "val mAP": v["val_map"], "CAM seed mIoU": v["seed_miou"], "wall (s)": v["wall_s"],
-                     "CPU (s)": v.get("cpu_s"), "load start / end": f"{load.get('start')} / {load.get('end')}"})
-    if not rows:
-        return pd.DataFrame()
-    return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("setting")
-
-
 # The version of the training's float rounding on the CPU: bumped when a change of the code makes
-# the same seed train to slightly different numbers (1: until session 12 of issue 16; 2: EfficientNet's
-# depthwise convolutions with the flipped-kernel input gradient, backbones.DepthwiseConv2d).
-# benchmarks/erasing_design.py records it with each design; the tables mark older rows.
+# the same seed train to slightly different numbers (1: PyTorch's own depthwise-convolution
+# backward; 2: EfficientNet's depthwise convolutions with the flipped-kernel input gradient,
+# backbones.DepthwiseConv2d). benchmarks/erasing_design.py records it with each design.
 NUMERICS = 2
-
-
-def _earlier(v: dict) -> str:
-    """'' for a design record measured by this code on this kind of machine, else the mark."""
-    if not v.get("cpu"):   # recorded before the CPU model was: another machine
-        return " (earlier machine)"
-    return " (earlier code)" if v.get("numerics", 1) < NUMERICS else ""
-
-
-def erasing_design_table(path: str | Path) -> pd.DataFrame:
-    """The scene designs and erasing recipes tried for the embedded default (issue 16), in the
-    order recorded by ``benchmarks/erasing_design.py`` (``benchmarks/erasing_design.json``):
-    the CAM's val mAP and best-threshold seed mIoU, what round 1 (the CAM at the mining
-    threshold) covers of the discs and bodies, the later rounds' val mAP and precision, the
-    pseudo masks after each round and the best of them against the CAM. Rows recorded without a
-    CPU model were measured on an earlier machine, rows of an older :data:`NUMERICS` by earlier
-    code, and say so (the same seed trains to slightly different numbers on another CPU model, or
-    after a change of the float rounding)."""
-    data = json.loads(Path(path).read_text())
-    rows = []
-    for key, v in data.items():
-        if key.startswith("_"):
-            continue
-        r = v["rounds"]
-        cov = (r[0].get("part_coverage") or {}).get("this_round") or {}
-        hue = (v.get("scenes") or {}).get("class_hue")
-        rows.append({"order": v.get("order", len(rows)), "design / merge": key,
-                     "item hues": "any" if hue in (None, 1.0) else f"class bands {hue:g}",
-                     "CAM val mAP": v["cam"]["val_map"], "CAM mIoU (best cut)": v["cam"]["seed_miou"],
-                     "round 1 covers disc / body": (f"{cov['disc']:.2f} / {cov['body']:.2f}" if cov else "–"),
-                     "val mAP, rounds 2+": " / ".join(f"{x['val_map']:.2f}" for x in r[1:]) or "–",
-                     "precision per round": " / ".join(f"{x['region_precision']:.3f}" for x in r
-                                                       if x.get("region_precision") is not None),
-                     "AE mIoU after 1, 2, ... rounds": " / ".join(f"{x:.3f}" for x in v["ae_miou_per_rounds"]),
-                     "best AE − CAM": v["ae_best_minus_cam"]})
-        rows[-1]["design / merge"] += _earlier(v)
-    if not rows:
-        return pd.DataFrame()
-    return pd.DataFrame(rows).sort_values("order").drop(columns="order").set_index("design / merge")
 
 
 ERASING_RECIPE = ("mine_threshold", "erase_value", "init", "clean_fraction", "round_epochs", "erase_margin",
@@ -109,58 +30,302 @@ def paper_erasing() -> dict:
     return {k: getattr(defaults, k) for k in ERASING_RECIPE}
 
 
-def erasing_prior_table(path: str | Path, class_hue: float, priors) -> pd.DataFrame:
-    """The paper's erasing recipe beside the background priors ``priors``, every training seed
-    recorded, on scenes of ``class_hue``: the designs of ``benchmarks/erasing_design.json``
-    whose ``recipe`` departs from the paper's in ``mine_prior`` and ``mine_threshold`` alone,
-    indexed by (recipe, training seed). An item of ``priors`` is a ``mine_prior`` value (mining
-    at the paper's threshold) or a (``mine_prior``, ``mine_threshold``) pair. A recipe measured
-    on an earlier machine or by earlier code says so in its name."""
-    data = json.loads(Path(path).read_text())
-    paper = paper_erasing()
-    at = paper["mine_threshold"]
-    wanted = {(0.0, at), *((float(p[0]), float(p[1])) if isinstance(p, (tuple, list)) else (float(p), at)
-                           for p in priors)}
+def book_erasing_changes() -> dict:
+    """The :data:`ERASING_RECIPE` parameters in which the book's erasing run departs from the
+    paper's recipe (``mine_prior`` and ``mine_threshold`` in the default profile)."""
+    from .records import book_parameters
+
+    book, paper = book_parameters("02_erasing"), paper_erasing()
+    return {k: book[k] for k in ERASING_RECIPE if book.get(k, paper[k]) != paper[k]}
+
+
+# ----------------------------------------------------------------------------------------------
+# The design appendix: the records of benchmarks/*.json as short, readable tables. Every function
+# takes the record as a dict (records.design_record gives {} where the file is missing) and
+# returns an empty frame where there is nothing to show.
+
+def show(table: pd.DataFrame, caption: str = ""):
+    """``table`` as the book shows a table: mIoU, mAP and other fractions to 3 decimals, a column
+    whose name ends in '(s)' in whole seconds, a difference ('−' or 'gain' in its name) with its
+    sign, missing values as '–', the caption above, small type."""
+    def fmt(name):
+        name = str(name)
+        if name.endswith("(s)") or name.endswith("(MiB)"):
+            return lambda x: "–" if pd.isna(x) else f"{x:,.0f}"
+        if "−" in name or "gain" in name:
+            return lambda x: "–" if pd.isna(x) else f"{x:+.3f}"
+        return lambda x: "–" if pd.isna(x) else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+    styler = table.style.format({c: fmt(c) for c in table.columns})
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler.set_table_styles([
+        {"selector": "caption", "props": "caption-side: top; text-align: left; font-size: 0.85em;"},
+        {"selector": "td", "props": "font-size: 0.85em; padding: 1px 6px;"},
+        {"selector": "th", "props": "font-size: 0.85em; padding: 1px 6px;"}])
+
+
+def _entries(record: dict) -> list[tuple[str, dict]]:
+    from .records import design_entries
+
+    return design_entries(record or {})
+
+
+def calibration_table(record: dict) -> pd.DataFrame:
+    """``benchmarks/calibration.json`` (``python benchmarks/calibrate.py``): one row per setting
+    measured on the first scenes, classifiers (val mAP, CAM mIoU at the best cut) and fully
+    supervised oracles (held-out mIoU) alike, with the scenes each ran on and its seconds."""
+    backbones = {"efficientnet_lite0": "Lite0", "small": "small CNN"}
     rows = []
-    for key, v in data.items():
-        rec = v.get("recipe") if not key.startswith("_") else None
-        if not rec or (v.get("scenes") or {}).get("class_hue") != class_hue:
+    for _, v in _entries(record):
+        ds, p = v.get("dataset", {}), v.get("params", {})
+        if "val_miou" in v:
+            head = {"largefov": "LargeFOV head"}.get(p.get("head"), "1x1 head")
+            setting = f"oracle, {head}"
+        else:
+            optimizer = {"adamw": "AdamW"}.get(p.get("optimizer", "sgd"), "SGD")
+            setting = f"classifier, {backbones.get(p.get('backbone'), p.get('backbone'))}, {optimizer}"
+        rows.append({"setting": setting,
+                     "scenes": f"{len(ds.get('classes', []))} classes, {ds.get('n_train', 0):,}",
+                     "epochs": p.get("epochs"), "val mAP": v.get("val_map"),
+                     "CAM mIoU": v.get("seed_miou"), "oracle mIoU": v.get("val_miou"),
+                     "train (s)": v.get("train_seconds")})
+    return pd.DataFrame(rows).set_index("setting") if rows else pd.DataFrame()
+
+
+def book_recipe_tables(record: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``benchmarks/book_recipe.json`` (``python benchmarks/book_recipe.py``): (the classifier
+    settings tried for the time budget, in the order tried: val mAP, CAM mIoU, wall and CPU
+    seconds and the machine's load around the run; the segmenter recipes, each a whole run of
+    the default profile: the four segmenters' held-out mIoU and the oracle's seconds)."""
+    rows = []
+    for name, v in _entries(record):
+        load = v.get("load_average") or {}
+        rows.append({"setting": name, "val mAP": v.get("val_map"), "CAM mIoU": v.get("seed_miou"),
+                     "wall (s)": v.get("wall_s"), "CPU (s)": v.get("cpu_s"),
+                     "load": f"{load.get('start', '–')}–{load.get('end', '–')}"})
+    classifiers = pd.DataFrame(rows).set_index("setting") if rows else pd.DataFrame()
+    rows = []
+    for name, v in _entries((record or {}).get("_segmenters") or {}):
+        row = {"recipe": name}
+        for stage, column in (("ae_segmenter", "AE"), ("psl", "PSL"), ("psl_plus_plus", "PSL++"),
+                              ("oracle", "oracle")):
+            row[column] = (v.get(stage) or {}).get("val_miou")
+        row["oracle (s)"] = (v.get("oracle") or {}).get("train_s")
+        rows.append(row)
+    segmenters = pd.DataFrame(rows).set_index("recipe") if rows else pd.DataFrame()
+    return classifiers, segmenters
+
+
+def segmenter_study_table(record: dict) -> pd.DataFrame:
+    """``benchmarks/segmenter_recipe.json`` as the appendix shows it: one row per oracle recipe
+    tried, in order, named by what it changed (head, epochs, learning rate, augmentation and
+    weight decay, thread count); held-out mIoU with PSL's test-time drop below 0.5, with
+    nothing dropped and with the CRF, its training seconds and the code revision that ran it."""
+    rows = []
+    for _, v in _entries(record):
+        parts = ["stride-4 decoder" if v.get("decoder") == "stride4" else "LargeFOV", f"{v.get('epochs')} ep"]
+        if v.get("lr") not in (None, 0.001):
+            parts.append(f"lr {v['lr']:g}")
+        if v.get("scale_range") and list(v["scale_range"]) != [0.9, 1.1]:
+            parts.append("scale {:g}-{:g}".format(*v["scale_range"]))
+        if v.get("weight_decay") not in (None, 0.0001):
+            parts.append(f"wd {v['weight_decay']:g}")
+        if v.get("threads") == 1:
+            parts.append("1 thread")
+        rows.append({"recipe": ", ".join(parts), "drop < 0.5": v.get("val_miou_drop05"),
+                     "nothing dropped": v.get("val_miou_nodrop"), "+ CRF": v.get("val_miou_crf"),
+                     "train (s)": v.get("train_seconds"), "revision": (v.get("git_revision") or "–")[:7]})
+    return pd.DataFrame(rows).set_index("recipe") if rows else pd.DataFrame()
+
+
+# The scene generator's defaults, for the fields the oldest design records did not write.
+_SCENE_DEFAULTS = {"part_size": [20, 26], "item_size": [48, 72], "max_items": 3, "class_hue": 1.0}
+
+
+def scene_label(scenes: dict | None) -> str:
+    """A short name of a design's scenes, from its recorded fields: the discs' size, the items'
+    size where it is not the default, at most N items where not 3, and the items' hues."""
+    s = {k: v for k, v in (scenes or {}).items() if v is not None}
+    s = {**_SCENE_DEFAULTS, **s}
+    part = list(s["part_size"])
+    parts = ["no discs" if part == [0, 0] else "discs {}-{} px".format(*part)]
+    if list(s["item_size"]) != _SCENE_DEFAULTS["item_size"]:
+        parts.append("items {}-{} px".format(*s["item_size"]))
+    if s["max_items"] != _SCENE_DEFAULTS["max_items"]:
+        parts.append(f"≤ {s['max_items']} items")
+    hue = float(s["class_hue"])
+    parts.append("any hue" if hue >= 1 else f"hue band {hue:g}")
+    return ", ".join(parts)
+
+
+def recipe_label(recipe: dict | None) -> str:
+    """A short name of an erasing recipe: what it changes from the paper's (mining threshold,
+    fill, warm start, clean share, epochs, grown holes, decoys, background prior)."""
+    paper, r = paper_erasing(), {**paper_erasing(), **(recipe or {})}
+    parts = []
+    if r["mine_prior"] != paper["mine_prior"]:
+        parts.append(f"prior {r['mine_prior']:g}")
+    if r["mine_threshold"] != paper["mine_threshold"]:
+        parts.append(f"mining at {r['mine_threshold']:g}")
+    if r["erase_value"] != paper["erase_value"]:
+        parts.append(f"{r['erase_value']} fill")
+    if r["init"] != paper["init"]:
+        parts.append("warm start")
+    if r["clean_fraction"] != paper["clean_fraction"]:
+        parts.append(f"{100 * r['clean_fraction']:.0f}% clean")
+    if r["round_epochs"] != paper["round_epochs"]:
+        parts.append(f"{r['round_epochs']}-epoch rounds")
+    if r["erase_margin"] != paper["erase_margin"]:
+        parts.append(f"holes grown {r['erase_margin']} px")
+    if r["decoys"] != paper["decoys"]:
+        parts.append(f"{r['decoys']} decoy hole{'s' if r['decoys'] > 1 else ''}")
+    return ", ".join(parts) or "paper's recipe"
+
+
+def measured_on(v: dict) -> str:
+    """Which machine and code measured a design record: the CPU model (where recorded) and
+    whether the training's float rounding was the current one (:data:`NUMERICS`)."""
+    cpu = v.get("cpu") or "CPU not recorded"
+    return cpu + ("" if v.get("numerics", 1) >= NUMERICS else ", older float rounding")
+
+
+def erasing_designs(record: dict) -> pd.DataFrame:
+    """Every design of ``benchmarks/erasing_design.json`` (``python benchmarks/erasing_design.py``),
+    one row per recorded run, in the order recorded: its scenes and recipe (short names from the
+    recorded fields), training seed, rounds, the CAM's mIoU at its best cut, what round 1 takes
+    of the discs and bodies, round 2's precision, the best pseudo masks against the CAM, and
+    which machine and code measured it."""
+    rows = []
+    for key, v in _entries(record):
+        r = v.get("rounds") or []
+        cov = ((r[0].get("part_coverage") or {}).get("this_round") or {}) if r else {}
+        rows.append({"scenes": scene_label(v.get("scenes")), "recipe": recipe_label(v.get("recipe")),
+                     "seed": v.get("seed", 0), "rounds": len(r),
+                     "class_hue": float({**_SCENE_DEFAULTS, **{k: x for k, x in (v.get("scenes") or {}).items()
+                                                              if x is not None}}["class_hue"]),
+                     "recipe_fields": {**paper_erasing(), **(v.get("recipe") or {})},
+                     "CAM mIoU": (v.get("cam") or {}).get("seed_miou"),
+                     "round 1 disc": cov.get("disc"), "round 1 body": cov.get("body"),
+                     "round-2 precision": r[1].get("region_precision") if len(r) > 1 else None,
+                     "best AE − CAM": v.get("ae_best_minus_cam"), "measured on": measured_on(v)})
+    return pd.DataFrame(rows) if rows else pd.DataFrame()
+
+
+def _seeds(values) -> str:
+    return ", ".join(str(s) for s in sorted(set(values)))
+
+
+def erasing_scene_table(designs: pd.DataFrame) -> pd.DataFrame:
+    """The scene designs, each run with the paper's erasing recipe: per scenes (means over the
+    runs recorded), the CAM's mIoU, what round 1 takes of discs and bodies, round 2's precision
+    and the best pseudo masks against the CAM, with the training seeds and the number of runs."""
+    if designs.empty:
+        return pd.DataFrame()
+    paper = designs[designs["recipe"] == recipe_label({})]
+    if paper.empty:
+        return pd.DataFrame()
+    columns = ["CAM mIoU", "round 1 disc", "round 1 body", "round-2 precision", "best AE − CAM"]
+    grouped = paper.groupby("scenes", sort=False)
+    table = grouped[columns].mean()
+    table.insert(0, "runs", grouped.size())
+    table["seeds"] = grouped["seed"].agg(_seeds)
+    return table[["seeds", "runs", "CAM mIoU", "round 1 body", "round-2 precision", "best AE − CAM"]]
+
+
+def erasing_recipe_table(designs: pd.DataFrame, class_hue: float, recipes: list[dict] | None = None) -> pd.DataFrame:
+    """The erasing recipes measured on the scenes of ``class_hue`` (discs of the default size),
+    one row per recipe with every training seed recorded: round 2's precision and the best
+    pseudo masks against the CAM, as means over the seeds and for the worst seed. ``recipes``
+    (dicts of :data:`ERASING_RECIPE` parameters that depart from the paper's) keeps those
+    recipes only, in that order."""
+    if designs.empty:
+        return pd.DataFrame()
+    rows = designs[(designs["class_hue"] == float(class_hue))
+                   & (designs["scenes"] == scene_label({"class_hue": class_hue}))]
+    if recipes is not None:
+        wanted = [recipe_label(r) for r in recipes]
+        rows = rows[rows["recipe"].isin(wanted)]
+    if rows.empty:
+        return pd.DataFrame()
+    grouped = rows.groupby("recipe", sort=False)
+    table = pd.DataFrame({"seeds": grouped["seed"].agg(_seeds),
+                          "round-2 precision": grouped["round-2 precision"].mean(),
+                          "AE − CAM, mean": grouped["best AE − CAM"].mean(),
+                          "AE − CAM, worst seed": grouped["best AE − CAM"].min()})
+    if recipes is not None:
+        table = table.reindex([w for w in dict.fromkeys(wanted) if w in table.index])
+    else:
+        table = table.sort_values("round-2 precision")
+    table.index.name = "recipe"
+    return table
+
+
+def psl_design_table(record: dict) -> pd.DataFrame:
+    """``benchmarks/psl_design.json`` (``python benchmarks/psl_design.py``): one row per design
+    of PSL's online labels (and its variants: Ŝ on every pixel, a warm-up on S alone), the
+    held-out mIoU of the AE segmenter, PSL and PSL++ as means over the training seeds recorded."""
+    rows = []
+    for _, v in _entries(record):
+        stage = v.get("stage", "")
+        kind = ("PSL++" if stage.startswith("psl_plus_plus") else "PSL" if stage.startswith("psl")
+                else "AE segmenter" if stage.startswith("ae_segmenter") else None)
+        if kind is None:
             continue
-        if any(rec.get(k, d) != d for k, d in paper.items() if k not in ("mine_prior", "mine_threshold")):
-            continue
-        prior, threshold = float(rec.get("mine_prior", 0.0)), float(rec.get("mine_threshold", at))
-        if (prior, threshold) not in wanted:
-            continue
-        name = ", ".join(([f"background prior {prior:g}"] if prior else [])
-                         + ([f"mining at {threshold:g}"] if threshold != at else [])) or "the paper's"
-        r = v["rounds"]
-        rows.append({"recipe": name + _earlier(v),
-                     "training seed": v.get("seed"),
-                     "precision per round": " / ".join(f"{x['region_precision']:.3f}" for x in r
-                                                       if x.get("region_precision") is not None),
-                     "AE mIoU after 1, 2, ... rounds": " / ".join(f"{x:.3f}" for x in v["ae_miou_per_rounds"]),
-                     "CAM mIoU (best cut)": v["cam"]["seed_miou"], "best AE − CAM": v["ae_best_minus_cam"],
-                     "_order": (threshold, prior)})
+        variant = ([f"Ŝ after a {v['online_warmup']}-epoch warm-up"] if v.get("online_warmup") else []) \
+            + (["Ŝ on every pixel"] if v.get("online_pixels") == "all" else [])
+        if variant:   # a variant of PSL's online labels: named by what it changes and the masks it learns from
+            masks = "paper's" if str(v.get("profile", "")).startswith("paper") else "book's"
+            design = f"PSL, {', '.join(variant)} ({masks} masks)"
+        else:
+            design = v.get("design", "")
+        rows.append({"design": design, "kind": kind,
+                     "seed": v.get("seed", 0), "miou": v.get("miou")})
     if not rows:
         return pd.DataFrame()
-    table = pd.DataFrame(rows).sort_values(["_order", "training seed"]).drop(columns="_order")
-    return table.set_index(["recipe", "training seed"])
+    frame = pd.DataFrame(rows)
+    table = frame.pivot_table(index="design", columns="kind", values="miou", aggfunc="mean", sort=False)
+    table = table.reindex(columns=[c for c in ("AE segmenter", "PSL", "PSL++") if c in table.columns])
+    table.insert(0, "seeds", frame.groupby("design", sort=False)["seed"].agg(_seeds))
+    table.columns.name = None
+    return table
 
 
-def book_segmenter_table(path: str | Path) -> pd.DataFrame:
-    """The segmenter recipes tried under the book's time budget, each a whole default-profile run:
-    the four segmenters' held-out mIoU and training seconds (``_segmenters`` of
-    ``benchmarks/book_recipe.json``)."""
-    runs = json.loads(Path(path).read_text()).get("_segmenters", {})
-    rows = []
-    for label, v in sorted(runs.items(), key=lambda kv: kv[1].get("order", 0)):
-        row = {"recipe": label, "epochs": v["epochs"], "crop (px)": v["crop"], "lr": v["lr"]}
-        for stage, name in (("ae_segmenter", "AE"), ("psl", "AE + PSL"), ("psl_plus_plus", "PSL++"),
-                            ("oracle", "oracle")):
-            row[f"{name} mIoU"] = v[stage]["val_miou"]
-        row["oracle train (s)"] = v["oracle"]["train_s"]
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("recipe") if rows else pd.DataFrame()
+def body_recognition_table(record: dict) -> pd.DataFrame:
+    """``benchmarks/body_recognition.json`` (``python benchmarks/body_recognition.py``): per
+    erasing round, each classifier's val mAP on clean held-out scenes and on the same scenes
+    with their discs erased, one pair of columns per recorded run (its training seed)."""
+    columns = {}
+    for key, v in _entries(record):
+        who = f"seed {v['seed']}" if "seed" in v else key
+        for r in v.get("rounds") or []:
+            columns.setdefault(f"clean, {who}", {})[r["round"]] = r.get("val_map")
+            columns.setdefault(f"discs erased, {who}", {})[r["round"]] = r.get("val_map_discs_erased")
+    if not columns:
+        return pd.DataFrame()
+    table = pd.DataFrame(columns)
+    table.index.name = "round"
+    return table
+
+
+def book_time_runs(record: dict) -> pd.DataFrame:
+    """``benchmarks/book_time.json`` (``python benchmarks/book_time.py``, ``make book-time``):
+    one row per timed build from empty, in the order run: its profile, date, code revision,
+    cores, wall and CPU seconds, peak memory and the reference workload's seconds before it."""
+    rows = [{"profile": v.get("profile"), "date": (v.get("finished_at") or "")[:10],
+             "revision": (v.get("git_revision") or "–")[:7], "cores": v.get("cores"),
+             "wall (s)": v.get("wall_s"), "CPU (s)": v.get("cpu_s"), "memory (MiB)": v.get("peak_rss_mib"),
+             "reference (s)": (v.get("reference_s") or {}).get("before")}
+            for v in (record or {}).get("runs") or [] if isinstance(v, dict)]
+    return pd.DataFrame(rows) if rows else pd.DataFrame()
+
+
+def latest_book_times(runs: pd.DataFrame) -> pd.DataFrame:
+    """The last timed build of each profile (:func:`book_time_runs`), one row a profile."""
+    if runs.empty:
+        return pd.DataFrame()
+    last = runs.groupby("profile", sort=False).tail(1).set_index("profile")
+    return last[["date", "revision", "cores", "wall (s)", "CPU (s)", "memory (MiB)"]]
 
 
 def segmenter_recipe_table(path: str | Path) -> pd.DataFrame:
