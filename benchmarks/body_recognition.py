@@ -1,4 +1,4 @@
-"""Does an erasing round's classifier recognise the items' bodies? (issue 16; a benchmark, not a test)
+"""Does an erasing round's classifier recognise the items' bodies? (a benchmark, not a test)
 
     .venv/bin/python benchmarks/body_recognition.py --profile default benchmarks/designs/default_seed1.yaml
     # -> benchmarks/body_recognition.json (one entry per profile, replaced when rerun)

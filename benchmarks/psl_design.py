@@ -1,4 +1,4 @@
-"""Segmenter designs tried for issue 16 (PSL's online map Ŝ, its warm-up, the branch), recorded.
+"""Segmenter designs tried for the embedded default (PSL's online map Ŝ, its warm-up, the branch), recorded.
 
 Each design is a stage profile whose 04_psl / 05_psl_plus_plus runs train segmenters beside a
 profile's AE masks (``python -m aepsl.stages --profile FILE --only 04_psl 05_psl_plus_plus``);

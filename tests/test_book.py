@@ -1,7 +1,7 @@
 """The book a reader sees: the quick profile's executed notebooks built into the HTML book with
 warnings as errors, then every page opened in headless Chromium (aepsl.book.check).
 
-The book is built in a temporary folder from the session's quick run (conftest.quick_run), so
+The book is built in a temporary folder from the test run's quick run (conftest.quick_run), so
 the notebooks run once for this file and test_notebooks.py together. The browser part is
 skipped, saying why, where Chromium or chromedriver is not installed (`make chromium`).
 """

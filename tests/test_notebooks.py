@@ -1,7 +1,7 @@
 """The whole quick profile end to end through papermill, into a temporary folder.
 
 Every notebook of ``notebooks/params/quick.yaml`` runs (each erasing round is its own papermill
-run, once per test session: the ``quick_run`` fixture of conftest.py, which the book test
+run, once per test run: the ``quick_run`` fixture of conftest.py, which the book test
 reuses); the per-notebook checks follow pipeline.json. ``ONLY`` there narrows it while debugging.
 """
 from __future__ import annotations

@@ -52,7 +52,7 @@ def book_recipe_table(path: str | Path) -> pd.DataFrame:
 
 
 # The version of the training's float rounding on the CPU: bumped when a change of the code makes
-# the same seed train to slightly different numbers (1: until session 12 of issue 16; 2: EfficientNet's
+# the same seed train to slightly different numbers (1: the first rounding; 2: EfficientNet's
 # depthwise convolutions with the flipped-kernel input gradient, backbones.DepthwiseConv2d).
 # benchmarks/erasing_design.py records it with each design; the tables mark older rows.
 NUMERICS = 2
@@ -66,12 +66,12 @@ def _earlier(v: dict) -> str:
 
 
 def erasing_design_table(path: str | Path) -> pd.DataFrame:
-    """The scene designs and erasing recipes tried for the embedded default (issue 16), in the
+    """The scene designs and erasing recipes tried for the embedded default, in the
     order recorded by ``benchmarks/erasing_design.py`` (``benchmarks/erasing_design.json``):
     the CAM's val mAP and best-threshold seed mIoU, what round 1 (the CAM at the mining
     threshold) covers of the discs and bodies, the later rounds' val mAP and precision, the
     pseudo masks after each round and the best of them against the CAM. Rows recorded without a
-    CPU model were measured on an earlier machine, rows of an older :data:`NUMERICS` by earlier
+    CPU model were measured on another CPU model, rows of an older :data:`NUMERICS` by earlier
     code, and say so (the same seed trains to slightly different numbers on another CPU model, or
     after a change of the float rounding)."""
     data = json.loads(Path(path).read_text())
@@ -115,7 +115,7 @@ def erasing_prior_table(path: str | Path, class_hue: float, priors) -> pd.DataFr
     whose ``recipe`` departs from the paper's in ``mine_prior`` and ``mine_threshold`` alone,
     indexed by (recipe, training seed). An item of ``priors`` is a ``mine_prior`` value (mining
     at the paper's threshold) or a (``mine_prior``, ``mine_threshold``) pair. A recipe measured
-    on an earlier machine or by earlier code says so in its name."""
+    on another CPU model or by older code says so in its name."""
     data = json.loads(Path(path).read_text())
     paper = paper_erasing()
     at = paper["mine_threshold"]
