@@ -87,7 +87,7 @@ say("**Evidence.**", notes.round1_reuse_note(bench / "book_time.json"),
 # round 2's regions lie more on the items.
 #
 # **Evidence for both.** Each row below is one erasing recipe on the book's scenes, one number
-# per training seed: the *round-2 precision* is the share of round 2's mined pixels that lie on
+# per training seed, seeds in order: the *round-2 precision* is the share of round 2's mined pixels that lie on
 # an item of their class, and *AE − CAM* is how much the merged erasing masks beat the CAM seeds,
 # each at its best background cut (mIoU on the training scenes).
 
@@ -182,11 +182,13 @@ say("The decoder and the longer training lift the oracle; the variants of the lo
 # overrule) the labels of the pixels S labels, normalised by their count. `online_pixels: all`
 # scores Ŝ on every pixel of the crop instead, a reading of the paper's normalisation.
 #
-# **Why.** Both terms then see the same pixels; the two readings differ by less than the
-# training seeds do (the row *Ŝ on every pixel* below), so the book keeps the simpler one.
+# **Why.** Both terms then see the same pixels. The other reading (the row *Ŝ on every pixel*
+# below) moves the numbers by much less than the training seed does, and not the same way for
+# PSL++ on every seed, so the book keeps the reading that treats both terms alike.
 #
 # **Evidence for both.** Held-out mIoU of the segmenters trained on the book's erasing masks, one
-# column per training seed: the AE segmenter (no Ŝ) and PSL with each form of Ŝ tried.
+# column per segmenter and training seed: the AE segmenter (no Ŝ), and PSL and PSL++ with each
+# form of Ŝ tried (– where a form was not trained).
 
 # %% tags=["remove-input"]
 say(notes.settings_note(profile, "04_psl", ["online_crf", "online_pixels"], stage="psl"))
@@ -242,8 +244,9 @@ say(notes.settings_note(profile, "04_psl", ["test_windows"], stage="psl"), "**Ev
 # so the ablation changes one thing at a time ({doc}`05_psl_plus_plus` shows every segmenter
 # against the threshold).
 #
-# **Why.** On the oracle the rule only removes classes it had segmented well, and which classes
-# it removed changed from run to run.
+# **Why.** On the oracle the rule removed classes the segmentation head had found, and which
+# classes it removed changed from run to run, which made the ceiling noisier than the
+# segmenters it bounds.
 
 # %% tags=["remove-input"]
 say(notes.settings_note(profile, "04_psl", ["test_threshold"], stage="oracle"), "**Evidence.**",

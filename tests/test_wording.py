@@ -148,7 +148,8 @@ def test_erasing_recipe_table_groups_seeds(tmp_path):
     path.write_text(json.dumps({"a": rec(0.0, 0.5, 1, 0.5, -0.01), "b": rec(0.0, 0.5, 0, 0.6, 0.02),
                                 "c": rec(0.2, 0.55, 0, 0.7, 0.05), "d": rec(0.0, 0.5, 0, 0.1, 0.1, hue=1.0)}))
     table = notes.erasing_recipe_table(path)
-    assert list(table["recipe"]) == ["the paper's (0.5, no prior)", "mining at 0.55, prior 0.2 (the book)"]
+    assert list(table["recipe"]) == ["the paper's: at 0.5, no prior", "at 0.55, prior 0.2 (book)"]
+    assert list(table.columns) == ["recipe", "round-2 precision", "AE − CAM"]
     assert table.loc[0, "round-2 precision"] == "0.600 / 0.500" and table.loc[0, "AE − CAM"] == "+0.020 / -0.010"
 
 
@@ -156,12 +157,20 @@ def test_psl_design_table_rows_and_seeds(tmp_path):
     path = tmp_path / "psl.json"
     path.write_text(json.dumps({
         "x": {"profile": "default", "seed": 0, "stage": "ae_segmenter", "miou": 0.5},
-        "y": {"profile": "default", "seed": 0, "stage": "psl", "design": "the paper's PSL", "miou": 0.49},
+        "y": {"profile": "default", "seed": 0, "stage": "psl", "design": "the paper's PSL on the book's masks",
+              "online_pixels": "labelled", "miou": 0.49},
+        "v": {"profile": "default", "seed": 0, "stage": "psl_plus_plus_all", "online_pixels": "all", "miou": 0.7},
+        "u": {"profile": "default", "seed": 0, "stage": "psl_warm3", "online_pixels": "labelled",
+              "online_warmup": 3, "miou": 0.48},
         "z": {"profile": "default_seed1", "seed": 1, "stage": "psl_crf", "miou": 0.61},
         "w": {"profile": "other", "seed": 0, "stage": "psl_crf", "miou": 0.9}}))
-    table = notes.psl_design_table(path)
-    assert list(table.columns) == ["seed 0", "seed 1"]
-    assert table.loc["the paper's Ŝ", "seed 0"] == "0.490" and table.loc["Ŝ refined by the CRF", "seed 1"] == "0.610"
+    table = notes.psl_design_table(path).set_index("online map")
+    assert list(table.columns) == ["PSL, seed 0", "PSL, seed 1", "PSL++, seed 0"]
+    assert table.loc["the paper's Ŝ", "PSL, seed 0"] == "0.490"
+    assert table.loc["Ŝ refined by the CRF", "PSL, seed 1"] == "0.610"
+    assert table.loc["Ŝ on every pixel", "PSL++, seed 0"] == "0.700"
+    assert table.loc["3-epoch warm-up on S", "PSL, seed 0"] == "0.480"
+    assert table.loc["AE segmenter (no Ŝ)", "PSL++, seed 0"] == "–"
     assert "0.900" not in table.to_string()
 
 

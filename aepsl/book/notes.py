@@ -157,7 +157,8 @@ def classes_table(path: str | Path) -> pd.DataFrame | None:
             continue
         p, d = r.get("params", {}), r.get("dataset", {})
         rows.append({"classes": len(d.get("classes", [])) or None,
-                     "backbone": f"{p.get('backbone', '?')} {p.get('backbone_depth', '')}".strip(),
+                     "backbone": (f"Lite0, {p.get('backbone_depth', 'full')}" if p.get("backbone") == "efficientnet_lite0"
+                                  else p.get("backbone", "?")),
                      "optimizer": p.get("optimizer", "sgd"), "val mAP": _f(r.get("val_map")),
                      "CAM mIoU": _f(r.get("seed_miou"))})
     if not rows:
@@ -194,15 +195,16 @@ def round1_reuse_note(path: str | Path, profile: str = "default") -> str:
 
 def _recipe_name(prior, threshold) -> str:
     if not prior and threshold == 0.5:
-        return "the paper's (0.5, no prior)"
-    return f"mining at {threshold:g}" + (f", prior {prior:g}" if prior else "")
+        return "the paper's: at 0.5, no prior"
+    return f"at {threshold:g}" + (f", prior {prior:g}" if prior else "")
 
 
 def erasing_recipe_table(path: str | Path, class_hue: float = 0.34, book=(0.2, 0.55)) -> pd.DataFrame | None:
     """The erasing recipes that differ from the paper's only in ``mine_prior`` and
     ``mine_threshold``, on the scenes with class hues ``class_hue``
     (benchmarks/erasing_design.json): one row per recipe with its seeds' round-2 region precision
-    and best AE − CAM, seeds in order; the book's recipe is marked. None without records."""
+    and best AE − CAM, seeds in order (0 / 1 / ...); the book's recipe is marked. None without
+    records."""
     paper = {"erase_value": "mean", "init": "fresh", "clean_fraction": 0.0, "round_epochs": 0,
              "erase_margin": 0, "decoys": 0}
     newest = max([r.get("numerics", 1) for r in _entries(read_record(path))] or [1])
@@ -221,8 +223,8 @@ def erasing_recipe_table(path: str | Path, class_hue: float = 0.34, book=(0.2, 0
     rows = []
     for (prior, threshold), seeds in sorted(groups.items()):
         order = sorted(seeds)
-        name = _recipe_name(prior, threshold) + (" (the book)" if (prior, threshold) == tuple(book) else "")
-        rows.append({"recipe": name, "seeds": " / ".join(map(str, order)),
+        name = _recipe_name(prior, threshold) + (" (book)" if (prior, threshold) == tuple(book) else "")
+        rows.append({"recipe": name,
                      "round-2 precision": " / ".join(_f(seeds[s][0]) for s in order),
                      "AE − CAM": " / ".join(("–" if seeds[s][1] is None else f"{seeds[s][1]:+.3f}") for s in order)})
     return pd.DataFrame(rows)
@@ -261,36 +263,46 @@ def oracle_drop_note(path: str | Path) -> str:
     return out + " (the confidence then read on the whole scene)."
 
 
-PSL_DESIGNS = {"psl": "the paper's Ŝ", "psl_all": "Ŝ on every pixel", "psl_warm2": "2-epoch warm-up on S",
-               "psl_crf": "Ŝ refined by the CRF"}
+def _psl_row(r: dict) -> str | None:
+    """The row of :func:`psl_design_table` a PSL design record belongs to, or None."""
+    stage, design = str(r.get("stage", "")), str(r.get("design", ""))
+    if stage == "ae_segmenter":
+        return "AE segmenter (no Ŝ)"
+    if not stage.startswith("psl"):
+        return None
+    if r.get("online_warmup"):
+        return f"{r['online_warmup']}-epoch warm-up on S" if r.get("online_pixels") == "labelled" else None
+    if stage.endswith("_crf") or design.startswith("the book"):
+        return "Ŝ refined by the CRF"
+    if r.get("online_pixels") == "all":
+        return "Ŝ on every pixel"
+    if design.startswith("the paper's PSL on the book's masks"):
+        return "the paper's Ŝ"
+    return None
 
 
 def psl_design_table(path: str | Path, profiles=("default", "default_seed1")) -> pd.DataFrame | None:
     """The PSL designs on the book's erasing masks (benchmarks/psl_design.json): held-out mIoU
-    of the AE segmenter and of each form of PSL's online map Ŝ, one column per training seed.
-    None without records."""
+    of the AE segmenter and of PSL and PSL++ with each form of PSL's online map Ŝ tried, one
+    column per segmenter and training seed. None without records."""
     recs = [r for r in _entries(read_record(path)) if r.get("profile") in profiles and "miou" in r]
-    if not recs:
-        return None
-    seeds = sorted({r.get("seed", 0) for r in recs})
-    rows = {}
+    rows: dict = {}
     for r in recs:
-        stage = r.get("stage")
-        if stage == "ae_segmenter":
-            name = "AE segmenter (no Ŝ)"
-        elif stage == "psl" and "paper" in str(r.get("design", "")):
-            name = PSL_DESIGNS["psl"]
-        elif stage in PSL_DESIGNS and stage != "psl":
-            name = PSL_DESIGNS[stage]
-        else:
+        name = _psl_row(r)
+        if name is None:
             continue
-        rows.setdefault(name, {})[f"seed {r.get('seed', 0)}"] = _f(r["miou"])
+        which = "PSL++" if "plus_plus" in str(r.get("stage")) else "PSL"
+        if name.startswith("AE"):
+            which = "PSL"   # the AE segmenter sits in PSL's columns: what Ŝ adds to it
+        rows.setdefault(name, {})[(which, r.get("seed", 0))] = _f(r["miou"])
     if not rows:
         return None
-    order = ["AE segmenter (no Ŝ)"] + list(PSL_DESIGNS.values())
-    table = pd.DataFrame.from_dict(rows, orient="index").reindex([o for o in order if o in rows])
-    table = table[[f"seed {s}" for s in seeds if f"seed {s}" in table.columns]]
-    table.index.name = "online map"
+    columns = sorted({c for row in rows.values() for c in row}, key=lambda c: (c[0] != "PSL", c[1]))
+    order = ["AE segmenter (no Ŝ)", "the paper's Ŝ", "Ŝ on every pixel"]
+    names = [n for n in order if n in rows] + sorted(n for n in rows if n not in order and "CRF" not in n) \
+        + [n for n in rows if "CRF" in n]
+    table = pd.DataFrame([{"online map": n, **{f"{w}, seed {k}": rows[n].get((w, k), "–") for w, k in columns}}
+                          for n in names])
     return table
 
 
@@ -393,6 +405,5 @@ def table_or_note(table: pd.DataFrame | None, path: str | Path, command: str):
 
     if table is None or not len(table):
         return Markdown(missing_note(path, command))
-    if isinstance(table.index, pd.RangeIndex):
-        return table.style.hide(axis="index")
-    return table.style
+    style = table.style.set_table_styles([{"selector": "td, th", "props": "padding: 0.1em 0.6em;"}])
+    return style.hide(axis="index") if isinstance(table.index, pd.RangeIndex) else style
