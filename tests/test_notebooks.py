@@ -19,7 +19,7 @@ from conftest import QUICK_ONLY as ONLY
 
 pytestmark = pytest.mark.notebooks
 
-TABLE_ONLY = {"09_provenance"}
+TABLE_ONLY = {"09_provenance", "11_decisions"}
 NOTEBOOKS = ONLY or list(yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())["notebooks"])
 
 
