@@ -1,4 +1,4 @@
-"""Designs tried for issue 16: scenes and erasing recipes, and whether erasing finds more object.
+"""Designs tried for the embedded default: scenes and erasing recipes, and whether erasing finds more object.
 
 Each design is a stage profile (a YAML file of runs: data, CAM, erasing rounds, merges) run with
 ``python -m aepsl.stages --profile FILE``; this script then reads the finished stages' metrics and

@@ -49,7 +49,7 @@ QUICK_ONLY = None   # e.g. ["00_data", "01_cam"] while debugging: the quick run 
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
-    """Run the quick profile once per session through papermill, with data and artifacts under
+    """Run the quick profile once per test run through papermill, with data and artifacts under
     a temporary folder: ``{record, profile, artifacts, data}`` (the notebook tests check it,
     the book test builds the book from its executed notebooks)."""
     from aepsl.engine.run_notebooks import run_profile

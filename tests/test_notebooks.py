@@ -1,7 +1,7 @@
 """The whole quick profile end to end through papermill, into a temporary folder.
 
 Every notebook of ``notebooks/params/quick.yaml`` runs (each erasing round is its own papermill
-run, once per test session: the ``quick_run`` fixture of conftest.py, which the book test
+run, once per test run: the ``quick_run`` fixture of conftest.py, which the book test
 reuses); the per-notebook checks follow pipeline.json. ``ONLY`` there narrows it while debugging.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from conftest import QUICK_ONLY as ONLY
 
 pytestmark = pytest.mark.notebooks
 
-TABLE_ONLY = {"09_provenance"}
+TABLE_ONLY = {"09_provenance", "11_decisions"}
 NOTEBOOKS = ONLY or list(yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())["notebooks"])
 
 

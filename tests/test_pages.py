@@ -1,4 +1,4 @@
-"""The pages as a reader sees them, checked on their sources and on the report helpers they call:
+"""The pages as a reader sees them, checked on their sources and on the package functions they call:
 visible code fits its box, set-up is hidden, the run's parameters appear once, every chapter
 ends with a 'Try it', and a variant the profile did not run is read from the variants profile
 or named by the command that makes it (never an error)."""

@@ -85,3 +85,334 @@ def missing_record(name: str) -> str:
 
     command = DESIGN_RECORDS.get(name, f"python benchmarks/{name}.py")
     return f"`benchmarks/{name}.json` is not there: `{command}` writes it, and this page then shows it."
+
+
+# ------------------------------------------------------------------ the decisions appendix
+# Each function below reads one record under benchmarks/ (or a profile's metrics.json) and
+# returns what the decisions page shows of it: a sentence, or a small table. A missing record or
+# a record without the fields asked for gives None (a table) or the sentence naming the command
+# that writes it (a note), never an error.
+
+def read_record(path: str | Path) -> dict | None:
+    """A JSON record, or None where the file is missing or not a JSON object."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def missing_note(path: str | Path, command: str) -> str:
+    """The one sentence an entry says where its record is missing (the path relative to the
+    repository where it lies inside it)."""
+    from .records import shown_path
+
+    return f"No record yet: `{command}` writes `{shown_path(path)}`, and this entry then quotes it."
+
+
+def _entries(record: dict | None) -> list[dict]:
+    """The records of a benchmark file: the values of its object (keys starting with '_' are
+    the file's own notes), or the items of a ``runs``/``designs`` list."""
+    if not record:
+        return []
+    for key in ("runs", "designs", "records"):
+        if isinstance(record.get(key), list):
+            return [r for r in record[key] if isinstance(r, dict)]
+    return [v for k, v in record.items() if not str(k).startswith("_") and isinstance(v, dict)]
+
+
+def _f(x) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _seconds(x) -> str:
+    return "–" if x is None else f"{round(x):,} s"
+
+
+def latest_book_time(path: str | Path, profile: str = "default") -> dict | None:
+    """The last timed `make book` of ``profile`` in benchmarks/book_time.json (by its
+    ``finished_at``), or None."""
+    runs = [r for r in _entries(read_record(path)) if r.get("profile") == profile and "wall_s" in r]
+    return max(runs, key=lambda r: str(r.get("finished_at", ""))) if runs else None
+
+
+def body_recognition_note(path: str | Path) -> str:
+    """What the erasing rounds' classifiers recognise with the discs erased
+    (benchmarks/body_recognition.json): round 1 relies on the disc, round 2 on the body."""
+    rec = read_record(path)
+    runs = _entries(rec)
+    run = next((r for r in runs if r.get("profile") == "default"), runs[0] if runs else None)
+    rounds = {r.get("round"): r for r in (run or {}).get("rounds", []) if isinstance(r, dict)}
+    if 1 not in rounds or 2 not in rounds:
+        return missing_note(path, "python benchmarks/body_recognition.py --profile default")
+    one, two = rounds[1], rounds[2]
+    return (f"Round 1's classifier scores a held-out mAP of {_f(one.get('val_map'))}, and "
+            f"{_f(one.get('val_map_discs_erased'))} when the discs are erased: it relies on the disc. "
+            f"Round 2's scores {_f(two.get('val_map_discs_erased'))} with the discs erased: it has "
+            "learned the bodies, which is what erasing is meant to teach.")
+
+
+def classes_table(path: str | Path) -> pd.DataFrame | None:
+    """The classifier calibration runs (benchmarks/calibration.json), one row each: classes,
+    backbone, held-out mAP and CAM seed mIoU; None without records."""
+    rows = []
+    for r in _entries(read_record(path)):
+        if r.get("val_map") is None:
+            continue
+        p, d = r.get("params", {}), r.get("dataset", {})
+        rows.append({"classes": len(d.get("classes", [])) or None,
+                     "backbone": (f"Lite0, {p.get('backbone_depth', 'full')}" if p.get("backbone") == "efficientnet_lite0"
+                                  else p.get("backbone", "?")),
+                     "optimizer": p.get("optimizer", "sgd"), "val mAP": _f(r.get("val_map")),
+                     "CAM mIoU": _f(r.get("seed_miou"))})
+    if not rows:
+        return None
+    return pd.DataFrame(rows).sort_values(["classes", "val mAP"], ascending=[False, False]).reset_index(drop=True)
+
+
+def cam_scales_note(path: str | Path) -> str:
+    """Two-scale against three-scale CAM inference, same classifier recipe
+    (benchmarks/book_recipe.json)."""
+    runs = [r for r in _entries(read_record(path)) if "cam_scales" in r]
+    two = [r for r in runs if len(r["cam_scales"]) == 2]
+    three = [r for r in runs if len(r["cam_scales"]) == 3 and r.get("epochs") == (two[0].get("epochs") if two else None)
+             and r.get("lr") == two[0].get("lr")]
+    if not two or not three:
+        return missing_note(path, "python benchmarks/book_recipe.py")
+    a, b = two[0], three[0]
+    return (f"With the same classifier ({a.get('epochs')} epochs, lr {a.get('lr')}), scales (1, 0.5) give CAM "
+            f"seeds of mIoU {_f(a.get('seed_miou'))} and (1, 0.5, 1.5) give {_f(b.get('seed_miou'))}; "
+            f"the CAM inference took {_seconds(a.get('timings_s', {}).get('cams'))} and "
+            f"{_seconds(b.get('timings_s', {}).get('cams'))}.")
+
+
+def round1_reuse_note(path: str | Path, profile: str = "default") -> str:
+    """The wall time of the CAM stage against erasing round 1, which reuses its classifier, in the
+    last timed book (benchmarks/book_time.json)."""
+    run = latest_book_time(path, profile)
+    stages = (run or {}).get("stages", {})
+    if "cam" not in stages or "erasing/round1" not in stages:
+        return missing_note(path, f"make book-time PROFILE={profile}")
+    return (f"In the last timed book the CAM stage took {_seconds(stages['cam'].get('wall_s'))}; erasing "
+            f"round 1, which reuses its classifier and CAMs, took {_seconds(stages['erasing/round1'].get('wall_s'))}.")
+
+
+def _recipe_name(prior, threshold) -> str:
+    if not prior and threshold == 0.5:
+        return "the paper's: at 0.5, no prior"
+    return f"at {threshold:g}" + (f", prior {prior:g}" if prior else "")
+
+
+def erasing_recipe_table(path: str | Path, class_hue: float = 0.34, book=(0.2, 0.55)) -> pd.DataFrame | None:
+    """The erasing recipes that differ from the paper's only in ``mine_prior`` and
+    ``mine_threshold``, on the scenes with class hues ``class_hue``
+    (benchmarks/erasing_design.json): one row per recipe with its seeds' round-2 region precision
+    and best AE − CAM, seeds in order (0 / 1 / ...); the book's recipe is marked. None without
+    records."""
+    paper = {"erase_value": "mean", "init": "fresh", "clean_fraction": 0.0, "round_epochs": 0,
+             "erase_margin": 0, "decoys": 0}
+    newest = max([r.get("numerics", 1) for r in _entries(read_record(path))] or [1])
+    groups: dict = {}
+    for r in _entries(read_record(path)):
+        recipe, scenes = r.get("recipe") or {}, r.get("scenes") or {}
+        if (not recipe or scenes.get("class_hue") != class_hue or r.get("numerics", 1) != newest
+                or any(recipe.get(k, v) != v for k, v in paper.items())):
+            continue
+        rounds = {x.get("round"): x for x in r.get("rounds", []) if isinstance(x, dict)}
+        key = (recipe.get("mine_prior", 0.0), recipe.get("mine_threshold", 0.5))
+        groups.setdefault(key, {})[r.get("seed", 0)] = (rounds.get(2, {}).get("region_precision"),
+                                                         r.get("ae_best_minus_cam"))
+    if not groups:
+        return None
+    rows = []
+    for (prior, threshold), seeds in sorted(groups.items()):
+        order = sorted(seeds)
+        name = _recipe_name(prior, threshold) + (" (book)" if (prior, threshold) == tuple(book) else "")
+        rows.append({"recipe": name,
+                     "round-2 precision": " / ".join(_f(seeds[s][0]) for s in order),
+                     "AE − CAM": " / ".join(("–" if seeds[s][1] is None else f"{seeds[s][1]:+.3f}") for s in order)})
+    return pd.DataFrame(rows)
+
+
+def segmenter_recipe_table(path: str | Path) -> pd.DataFrame | None:
+    """The oracle runs that chose the segmenter recipe (benchmarks/segmenter_recipe.json): the
+    setting, its threads and the held-out mIoU with PSL's test-time drop at 0.5 and with nothing
+    dropped. None without records."""
+    rows = []
+    for name, r in (read_record(path) or {}).items():
+        if name.startswith("_") or not isinstance(r, dict) or "val_miou_nodrop" not in r:
+            continue
+        parts = [p for p in name.split("/") if p != "1 thread"]
+        words = {"largefov": "LargeFOV", "stride4": "decoder", "e5": "5 ep.", "e12": "12 ep.", "e16": "16 ep.",
+                 "lr3e-4": "lr 3e-4", "scale0.7-1.3": "scale 0.7-1.3", "wd0.01": "wd 0.01"}
+        rows.append({"setting": ", ".join(words.get(p, p) for p in parts),
+                     "threads": r.get("threads"), "drop at 0.5": _f(r.get("val_miou_drop05")),
+                     "nothing dropped": _f(r.get("val_miou_nodrop")), "_order": r.get("order", 0)})
+    if not rows:
+        return None
+    return pd.DataFrame(rows).sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
+def oracle_drop_note(path: str | Path) -> str:
+    """What PSL's test-time drop at 0.5 (whole-image confidence) cost the oracle runs of
+    benchmarks/segmenter_recipe.json: the share of true classes dropped and the mIoU lost."""
+    runs = [r for r in _entries(read_record(path)) if "val_miou_nodrop" in r and "val_miou_drop05" in r]
+    if not runs:
+        return missing_note(path, "python benchmarks/segmenter_recipe.py")
+    share = [r["true_classes_dropped_05"] for r in runs if "true_classes_dropped_05" in r]
+    cost = [r["val_miou_nodrop"] - r["val_miou_drop05"] for r in runs]
+    out = f"On the {len(runs)} oracle runs of the segmenter study, the drop cost {min(cost):.3f} to {max(cost):.3f} mIoU"
+    if share:
+        out += f" and removed {min(share):.0%} to {max(share):.0%} of the classes the held-out scenes contain"
+    return out + " (the confidence then read on the whole scene)."
+
+
+def _psl_row(r: dict) -> str | None:
+    """The row of :func:`psl_design_table` a PSL design record belongs to, or None."""
+    stage, design = str(r.get("stage", "")), str(r.get("design", ""))
+    if stage == "ae_segmenter":
+        return "AE segmenter (no Ŝ)"
+    if not stage.startswith("psl"):
+        return None
+    if r.get("online_warmup"):
+        return f"{r['online_warmup']}-epoch warm-up on S" if r.get("online_pixels") == "labelled" else None
+    if stage.endswith("_crf") or design.startswith("the book"):
+        return "Ŝ refined by the CRF"
+    if r.get("online_pixels") == "all":
+        return "Ŝ on every pixel"
+    if design.startswith("the paper's PSL on the book's masks"):
+        return "the paper's Ŝ"
+    return None
+
+
+def psl_design_table(path: str | Path, profiles=("default", "default_seed1")) -> pd.DataFrame | None:
+    """The PSL designs on the book's erasing masks (benchmarks/psl_design.json): held-out mIoU
+    of the AE segmenter and of PSL and PSL++ with each form of PSL's online map Ŝ tried, one
+    column per segmenter and training seed. None without records."""
+    recs = [r for r in _entries(read_record(path)) if r.get("profile") in profiles and "miou" in r]
+    rows: dict = {}
+    for r in recs:
+        name = _psl_row(r)
+        if name is None:
+            continue
+        which = "PSL++" if "plus_plus" in str(r.get("stage")) else "PSL"
+        if name.startswith("AE"):
+            which = "PSL"   # the AE segmenter sits in PSL's columns: what Ŝ adds to it
+        rows.setdefault(name, {})[(which, r.get("seed", 0))] = _f(r["miou"])
+    if not rows:
+        return None
+    columns = sorted({c for row in rows.values() for c in row}, key=lambda c: (c[0] != "PSL", c[1]))
+    order = ["AE segmenter (no Ŝ)", "the paper's Ŝ", "Ŝ on every pixel"]
+    names = [n for n in order if n in rows] + sorted(n for n in rows if n not in order and "CRF" not in n) \
+        + [n for n in rows if "CRF" in n]
+    table = pd.DataFrame([{"online map": n, **{f"{w}, seed {k}": rows[n].get((w, k), "–") for w, k in columns}}
+                          for n in names])
+    return table
+
+
+def test_windows_note(recipe_path: str | Path, psl_path: str | Path) -> str:
+    """The share of true classes PSL's drop at 0.5 removes with the confidence read on the whole
+    scene (the oracle runs of benchmarks/segmenter_recipe.json) and on crop-sized windows (the
+    book's PSL runs of benchmarks/psl_design.json)."""
+    whole = [r["true_classes_dropped_05"] for r in _entries(read_record(recipe_path)) if "true_classes_dropped_05" in r]
+    windows = [r["dropped_true"]["0.5"] for r in _entries(read_record(psl_path))
+               if isinstance(r.get("dropped_true"), dict) and "0.5" in r["dropped_true"]]
+    if not whole:
+        return missing_note(recipe_path, "python benchmarks/segmenter_recipe.py")
+    if not windows:
+        return missing_note(psl_path, "python benchmarks/psl_design.py --profile default")
+    return (f"Read on the whole scene, the confidence fell below 0.5 for {min(whole):.0%} to {max(whole):.0%} of "
+            f"the classes the held-out scenes contain (the segmenter study's oracle runs); read on "
+            f"crop-sized windows, for {min(windows):.0%} to {max(windows):.0%} (the PSL study's runs).")
+
+
+def walk_memory_note(path: str | Path) -> str:
+    """Peak memory of the random walk, banded against dense (benchmarks/randomwalk_memory.json)."""
+    cases = (read_record(path) or {}).get("cases", {})
+    dense = next((c for c in cases.values() if c.get("method") == "dense"), None)
+    band = next((c for c in cases.values() if c.get("method") == "banded" and dense
+                 and c.get("cells") == dense.get("cells")), None)
+    big = max((c for c in cases.values() if c.get("method") == "banded"), key=lambda c: c.get("cells", 0), default=None)
+    if not dense or not band:
+        return missing_note(path, "python benchmarks/randomwalk_memory.py")
+    out = (f"On a {dense.get('input')} input ({dense.get('cells'):,} cells) the dense walk added "
+           f"{dense.get('added_mb'):,.0f} MB and took {_seconds(dense.get('seconds'))}, the banded one "
+           f"{band.get('added_mb'):,.0f} MB and {_seconds(band.get('seconds'))}")
+    if big and big is not band:
+        out += f"; on {big.get('input')} ({big.get('cells'):,} cells) the band added {big.get('added_mb'):,.0f} MB"
+    return out + "."
+
+
+def time_budget_note(path: str | Path, profile: str = "default") -> str:
+    """The last timed `make book` of ``profile`` (benchmarks/book_time.json): wall and CPU time,
+    cores, peak memory and date."""
+    run = latest_book_time(path, profile)
+    if run is None:
+        return missing_note(path, f"make book-time PROFILE={profile}")
+    return (f"The last timed `make book` of the {profile} profile from empty artifacts took "
+            f"{_seconds(run['wall_s'])} ({_seconds(run.get('cpu_s'))} of CPU on {run.get('cores', '?')} cores, "
+            f"peak memory {run.get('peak_rss_mib', 0) / 1024:.1f} GiB; {str(run.get('finished_at', ''))[:10]}).")
+
+
+def segmenter_budget_table(path: str | Path) -> pd.DataFrame | None:
+    """The segmenter recipes tried for the time budget (benchmarks/book_recipe.json,
+    ``_segmenters``): held-out mIoU of each segmenter and the oracle's training time."""
+    segs = (read_record(path) or {}).get("_segmenters")
+    if not isinstance(segs, dict) or not segs:
+        return None
+    rows = []
+    for name, r in sorted(segs.items(), key=lambda kv: kv[1].get("order", 0)):
+        row = {"recipe": name}
+        for stage, label in (("ae_segmenter", "AE seg."), ("psl", "PSL"), ("oracle", "oracle")):
+            row[label] = _f((r.get(stage) or {}).get("val_miou"))
+        row["oracle train"] = _seconds((r.get("oracle") or {}).get("train_s"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def book_numbers_note(artifacts_root: str | Path, profile: str) -> str:
+    """This build's held-out mIoU of the AE segmenter, PSL and PSL++ (the profile's metrics.json),
+    or '' where they have not run."""
+    from .records import pipeline_numbers
+
+    n = pipeline_numbers(artifacts_root, profile)
+    parts = [(k, n.get(k)) for k in ("AE segmenter", "PSL", "PSL++")]
+    if any(v is None for _, v in parts):
+        return ""
+    return " In this build: " + ", ".join(f"{k} {v:.3f}" for k, v in parts) + " (held-out mIoU)."
+
+
+def _value(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else (f"{v:g}" if isinstance(v, float) else str(v))
+
+
+def settings_note(profile: str, notebook: str, keys, stage: str | None = None) -> str:
+    """What ``profile`` sets for ``keys`` in its run of ``notebook`` that writes ``stage`` (the
+    last run when ``stage`` is None or no run writes it), against the parameters' defaults."""
+    from ..engine.config import notebook_runs
+    from ..engine.registry import entry
+
+    defaults = entry(notebook).parameter_defaults()
+    runs = [{**defaults, **r} for r in notebook_runs(profile, notebook)]
+    run = next((r for r in runs if stage is not None and r.get("stage") == stage), runs[-1])
+    ours = ", ".join(f"`{k}: {_value(run[k])}`" for k in keys)
+    if all(run[k] == defaults[k] for k in keys):
+        return f"The {profile} profile keeps the parameters' defaults: {ours}."
+    return (f"The {profile} profile sets {ours}; the parameters' defaults are "
+            + ", ".join(f"`{k}: {_value(defaults[k])}`" for k in keys) + ".")
+
+
+def table_or_note(table: pd.DataFrame | None, path: str | Path, command: str):
+    """What a page displays for an evidence table: the table without its row numbers, or the
+    sentence naming the command that writes its record."""
+    from IPython.display import Markdown
+
+    if table is None or not len(table):
+        return Markdown(missing_note(path, command))
+    style = table.style.set_table_styles([{"selector": "td, th", "props": "padding: 0.1em 0.6em;"}])
+    return style.hide(axis="index") if isinstance(table.index, pd.RangeIndex) else style

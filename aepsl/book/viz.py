@@ -1,4 +1,4 @@
-"""Figure helpers for the notebooks: colour maps, overlays, grids, legends."""
+"""Figures for the notebooks: colour maps, overlays, grids, legends."""
 from __future__ import annotations
 
 from pathlib import Path

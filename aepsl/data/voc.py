@@ -127,7 +127,7 @@ def write_image_labels(root: str | os.PathLike, labels: dict[str, list[int]]) ->
     write_json(Path(root) / LABELS_JSON, out)
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- checks and readers
 def _check_classes(classes: list[str], path: Path) -> None:
     if len(classes) < 2:
         raise ValueError(f"{path}: need at least 2 classes (background + one foreground), "

@@ -6,7 +6,7 @@ everything else — evaluation, CAM inference, every artifact write — happens 
 while the other ranks wait at a barrier, then read what rank 0 wrote. ``artifacts``
 refuses writes from any other rank, so a stage that forgot this fails loudly.
 
-Without torchrun (``WORLD_SIZE`` unset) every helper is a no-op and world size is 1.
+Without torchrun (``WORLD_SIZE`` unset) every function here is a no-op and world size is 1.
 """
 from __future__ import annotations
 

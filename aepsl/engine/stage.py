@@ -1,4 +1,4 @@
-"""The one skeleton every stage entry point runs in, and the helpers stages share.
+"""The one skeleton every stage entry point runs in, and the functions stages share.
 
     @stage(CAMConfig, "cam")
     def run(cfg, run, device, progress):     # called only when the stage must compute

@@ -1,6 +1,6 @@
 """Serve MathJax from the local install instead of a CDN, so formulas render offline.
 
-The book is built and read without a network (DESIGN.md: no downloads at run time). MathJax
+The book is built and read without a network (nothing is downloaded at run time). MathJax
 2.7 comes with the pinned PyPI package ``jupyter-server-mathjax`` (installed by ``make setup``);
 after an HTML build this copies its files to ``_static/mathjax/``, where ``mathjax_path`` in
 ``book/_config.yml`` points.
