@@ -116,7 +116,8 @@ if all(m is not None for m in maps):
     grey = [np.vectorize(shade.get)(m).astype(np.uint8) for m in maps]
     rows = [[tree.image(n) for n in names[:6]],
             [np.repeat(g[..., None], 3, axis=2) for g in grey]]
-    fig = viz.image_grid(rows, [["scene"] * 6, ["disc (dark) / body (light)"] * 6], size=1.7)
+    titles = [["scene"] * 6, ["disc (dark) / body (light)"] * 6]
+    fig = viz.image_grid(rows, titles, size=1.7)
     plt.show()
 else:
     display(Markdown("No part maps here (`part_size: [0, 0]`, or a VOC tree)."))

@@ -32,8 +32,12 @@ from IPython.display import Markdown, display
 
 from aepsl.book import notes, records, tables, viz
 
-viz.page_setup()
 import matplotlib.pyplot as plt
+
+from aepsl.engine.config import PageConfig, collect
+
+viz.page_setup()
+display(tables.parameters_table(collect(globals(), PageConfig)))
 
 calibration = records.design_record("calibration")
 budget = records.design_record("book_recipe")
