@@ -199,8 +199,9 @@ display(table.style.format({"mIoU": "{:.3f}", "+ CRF": "{:.3f}", "train (s)": "{
                            na_rep="–"))
 
 # %% tags=["hide-input"]
-columns = [("AE segmenter", "ae_segmenter", "eval_pred"), ("AE + PSL", stage, "eval_pred"),
-           ("AE + PSL + CRF", stage, "eval_crf"), ("oracle", "oracle", "eval_pred")]
+columns = [("AE segmenter", "ae_segmenter", "eval_pred"),
+           ("AE + PSL", stage, "eval_pred"), ("AE + PSL + CRF", stage, "eval_crf"),
+           ("oracle", "oracle", "eval_pred")]
 rows, titles = records.saved_mask_rows(root, profile, tree, tree.ids(eval_split)[:5],
                                        columns)
 rows = [[r[0]] + [viz.colorize(x) for x in r[1:]] for r in rows]

@@ -131,7 +131,8 @@ display(Markdown(notes.crf_settings_note()))
 
 # %% tags=["hide-input"]
 columns = [("erasing mask (S)", "pseudo_masks", "masks"),
-           ("PSL", source_stage, "train_pred"), ("PSL + CRF", source_stage, "train_crf")]
+           ("PSL", source_stage, "train_pred"),
+           ("PSL + CRF", source_stage, "train_crf")]
 rows, titles = records.saved_mask_rows(root, profile, tree, tree.ids("train")[:5],
                                        columns)
 rows = [[r[0]] + [viz.colorize(x) for x in r[1:]] for r in rows]

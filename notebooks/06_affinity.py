@@ -187,7 +187,8 @@ plt.show()
 # including over other items.
 
 # %% tags=["hide-input"]
-saved = records.affinity_figure(folder)   # the stage drew these with its trained network
+# the stage drew these with its trained network; the page only shows them
+saved = records.affinity_figure(folder)
 fig, axes = plt.subplots(2, max(len(saved), 1), figsize=(9, 4.6), squeeze=False)
 for col, item in enumerate(saved):
     (y, x), image = item["point"], tree.image(item["name"])
