@@ -64,8 +64,8 @@
 #
 # ## Where the book departs from the paper
 #
-# **A finer head.** On 96 px scenes LargeFOV's stride-8 output is a 12×12 grid, so the
-# segmentation head also has a small DeepLabv3+-style decoder on the backbone's stride-4
+# **A finer head.** On the small embedded scenes LargeFOV's stride-8 output is a grid of a
+# few cells per item, so the segmentation head also has a small DeepLabv3+-style decoder on the backbone's stride-4
 # features (`decoder = "stride4"`; `"none"` is the paper's LargeFOV, which the PASCAL VOC
 # profile uses), with a regularised training recipe. See {ref}`decision-segmenter-recipe`.
 #

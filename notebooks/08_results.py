@@ -129,7 +129,8 @@ if all(v is not None and not np.isnan(v) for v in rows.values()):
         "for the last two. The paper's ordering AE < AE+PSL < PSL++ "
         f"**{'holds' if holds else 'does not hold'}** on our data (without the CRF)."
         + (" The book's PSL refines its online labels with the dense CRF (`online_crf`, "
-           "a departure from the paper; chapter 04 shows why and what the paper's form scores)."
+           "a departure from the paper; chapter 04 states it, its decision entry gives the "
+           "evidence)."
            if (load_metrics(stage_dir(root, profile, "psl")) or {}).get(
                "params", {}).get("online_crf") else "")))
 else:
