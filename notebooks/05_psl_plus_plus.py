@@ -130,9 +130,9 @@ display(Markdown(notes.crf_settings_note()))
 # after the CRF (PSL++'s label), and the ground truth (never used for training).
 
 # %% tags=["hide-input"]
-columns = [("erasing mask (S)", "pseudo_masks", "masks"),
-           ("PSL", source_stage, "train_pred"),
-           ("PSL + CRF", source_stage, "train_crf")]
+s_labels = source["params"]["labels"]   # what PSL learned from: <stage>/<folder>
+columns = ([("erasing mask (S)", *s_labels.split("/", 1))] if "/" in s_labels else [])
+columns += [("PSL", source_stage, "train_pred"), ("PSL + CRF", source_stage, "train_crf")]
 rows, titles = records.saved_mask_rows(root, profile, tree, tree.ids("train")[:5],
                                        columns)
 rows = [[r[0]] + [viz.colorize(x) for x in r[1:]] for r in rows]

@@ -156,8 +156,10 @@ display(Markdown(notes.recipe_note("PSA", randomwalk.PSA_RECIPE, params, symbols
 # never sees). Below: images, their seeds' affinity labels (white = uncertain) and the truth.
 
 # %% tags=["hide-input"]
-display(pd.Series(m["labels"], name="affinity labels").to_frame().T
-        .style.format(precision=3, na_rep="–"))
+shares = pd.Series(m["labels"], name="share of pixels").rename({
+    "bg_fraction": "background", "fg_fraction": "foreground",
+    "uncertain_fraction": "uncertain", "certain_pixel_accuracy": "confident, right"})
+display(shares.to_frame().T.style.format(precision=3, na_rep="–"))
 names = tree.ids("train")[:5]
 rows, titles = records.saved_mask_rows(root, profile, tree, names,
                                        [("affinity labels", label_stage, label_sub)])
