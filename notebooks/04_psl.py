@@ -32,10 +32,10 @@
 # Every training step builds an *online* label map $\hat S$ from the network itself. Each
 # class's score map is weighted by the confidence that the image holds the class, background
 # keeps weight one, and the arg-max runs over background and the image's labelled classes
-# $\mathcal{Y} = \{c : y_c = 1\}$:
+# $Y = \{c : y_c = 1\}$:
 #
 # $$
-# \hat S(i) = \arg\max_{c \,\in\, \{0\} \cup \mathcal{Y}} \big([1, v] \otimes f\big)_c(i),
+# \hat S(i) = \arg\max_{c \,\in\, \{0\} \cup Y} \big([1, v] \otimes f\big)_c(i),
 # \qquad [1, v] \otimes f = \big(f_0,\; v_1 f_1,\; \dots,\; v_C f_C\big).
 # $$
 #
@@ -53,7 +53,7 @@
 # before the arg-max (background is always kept):
 #
 # $$
-# \tilde f_c(i) \propto f_c(i)\, \mathbb{1}[c = 0 \;\lor\; v_c \ge \tau],
+# \tilde f_c(i) \propto f_c(i)\, \mathbf{1}[c = 0 \;\lor\; v_c \ge \tau],
 # \qquad \text{prediction}(i) = \arg\max_c \tilde f_c(i).
 # $$
 #

@@ -30,7 +30,7 @@
 # $$
 #
 # where $P$ are the segmenter's probabilities, and every pair of pixels, however far apart,
-# pays for disagreeing (the Potts model $\mu(x_i, x_j) = \mathbb{1}[x_i \ne x_j]$) through a
+# pays for disagreeing (the Potts model $\mu(x_i, x_j) = \mathbf{1}[x_i \ne x_j]$) through a
 # bilateral appearance kernel and a Gaussian smoothness kernel:
 #
 # $$
@@ -132,7 +132,8 @@ display(Markdown(notes.crf_settings_note()))
 # %% tags=["hide-input"]
 s_labels = source["params"]["labels"]   # what PSL learned from: <stage>/<folder>
 columns = ([("erasing mask (S)", *s_labels.split("/", 1))] if "/" in s_labels else [])
-columns += [("PSL", source_stage, "train_pred"), ("PSL + CRF", source_stage, "train_crf")]
+columns += [("PSL", source_stage, "train_pred"),
+            ("PSL + CRF", source_stage, "train_crf")]
 rows, titles = records.saved_mask_rows(root, profile, tree, tree.ids("train")[:5],
                                        columns)
 rows = [[r[0]] + [viz.colorize(x) for x in r[1:]] for r in rows]

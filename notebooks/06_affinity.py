@@ -42,14 +42,14 @@
 #
 # A pair of confident cells with one label is *positive* (background or foreground), a pair
 # with two labels *negative*; a pair touching an uncertain cell is ignored. The loss averages
-# each kind over its own pairs $\mathcal{P}$:
+# each kind over its own pairs $P$:
 #
 # $$
-# L = \tfrac14 \, \frac{1}{|\mathcal{P}^{+}_{\text{bg}}|}
-#       \sum_{\mathcal{P}^{+}_{\text{bg}}} -\log a_{ij}
-#   + \tfrac14 \, \frac{1}{|\mathcal{P}^{+}_{\text{fg}}|}
-#       \sum_{\mathcal{P}^{+}_{\text{fg}}} -\log a_{ij}
-#   + \tfrac12 \, \frac{1}{|\mathcal{P}^{-}|} \sum_{\mathcal{P}^{-}} -\log(1 - a_{ij}) .
+# L = \tfrac14 \, \frac{1}{|P^{+}_{\text{bg}}|}
+#       \sum_{P^{+}_{\text{bg}}} -\log a_{ij}
+#   + \tfrac14 \, \frac{1}{|P^{+}_{\text{fg}}|}
+#       \sum_{P^{+}_{\text{fg}}} -\log a_{ij}
+#   + \tfrac12 \, \frac{1}{|P^{-}|} \sum_{P^{-}} -\log(1 - a_{ij}) .
 # $$
 #
 # **The random walk.** The affinities within the radius, raised to the power $\beta$
