@@ -15,62 +15,83 @@
 # # Prohibitive segmentation learning (PSL)
 #
 # **What you will learn.** How a segmentation network can learn from pseudo masks that are
-# incomplete and partly wrong, and correct some of their mistakes while it learns. The PSL
-# segmenter (Wei et al. 2017) has two heads on one backbone: a LargeFOV segmentation head
-# giving per-pixel class probabilities $f$, and a classification branch giving a confidence
-# $v_c$ for every class (trained with a squared loss against the image labels). On our 96 px
-# scenes LargeFOV's stride-8 output is a 12x12 grid, so the segmentation head here also has a
-# small DeepLabv3+-style decoder (`decoder = "stride4"`) that fuses the backbone's stride-4
-# features and predicts at stride 4; the data chapter shows what it and the longer training
-# buy the fully supervised oracle. `decoder = "none"` gives the paper's LargeFOV alone (the
-# PASCAL VOC profile uses it).
+# incomplete and partly wrong, and overrule some of their mistakes while it learns: the
+# prohibitive segmentation learning of Wei et al. {cite}`wei2017ae`.
 #
-# Each training step builds a second, *online* label map from the network itself:
-# $\hat S = \arg\max_c \, [1, v] \otimes f$ over background and the image's labelled classes —
-# every class's score map is weighted by how sure the network is that the image contains the
-# class, background keeps weight 1. A class the classifier doubts is *prohibited* from taking
-# pixels. The loss adds the cross-entropy against the erasing masks $S$ and against $\hat S$,
-# each normalised by its number of labelled pixels, plus the classification loss. At test time,
-# classes whose confidence is below a threshold are removed before the arg-max. The same notebook
-# also trains two references: the segmenter on the erasing masks without the $\hat S$ term, and
-# the fully supervised oracle on the true masks, which as a plain segmenter drops no class at
-# test time (`test_threshold = 0` in its run); chapter 05 measures the drop on all of them.
+# ## The method
 #
-# Two details matter more than they look. The classification branch is a linear layer on the
-# backbone's pooled features, trained with a squared loss on a sigmoid: a class whose
-# confidence is pushed near 0 early has almost no gradient left to come back. At the head's
-# tenfold learning rate that happened to whole classes on some images the network segments
-# well, and the test-time drop then erased those items; so the branch starts every class at
-# 0.5 and learns at the backbone's rate (`cls_lr = 1`; the README gives the two rates on two
-# seeds, measured on the earlier scenes). And $\hat S$ is a label for every pixel, but here it
-# is scored only where $S$ labels one (`online_pixels = "labelled"`), as the ignore label asks;
-# `online_pixels = "all"` scores it everywhere, so the pixels $S$ leaves open are learnt from
-# the network's own confidence-weighted guess. On the earlier scenes that helped one training
-# seed and hurt the other; `benchmarks/results.md` has both settings on the book's scenes, two
-# seeds each. Early in training $\hat S$ is the guess of a network that has learnt little yet; `online_warmup` trains
-# on $S$ alone for that many epochs before $\hat S$ enters the loss (0, the paper's schedule, by
-# default). On the book's masks (mined at 0.5, the erasing chapter's threshold before it became
-# 0.55) a two-epoch warm-up moved PSL by less than 0.01 on either of two training seeds (the
-# same table), so the book keeps the paper's schedule.
+# The segmenter has two heads on one backbone. The segmentation head gives, at every pixel
+# $i$, probabilities $f_c(i)$ over background ($c = 0$) and the $C$ classes. The
+# classification branch gives a confidence $v_c \in [0, 1]$ for every class that the image
+# contains it, trained with a squared loss against the image labels $y_c \in \{0, 1\}$:
 #
-# The book departs from the paper in one place here, a parameter of this notebook:
-# `online_crf`. The paper's $\hat S$ is the arg-max of the weighted scores; with `online_crf`
-# those scores, and the training crop itself, go through the dense CRF of the next chapter
-# before they become labels, so $\hat S$ follows the items' colour edges (the idea of SEC's
-# constrain-to-boundary loss, Kolesnikov & Lampert 2016). The section *Where the mistakes are*
-# below shows why the book needs it; on two training seeds (masks mined at 0.5) it lifted PSL by
-# 0.06-0.07 held-out mIoU over the paper's $\hat S$ (`benchmarks/results.md`), for a quarter more
-# training time (each batch's CRFs are shared out to two worker processes; the stage times are
-# in the same file).
-# PSL++ keeps the paper's $\hat S$: its labels have been through the CRF already.
+# $$
+# L_{\text{cls}} = \sum_{c=1}^{C} \left(v_c - y_c\right)^2 .
+# $$
 #
-# A third detail is where the test-time confidence comes from. The segmenters train on 64 px
-# crops and the branch averages the backbone's features over its whole input, so on a 96 px
-# scene an item fills less of what is averaged than it did in training, and its confidence
-# falls: before this setting, up to a fifth of the classes the held-out scenes contain came out
-# below 0.5 and were dropped. The book reads the branch as it was trained instead: on windows of
-# the crop's size, half a window apart, keeping each class's largest confidence (`test_windows`;
-# false scores the whole image).
+# Every training step builds an *online* label map $\hat S$ from the network itself. Each
+# class's score map is weighted by the confidence that the image holds the class, background
+# keeps weight one, and the arg-max runs over background and the image's labelled classes
+# $Y = \{c : y_c = 1\}$:
+#
+# $$
+# \hat S(i) = \arg\max_{c \,\in\, \{0\} \cup Y} \big([1, v] \otimes f\big)_c(i),
+# \qquad [1, v] \otimes f = \big(f_0,\; v_1 f_1,\; \dots,\; v_C f_C\big).
+# $$
+#
+# A class the classifier doubts is *prohibited* from taking pixels. The segmentation loss
+# adds two cross-entropies, one against the erasing masks $S$ and one against $\hat S$, each
+# divided by the number of pixels it labels ($|S|$ leaves out the pixels $S$ leaves open):
+#
+# $$
+# L = \frac{1}{|S|} \sum_{i \in S} -\log f_{S(i)}(i)
+#   + \frac{1}{|\hat S|} \sum_{i \in \hat S} -\log f_{\hat S(i)}(i)
+#   + L_{\text{cls}} .
+# $$
+#
+# At test time the classes whose confidence falls below a threshold $\tau$ are removed
+# before the arg-max (background is always kept):
+#
+# $$
+# \tilde f_c(i) \propto f_c(i)\, \mathbf{1}[c = 0 \;\lor\; v_c \ge \tau],
+# \qquad \text{prediction}(i) = \arg\max_c \tilde f_c(i).
+# $$
+#
+# The paper's segmenter is DeepLab-LargeFOV {cite}`chen2015deeplab` on a VGG-16 backbone,
+# trained on the adversarial-erasing masks; the same notebook trains two references with the
+# same network: the *AE segmenter* (erasing masks, no $\hat S$ term) and the fully supervised
+# *oracle* (the true masks), the ceiling of the comparison.
+#
+# ## Where the book departs from the paper
+#
+# **A finer head.** On the small embedded scenes LargeFOV's stride-8 output is a grid of a
+# few cells per item, so the segmentation head also has a small DeepLabv3+-style decoder on the backbone's stride-4
+# features (`decoder = "stride4"`; `"none"` is the paper's LargeFOV, which the PASCAL VOC
+# profile uses), with a regularised training recipe. See {ref}`decision-segmenter-recipe`.
+#
+# **The classification branch.** A sigmoid branch trained with a squared loss has almost no
+# gradient left for a class pushed near zero early; the branch therefore starts every class at
+# confidence one half and learns at the backbone's rate (`cls_lr`), not the head's tenfold
+# one. See {ref}`decision-branch-rate`.
+#
+# **Where $\hat S$ is scored.** $\hat S$ labels every pixel, but here it is scored only on the
+# pixels $S$ labels (`online_pixels = "labelled"`), as the ignore label asks; `"all"` scores
+# it everywhere. See {ref}`decision-s-hat-pixels`.
+#
+# **$\hat S$ through the dense CRF.** With `online_crf` the weighted scores $[1, v] \otimes f$
+# and the training crop go through the dense CRF of the next chapter before they become
+# labels, so $\hat S$ follows the items' colour edges (the idea of SEC's constrain-to-boundary
+# loss {cite}`kolesnikov2016sec`). PSL++ keeps the paper's $\hat S$: its labels have been
+# through the CRF already. See {ref}`decision-online-crf`.
+#
+# **Test-time confidence on windows.** The branch is trained on crops and pools its whole
+# input, so on a larger held-out scene an item fills less of what is pooled and its
+# confidence falls. The book reads $v$ as it was trained: on windows of the crop's size, half
+# a window apart, keeping each class's largest confidence (`test_windows`). See
+# {ref}`decision-test-windows`.
+#
+# **The oracle drops nothing.** As a plain segmenter the oracle has no reason to prohibit
+# classes, so its run sets `test_threshold` to zero. See {ref}`decision-oracle-no-drop`.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
@@ -115,31 +136,24 @@ test_windows: bool = True  # class confidence at test: the largest over windows 
 force: bool = False  # recompute even when finished artifacts exist
 
 # %% tags=["remove-input"]
-from IPython.display import Markdown, display
-
-from aepsl.book import notes, tables
-
-from aepsl.book import viz
-
-viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
-from PIL import Image
+from IPython.display import Markdown, display
 
-from aepsl.methods import psl
+from aepsl.book import notes, records, tables, viz
+from aepsl.data.voc import VOCTree
 from aepsl.engine.artifacts import load_metrics, stage_dir
 from aepsl.engine.config import collect, resolve
-from aepsl.methods.crf import crf_batch
-from aepsl.data.voc import VOCTree
+from aepsl.methods import metrics as M
+from aepsl.methods import psl
 
+viz.page_setup()
 params = collect(globals(), psl.PSLConfig)
 record = psl.run(params)
 m = record["metrics"]
 tree = VOCTree(resolve(data_root))
 root = resolve(artifacts_root)
-folder = stage_dir(root, profile, stage)
 display(tables.parameters_table(params))
 # the two references trained by this notebook's stage without pages of their own
 NAMES = {"ae_segmenter": "AE segmenter (no Ŝ)", stage: "AE + PSL",
@@ -168,46 +182,29 @@ plt.show()
 
 # %% [markdown]
 # ## Three segmenters side by side
-# The same network and recipe trained three ways: on the erasing masks with plain
-# cross-entropy (the AE segmenter), with PSL's online labels added (this page's run), and on
-# the true masks (the fully supervised oracle, the ceiling). Each predicts the held-out
-# images with its own test-time rule; the dense CRF (next chapter's tool) refines PSL's.
+# The same network trained three ways: on the erasing masks with plain cross-entropy (the AE
+# segmenter), with PSL's online labels added (this page's run), and on the true masks (the
+# oracle). Each predicts the held-out images with its own test-time rule; the last column
+# refines the predictions with the dense CRF (next chapter's tool).
 
 # %% tags=["remove-input"]
 table = pd.DataFrame([{
     "segmenter": NAMES[s],
-    "trained on": r["params"]["labels"],
-    "held-out mIoU": r["metrics"]["eval"].get("miou"),
+    "labels": r["params"]["labels"],
+    "mIoU": r["metrics"]["eval"].get("miou"),
     "+ CRF": r["metrics"]["eval"].get("crf_miou"),
-    "classes dropped below": r["params"]["test_threshold"],
-    "train time (s)": r.get("timings_s", {}).get("train"),
+    "train (s)": r.get("timings_s", {}).get("train"),
 } for s, r in runs.items()]).set_index("segmenter")
-display(table.style.format(precision=3, na_rep="–"))
+display(table.style.format({"mIoU": "{:.3f}", "+ CRF": "{:.3f}", "train (s)": "{:.0f}"},
+                           na_rep="–"))
 
 # %% tags=["hide-input"]
-model, _ = psl.load_segmenter(folder)
-names = tree.ids(eval_split)[:5]
-# one image at a time: images of a VOC tree differ in size
-window = crop if test_windows else 0   # the branch read on crop-sized windows
-probs = [psl.predict(model, torch.from_numpy(tree.image(n)).permute(2, 0, 1)[None],
-                     test_threshold, window=window)[0][0] for n in names]
-refined = crf_batch([tree.image(n) for n in names], [p.numpy() for p in probs])
-others = [s for s in runs if s != stage
-          and (stage_dir(root, profile, s) / "eval_pred").is_dir()]
-rows, titles = [], []
-for i, n in enumerate(names):
-    saved = {s: np.asarray(Image.open(stage_dir(root, profile, s) / "eval_pred"
-                                      / f"{n}.png"))
-             for s in others}
-    mine = probs[i].argmax(0).numpy().astype(np.uint8)
-    rows.append([tree.image(n)]
-                + [viz.colorize(saved[s]) for s in others if s == "ae_segmenter"]
-                + [viz.colorize(mine), viz.colorize(refined[i])]
-                + [viz.colorize(saved[s]) for s in others if s == "oracle"]
-                + [viz.colorize(tree.mask(n))])
-    titles.append(["image"] + ["AE segmenter" for s in others if s == "ae_segmenter"]
-                  + ["AE + PSL", "AE + PSL + CRF"]
-                  + ["oracle" for s in others if s == "oracle"] + ["ground truth"])
+columns = [("AE segmenter", "ae_segmenter", "eval_pred"),
+           ("AE + PSL", stage, "eval_pred"), ("AE + PSL + CRF", stage, "eval_crf"),
+           ("oracle", "oracle", "eval_pred")]
+rows, titles = records.saved_mask_rows(root, profile, tree, tree.ids(eval_split)[:5],
+                                       columns)
+rows = [[r[0]] + [viz.colorize(x) for x in r[1:]] for r in rows]
 fig = viz.image_grid(rows, titles, size=1.7)
 fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center",
            ncol=len(tree.classes) + 1, fontsize=7, bbox_to_anchor=(0.5, -0.03))
@@ -232,35 +229,28 @@ plt.show()
 # pixels, from each segmenter's saved confusion matrix.
 
 # %% tags=["remove-input"]
-from aepsl.methods import metrics as M
-
 worst = {s: M.error_shares(np.asarray(r["metrics"]["eval"]["confusion"]))
          for s, r in runs.items()}
 shares = pd.DataFrame({NAMES[s]: w for s, w in worst.items()}).T
-shares.columns = ["background called an item", "item called background", "item called another class"]
+shares.columns = ["bg → item", "item → bg", "item → other item"]
 display(shares.style.format("{:.3f}"))
 base = "ae_segmenter" if "ae_segmenter" in worst else stage
-if base in worst:
-    w = worst[base]
-    lead = max(w, key=w.get)
-    what = {"bg_as_object": "background called an item: the items come out too large",
-            "object_as_bg": "items called background: the items come out too small",
-            "object_as_other": "items given another class"}[lead]
-    who = "The AE segmenter's" if base == "ae_segmenter" else "PSL's"
-    text = f"{who} largest error is {what} ({w[lead]:.3f} of all pixels). "
-    if lead == "bg_as_object":
-        text += ("The erasing masks teach it: a mined region is a stride-8 CAM cut at a threshold, "
-                 "so it spills over the item's edge, and the later rounds mine some background "
-                 "outright (the erasing chapter's region precision). The paper's $\\hat S$ cannot "
-                 "undo that: its arg-max only re-ranks the image's own classes against background, "
-                 "and a class the image contains keeps a confidence near 1. The dense CRF, which "
-                 "snaps labels to colour edges, can.")
-        if online_crf and stage in worst:
-            text += (f" With `online_crf` the book's PSL asks it every step: background called an "
-                     f"item falls to {worst[stage]['bg_as_object']:.3f} of the pixels.")
-        else:
-            text += " That is why PSL++ retrains on the CRF's masks."
-    display(Markdown(text))
+w = worst[base]
+lead = max(w, key=w.get)
+what = {"bg_as_object": "background called an item: the items come out too large",
+        "object_as_bg": "items called background: the items come out too small",
+        "object_as_other": "items given another class"}[lead]
+who = "The AE segmenter's" if base == "ae_segmenter" else "PSL's"
+text = f"{who} largest error is {what} ({w[lead]:.3f} of all pixels)."
+if lead == "bg_as_object":
+    text += (" A mined region is a coarse CAM cut at a threshold, so it spills over the "
+             "item's edge. The paper's $\\hat S$ cannot undo that: its arg-max only re-ranks "
+             "the image's own classes against background. The dense CRF, which snaps labels "
+             "to colour edges, can.")
+    if online_crf:
+        text += (" With `online_crf` PSL asks it at every step: background called an item "
+                 f"is {worst[stage]['bg_as_object']:.3f} of the pixels for PSL.")
+display(Markdown(text))
 
 # %% [markdown]
 # ## What we saw
@@ -278,13 +268,6 @@ if "oracle" in runs:
     orc = runs["oracle"]["metrics"]["eval"]["miou"]
     text += (f" Trained on the true masks it reaches {orc:.3f}, so PSL gets "
              f"{100 * ev['miou'] / orc:.0f}% of the way from nothing to the ceiling.")
-    recipe_path = resolve("benchmarks/segmenter_recipe.json")
-    if profile == "default" and recipe_path.exists():
-        study = tables.segmenter_recipe_table(recipe_path)
-        if len(study):
-            text += (f" That ceiling is what the book's time budget allows (6 epochs on 64 px crops "
-                     f"of 1,000 scenes, the data chapter): the same segmenter trained 12 epochs on "
-                     f"3,000 scenes reached {study.iloc[-1]['val mIoU, nothing dropped']:.3f}.")
 if tr:
     text += (f" Its predictions on the training images (restricted to each image's labels) "
              f"score {tr['miou']:.3f} mIoU as pseudo labels "

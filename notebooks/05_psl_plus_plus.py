@@ -15,15 +15,49 @@
 # # Dense CRF and PSL++: learning again from better labels
 #
 # **What you will learn.** Why a fully connected CRF helps weak labels — a network working at
-# one eighth of the resolution draws blurry, blobby boundaries, and the CRF pulls them onto the
-# colour edges of the image — and how PSL++ turns that into a second round of learning: the
-# trained PSL model predicts every *training* image (restricted to the classes the image is
-# labelled with), the CRF refines those predictions, and a fresh PSL segmenter is trained on
-# them instead of the erasing masks.
+# a fraction of the image's resolution draws blurry, blobby boundaries, and the CRF pulls them
+# onto the colour edges of the image — and how PSL++ turns that into a second round of
+# learning.
 #
-# The CRF's unary term is $-\log$ of the predicted probabilities; its pairwise terms are a
-# Gaussian smoothness kernel and a bilateral kernel over position and colour (PSA's settings:
-# Gaussian $s_{xy}=3$, compat 3; bilateral $s_{xy}=80$, $s_{rgb}=13$, compat 10; 10 iterations).
+# ## The method
+#
+# The dense CRF of Krähenbühl and Koltun {cite}`kraehenbuehl2011crf` gives a label map $x$ of
+# an image with pixel positions $p_i$ and colours $I_i$ the energy
+#
+# $$
+# E(x) = \sum_i \psi_u(x_i) + \sum_{i < j} \psi_p(x_i, x_j),
+# \qquad \psi_u(x_i) = -\log P(x_i),
+# $$
+#
+# where $P$ are the segmenter's probabilities, and every pair of pixels, however far apart,
+# pays for disagreeing (the Potts model $\mu(x_i, x_j) = \mathbf{1}[x_i \ne x_j]$) through a
+# bilateral appearance kernel and a Gaussian smoothness kernel:
+#
+# $$
+# \psi_p(x_i, x_j) = \mu(x_i, x_j) \left[
+#   w_1 \exp\!\left(-\frac{\lVert p_i - p_j \rVert^2}{2\theta_\alpha^2}
+#                  -\frac{\lVert I_i - I_j \rVert^2}{2\theta_\beta^2}\right)
+# + w_2 \exp\!\left(-\frac{\lVert p_i - p_j \rVert^2}{2\theta_\gamma^2}\right) \right].
+# $$
+#
+# Pixels that are close and alike in colour prefer one label, so a label stops where the
+# colour changes. Mean-field inference approximates the minimum in a few iterations, each a
+# filtering of the whole image {cite}`chen2015deeplab`.
+#
+# PSL++ {cite}`wei2017ae` uses the CRF as a teacher: the trained PSL model predicts every
+# *training* image, restricted to the classes the image is labelled with; the CRF refines
+# those predictions; and a fresh PSL segmenter is trained on them instead of the erasing
+# masks, with the same loss and the same test-time rule as chapter 04.
+#
+# ## Where the book departs from the paper
+#
+# **The CRF's settings** are those of PSA {cite}`ahn2018psa`, the same for every stage that
+# runs a CRF (the line below is read from the code).
+#
+# **The online map $\hat S$** of PSL++ is the paper's arg-max, not the CRF-refined map of the
+# book's PSL: its labels have been through the CRF already. See {ref}`decision-online-crf`.
+# The segmenter's other departures (decoder, classification branch, test-time windows) are
+# chapter 04's.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
@@ -68,25 +102,17 @@ test_windows: bool = True  # class confidence at test: the largest over windows 
 force: bool = False  # recompute even when finished artifacts exist
 
 # %% tags=["remove-input"]
+import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import Markdown, display
 
-from aepsl.book import notes, tables
-
-from aepsl.methods import psl
-
-from aepsl.book import viz
-
-viz.page_setup()
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-from PIL import Image
-
-from aepsl.methods import psl
+from aepsl.book import notes, records, tables, viz
+from aepsl.data.voc import VOCTree
 from aepsl.engine.artifacts import load_metrics, stage_dir
 from aepsl.engine.config import collect, resolve
-from aepsl.data.voc import VOCTree
+from aepsl.methods import psl
 
+viz.page_setup()
 params = collect(globals(), psl.PSLConfig)
 tree = VOCTree(resolve(data_root))
 root = resolve(artifacts_root)
@@ -95,9 +121,8 @@ source = load_metrics(stage_dir(root, profile, source_stage))
 if source is None:
     raise FileNotFoundError(f"PSL++ learns from the {source_stage!r} stage's CRF masks: "
                             "run notebook 04_psl first")
-src_dir = stage_dir(root, profile, source_stage)
-pm_dir = stage_dir(root, profile, "pseudo_masks") / "masks"
 display(tables.parameters_table(params))
+display(Markdown(notes.crf_settings_note()))
 
 # %% [markdown]
 # ## The labels PSL++ learns from
@@ -105,17 +130,13 @@ display(tables.parameters_table(params))
 # after the CRF (PSL++'s label), and the ground truth (never used for training).
 
 # %% tags=["hide-input"]
-rows, titles = [], []
-for n in tree.ids("train")[:5]:
-    row, title = [tree.image(n)], ["image"]
-    if (pm_dir / f"{n}.png").exists():
-        row.append(viz.colorize(np.asarray(Image.open(pm_dir / f"{n}.png"))))
-        title.append("erasing mask (S)")
-    for sub, what in (("train_pred", "PSL"), ("train_crf", "PSL + CRF")):
-        row.append(viz.colorize(np.asarray(Image.open(src_dir / sub / f"{n}.png"))))
-        title.append(what)
-    rows.append(row + [viz.colorize(tree.mask(n))])
-    titles.append(title + ["ground truth"])
+s_labels = source["params"]["labels"]   # what PSL learned from: <stage>/<folder>
+columns = ([("erasing mask (S)", *s_labels.split("/", 1))] if "/" in s_labels else [])
+columns += [("PSL", source_stage, "train_pred"),
+            ("PSL + CRF", source_stage, "train_crf")]
+rows, titles = records.saved_mask_rows(root, profile, tree, tree.ids("train")[:5],
+                                       columns)
+rows = [[r[0]] + [viz.colorize(x) for x in r[1:]] for r in rows]
 fig = viz.image_grid(rows, titles, size=1.7)
 plt.show()
 
@@ -123,11 +144,11 @@ plt.show()
 tr = source["metrics"]["train"]
 crf_scores = tr.get("crf_scores", {})
 display(pd.DataFrame({
-    "pseudo labels on train": ["PSL predictions", "PSL predictions + CRF"],
+    "pseudo labels (train)": ["PSL", "PSL + CRF"],
     "mIoU": [tr["miou"], tr.get("crf_miou")],
     "fg precision": [tr["scores"]["fg_precision"], crf_scores.get("fg_precision")],
     "fg recall": [tr["scores"]["fg_recall"], crf_scores.get("fg_recall")],
-}).set_index("pseudo labels on train").style.format(precision=3, na_rep="–"))
+}).set_index("pseudo labels (train)").style.format(precision=3, na_rep="–"))
 
 # %% [markdown]
 # ## PSL++: retraining on the CRF-refined labels
@@ -148,24 +169,20 @@ plt.show()
 
 # %% [markdown]
 # ## The test-time drop, measured
-# PSL's last step removes, at test time, every class whose classification-branch confidence is
-# below `test_threshold` (0.5 here) before the arg-max; the confidence of a class is its largest
-# over windows of the training crop's size (`test_windows`, chapter 04). It helps when the
-# classifier is surer than the segmentation head about which classes an image holds; it hurts
-# whenever it drops a
-# class the image does contain — the whole item then goes to background or another class.
-# Each segmenter stage, when it ran, predicted the held-out images once and cut the same
-# scores at several thresholds (0 drops nothing; no CRF); the table reads what it saved. The
-# AE segmenter and PSL models keep PSL's 0.5 so that the ablation changes one thing at a
-# time; the fully supervised oracle is a plain segmenter, the ceiling of the table, and
-# drops nothing.
+# PSL's last step removes every class whose confidence is below $\tau$ = `test_threshold`
+# before the arg-max (chapter 04). It helps when the classifier is surer than the
+# segmentation head about which classes an image holds; it hurts whenever it drops a class
+# the image does contain — the whole item then goes to background or another class. Each
+# segmenter stage predicted the held-out images once and cut the same scores at several
+# thresholds (zero drops nothing; no CRF); the figure reads what it saved, and the table
+# gives each stage's own threshold against dropping nothing. The oracle drops nothing
+# ({ref}`decision-oracle-no-drop`).
 
 # %% tags=["hide-input"]
 have = [s for s in ("ae_segmenter", "psl", stage, "oracle")
         if load_metrics(stage_dir(root, profile, s)) is not None]
 sweep = tables.drop_sweep_table(root, profile, have)
 if not sweep.empty:
-    display(sweep.style.format(precision=3, na_rep="–"))
     curves = sweep.drop(columns=["its threshold", "its gain over nothing dropped"]).T
     curves.index = list(psl.DROP_THRESHOLDS)   # the sweep's columns, in this order
     ax = curves.plot(marker="o", figsize=(7, 3.4),
@@ -176,6 +193,10 @@ if not sweep.empty:
     ax.legend(title="stage", loc="center left", bbox_to_anchor=(1.02, 0.5))
     plt.tight_layout()
     plt.show()
+    short = sweep[["nothing dropped", "its threshold", "its gain over nothing dropped"]]
+    short.columns = ["nothing dropped", "τ", "gain at τ"]
+    display(short.style.format({"nothing dropped": "{:.3f}", "τ": "{:g}",
+                                "gain at τ": "{:+.3f}"}, na_rep="–"))
 
 # %% [markdown]
 # ## What we saw

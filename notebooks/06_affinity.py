@@ -15,37 +15,77 @@
 # # AffinityNet and the random walk
 #
 # **What you will learn.** How seeds that are right about *what* is in an image but sloppy
-# about *where* can be spread over whole objects by learning which pixels belong together —
-# PSA (Ahn & Kwak, CVPR 2018). A second network, AffinityNet, is trained on pairs of nearby
-# pixels whose labels the seeds are sure of: "same class" pairs should get affinity near 1,
-# "different class" pairs near 0. Its affinities then define a random walk, which replaces
-# every pixel's class scores by an average over the pixels it is similar to, many times over,
-# so scores flow inside objects and stop at their edges.
+# about *where* can be spread over whole objects by learning which pixels belong together:
+# PSA, by Ahn and Kwak {cite}`ahn2018psa` (its successor IRN {cite}`ahn2019irn` keeps the
+# walk).
 #
-# The recipe works on *any* seeds. This page is its run on the CAM seeds (chapter 2) with
-# PSA's published $\alpha$ values. The variant studies run it twice more — on the
-# adversarial-erasing pseudo masks, and on the CAM seeds with $\alpha$ values matched to
-# where our CAMs are best cut — and the last section compares the runs. PSA's $\alpha = 16$
-# sets the background against a CAM value of about 0.13 — $(1-t)^{\alpha} = t$ — close to
-# where VOC's CAMs are best cut; the CAM chapter found our scenes best cut near 0.3, which
-# $\alpha \approx 3.38$ matches (and 0.56 / 7.21 put the confident foreground above 0.6 and
-# the confident background below 0.2). That run also walks only $t = 2$ steps instead of
-# PSA's 256: our maps are 12×12 cells, not 41×41, and the step sweep below shows what many
-# steps do to them. (Like the CAM threshold, this choice is read off the training split's
-# scores.)
+# ## The method
 #
-# - **Affinity labels.** From CAMs, a background score $(1-\max_k \mathrm{CAM}_k)^\alpha$ is set
-#   against the class maps twice: with a small $\alpha$ the background is strong, so a pixel
-#   that still goes to a class is *confident foreground*; with a large $\alpha$ it is weak, so
-#   a pixel that still goes to background is *confident background*. Both maps are refined by
-#   the dense CRF; the rest is uncertain. From pseudo masks, the mask's own labels and its
-#   unlabelled pixels play these roles.
-# - **Pairs.** On the stride-8 grid every pair of pixels closer than the radius $\gamma$ is
-#   background-positive, foreground-positive, negative, or ignored (it touches an uncertain
-#   pixel). The loss weighs them $\tfrac14, \tfrac14, \tfrac12$, each averaged over its own pairs.
-# - **The walk.** $a_{ij} = \exp(-\lVert f_i - f_j \rVert_1 / E)$ within the radius, raised to
-#   $\beta$; $T$ is that matrix with each column divided by its sum, and the score maps become
-#   $v\,T^{t}$ with $t = 2^{\text{logt}}$. The background score here uses $\alpha$ = `alpha_infer`.
+# **Affinity labels.** From class activation maps $M_c$ (normalised to $[0, 1]$), a background
+# score is set against the class maps twice:
+#
+# $$
+# M_0^{\alpha}(i) = \Big(1 - \max_{c} M_c(i)\Big)^{\alpha} .
+# $$
+#
+# With a small $\alpha$ (`alpha_low`) the background is strong, so a pixel whose arg-max
+# still goes to a class is *confident foreground*; with a large $\alpha$ (`alpha_high`) it is
+# weak, so a pixel that still goes to background is *confident background*. Both maps are
+# refined by the dense CRF; every other pixel is uncertain.
+#
+# **AffinityNet.** A network maps the image to a feature $f_i$ per cell of its stride-8 grid.
+# The affinity of two cells closer than a radius $\gamma$ (`radius`) is
+#
+# $$
+# a_{ij} = \exp\!\big(-\lVert f_i - f_j \rVert_1\big).
+# $$
+#
+# A pair of confident cells with one label is *positive* (background or foreground), a pair
+# with two labels *negative*; a pair touching an uncertain cell is ignored. The loss averages
+# each kind over its own pairs $P$:
+#
+# $$
+# L = \tfrac14 \, \frac{1}{|P^{+}_{\text{bg}}|}
+#       \sum_{P^{+}_{\text{bg}}} -\log a_{ij}
+#   + \tfrac14 \, \frac{1}{|P^{+}_{\text{fg}}|}
+#       \sum_{P^{+}_{\text{fg}}} -\log a_{ij}
+#   + \tfrac12 \, \frac{1}{|P^{-}|} \sum_{P^{-}} -\log(1 - a_{ij}) .
+# $$
+#
+# **The random walk.** The affinities within the radius, raised to the power $\beta$
+# (`beta`), form the matrix $A^{\circ\beta}$; normalising its rows gives the transition
+# matrix
+#
+# $$
+# T = D^{-1} A^{\circ\beta}, \qquad D_{ii} = \sum_j a_{ij}^{\beta} ,
+# $$
+#
+# and every class's score map (the background's with $\alpha$ = `alpha_infer`) walks $t$
+# steps:
+#
+# $$
+# \operatorname{vec}(M_c^{*}) = T^{t} \operatorname{vec}(M_c), \qquad t = 2^{\text{logt}} .
+# $$
+#
+# Each step replaces a cell's scores by an affinity-weighted average of its neighbours', so
+# scores flow inside objects and stop at their edges. The arg-max of the walked maps over
+# background and the image's classes is the new pseudo mask.
+#
+# ## Where the book departs from the paper
+#
+# **$T$ as a band.** PSA forms $T^{t}$ by squaring a dense matrix with one row and one
+# column per cell. The book keeps $T$ as a band, one weight per cell and offset within the
+# radius, and applies the steps to the scores, so memory grows with the number of cells, not
+# its square; on maps as small as the embedded scenes' it squares the dense matrix, which is
+# faster there. Both give the same walk. See {ref}`decision-walk-band`.
+#
+# **The mean, not the sum.** The affinity divides the $L_1$ distance by the number of
+# feature channels, as PSA's released code does: the same formula on a rescaled feature.
+#
+# **Other seeds.** The recipe works on any seeds; the variant studies also walk the
+# adversarial-erasing pseudo masks, whose own labels and unlabelled pixels play the roles of
+# the confident and uncertain cells, and the CAM seeds with $\alpha$ values matched to where
+# the CAM chapter found its seeds best cut. See {ref}`decision-walk-ae-seeds`.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
@@ -83,32 +123,31 @@ crf_workers: int = 2  # processes running the dense CRF of the affinity labels
 force: bool = False  # recompute even when finished artifacts exist
 
 # %% tags=["remove-input"]
-from IPython.display import Markdown, display
-
-from aepsl.book import notes, tables
-
-from aepsl.book import viz
-
-viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from PIL import Image
+from IPython.display import Markdown, display
 
-from aepsl.methods import randomwalk
+from aepsl.book import notes, records, tables, viz
+from aepsl.data.voc import VOCTree
 from aepsl.engine.artifacts import stage_dir
 from aepsl.engine.config import collect, resolve
-from aepsl.data.voc import VOCTree
-from aepsl.engine.train import pick_device
+from aepsl.methods import randomwalk
 
+viz.page_setup()
 params = collect(globals(), randomwalk.AffinityConfig)
 record = randomwalk.run(params)
 m = record["metrics"]
 tree = VOCTree(resolve(data_root))
-folder = stage_dir(resolve(artifacts_root), profile, stage)
-seed_folder = stage_dir(resolve(artifacts_root), profile, seeds)
-label_folder = folder / "labels" if m["seed_kind"] == "cams" else seed_folder / "masks"
+root = resolve(artifacts_root)
+folder = stage_dir(root, profile, stage)
+seed_folder = stage_dir(root, profile, seeds)
+label_stage, label_sub = (stage, "labels") if m["seed_kind"] == "cams" else (seeds, "masks")
 display(tables.parameters_table(params))
+symbols = {"alpha_low": "$\\alpha_{\\text{low}}$", "alpha_high": "$\\alpha_{\\text{high}}$",
+           "alpha_infer": "$\\alpha$ of the walk", "radius": "$\\gamma$",
+           "beta": "$\\beta$", "logt": "logt"}
+display(Markdown(notes.recipe_note("PSA", randomwalk.PSA_RECIPE, params, symbols)))
 
 # %% [markdown]
 # ## The affinity labels
@@ -117,14 +156,14 @@ display(tables.parameters_table(params))
 # never sees). Below: images, their seeds' affinity labels (white = uncertain) and the truth.
 
 # %% tags=["hide-input"]
-display(pd.Series(m["labels"], name="affinity labels").to_frame().T
-        .style.format(precision=3, na_rep="–"))
+shares = pd.Series(m["labels"], name="share of pixels").rename({
+    "bg_fraction": "background", "fg_fraction": "foreground",
+    "uncertain_fraction": "uncertain", "certain_pixel_accuracy": "confident, right"})
+display(shares.to_frame().T.style.format(precision=3, na_rep="–"))
 names = tree.ids("train")[:5]
-rows, titles = [], []
-for name in names:
-    lab = np.asarray(Image.open(label_folder / f"{name}.png"))
-    rows.append([tree.image(name), viz.colorize(lab), viz.colorize(tree.mask(name))])
-    titles.append(["image", "affinity labels", "ground truth"])
+rows, titles = records.saved_mask_rows(root, profile, tree, names,
+                                       [("affinity labels", label_stage, label_sub)])
+rows = [[r[0]] + [viz.colorize(x) for x in r[1:]] for r in rows]
 fig = viz.image_grid(rows, titles, size=1.7)
 fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4,
            fontsize=7, bbox_to_anchor=(0.5, 0.0))
@@ -150,23 +189,18 @@ plt.show()
 # including over other items.
 
 # %% tags=["hide-input"]
-dev = pick_device(device)
-model, _ = randomwalk.load_affinity_net(folder, dev)
-fig, axes = plt.subplots(2, min(4, len(names)), figsize=(9, 4.6), squeeze=False)
-for col, name in enumerate(names[:4]):
-    image, gt = tree.image(name), tree.mask(name)
-    ys, xs = np.nonzero((gt > 0) & (gt != 255))
-    if len(ys):
-        y, x = int(np.median(ys)), int(np.median(xs))
-    else:
-        y, x = gt.shape[0] // 2, gt.shape[1] // 2
-    aff = randomwalk.affinity_to_pixel(model, image, y, x, dev)
+# the stage drew these with its trained network; the page only shows them
+saved = records.affinity_figure(folder)
+fig, axes = plt.subplots(2, max(len(saved), 1), figsize=(9, 4.6), squeeze=False)
+for col, item in enumerate(saved):
+    (y, x), image = item["point"], tree.image(item["name"])
     axes[0, col].imshow(image)
-    axes[1, col].imshow(aff, vmin=0, vmax=1, cmap="magma")
+    axes[1, col].imshow(item["map"], vmin=0, vmax=1, cmap="magma")
     for ax in axes[:, col]:
         ax.plot([x], [y], "x", color="cyan", ms=9, mew=2)
-        ax.axis("off")
     axes[1, col].set_title("affinity to ×", fontsize=8)
+for ax in axes.flat:
+    ax.axis("off")
 fig.tight_layout()
 plt.show()
 
@@ -176,16 +210,14 @@ plt.show()
 # $\alpha$ = `alpha_infer`). After: the same scores walked with $T^t$.
 
 # %% tags=["hide-input"]
-rows, titles = [], []
 # other images than above, when there are
-for name in tree.ids("train")[5:10] or tree.ids("train")[:5]:
-    image = tree.image(name)
-    before = randomwalk.seed_before_walk(m["seed_kind"], seed_folder, name, tree,
-                                         alpha_infer)
-    after = np.asarray(Image.open(folder / "masks" / f"{name}.png"))
-    rows.append([image, viz.colorize(before), viz.colorize(after),
-                 viz.colorize(tree.mask(name))])
-    titles.append(["image", "seed", "after the walk", "ground truth"])
+walked = tree.ids("train")[5:10] or tree.ids("train")[:5]
+rows, titles = records.saved_mask_rows(root, profile, tree, walked,
+                                       [("after the walk", stage, "masks")])
+rows = [[r[0], viz.colorize(randomwalk.seed_before_walk(m["seed_kind"], seed_folder, n,
+                                                        tree, alpha_infer))]
+        + [viz.colorize(x) for x in r[1:]] for n, r in zip(walked, rows)]
+titles = [[t[0], "seed"] + t[1:] for t in titles]
 fig = viz.image_grid(rows, titles, size=1.7)
 fig.legend(handles=viz.legend_handles(tree.classes), loc="upper center", ncol=4,
            fontsize=7, bbox_to_anchor=(0.5, 0.0))
@@ -210,11 +242,12 @@ if "after" in m:
 # %% [markdown]
 # ## How many steps?
 #
-# PSA walks $t = 2^8 = 256$ steps on VOC's 41×41 maps. Every step averages a pixel's scores
-# with its neighbours' within the radius, so the number of steps sets how far a score can
-# travel — and how much of the seed's detail survives. The stage scores the walk after
-# $t = 2^{\text{logt}}$ steps for every `logt` of `logt_sweep` (the masks it writes use `logt`);
-# the dashed line is the seeds before the walk.
+# PSA walks many steps on VOC's maps (the recipe above), which are several times wider than
+# the embedded scenes' stride-8 grid. Every step averages a cell's scores with its
+# neighbours' within the radius, so the number of steps sets how far a score can travel —
+# and how much of the seed's detail survives. The stage scored the walk after
+# $t = 2^{\text{logt}}$ steps for every `logt` of `logt_sweep` (the masks it writes use
+# `logt`); the dashed line is the seeds before the walk.
 
 # %% tags=["hide-input"]
 if "logt_sweep" in m:
@@ -242,28 +275,22 @@ if "logt_sweep" in m:
 # and after its walk.
 
 # %% tags=["remove-input"]
-runs = tables.affinity_table(resolve(artifacts_root), profile, data_root)
+runs = tables.affinity_table(root, profile, data_root)
 if len(runs):
-    display(runs.style.format(precision=3, na_rep="–"))
-borrowed = sorted({s for s in runs.get("measured in", []) if s != profile})
-missing = [s for s in tables.AFFINITY_STAGES if s not in runs.index]
-if borrowed:
-    display(Markdown("Rows measured in another profile's run on the same scenes: "
-                     + ", ".join(f"`{r}`" for r in runs.index
-                                 if runs.loc[r, "measured in"] != profile)
-                     + notes.source_note(borrowed[0], profile) + "."))
-if missing:
-    display(Markdown(notes.not_run_note(
-        "AffinityNet on "
-        + " and on ".join(tables.AFFINITY_STAGES[s] for s in missing))))
+    shown = runs.set_index("seeds")[["walk steps", "mIoU before", "mIoU after", "change"]]
+    shown.columns = ["steps", "before", "after", "change"]
+    display(shown.style.format({"steps": "{:d}", "before": "{:.3f}", "after": "{:.3f}",
+                                "change": "{:+.3f}"}, na_rep="–"))
+display(Markdown(notes.affinity_runs_note(runs, profile)))
 
 # %% [markdown]
 # ## Its rows of the ablation table, and what we saw
 
 # %% tags=["remove-input"]
-table = tables.ablation_table(resolve(artifacts_root), profile)
-mine = [r for r in table.index if "random walk" in r or r.startswith(("CAM (", "AE, "))]
-display(table.loc[mine].style.format(precision=3, na_rep="–"))
+table = tables.ablation_table(root, profile)
+pseudo, _ = tables.ablation_parts(table)
+mine = [r for r in pseudo.index if "random walk" in r or r.startswith(("CAM (", "AE, "))]
+display(pseudo.loc[mine].style.format(tables.ABLATION_FORMAT, na_rep="–"))
 if "after" in m:
     def num(v, scale=1, fmt=".3f"):
         return "–" if v is None else format(scale * v, fmt)   # None: nothing to score

@@ -15,25 +15,54 @@
 # # HFPL: class maps read as likelihoods
 #
 # **What you will learn.** How two extra losses on the *classifier* change the seeds every
-# later stage inherits (Jonnarth, Zhang & Felsberg, "High-fidelity pseudo-labels for boosting
-# weakly-supervised segmentation", WACV 2024). Both read each class map through a per-class
-# sigmoid — the probability that a pixel shows the class — instead of letting classes compete
-# in a softmax.
+# later stage inherits: the high-fidelity pseudo-labels of Jonnarth, Zhang and Felsberg
+# {cite}`jonnarth2024hfpl`.
 #
-# - **Importance sampling.** Global average pooling scores a class by the mean of its map over
-#   all pixels, background included. HFPL also draws a few pixels per class, with probability
-#   proportional to the sigmoid of the map, and asks the logits found *there* to be right; it
-#   mixes this loss with the pooled one (weight 0.2, 10 samples, as published).
-# - **Feature similarity.** For pixel pairs (weighted by a Gaussian of their distance, σ = 5
-#   cells), a change of the normalised class maps is rewarded where the colours differ and
-#   penalised where they agree, so the maps' contours move onto the image's edges.
+# ## The method
 #
-# Nothing is trained in this notebook. HFPL is a switch of the classifier recipe
-# (`hfpl: true`): the CAM chapter ran once more with it (`01_cam_hfpl`), and because every
-# erasing round trains with its CAM stage's recipe, erasing from that stage
-# (`02_erasing_hfpl_round1..3`) gives AE + HFPL. Here the seeds are compared, as regions (mIoU)
-# and as contours (boundary F-score: a boundary pixel counts when the other map has one within
-# `tolerance` pixels).
+# HFPL reads each class map $M_c$ through a per-class sigmoid, the probability that pixel
+# $i$ shows class $c$, instead of letting classes compete in a softmax:
+#
+# $$
+# p_c(i) = \sigma\big(M_c(i)\big).
+# $$
+#
+# **Importance sampling.** Global average pooling scores a class by the mean of its map over
+# all pixels, background included. HFPL also draws $K$ pixels per class with probability
+# proportional to $p_c$ and asks the logits found *there* to be right, with the multi-label
+# soft margin $\ell$ against the image label $y_c$; the two are mixed with a weight $w$:
+#
+# $$
+# i_k \sim \frac{p_c(i)}{\sum_j p_c(j)}, \qquad
+# L_{\text{IS}} = \frac{1}{K} \sum_{k=1}^{K} \ell\big(M_c(i_k), y_c\big), \qquad
+# L_{\text{cls}} = (1 - w)\, L_{\text{GAP}} + w\, L_{\text{IS}} .
+# $$
+#
+# **Feature similarity.** With $\bar m_i$ the normalised class maps at pixel $i$ (background
+# $1 - \max_c$ first), $d_{ij}$ the mean absolute colour difference of two pixels and
+# $g_{ij}$ a Gaussian of their distance of width $\sigma$,
+#
+# $$
+# L_{\text{FS}} = -\frac{1}{BHW} \sum_{i, j} g_{ij}\,
+#   \tanh\!\big(\mu + \operatorname{logit} d_{ij}\big)\,
+#   \tfrac12 \lVert \bar m_i - \bar m_j \rVert^2 .
+# $$
+#
+# The colour term is negative for pixels alike in colour and positive across an edge, so a
+# change of the maps is rewarded across colour edges and penalised inside uniform regions:
+# the maps' contours move onto the image's edges. The classifier minimises
+# $L_{\text{cls}} + \lambda L_{\text{FS}}$.
+#
+# ## Where the book departs from the paper
+#
+# **A switch of the classifier recipe.** Nothing is trained in this notebook. HFPL is the
+# CAM recipe's parameter `hfpl`: the CAM chapter ran once more with it (`01_cam_hfpl`), and
+# because every erasing round trains with its CAM stage's recipe, erasing from that stage
+# gives AE + HFPL. The feature-similarity term is computed on the class maps' own grid. See
+# {ref}`decision-hfpl-switch`.
+#
+# Here the seeds are compared, as regions (mIoU) and as contours (boundary F-score: a
+# boundary pixel counts when the other map has one within `tolerance` pixels).
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile name; outputs go to artifacts_root/profile/stage
@@ -50,32 +79,30 @@ tolerance: int = 1  # boundary F-score match distance, px
 force: bool = False  # recompute even when finished artifacts exist
 
 # %% tags=["remove-input"]
-from IPython.display import Markdown, display
-
-from aepsl.book import notes, tables
-
-from aepsl.book import viz
-
-viz.page_setup()
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import Markdown, display
 
-from aepsl.methods import hfpl_compare
+from aepsl.book import notes, tables, viz
+from aepsl.data.voc import VOCTree
 from aepsl.engine.artifacts import load_metrics, stage_dir
 from aepsl.engine.config import collect, resolve
-from aepsl.data.voc import VOCTree
+from aepsl.methods import hfpl_compare
 from aepsl.methods.seedmaps import seed_mask
 
+viz.page_setup()
 params = collect(globals(), hfpl_compare.HFPLCompareConfig)
 record = hfpl_compare.compare(params)
 m = record["metrics"]
 tree = VOCTree(resolve(data_root))
 root = resolve(artifacts_root)
 display(tables.parameters_table(params))
-rows = pd.DataFrame(m["rows"]).T
-cols = ["stage", "miou", "fg_precision", "fg_recall", "contour_precision",
-        "contour_recall", "contour_f"]
-display(rows[cols].style.format(precision=3, na_rep="–"))
+plain, with_h = (load_metrics(stage_dir(root, profile, s))
+                 for s in (cam_stage, hfpl_cam_stage))
+display(Markdown(notes.hfpl_recipe_note(with_h["params"])))
+rows = pd.DataFrame(m["rows"]).T[["miou", "fg_precision", "fg_recall", "contour_f"]]
+rows.columns = ["mIoU", "fg precision", "fg recall", "contour F"]
+display(rows.astype(float).style.format(precision=3, na_rep="–"))
 
 # %% [markdown]
 # ## Training with HFPL
@@ -83,8 +110,6 @@ display(rows[cols].style.format(precision=3, na_rep="–"))
 # HFPL classifier, and its validation mAP beside the plain classifier's.
 
 # %% tags=["hide-input"]
-plain, with_h = (load_metrics(stage_dir(root, profile, s))
-                 for s in (cam_stage, hfpl_cam_stage))
 hist = pd.DataFrame(with_h["metrics"]["history"]).set_index("epoch")
 terms = [c for c in ("gap", "is", "fs", "loss") if c in hist]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
@@ -142,8 +167,9 @@ plt.show()
 
 # %% tags=["remove-input"]
 table = tables.ablation_table(root, profile)
-mine = [r for r in table.index if "HFPL" in r or r.startswith(("CAM (", "AE, "))]
-display(table.loc[mine].style.format(precision=3, na_rep="–"))
+pseudo, _ = tables.ablation_parts(table)
+mine = [r for r in pseudo.index if "HFPL" in r or r.startswith(("CAM (", "AE, "))]
+display(pseudo.loc[mine].style.format(tables.ABLATION_FORMAT, na_rep="–"))
 r = m["rows"]
 
 

@@ -32,23 +32,24 @@ artifacts_root: str = "artifacts"  # folder of all stage outputs, relative to th
 force: bool = False  # unused: the page is rebuilt from metrics.json every time
 
 # %% tags=["remove-input"]
-from IPython.display import Markdown, display
-
-from aepsl.book import notes, records, tables
-
-from aepsl.book import viz
-
-viz.page_setup()
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import Markdown, display
 
+from aepsl.book import notes, records, tables, viz
+from aepsl.data.voc import VOCTree
 from aepsl.engine.artifacts import load_metrics, stage_dir
 from aepsl.engine.config import PageConfig, collect, resolve
-from aepsl.data.voc import VOCTree
 
+viz.page_setup()
+root = resolve(artifacts_root)
 display(tables.parameters_table(collect(globals(), PageConfig)))
-table = tables.ablation_table(resolve(artifacts_root), profile)
-display(table.style.format(precision=3, na_rep="–"))
+table = tables.ablation_table(root, profile)
+pseudo, final = tables.ablation_parts(table)
+display(Markdown("**Pseudo labels**, scored on the training split:"))
+display(pseudo.style.format(tables.ABLATION_FORMAT, na_rep="–"))
+display(Markdown("**Segmenters**, scored on the held-out split:"))
+display(final.style.format(tables.ABLATION_FORMAT, na_rep="–"))
 
 # %% [markdown]
 # ## The same, as a picture
@@ -79,8 +80,7 @@ plt.show()
 
 # %% tags=["hide-input"]
 segmenters = {"psl_plus_plus": "PSL++", "psl": "AE + PSL", "oracle": "oracle"}
-root = resolve(artifacts_root)
-have = [s for s in segmenters if (root / profile / s / "model.pt").exists()]
+have = records.stages_with_saved(root, profile, segmenters, "eval_pred")
 if have:
     tree = VOCTree(resolve(data_root))
     ranked = records.ranked_predictions(root, profile, have, resolve(data_root), "val")
@@ -129,24 +129,15 @@ if all(v is not None and not np.isnan(v) for v in rows.values()):
         "for the last two. The paper's ordering AE < AE+PSL < PSL++ "
         f"**{'holds' if holds else 'does not hold'}** on our data (without the CRF)."
         + (" The book's PSL refines its online labels with the dense CRF (`online_crf`, "
-           "a departure from the paper; chapter 04 shows why and what the paper's form scores)."
-           if (load_metrics(stage_dir(resolve(artifacts_root), profile, "psl")) or {}).get(
+           "a departure from the paper; chapter 04 states it, its decision entry gives the "
+           "evidence)."
+           if (load_metrics(stage_dir(root, profile, "psl")) or {}).get(
                "params", {}).get("online_crf") else "")))
 else:
     display(Markdown("Some stages have not been run for this profile; the table shows "
                      "those that have."))
 
 # %% tags=["remove-input"]
-spread = ""
-recipe_path = resolve("benchmarks/segmenter_recipe.json")
-if recipe_path.exists():
-    recipe = tables.segmenter_recipe_table(recipe_path)
-    if len(recipe) >= 2:
-        keep = "val mIoU, nothing dropped"
-        gap = abs(recipe[keep].iloc[-1] - recipe[keep].iloc[-2])
-        spread = (f" For scale: two runs of the oracle's recipe that differed only in "
-                  f"their CPU thread count ended {gap:.3f} mIoU apart (the data chapter); "
-                  "a row that moves less than that under another seed has not changed.")
 display(Markdown(notes.try_it(
     "seed",
     f"Ask how much of the table is noise: in `notebooks/params/{profile}.yaml` set "
@@ -154,5 +145,5 @@ display(Markdown(notes.try_it(
     "weights), then rebuild the book",
     f"make book PROFILE={profile}",
     "Every stage is recomputed (all parameters changed) and the old results are kept "
-    f"aside as `<stage>@<hash>/` folders. Expect every row to move a little.{spread}"
+    f"aside as `<stage>@<hash>/` folders. Expect every row to move a little."
     + notes.seed_runs_note(resolve(artifacts_root), profile))))

@@ -16,8 +16,9 @@
 #
 # Each stage wrote a `metrics.json` beside its artifacts, holding its parameters, the seed, the
 # git revision of the `aepsl` package that computed it (`+dirty` when the package had
-# uncommitted changes), the device and the wall time. This page lists them; a stage's full
-# parameters are in its `metrics.json` under `artifacts/<profile>/<stage>/`.
+# uncommitted changes), the device and the wall time. The table lists each stage's code hash,
+# seed, revision and wall time; the rest (the full parameters, the device, the load of the
+# machine) is in its `metrics.json` under `artifacts/<profile>/<stage>/`.
 #
 # The *code hash* is part of a stage's cache key: a hash of the source of the stage's module
 # and of every `aepsl` module it imports (comments and docstrings left out). A stage whose
@@ -34,22 +35,20 @@ force: bool = False  # unused: the page is rebuilt from metrics.json every time
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl.book import notes, tables
-
-from aepsl.book import viz
-
-viz.page_setup()
-from aepsl.engine.config import PageConfig, collect, resolve
-
-display(tables.parameters_table(collect(globals(), PageConfig)))
-table = tables.provenance_table(resolve(artifacts_root), profile)
-display(table.style.format(precision=1, na_rep="–")
-        .set_table_styles([{"selector": "td, th", "props": "font-size: 0.75em;"}]))
-
-# %% tags=["remove-input"]
+from aepsl.book import notes, tables, viz
 from aepsl.engine.artifacts import code_modules
+from aepsl.engine.config import PageConfig, collect, resolve
 from aepsl.engine.registry import REGISTRY
 
+viz.page_setup()
+display(tables.parameters_table(collect(globals(), PageConfig)))
+table = tables.provenance_table(resolve(artifacts_root), profile)
+if len(table):   # a narrow view; the full record is each stage's metrics.json
+    table = table[["code hash", "seed", "git revision", "wall time (s)"]]
+    table.columns = ["code hash", "seed", "revision", "time (s)"]
+display(table.style.format({"time (s)": "{:.0f}"}, na_rep="–"))
+
+# %% tags=["remove-input"]
 hit = [e.notebook for e in REGISTRY
        if e.function and "aepsl.methods.psl" in code_modules(e.function.split(":")[0])]
 display(Markdown(notes.try_it(

@@ -89,3 +89,44 @@ def test_hfpl_switch_trains_with_both_losses_and_keeps_old_hashes(scene_tree, tm
     assert rec["params"]["hfpl"] is True
     with pytest.raises(ValueError, match="hfpl_weight"):
         cam.run({**params, "hfpl_weight": 1.5})
+
+
+# ------------------------------------------------------------------ the chapter's equations, term by term
+def test_feature_similarity_loss_matches_the_formula_by_hand():
+    """L_FS = -1/(BHW) sum_ij g_ij tanh(mu + logit d_ij) ½||m_i - m_j||², on a 1x2 image."""
+    import math
+
+    import torch
+
+    from aepsl.methods.hfpl import feature_similarity_loss
+
+    image = torch.tensor([[[[0.1, 0.7]], [[0.2, 0.2]], [[0.9, 0.3]]]])   # [1,3,1,2]
+    maps = torch.tensor([[[[0.8, 0.1]], [[0.2, 0.9]]]])                  # [1,2,1,2]
+    sigma, mu, eps = 5.0, 2.5, 1e-5
+    d = (abs(0.1 - 0.7) + 0 + abs(0.9 - 0.3)) / 3
+    colour = math.tanh(mu + math.log((d + eps) / (1 - d + eps)))
+    dist = 0.5 * ((0.8 - 0.1) ** 2 + (0.2 - 0.9) ** 2)
+    g = math.exp(-0.5 / sigma ** 2) / (2 * math.pi * sigma ** 2)        # cells one apart
+    by_hand = -(2 * g * colour * dist) / (1 * 1 * 2)                     # pairs (0,1) and (1,0)
+    got = feature_similarity_loss(image, maps, sigma, mu, eps).item()
+    assert got == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_classification_loss_mixes_pooled_and_sampled_terms_with_weight_w():
+    """L_cls = (1 - w) L_GAP + w L_IS (the feature term off): the same draws, by hand."""
+    import torch
+    import torch.nn.functional as F
+
+    from aepsl.methods.hfpl import hfpl_classification_loss, importance_sampling_loss
+
+    maps = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    w = 0.3
+    torch.manual_seed(5)
+    loss, logs = hfpl_classification_loss(maps, images, labels, weight=w, samples=6, fs_weight=0.0)
+    torch.manual_seed(5)
+    is_term = importance_sampling_loss(maps, labels, 6)
+    gap = F.multilabel_soft_margin_loss(maps.mean((2, 3)), labels)
+    assert loss.item() == pytest.approx(((1 - w) * gap + w * is_term).item(), rel=1e-6)
+    assert "fs" not in logs

@@ -109,3 +109,64 @@ def test_pipeline_figure_cli(tmp_path):
                              "--profile", str(profile)], capture_output=True, text=True, timeout=120, cwd=REPO_DIR)
     assert result.returncode == 0, result.stderr
     assert out.is_file()
+
+
+def test_recipe_note_names_the_published_values_and_what_the_run_changes():
+    recipe = {"beta": 8.0, "logt": 8}
+    same = notes.recipe_note("PSA", recipe, {"beta": 8.0, "logt": 8, "radius": 5}, {"beta": "$\\beta$"})
+    assert same == "PSA's recipe: $\\beta$ = 8, `logt` = 8. This run keeps it."
+    changed = notes.recipe_note("PSA", recipe, {"beta": 8.0, "logt": 2})
+    assert changed.endswith("This run changes `logt` to 2.")
+
+
+def test_crf_and_hfpl_settings_are_read_not_typed():
+    from aepsl.methods.crf import CRFParams
+
+    assert "$w_1 = 7$" in notes.crf_settings_note(CRFParams(bi_compat=7.0))
+    assert "4 mean-field" in notes.crf_settings_note(CRFParams(iterations=4))
+    params = {"hfpl": True, "hfpl_weight": 0.3, "hfpl_samples": 7, "hfpl_sigma": 4.0, "hfpl_mu": 2.5,
+              "hfpl_fs_weight": 1.0}
+    text = notes.hfpl_recipe_note(params)
+    assert "$w = 0.3$" in text and "$K = 7$" in text and "$\\sigma = 4$" in text
+    assert notes.hfpl_recipe_note({"hfpl": False}) == "" and notes.hfpl_recipe_note(None) == ""
+
+
+def test_affinity_runs_note_names_borrowed_rows_and_runs_not_made():
+    import pandas as pd
+
+    runs = pd.DataFrame({"measured in": ["default", "extended"]}, index=["affinity_cam", "affinity_ae"])
+    text = notes.affinity_runs_note(runs, "default")
+    assert "`affinity_ae`" in text and "`affinity_cam`," not in text and "'extended'" in text
+    assert tables.AFFINITY_STAGES["affinity_cam_cut"] in text          # the run nobody made
+    own = pd.DataFrame({"measured in": ["default"] * 3}, index=list(tables.AFFINITY_STAGES))
+    assert notes.affinity_runs_note(own, "default") == ""
+    assert tables.AFFINITY_STAGES["affinity_cam"] in notes.affinity_runs_note(pd.DataFrame(), "default")
+
+
+def test_ablation_parts_split_the_table_into_two_narrow_ones():
+    import pandas as pd
+
+    table = pd.DataFrame({"pseudo-label mIoU (train)": [0.41, 0.52, None],
+                          "final mIoU (held-out)": [None, 0.61, 0.70],
+                          "ratio to oracle": [float("nan"), 0.61 / 0.70, 1.0],
+                          "wall time (s)": [12.4, 99.6, None],
+                          "published (VOC 2012)": ["48.0", "", ""]},
+                         index=["CAM", "AE + PSL", "oracle"])
+    pseudo, final = tables.ablation_parts(table)
+    assert list(pseudo.index) == ["CAM", "AE + PSL"] and list(final.index) == ["AE + PSL", "oracle"]
+    assert len(pseudo.columns) <= 3 and len(final.columns) <= 4
+    assert list(pseudo["time (s)"]) == [12, 100]
+    assert final.loc["AE + PSL", "of oracle"] == pytest.approx(0.61 / 0.70)
+    assert all(p.empty for p in tables.ablation_parts(pd.DataFrame()))
+
+
+def test_item_centre_is_the_median_item_pixel_or_the_image_centre():
+    import numpy as np
+
+    from aepsl.methods.randomwalk import item_centre
+
+    mask = np.zeros((8, 10), np.uint8)
+    mask[2:5, 6:9] = 3
+    mask[0, 0] = 255                                   # unlabelled: not an item
+    assert item_centre(mask) == (3, 7)
+    assert item_centre(np.zeros((8, 10), np.uint8)) == (4, 5)

@@ -143,6 +143,16 @@ def test_psl_stage_trains_and_writes_train_predictions(scene_tree, tmp_path):
     assert sorted(p.stem for p in (tmp_path / "t" / "oracle" / "eval_pred").glob("*.png")) == sorted(val)
     ranked = records.ranked_predictions(tmp_path, "t", ["oracle"], scene_tree, "val")
     assert sorted(r["name"] for r in ranked) == sorted(val)
+    # and the CRF-refined ones, which the PSL page draws beside them: the page runs no CRF
+    assert sorted(p.stem for p in (tmp_path / "t" / "oracle" / "eval_crf").glob("*.png")) == sorted(val)
+    from aepsl.data.voc import VOCTree
+
+    rows, titles = records.saved_mask_rows(
+        tmp_path, "t", VOCTree(scene_tree), val[:2],
+        [("never run", "ae_segmenter", "eval_pred"), ("oracle + CRF", "oracle", "eval_crf")])
+    assert titles == [["image", "oracle + CRF", "ground truth"]] * 2   # the stage not run: left out
+    assert rows[0][1].shape == rows[0][0].shape[:2] and rows[0][1].max() < len(VOCTree(scene_tree).classes) + 1
+    assert records.stages_with_saved(tmp_path, "t", ["ae_segmenter", "oracle"]) == ["oracle"]
     scores = [r["miou"]["oracle"] for r in ranked]
     assert scores == sorted(scores, key=lambda v: -v if v == v else 1)
     # PSL++-style: a second stage trains on the first one's CRF masks
@@ -364,3 +374,83 @@ def test_crf_pool_workers_end_with_the_process_that_made_them(tmp_path):
     while any(alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(alive(p) for p in pids)
+
+
+# ------------------------------------------------------------------ the chapter's equations, term by term
+def test_online_map_is_the_arg_max_of_one_and_v_times_f_in_both_forms():
+    """Ŝ = argmax over {0} ∪ Y of [1, v] ⊗ f, computed by hand, against the package's arg-max form
+    (online_labels, psl_loss without online_crf) and its CRF form (the weighted scores psl_loss
+    hands to ``refine``). Pixel 0 is chosen so that the background weight decides it: bg 0.4·1
+    = 0.40 beats c1 0.6·0.5 = 0.30, but with a background weight of 0.5 (0.20 < 0.30) c1 would
+    win and the first assertion would fail; the refine form would see a background plane of
+    0.2/0.5 instead of 0.4/0.7 and fail the second."""
+    f = torch.tensor([[[[0.4, 0.1, 0.2]],       # background
+                       [[0.6, 0.3, 0.1]],       # c1
+                       [[0.0, 0.6, 0.7]]]])     # c2 (absent from the image: never a label)
+    v = torch.tensor([[0.5, 0.9]])
+    y = torch.tensor([[1.0, 0.0]])
+    weighted = torch.stack([1.0 * f[0, 0], v[0, 0] * f[0, 1], v[0, 1] * f[0, 2]])   # [1, v] ⊗ f
+    allowed = torch.tensor([True, True, False])                                      # {0} ∪ Y
+    by_hand = weighted.masked_fill(~allowed[:, None, None], -1).argmax(0)
+    assert by_hand.tolist() == [[0, 1, 0]]
+    assert psl.online_labels(f, v, y)[0].tolist() == by_hand.tolist()
+
+    # the same map inside the loss, both forms: the arg-max one and the CRF one
+    seg_logits, cls_logits = torch.log(f.clamp(min=1e-6)), torch.logit(v)
+    target = torch.tensor([[[0, 1, 0]]])
+    _, logs = psl.psl_loss(seg_logits, cls_logits, target, y)
+    assert logs["agree"].item() == pytest.approx(1.0)       # Ŝ = [0, 1, 0] = S on every pixel
+    seen = {}
+
+    def refine(scores):
+        seen["scores"] = scores
+        return scores.argmax(1)
+
+    psl.psl_loss(seg_logits, cls_logits, target, y, refine=refine)
+    p = torch.softmax(seg_logits, 1)[0]                     # f as the loss sees it
+    hand = torch.stack([p[0], v[0, 0] * p[1], 0 * p[2]])    # absent class: weight 0
+    hand = hand / hand.sum(0, keepdim=True)
+    assert torch.allclose(seen["scores"][0], hand, atol=1e-5)
+
+
+def test_each_cross_entropy_is_divided_by_the_pixels_it_labels():
+    """L = CE(S)/|S| + CE(Ŝ)/|Ŝ| + L_cls: the same labelled pixels twice over (an image twice as
+    wide, its copy unlabelled by S) leave ce_s unchanged; a sum, or a mean over all pixels,
+    would not."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 3, 2, 3, generator=g)
+    target = torch.tensor([[[0, 1, 255], [2, 255, 1]]])
+    labels = torch.tensor([[1.0, 1.0]])
+    cls_logits = torch.zeros(1, 2)
+    _, one = psl.psl_loss(logits, cls_logits, target, labels)
+    wide_logits = torch.cat([logits, logits], -1)
+    wide_target = torch.cat([target, target], -1)
+    _, two = psl.psl_loss(wide_logits, cls_logits, wide_target, labels)
+    assert two["ce_s"].item() == pytest.approx(one["ce_s"].item(), rel=1e-5)
+    assert two["ce_hat"].item() == pytest.approx(one["ce_hat"].item(), rel=1e-5)
+    logp = torch.log_softmax(logits, 1)[0]
+    labelled = [(0, 0, 0), (1, 0, 1), (2, 1, 0), (1, 1, 2)]   # (class, row, column) of S's 4 pixels
+    by_hand = -sum(logp[c, i, j] for c, i, j in labelled) / 4
+    assert one["ce_s"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # the squared classification loss: sum over classes of (v_c - y_c)^2, v = sigmoid(0) = 1/2
+    assert one["cls"].item() == pytest.approx(2 * (0.5 - 1.0) ** 2)
+
+
+def test_test_time_drop_keeps_background_and_the_classes_at_or_above_tau():
+    """f̃_c ∝ f_c · 1[c = 0 or v_c ≥ τ]: a class exactly at τ is kept, one just below is not."""
+    f = torch.tensor([[[[0.2]], [[0.5]], [[0.3]]]])
+    kept = psl.drop_unconfident(f, torch.tensor([[0.5, 0.4999]]), threshold=0.5)
+    assert torch.allclose(kept[0, :, 0, 0], torch.tensor([0.2, 0.5, 0.0]) / 0.7)
+
+
+def test_dense_crf_without_pairwise_terms_returns_its_unary_probabilities():
+    """ψ_u = -log P: with both pairwise weights 0, mean-field inference gives back P."""
+    from aepsl.methods.crf import CRFParams, crf_refine
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet([1, 1, 1], size=(6, 5)).transpose(2, 0, 1).astype(np.float32)
+    image = rng.integers(0, 255, (6, 5, 3), dtype=np.uint8)
+    out = crf_refine(image, probs, CRFParams(gauss_compat=0.0, bi_compat=0.0))
+    assert np.allclose(out, probs, atol=1e-4)
+    smoothed = crf_refine(image, probs, CRFParams())   # the pairwise terms do change it
+    assert not np.allclose(smoothed, probs, atol=1e-2)

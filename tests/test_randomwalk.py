@@ -165,6 +165,19 @@ def test_affinity_stage_on_cam_and_mask_seeds(scene_tree, tmp_path):
     for name in names:
         got = set(np.unique(np.asarray(Image.open(folder / "masks" / f"{name}.png"))).tolist())
         assert got <= {0, *(np.flatnonzero(tree.labels(name)) + 1).tolist()}
+    # what the page draws of the trained network, saved by the stage: the page runs no network
+    from aepsl.book import records
+
+    saved = records.affinity_figure(folder)
+    assert [s["name"] for s in saved] == names[:rw.FIGURE_IMAGES]
+    for item in saved:
+        image = tree.image(item["name"])
+        assert item["map"].shape == image.shape[:2]
+        assert item["point"] == rw.item_centre(tree.mask(item["name"]))
+        assert 0 <= item["map"].min() and item["map"].max() <= 1.001
+        y, x = item["point"]
+        assert item["map"][y, x] > 0.9        # a cell is most like itself
+    assert records.affinity_figure(tmp_path / "t" / "no_such_stage") == []
     # a stage whose output is masks/ serves as seeds too (here: the walked masks themselves)
     rec2 = rw.run(_affinity_params(scene_tree, tmp_path, stage="affinity_again", seeds="affinity_cam"), progress=False)
     assert rec2["metrics"]["seed_kind"] == "masks"
@@ -181,3 +194,56 @@ def test_affinity_parameters_are_checked(tmp_path):
         rw.run({"logt": "eight", "artifacts_root": str(tmp_path)})
     with pytest.raises(ValueError, match="logt_sweep"):
         rw.run({"logt_sweep": [0, -1], "artifacts_root": str(tmp_path)})
+
+
+# ------------------------------------------------------------------ the chapter's equations, term by term
+def _hand_affinity(emb, radius):
+    """a_ij = exp(-||f_i - f_j||_1 / E) for cells closer than the radius (else 0), by hand."""
+    e, h, w = emb.shape[1:]
+    f = emb[0].flatten(1).T                                      # [HW, E]
+    pos = [(i // w, i % w) for i in range(h * w)]
+    a = torch.zeros(h * w, h * w)
+    for i, (yi, xi) in enumerate(pos):
+        for j, (yj, xj) in enumerate(pos):
+            if (yi - yj) ** 2 + (xi - xj) ** 2 < radius ** 2:
+                a[i, j] = torch.exp(-(f[i] - f[j]).abs().sum() / e)
+    return a
+
+
+def test_affinity_is_exp_of_minus_the_l1_distance_per_channel():
+    emb = torch.tensor([[[[1.0, 3.0]], [[0.0, 2.0]]]])           # E = 2 channels, 1x2 cells
+    aff = rw.pair_affinities(emb, [(0, 1)])
+    assert aff[0, 0, 0, 0].item() == pytest.approx(np.exp(-(2 + 2) / 2))
+    assert aff[0, 0, 0, 1].item() == 0.0                          # the pair leaves the map
+
+
+@pytest.mark.parametrize("beta", [1.0, 3.0])
+def test_transition_matrix_is_d_inverse_a_to_the_beta_and_the_walk_is_t_to_the_t(beta):
+    """T = D^{-1} A^{∘β} (rows sum to 1) and vec(M*) = T^t vec(M), by hand with dense matrices.
+    A change of β, of the row normalisation or of the affinity breaks the comparison."""
+    radius, h, w = 2, 3, 4
+    emb = torch.randn(1, 5, h, w, generator=torch.Generator().manual_seed(7))
+    a = _hand_affinity(emb, radius).pow(beta)
+    t_hand = a / a.sum(1, keepdim=True)                           # D^{-1} A^{∘β}
+    assert torch.allclose(t_hand.sum(1), torch.ones(h * w))
+    band = rw.transition_band(emb, radius, beta)
+    dense = rw.band_to_dense(band)[0]                             # a step is v @ dense
+    assert torch.allclose(dense, t_hand.T, atol=1e-6)             # A symmetric: (D^{-1}A)^T
+    m = torch.rand(1, 2, h, w, generator=torch.Generator().manual_seed(8))
+    for steps in (1, 4):
+        walked = rw.random_walk(m, band, steps)[0].flatten(1)     # [C, HW]
+        by_hand = (torch.linalg.matrix_power(t_hand, steps) @ m[0].flatten(1).T).T
+        assert torch.allclose(walked, by_hand, atol=1e-5)
+    other = rw.transition_band(emb, radius, beta + 1)             # β matters
+    assert not torch.allclose(rw.band_to_dense(other)[0], dense, atol=1e-4)
+
+
+def test_affinity_loss_weighs_background_foreground_and_negative_pairs_a_quarter_a_quarter_a_half():
+    labels = torch.tensor([[[0, 0, 1, 1, 2]]])                    # 1x5: every kind of pair at radius 2
+    emb = torch.randn(1, 4, 1, 5, generator=torch.Generator().manual_seed(3))
+    loss, logs = rw.affinity_loss(emb, labels, radius=2)
+    aff = rw.pair_affinities(emb, [(0, 1)])[0, 0, 0].clamp(1e-5, 1 - 1e-5)   # pairs (k, k+1)
+    l_bg = -torch.log(aff[0])                                      # (0, 0)
+    l_fg = -torch.log(aff[2])                                      # (1, 1)
+    l_neg = -(torch.log(1 - aff[1]) + torch.log(1 - aff[3])) / 2   # (0, 1), (1, 2)
+    assert loss.item() == pytest.approx((0.25 * l_bg + 0.25 * l_fg + 0.5 * l_neg).item(), rel=1e-5)

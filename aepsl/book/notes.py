@@ -416,3 +416,63 @@ def table_or_note(table: pd.DataFrame | None, path: str | Path, command: str):
         return Markdown(missing_note(path, command))
     style = table.style.set_table_styles([{"selector": "td, th", "props": "padding: 0.1em 0.6em;"}])
     return style.hide(axis="index") if isinstance(table.index, pd.RangeIndex) else style
+
+
+def crf_settings_note(params=None) -> str:
+    """The dense CRF's settings as a sentence (``params``: a
+    :class:`aepsl.methods.crf.CRFParams`; default: the one every stage uses)."""
+    from ..methods.crf import CRFParams
+
+    p = CRFParams() if params is None else params
+    return (f"The book's CRF uses PSA's settings: bilateral kernel $w_1 = {p.bi_compat:g}$, "
+            f"$\\theta_\\alpha = {p.bi_sxy:g}$ px, $\\theta_\\beta = {p.bi_srgb:g}$ colour levels; "
+            f"smoothness kernel $w_2 = {p.gauss_compat:g}$, $\\theta_\\gamma = {p.gauss_sxy:g}$ px; "
+            f"{p.iterations} mean-field iterations.")
+
+
+def recipe_note(paper: str, recipe: dict, params: dict, symbols: dict | None = None) -> str:
+    """A sentence setting a run's ``params`` beside a paper's published ``recipe`` (both keyed by
+    parameter name; ``symbols`` names them as the page's equations do, e.g. ``{"beta": "$\\beta$"}``):
+    the published values, then whether this run keeps them or which it changes."""
+    symbols = symbols or {}
+
+    def name(k):
+        return symbols.get(k, f"`{k}`")
+
+    published = ", ".join(f"{name(k)} = {v:g}" for k, v in recipe.items())
+    changed = [k for k, v in recipe.items() if k in params and float(params[k]) != float(v)]
+    if not changed:
+        return f"{paper}'s recipe: {published}. This run keeps it."
+    return (f"{paper}'s recipe: {published}. This run changes "
+            + ", ".join(f"{name(k)} to {float(params[k]):g}" for k in changed) + ".")
+
+
+def hfpl_recipe_note(params: dict | None) -> str:
+    """HFPL's loss settings as a sentence, from the parameters a CAM stage trained with
+    (``params`` of its record, the ``hfpl_*`` entries); '' when there are none (``params`` None,
+    or a stage trained without HFPL)."""
+    if not params or not params.get("hfpl"):
+        return ""
+    return (f"The HFPL classifier trained with $w = {params['hfpl_weight']:g}$, "
+            f"$K = {params['hfpl_samples']}$ samples per class, "
+            f"$\\sigma = {params['hfpl_sigma']:g}$, $\\mu = {params['hfpl_mu']:g}$ and "
+            f"$\\lambda = {params['hfpl_fs_weight']:g}$.")
+
+
+def affinity_runs_note(runs, profile: str) -> str:
+    """Sentences under the affinity runs' table (:func:`aepsl.book.tables.affinity_table`): which
+    rows another profile measured on the same scenes, and which runs nobody made ('' when
+    every run is this profile's own)."""
+    from .tables import AFFINITY_STAGES
+
+    text = []
+    if len(runs):
+        other = [r for r in runs.index if runs.loc[r, "measured in"] != profile]
+        if other:
+            text.append("Rows measured in another profile's run on the same scenes: "
+                        + ", ".join(f"`{r}`" for r in other)
+                        + source_note(runs.loc[other[0], "measured in"], profile) + ".")
+    missing = [s for s in AFFINITY_STAGES if not len(runs) or s not in runs.index]
+    if missing:
+        text.append(not_run_note("AffinityNet on " + " and on ".join(AFFINITY_STAGES[s] for s in missing)))
+    return "\n\n".join(text)

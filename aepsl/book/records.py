@@ -187,3 +187,42 @@ def saved_names(folder: str | Path, names: list[str], suffix: str = ".png") -> l
     none where the folder is missing."""
     folder = Path(folder)
     return [n for n in names if (folder / f"{n}{suffix}").is_file()]
+
+
+def saved_mask(artifacts_root: str | Path, profile: str, stage: str, sub: str, name: str) -> np.ndarray | None:
+    """The label PNG ``<stage>/<sub>/<name>.png`` a stage saved (class ids, 255 = unlabelled), or
+    None when that stage has not saved it."""
+    from PIL import Image
+
+    path = Path(artifacts_root) / profile / stage / sub / f"{name}.png"
+    return np.asarray(Image.open(path)) if path.is_file() else None
+
+
+def stages_with_saved(artifacts_root: str | Path, profile: str, stages, sub: str = "eval_pred") -> list[str]:
+    """Those of ``stages`` (in order) that saved a ``<sub>/`` folder of masks under this profile."""
+    return [s for s in stages if (Path(artifacts_root) / profile / s / sub).is_dir()]
+
+
+def saved_mask_rows(artifacts_root: str | Path, profile: str, tree, names, columns) -> tuple[list, list]:
+    """A figure's rows from saved masks: for each of ``names``, the image, then one mask per column
+    of ``columns`` (``[(title, stage, sub)]``: ``<stage>/<sub>/<name>.png``), then the true mask.
+    A column some image lacks (its stage has not run, or saved no such folder) is left out of every
+    row, so the figure shows only what was saved. Returns ``(rows of arrays, rows of titles)``:
+    masks as class ids, to be coloured by the page."""
+    masks = {c: [saved_mask(artifacts_root, profile, c[1], c[2], n) for n in names] for c in columns}
+    kept = [c for c in columns if all(m is not None for m in masks[c])]
+    rows = [[tree.image(n)] + [masks[c][i] for c in kept] + [tree.mask(n)] for i, n in enumerate(names)]
+    titles = [["image"] + [c[0] for c in kept] + ["ground truth"] for _ in names]
+    return rows, titles
+
+
+def affinity_figure(folder: str | Path) -> list[dict]:
+    """What an affinity stage saved for its page (``affinity_figure.npz``, see
+    :func:`aepsl.methods.randomwalk.save_figure_affinities`): ``[{name, point: (y, x), map}]``,
+    the affinity of every cell to the cell at ``point``; empty when the stage saved none."""
+    path = Path(folder) / "affinity_figure.npz"
+    if not path.is_file():
+        return []
+    with np.load(path) as data:
+        return [{"name": str(n), "point": tuple(int(v) for v in data[f"point_{n}"]),
+                 "map": data[f"map_{n}"].astype(np.float32)} for n in data["names"]]

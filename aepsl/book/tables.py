@@ -591,3 +591,30 @@ def affinity_table(artifacts_root: str | Path, profile: str, data_root: str | No
                      "change": m["miou_after"] - m["miou_before"],
                      "uncertain pixels": m["labels"].get("uncertain_fraction"), "measured in": source})
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+def ablation_parts(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`ablation_table` as two narrow tables that fit a page's column: the pseudo labels
+    (rows with a training-split mIoU: mIoU, time, published) and the segmenters (rows with a
+    held-out mIoU: mIoU, share of the oracle's, time, published). Times in whole seconds;
+    a missing time is None. Both empty for an empty table."""
+    if table.empty:
+        return pd.DataFrame(), pd.DataFrame()
+
+    def seconds(col):
+        return [None if v is None or v != v else int(round(float(v))) for v in col]
+
+    pseudo = table[table["pseudo-label mIoU (train)"].notna()]
+    pseudo = pd.DataFrame({"mIoU (train)": pseudo["pseudo-label mIoU (train)"].astype(float),
+                           "time (s)": seconds(pseudo["wall time (s)"]),
+                           "published (VOC)": pseudo["published (VOC 2012)"]}, index=pseudo.index)
+    final = table[table["final mIoU (held-out)"].notna()]
+    final = pd.DataFrame({"mIoU (held-out)": final["final mIoU (held-out)"].astype(float),
+                          "of oracle": final["ratio to oracle"].astype(float),
+                          "time (s)": seconds(final["wall time (s)"]),
+                          "published (VOC)": final["published (VOC 2012)"]}, index=final.index)
+    return pseudo, final
+
+
+ABLATION_FORMAT = {"mIoU (train)": "{:.3f}", "mIoU (held-out)": "{:.3f}", "of oracle": "{:.0%}",
+                   "time (s)": "{:.0f}"}

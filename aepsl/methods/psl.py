@@ -19,7 +19,8 @@ PSL++ retrains the same way on the PSL model's predictions for the training imag
 by the dense CRF. The oracle is the same segmenter trained on the true masks.
 
 Entry point :func:`run` (notebooks 04_psl, 05_psl_plus_plus) writes
-``artifacts/<profile>/<stage>/``: model.pt, checkpoint.pt, metrics.json and, when asked,
+``artifacts/<profile>/<stage>/``: model.pt, checkpoint.pt, metrics.json, the held-out predictions
+``eval_pred/`` (and ``eval_crf/``, CRF-refined, when ``crf``) and, when asked,
 ``train_pred/`` and ``train_crf/`` masks (the next stage's labels), for every image of
 ``train_split``, scored on ``score_split``. Under torchrun the segmenter trains on every
 process; rank 0 alone evaluates and writes (see :mod:`aepsl.engine.dist`).
@@ -421,8 +422,9 @@ def run(cfg: PSLConfig, run_, device, progress: bool) -> dict | None:
     model = fold_batchnorm(model)   # inference only: batch norm folded into the convolutions
     out: dict = {"history": history, "classes": tree.classes, "train_split": cfg.train_split}
     with run_.timed("evaluate"):
+        # the held-out predictions as pages draw them: eval_pred/ and, refined, eval_crf/
         out["eval"] = evaluate(model, tree, cfg.eval_split, cfg, device, cfg.crf, fresh_dir(folder / "eval_pred"),
-                               progress=progress)
+                               fresh_dir(folder / "eval_crf") if cfg.crf else None, progress=progress)
     if tree.has_masks(cfg.eval_split):
         with run_.timed("drop_sweep"):
             out["drop_sweep"] = drop_sweep(model, tree, cfg.eval_split, cfg, device)

@@ -27,7 +27,8 @@
 
 Entry point :func:`run` (``notebooks/06_affinity.py``) writes ``artifacts/<profile>/<stage>/``:
 ``labels/`` (affinity label maps), ``model.pt``, ``checkpoint.pt``, ``masks/`` (the walked
-pseudo masks, usable as labels by the segmenter stages) and metrics.json.
+pseudo masks, usable as labels by the segmenter stages), ``affinity_figure.npz`` (what the page
+draws of the trained network: :func:`save_figure_affinities`) and metrics.json.
 """
 from __future__ import annotations
 
@@ -276,6 +277,10 @@ def scores_from_masks(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
     return onehot * known[:, None]
 
 
+# PSA's published recipe for PASCAL VOC (Ahn & Kwak 2018), by this stage's parameter names
+PSA_RECIPE = {"alpha_low": 4.0, "alpha_high": 32.0, "alpha_infer": 16.0, "radius": 5, "beta": 8.0, "logt": 8}
+
+
 # --------------------------------------------------------------------------- the stage
 @dataclass
 class AffinityConfig(StageConfig):
@@ -370,6 +375,42 @@ def affinity_to_pixel(model: AffinityNet, image: np.ndarray, y: int, x: int, dev
     cy, cx = min(y * h // image.shape[0], h - 1), min(x * w // image.shape[1], w - 1)
     aff = torch.exp(-(f - f[:, cy:cy + 1, cx:cx + 1]).abs().mean(0))
     return F.interpolate(aff[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
+
+
+FIGURE_IMAGES = 4   # training images whose affinity maps the stage saves for its page
+FIGURE_FILE = "affinity_figure.npz"
+
+
+def item_centre(mask: np.ndarray) -> tuple[int, int]:
+    """The pixel (y, x) at the median row and column of a mask's item pixels (neither background
+    nor 255); the image centre when it has none."""
+    ys, xs = np.nonzero((mask > 0) & (mask != 255))
+    if len(ys):
+        return int(np.median(ys)), int(np.median(xs))
+    return mask.shape[0] // 2, mask.shape[1] // 2
+
+
+def save_figure_affinities(path: Path, model: AffinityNet, tree: VOCTree, names, device="cpu") -> None:
+    """Write ``path`` (npz, atomically): for each of ``names``, the affinity of every stride-8 cell
+    to the cell at the centre of the image's items (:func:`item_centre` of its true mask; the
+    image centre when the split has no masks), upsampled to the image, as ``map_<name>`` (float16)
+    and ``point_<name>`` (y, x). The page draws these; it runs no network."""
+    import io
+
+    from ..engine.artifacts import write_bytes
+
+    arrays = {"names": np.asarray(list(names))}
+    for name in names:
+        image = tree.image(name)
+        try:
+            y, x = item_centre(tree.mask(name))
+        except (FileNotFoundError, OSError):
+            y, x = image.shape[0] // 2, image.shape[1] // 2
+        arrays[f"map_{name}"] = affinity_to_pixel(model, image, y, x, device).astype(np.float16)
+        arrays[f"point_{name}"] = np.asarray([y, x])
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes(path, buf.getvalue())
 
 
 def _seed_scores(kind: str, seed_folder: Path, names, tree: VOCTree, alpha: float) -> tuple[torch.Tensor, list]:
@@ -481,6 +522,8 @@ def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
     save_torch(folder / "model.pt", {"model": model.state_dict(), "config": dataclasses.asdict(cfg),
                                      "classes": tree.classes})
     model = fold_batchnorm(model)   # inference only: batch norm folded into the convolutions
+    model.eval()
+    save_figure_affinities(folder / FIGURE_FILE, model, tree, names[:FIGURE_IMAGES], device)
 
     # 3. walk the seeds of every training image
     model.eval()
