@@ -147,8 +147,9 @@ if "per_rounds" in m:
 variants, source = tables.variants_table(resolve(artifacts_root), profile, data_root,
                                          first=stage)
 if len(variants) > 1:
-    if source != profile:
-        display(Markdown("The rows below are" + notes.source_note(source, profile) + "."))
+    where = notes.source_note(source, profile)   # '' for this profile's own runs
+    if where:
+        display(Markdown("The rows below are" + where + "."))
     display(variants.style.format(precision=3, na_rep="–"))
 else:
     display(Markdown(notes.not_run_note("Erasing with the blur and noise fills, a "
