@@ -177,9 +177,13 @@ DESIGN_SEPARATOR = "#"      # FILE.yaml#NAME: the design NAME of a file of desig
 
 
 def profile_path(profile: str) -> Path:
+    """The YAML file of ``profile``: a profile name (notebooks/params/<name>.yaml) or a path,
+    relative to the working folder or to the repository root (for FILE#design: FILE)."""
     path = Path(str(profile).split(DESIGN_SEPARATOR)[0])
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        return path
+    if path.suffix in (".yaml", ".yml"):
+        for candidate in (path, REPO_DIR / path):
+            if candidate.exists():
+                return candidate
     path = PARAMS_DIR / f"{profile}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
@@ -270,9 +274,8 @@ def _resolve(profile: str, seen: tuple[str, ...] = ()) -> dict:
 def with_seed(data: dict, seed: int) -> dict:
     """The resolved profile ``data`` with training seed ``seed``: every run's ``seed`` is
     ``seed`` except the data notebook's (the scenes stay the profile's), and it writes under the
-    profile name ``<profile>_seed<seed>``. The result says ``seed`` and the profile it extends.
-    ``seed`` equal to the profile's own seed: ``data`` unchanged. The result's ``seed_of`` names
-    the profile whose seed variant it is."""
+    profile name ``<profile>_seed<seed>``; its ``seed_of`` (and ``extends``) name the profile it
+    is a seed variant of. ``seed`` equal to the profile's own seed: ``data`` unchanged."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParameterError(f"--seed must be a non-negative integer, got {seed!r}")
     common = data["common"]
