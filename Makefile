@@ -14,7 +14,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aepsl-installed
 
-.PHONY: setup fashion-mnist chromium notebooks book check-book test test-fast results book-time clean-book
+.PHONY: setup fashion-mnist chromium notebooks book check-book test test-fast results book-time studies clean-book
 
 setup: $(STAMP)
 
@@ -70,6 +70,12 @@ results:
 # `make book` from empty artifacts, timed in one go -> benchmarks/book_time.json (run nothing else meanwhile)
 book-time: setup
 	$(PY) benchmarks/book_time.py --profile $(PROFILE)
+
+# the design studies of benchmarks/designs.yaml, run and recorded (hours of CPU; the book's chain
+# first): `make studies` runs every design and seed, DESIGN=prior-0.2 one design, SEED=1 one seed,
+# DRY_RUN=1 checks every run's parameters and runs nothing
+studies: setup fashion-mnist
+	$(PY) benchmarks/erasing_design.py $(if $(DESIGN),--design $(DESIGN),--all) $(if $(SEED),--seed $(SEED)) $(if $(DRY_RUN),--dry-run)
 
 test: setup
 	$(PY) -m pytest -q

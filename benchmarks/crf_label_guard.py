@@ -1,6 +1,7 @@
 """Would a guard on PSL++'s labels help? (a benchmark, not a test; read-only)
 
-    .venv/bin/python benchmarks/crf_label_guard.py default default_seed1 default_seed2
+    .venv/bin/python benchmarks/crf_label_guard.py default --seeds   # the book and its other training seeds
+    .venv/bin/python benchmarks/crf_label_guard.py default --dry-run # check the inputs, score nothing
 
 PSL++ trains on PSL's training-set predictions refined by the dense CRF (``<profile>/psl/train_crf``).
 On training seed 2 the CRF shrank weak t-shirt predictions into background, and PSL++ learnt to call
@@ -8,6 +9,8 @@ t-shirts background. The guard tried here: where the CRF keeps less than ``--kee
 predicted for a class the image is labelled with, keep PSL's pixels of that class. For each profile
 this scores, against the true training masks, PSL's predictions, the CRF-refined labels and the
 guarded labels (IoU per class and mIoU; 255 is ignored). It reads saved PNGs and writes nothing.
+With ``--seeds``, each profile's runs with other training seeds (``python -m aepsl --profile P
+--seed K``, found by their records) are scored too.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def guarded(pred: np.ndarray, crf: np.ndarray, labels, keep: float) -> np.ndarray:
@@ -31,14 +35,30 @@ def guarded(pred: np.ndarray, crf: np.ndarray, labels, keep: float) -> np.ndarra
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profiles", nargs="+", help="artifact profiles with a finished psl stage (artifacts/<profile>/psl)")
+    ap.add_argument("--seeds", action="store_true", help="also each profile's runs with other training seeds (--seed K)")
     ap.add_argument("--data-root", default="data/scenes-default")
     ap.add_argument("--artifacts", default="artifacts")
     ap.add_argument("--keep", type=float, default=0.5, help="share of PSL's pixels of a class below which the guard acts")
-    args = ap.parse_args()
+    ap.add_argument("--dry-run", action="store_true", help="check the inputs and list what would be scored, score nothing")
+    args = ap.parse_args(argv)
+    if args.seeds:
+        from aepsl.engine.config import seed_runs
+
+        args.profiles = [name for p in args.profiles
+                         for name in [p] + [f.name for f in seed_runs(ROOT / args.artifacts, p).values()]]
     data = ROOT / args.data_root
+    if args.dry_run:
+        missing = [str(p) for p in (data / "classes.txt", data / "image_labels.json") if not p.exists()]
+        for profile in args.profiles:
+            folder = ROOT / args.artifacts / profile / "psl" / "train_crf"
+            n = len(list(folder.glob("*.png")))
+            print(f"{profile}: {n} CRF-refined training labels in {folder}" + ("" if n else " (run its psl stage first)"))
+        print(f"data {data}: " + (f"missing {missing}" if missing else "classes and image labels found"))
+        print("dry run: nothing scored")
+        return 0
     classes = [line.strip() for line in (data / "classes.txt").read_text().splitlines() if line.strip()]
     image_labels = json.loads((data / "image_labels.json").read_text())
     k = len(classes)

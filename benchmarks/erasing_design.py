@@ -1,34 +1,52 @@
-"""Designs tried for the embedded default: scenes and erasing recipes, and whether erasing finds more object.
+"""The design studies: run a design of benchmarks/designs.yaml for its training seeds, then record it.
 
-Each design is a stage profile (a YAML file of runs: data, CAM, erasing rounds, merges) run with
-``python -m aepsl.stages --profile FILE``; this script then reads the finished stages' metrics and
-records, per erasing stage: the CAM's val mAP and seed mIoU at its best background threshold,
-each round's val mAP, region precision and part coverage, and the merged pseudo masks' mIoU
-after 1, 2, 3 rounds (all on the training scenes, as the book scores seeds).
+Every design is a profile reference ``benchmarks/designs.yaml#NAME`` (a profile that extends
+another and states only its changes); seed K of it is that profile with ``--seed K``. For each
+(design, seed) this script runs the design's stages (``python -m aepsl.stages --profile
+'benchmarks/designs.yaml#NAME' --seed K``; stages already done for the same parameters are
+skipped) and, for an erasing study, records per merge stage: the CAM's val mAP and seed mIoU at
+its best background threshold, each round's val mAP, region precision and part coverage, and the
+merged pseudo masks' mIoU after 1, 2, 3 ... rounds (all on the training scenes, as the book
+scores seeds), into benchmarks/erasing_design.json (key ``<design> / seed <K> / <merge stage>``),
+which the design appendix reads. Segmenter studies are recorded by benchmarks/psl_design.py.
 
-    .venv/bin/python -m aepsl.stages --profile benchmarks/designs/parts.yaml
-    .venv/bin/python benchmarks/erasing_design.py --profile benchmarks/designs/parts.yaml \\
-        --design "parts, warm + mixed" --note "what changed and why"
-
-Records go to benchmarks/erasing_design.json (one entry per design and merge stage), which the
-data chapter shows as a table.
+    .venv/bin/python benchmarks/erasing_design.py --list                        # the designs, one line each
+    .venv/bin/python benchmarks/erasing_design.py --design prior-0.2 --seed 1   # run and record one seed
+    .venv/bin/python benchmarks/erasing_design.py --design prior-0.2            # every seed of the design
+    .venv/bin/python benchmarks/erasing_design.py --all --dry-run               # check every design, run nothing
+    .venv/bin/python benchmarks/erasing_design.py --design paper --record-only  # record finished stages only
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl.engine.artifacts import cpu_model, load_metrics, read_json, stage_dir, write_json  # noqa: E402
-from aepsl.engine.config import load_profile, resolve  # noqa: E402
-from aepsl.engine.registry import plan  # noqa: E402
 from aepsl.book.tables import ERASING_RECIPE, NUMERICS  # noqa: E402
+from aepsl.engine.artifacts import cpu_model, git_revision, load_metrics, read_json, stage_dir, write_json  # noqa: E402
+from aepsl.engine.config import ParameterError, load_designs, load_profile, resolve  # noqa: E402
+from aepsl.engine.registry import describe, plan  # noqa: E402
 
+DESIGNS = ROOT / "benchmarks" / "designs.yaml"
 OUT = ROOT / "benchmarks" / "erasing_design.json"
+
+
+def design_ref(name: str, designs_file: Path = DESIGNS) -> str:
+    """The profile reference of design ``name`` (what ``--profile`` of both runners takes)."""
+    try:
+        rel = designs_file.resolve().relative_to(ROOT)
+    except ValueError:
+        rel = designs_file
+    return f"{rel}#{name}"
+
+
+def command(name: str, seed: int) -> str:
+    return f"python benchmarks/erasing_design.py --design {name} --seed {seed}"
 
 
 def _r(x, n=6):   # six decimals: the book shows three, and rounding twice could move the third
@@ -44,12 +62,13 @@ def recipe(runs, erasing_stage: str) -> dict | None:
     return None
 
 
-def summarise(profile: str) -> list[dict]:
-    """One entry per merge run of ``profile``: the CAM it starts from, its rounds, its masks."""
-    common = load_profile(profile)["common"]
+def summarise(profile: str, seed: int | None = None) -> list[dict]:
+    """One entry per merge run of ``profile`` (with training seed ``seed``): the CAM it starts
+    from, its rounds, its masks. Merges whose stages are not finished are left out."""
+    common = load_profile(profile, seed)["common"]
     root = resolve(common.get("artifacts_root", "artifacts"))
     name = common["profile"]
-    runs = plan(profile)
+    runs = plan(profile, seed=seed)
     data = next((r for r in runs if r.entry.notebook == "00_data"), None)
     out = []
     for run in runs:
@@ -73,7 +92,7 @@ def summarise(profile: str) -> list[dict]:
         cm = cam["metrics"]
         per = [_r(r["miou"]) for r in merge["metrics"].get("per_rounds", [])]
         out.append({
-            "merge_stage": p.get("stage"), "erasing_stage": p.get("erasing_stage"),
+            "merge_stage": p.get("stage"), "erasing_stage": p.get("erasing_stage"), "profile": name,
             "scenes": {k: getattr(data.config, k, None) for k in ("image_size", "item_size", "part_size", "max_items",
                                                                   "class_hue", "n_train", "seed")} if data else None,
             "seed": common.get("seed"),
@@ -85,6 +104,7 @@ def summarise(profile: str) -> list[dict]:
             "ae_miou_per_rounds": per,
             "ae_best": max(per) if per else None,
             "ae_best_minus_cam": _r(max(per) - cm["seed_miou"]) if per else None,
+            "git_revision": merge.get("git_revision"),
         })
     return out
 
@@ -99,51 +119,11 @@ def show(entries: list[dict]) -> None:
                   f"{r['region_precision']} parts {r['part_coverage']} ({r['wall_time_s']} s)")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", required=True, help="the design's stage profile (YAML)")
-    ap.add_argument("--design", help="record under this name (without it: print only)")
-    ap.add_argument("--note", default="", help="what the design changes, one line")
-    ap.add_argument("--backfill-recipes", action="store_true",
-                    help="add the recipe field to records made before it, from the design file each record's "
-                         "command names (nothing else changes), then exit")
-    args = ap.parse_args()
-    if args.backfill_recipes:
-        return backfill_recipes(OUT)
-    entries = summarise(args.profile)
-    show(entries)
-    if args.design:
-        record(OUT, args.design, args.note, {f"{args.design} / {e['merge_stage']}": e for e in entries},
-               f"python -m aepsl.stages --profile {args.profile}")
-    return 0
-
-
-def backfill_recipes(path: Path) -> int:
-    """Give every record without a ``recipe`` the one its design file (``--profile`` in its
-    command) plans for its erasing stage; records whose file is gone keep none."""
-    book = read_json(path)
-    done = 0
-    for key, e in book.items():
-        if key.startswith("_") or e.get("recipe") is not None:
-            continue
-        parts = e.get("command", "").split("--profile ")
-        design_file = ROOT / parts[1].split()[0] if len(parts) > 1 else None
-        if design_file is None or not design_file.exists():
-            print(f"{key}: no design file, left without a recipe")
-            continue
-        e["recipe"] = recipe(plan(str(design_file)), e["erasing_stage"])
-        done += e["recipe"] is not None
-    write_json(path, book)
-    print(f"recipes added to {done} records of {path.relative_to(ROOT)}")
-    return 0
-
-
 def record(path: Path, design: str, note: str, entries: dict[str, dict], command: str) -> None:
     """Add (or replace) ``entries`` (key -> entry) in the JSON record at ``path``, each with the
-    design's name, note, order, CPU model, :data:`aepsl.book.tables.NUMERICS` and command. A design
-    recorded again (the same name and training seed, e.g. measured anew after a change of the
-    code, or read from another profile that runs it) replaces its earlier entries and keeps their
-    place in the table."""
+    design's name, note, order, CPU model, date, :data:`aepsl.book.tables.NUMERICS` and command.
+    A design recorded again (the same name and training seed, e.g. measured anew after a change of
+    the code) replaces its earlier entries and keeps their place in the table."""
     book = read_json(path) if path.exists() else {}
     earlier = {k for k, v in book.items() if not k.startswith("_") and v.get("design") == design}
     for key, e in entries.items():
@@ -151,9 +131,82 @@ def record(path: Path, design: str, note: str, entries: dict[str, dict], command
         for old in sorted(k for k in earlier if k in book and book[k].get("seed") == e.get("seed")):
             order = book.pop(old).get("order", order)
         book[key] = {"design": design, "note": note, "order": order, **e, "cpu": cpu_model(),
-                     "numerics": NUMERICS, "command": command}
+                     "numerics": NUMERICS, "command": command, "measured_at": time.strftime("%Y-%m-%d"),
+                     "git_revision": e.get("git_revision") or git_revision()}
     write_json(path, book)
     print(f"recorded {len(entries)} entries in {path}")
+
+
+def selected(args, designs: dict) -> list[tuple[str, int]]:
+    """The (design, seed) pairs the command line asks for, checked against the designs file."""
+    names = [n for n, d in designs.items() if d.get("study")] if args.all else args.design
+    unknown = [n for n in names if n not in designs]
+    if unknown:
+        raise ParameterError(f"unknown design(s) {unknown}; {DESIGNS.name} has {list(designs)}")
+    pairs = []
+    for name in names:
+        seeds = designs[name].get("seeds", [])
+        if args.seed is not None:
+            if args.seed not in seeds:
+                print(f"note: {name} is recorded with seeds {seeds}; running it with seed {args.seed} too")
+            seeds = [args.seed]
+        if not seeds:
+            raise ParameterError(f"design {name!r} has no seeds: it is a base the studies extend, not a study")
+        pairs += [(name, k) for k in seeds]
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python benchmarks/erasing_design.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--design", nargs="+", default=[], help="design names of benchmarks/designs.yaml")
+    ap.add_argument("--all", action="store_true", help="every design that is a study (those with a 'study')")
+    ap.add_argument("--seed", type=int, help="this training seed only (default: every seed the design lists)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="check the designs file and every selected run's parameters, print the plan, run nothing")
+    ap.add_argument("--record-only", action="store_true", help="record the finished stages, run nothing")
+    ap.add_argument("--list", action="store_true", help="list the designs with their seeds and notes, then exit")
+    ap.add_argument("--designs", default=str(DESIGNS), help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(OUT), help="the JSON record (default benchmarks/erasing_design.json)")
+    args = ap.parse_args(argv)
+    designs_file = Path(args.designs)
+    try:
+        designs = load_designs(designs_file)
+        if args.list:
+            for name, d in designs.items():
+                print(f"{name:18s} {d.get('study') or 'base':10s} seeds {d.get('seeds', [])}: {d['note']}")
+            return 0
+        if not args.all and not args.design:
+            ap.error("give --design NAME ..., --all or --list")
+        pairs = selected(args, designs)
+        for name, seed in pairs:   # every run checked before anything runs
+            runs = plan(design_ref(name, designs_file), seed=seed)
+            if args.dry_run:
+                profile = load_profile(design_ref(name, designs_file), seed)["common"]["profile"]
+                print(f"{name}, seed {seed} ({designs[name].get('study')}; stages under artifacts/{profile}/): "
+                      f"{len(runs)} runs")
+                for line in describe(runs):
+                    print("    " + line)
+        if args.dry_run:
+            print(f"dry run: {len(pairs)} design runs checked, nothing run")
+            return 0
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from aepsl.engine.run_stages import run_stages
+
+    for name, seed in pairs:
+        ref = design_ref(name, designs_file)
+        if not args.record_only:
+            print(f"[designs] {name}, seed {seed}: python -m aepsl.stages --profile '{ref}' --seed {seed}", flush=True)
+            run_stages(ref, seed=seed)
+        if designs[name].get("study") != "erasing":
+            print(f"[designs] {name}: a segmenter study, recorded by benchmarks/psl_design.py")
+            continue
+        entries = summarise(ref, seed)
+        show(entries)
+        record(Path(args.out), name, designs[name]["note"],
+               {f"{name} / seed {seed} / {e['merge_stage']}": e for e in entries}, command(name, seed))
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
     make book && make book PROFILE=extended         # the default book and the variant studies
     .venv/bin/python benchmarks/record_results.py --profile default extended   # -> benchmarks/results.md
+    .venv/bin/python benchmarks/record_results.py --dry-run    # what it would read and write; writes nothing
 
 One section per profile; the default book's timed run from empty (benchmarks/book_time.py) is
-quoted from benchmarks/book_time.json when present.
+quoted from benchmarks/book_time.json when present. The comparisons across training seeds take
+the runs of ``python -m aepsl --profile default --seed K`` found by their records (each profile
+folder's profile.json: its seed and the profile it is a seed of), never by folder names.
 
 Reads every stage's metrics.json under artifacts/<profile>/
 and .venv/.aepsl-setup-seconds (written by `make setup`).
@@ -24,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from aepsl.book import records  # noqa: E402
 from aepsl.engine.artifacts import cpu_model, current_metrics_files, is_archived, load_metrics, write_text  # noqa: E402
+from aepsl.engine.config import seed_runs  # noqa: E402
 
 
 def fmt(x, digits=3):
@@ -48,16 +52,39 @@ def previous_sections(path: Path) -> dict[str, str]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def seed_profiles(artifacts: str | Path, profile: str) -> list[tuple[str, Path]]:
+    """``profile``'s own artifacts folder, then those of its runs with other training seeds
+    (``python -m aepsl --profile <profile> --seed K``, found by :func:`aepsl.engine.config.seed_runs`
+    from their records): (profile name, folder) each, in seed order."""
+    own = Path(artifacts) / profile
+    return [(profile, own)] + [(folder.name, folder) for _, folder in seed_runs(artifacts, profile).items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python benchmarks/record_results.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", nargs="+", default=["default", "extended"],
                     help="profiles to report, one section each (those without artifacts are left out)")
     ap.add_argument("--artifacts", default=str(ROOT / "artifacts"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.md"))
-    ap.add_argument("--seeds", nargs="*", default=["default", "default_seed1", "default_seed2"],
-                    help="profiles of the same scenes with other training seeds: CAM against AE, one row each")
+    ap.add_argument("--seeds-of", default="default",
+                    help="the profile whose runs with other training seeds (--seed K) are compared, one row each")
     ap.add_argument("--status", default="", help="a sentence on the state of the run (e.g. which stages are older)")
-    args = ap.parse_args()
+    ap.add_argument("--dry-run", action="store_true", help="check the inputs, say what would be written, write nothing")
+    args = ap.parse_args(argv)
+    args.seeds = seed_profiles(args.artifacts, args.seeds_of)
+    if args.dry_run:
+        for profile in args.profile:
+            folder = Path(args.artifacts) / profile
+            print(f"profile {profile}: {len(current_metrics_files(folder)) if folder.is_dir() else 0} stage records "
+                  f"under {folder}" + ("" if folder.is_dir() else " (none: its section is kept or left out)"))
+        print(f"training seeds of {args.seeds_of!r}: " + ", ".join(name for name, _ in args.seeds))
+        for name in ("book_time.json", "body_recognition.json", "psl_design.json", "randomwalk_memory.json"):
+            path = ROOT / "benchmarks" / name
+            if path.exists():
+                json.loads(path.read_text())   # a broken record fails here, not halfway through writing
+            print(f"benchmarks/{name}: {'read' if path.exists() else 'absent'}")
+        print(f"would write {args.out} (dry run: nothing written)")
+        return 0
     lines = ["# Measured results", "",
              "Written by `.venv/bin/python benchmarks/record_results.py --profile "
              + " ".join(args.profile) + "` after `make book` (and `make book PROFILE=extended`). Every number "
@@ -97,14 +124,14 @@ def main() -> None:
         lines += profile_lines(args, profile)
     write_text(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
+    return 0
 
 
 def seed_lines(args) -> list[str]:
     """CAM at its best threshold against the AE pseudo masks, one row per training seed (the
-    profiles of ``--seeds``: the default book and `benchmarks/designs/default_seed1.yaml`)."""
+    profile of ``--seeds-of`` and its runs with other seeds)."""
     rows = []
-    for profile in args.seeds:
-        art = Path(args.artifacts) / profile
+    for profile, art in args.seeds:
         cam, pm = load_metrics(art / "cam"), load_metrics(art / "pseudo_masks")
         if not cam or not pm or "per_rounds" not in pm["metrics"]:
             continue
@@ -120,10 +147,8 @@ def seed_lines(args) -> list[str]:
         return []
     return ["## CAM against adversarial erasing, one row per training seed", "",
             "Same scenes (data seed 0), classifier and erasing rounds trained with each seed; pseudo-mask "
-            "mIoU on the training scenes. The seed-1 run: `.venv/bin/python -m aepsl.stages --profile "
-            "benchmarks/designs/default_seed1.yaml` (the default profile's CAM, erasing and segmenter stages with "
-            "seed 1); the seed-2 run: `.venv/bin/python -m aepsl.stages --profile benchmarks/designs/default_seed2.yaml` "
-            "(the same with seed 2).", "",
+            f"mIoU on the training scenes. Seed K's run: `.venv/bin/python -m aepsl --profile {args.seeds_of} "
+            "--seed K` (the profile's whole chain with training seed K, under its own profile name).", "",
             "| seed | profile | erasing recipe | CAM val mAP | CAM mIoU (best threshold) | "
             "AE mIoU after 1 / 2 / 3 / 4 rounds | best AE − CAM | region precision per round |",
             "|---|---|---|---|---|---|---|---|", *rows, ""]
@@ -135,14 +160,15 @@ def body_lines(path: Path) -> list[str]:
     if not path.exists():
         return []
     rows = []
-    for profile, e in json.loads(path.read_text()).items():
+    book = json.loads(path.read_text())
+    for profile, e in book.items():
         for r in e["rounds"]:
             rows.append(f"| `{profile}` | {r['round']} | {fmt(r['val_map'])} | {fmt(r['val_map_discs_erased'])} |")
+    commands = sorted({f"`{e['command']}`" for e in book.values() if e.get("command")})
     return ["## Does a round's classifier recognise the bodies?", "",
             "mAP of each round's classifier (round 1: the CAM stage's) on the held-out (val) scenes as they are "
-            "and with every disc filled with the mean pixel, as erasing fills a mined region. Command: "
-            "`.venv/bin/python benchmarks/body_recognition.py --profile default "
-            "benchmarks/designs/default_seed1.yaml` (read from `benchmarks/body_recognition.json`).", "",
+            "and with every disc filled with the mean pixel, as erasing fills a mined region. Commands: "
+            + ", ".join(commands) + " (read from `benchmarks/body_recognition.json`).", "",
             "| profile | round | val mAP | val mAP, discs erased |", "|---|---|---|---|", *rows, ""]
 
 
@@ -154,8 +180,7 @@ def segmenter_seed_lines(args) -> list[str]:
     """The book's four segmenters, one row per training seed (held-out mIoU, with the CRF, and
     PSL++ against the oracle)."""
     rows = []
-    for profile in args.seeds:
-        art = Path(args.artifacts) / profile
+    for profile, art in args.seeds:
         recs = {s: load_metrics(art / s) for s, _ in SEGMENTERS}
         if any(r is None for r in recs.values()):
             continue
@@ -169,9 +194,8 @@ def segmenter_seed_lines(args) -> list[str]:
         return []
     return ["## The segmenters, one row per training seed", "",
             "Held-out (val) mIoU without / with the dense CRF, each seed's segmenters trained on its own AE "
-            "masks (PSL++ on its PSL run's CRF-refined training predictions; the oracle on the true masks). The "
-            "seed-1 and seed-2 runs: `.venv/bin/python -m aepsl.stages --profile benchmarks/designs/default_seed1.yaml` "
-            "and `default_seed2.yaml`.", "",
+            "masks (PSL++ on its PSL run's CRF-refined training predictions; the oracle on the true masks). "
+            f"Seed K's run: `.venv/bin/python -m aepsl --profile {args.seeds_of} --seed K`.", "",
             "| seed | profile | " + " | ".join(n for _, n in SEGMENTERS) + " | PSL++ / oracle |",
             "|---|---|" + "---|" * (len(SEGMENTERS) + 1), *rows, ""]
 
@@ -204,7 +228,7 @@ def branch_lines(args) -> list[str]:
             "that are background called an item / an item called background / an item given another class "
             "(before the CRF). Dropped: share of the (image, class) pairs the held-out images contain whose "
             "confidence is below 0.1 / 0.5. Recorded by `benchmarks/psl_design.py` into "
-            "`benchmarks/psl_design.json`; the design files (`benchmarks/designs/*.yaml`) hold the commands.", "",
+            "`benchmarks/psl_design.json`; `benchmarks/designs.yaml` holds the designs.", "",
             "| seed | design | stage | labels | Ŝ | drop below | mIoU | mIoU, nothing dropped | + CRF | "
             "errors bg→item / item→bg / item→other | true classes dropped < 0.1 / < 0.5 | revision |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
@@ -384,4 +408,4 @@ def profile_lines(args, profile: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,8 +1,8 @@
 """Run by tests/test_distributed.py under ``torchrun --nproc_per_node 2`` (gloo, CPU).
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py PROFILE TREE SCRATCH
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py PROFILE TREE SCRATCH [ARGS]
 
-1. the stages of PROFILE through the real CLI entry point (``aepsl.stages.main``);
+1. the stages of PROFILE through the real CLI entry point (``aepsl.stages.main``, with ARGS);
 2. rank 1 tries to write an artifact (the guard must refuse);
 3. one more data-parallel ``fit`` on TREE, then every rank's parameters are gathered.
 Results go to stdout as ``RESULT {json}`` lines (rank 1 may not write files).
@@ -31,7 +31,7 @@ def main() -> int:
     profile, tree, scratch = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     torch.set_num_threads(1)
     dist.init_from_env("cpu")
-    rc = stages.main(["--profile", profile, "--no-progress"])
+    rc = stages.main(["--profile", profile, "--no-progress", *sys.argv[4:]])
     result: dict = {"rank": dist.rank(), "world": dist.world_size(), "rc": rc}
 
     guard = "wrote"

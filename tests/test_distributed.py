@@ -1,4 +1,5 @@
-"""Several processes: torchrun with 2 CPU processes (gloo) through the stages CLI."""
+"""Several processes: torchrun with 2 CPU processes (gloo) through the stages CLI, with a training
+seed of its own (``--seed 1``: the profile's stages under ``ddp_seed1``)."""
 from __future__ import annotations
 
 import json
@@ -34,7 +35,8 @@ notebooks:
 
 @pytest.fixture(scope="module")
 def torchrun(scene_tree, tmp_path_factory):
-    """One torchrun launch of tests/ddp_worker.py with 2 processes: (completed process, artifacts, results)."""
+    """One torchrun launch of tests/ddp_worker.py with 2 processes, the profile run with ``--seed 1``:
+    (completed process, the seed run's artifacts, scratch, results)."""
     root = tmp_path_factory.mktemp("ddp")
     artifacts, scratch = root / "artifacts", root / "scratch"
     scratch.mkdir()
@@ -43,14 +45,15 @@ def torchrun(scene_tree, tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO_DIR), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(REPO_DIR / "tests" / "ddp_worker.py"), str(profile), str(scene_tree), str(scratch)],
+                           str(REPO_DIR / "tests" / "ddp_worker.py"), str(profile), str(scene_tree), str(scratch),
+                           "--seed", "1"],
                           cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=600)
     results = {}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             r = json.loads(line[len("RESULT "):])
             results[r["rank"]] = r
-    return proc, artifacts / "ddp", scratch, results
+    return proc, artifacts / "ddp_seed1", scratch, results
 
 
 def test_both_processes_finish(torchrun):
@@ -72,6 +75,17 @@ def test_every_stage_was_written_once_by_a_two_process_run(torchrun, scene_tree)
     assert sorted(p.stem for p in (folder / "pseudo_masks" / "masks").glob("*.png")) == sorted(names)
     # no temporary file left behind by a write that two processes raced for
     assert not [p for p in folder.rglob("*.tmp*")]
+
+
+def test_seed_under_torchrun_trains_with_it_in_its_own_folder(torchrun):
+    """--seed 1 under torchrun: every stage's record says seed 1, rank 0 wrote the folder's
+    profile.json (seed 1, a seed run of ddp), and nothing went to the profile's own folder."""
+    _, folder, _, _ = torchrun
+    for stage in ["cam", "erasing/round1", "erasing/round2", "pseudo_masks", "psl"]:
+        params = read_json(folder / stage / "metrics.json")["params"]
+        assert params["seed"] == 1 and params["profile"] == "ddp_seed1", stage
+    assert read_json(folder / "profile.json") == {"profile": "ddp_seed1", "seed": 1, "seed_of": "ddp"}
+    assert not (folder.parent / "ddp").exists()
 
 
 def test_checkpoints_and_models_load(torchrun):

@@ -10,17 +10,16 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from aepsl.engine.artifacts import read_json
 from aepsl.methods.cam import CAMConfig
-from aepsl.engine.config import PARAMS_DIR
+from aepsl.engine.config import load_profile
 from conftest import QUICK_ONLY as ONLY
 
 pytestmark = pytest.mark.notebooks
 
 TABLE_ONLY = {"09_provenance", "11_decisions"}
-NOTEBOOKS = ONLY or list(yaml.safe_load((PARAMS_DIR / "quick.yaml").read_text())["notebooks"])
+NOTEBOOKS = ONLY or list(load_profile("quick")["notebooks"])   # quick.yaml with its `extends` chain merged
 
 
 def _notebook(quick_run, name: str) -> dict:

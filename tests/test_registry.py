@@ -70,7 +70,8 @@ def test_dry_run_of_every_shipped_profile(profile, tmp_path):
                             cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     runs = plan(str(path))
-    assert len(runs) == sum(len((entry_ or {}).get("runs") or [{}]) for entry_ in data["notebooks"].values())
+    resolved = load_profile(str(path))   # its `extends` chain merged
+    assert len(runs) == sum(len((entry_ or {}).get("runs") or [{}]) for entry_ in resolved["notebooks"].values())
     for run, line in zip(runs, describe(runs)):
         assert run.name in line and line in result.stdout
         if run.writes:

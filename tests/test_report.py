@@ -243,14 +243,3 @@ def test_drop_note_names_what_the_drop_costs_gains_and_leaves():
     assert "gains psl 0.001" in note and note.endswith("leaves psl_plus_plus as it was.")
     assert notes.drop_note(pd.Series({"psl": 0.0001}), 0.5) == (
         " Dropping classes below 0.5 changes no segmenter's mIoU by 0.001 or more.")
-
-
-def test_seed_runs_note_names_the_seeds_run_to_the_end(tmp_path):
-    assert "No other seed" in notes.seed_runs_note(tmp_path, "default")
-    (tmp_path / "default_seed2" / "psl_plus_plus").mkdir(parents=True)
-    (tmp_path / "default_seed1" / "psl").mkdir(parents=True)                   # not run to the end
-    (tmp_path / "default_seed1" / "psl" / "metrics.json").write_text("{}")
-    assert "No other seed" in notes.seed_runs_note(tmp_path, "default")      # no metrics yet
-    (tmp_path / "default_seed2" / "psl_plus_plus" / "metrics.json").write_text("{}")
-    note = notes.seed_runs_note(tmp_path, "default")
-    assert "training seed 2," in note and "default_seed2.yaml" in note and "seed1" not in note

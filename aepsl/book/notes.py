@@ -43,17 +43,21 @@ def crf_turn_note(psl_eval: dict, plus_eval: dict) -> str:
             "Without a CRF at test time, which is cheaper, PSL++ is the better segmenter.")
 
 
-def seed_runs_note(artifacts_root: str | Path, profile: str, seeds=(1, 2)) -> str:
-    """A sentence on which other training seeds of ``profile`` have been run to the end (a
-    finished ``psl_plus_plus`` stage under ``<profile>_seed<k>``, the profiles of
-    ``benchmarks/designs/<profile>_seed<k>.yaml``)."""
-    done = [k for k in seeds
-            if (Path(artifacts_root) / f"{profile}_seed{k}" / "psl_plus_plus" / "metrics.json").exists()]
+def seed_runs_note(artifacts_root: str | Path, profile: str) -> str:
+    """A sentence on which other training seeds of ``profile`` have been run to the end: the runs
+    of ``python -m aepsl --profile <profile> --seed K`` found by their records (each profile
+    folder's ``profile.json``: its seed and the profile it is a seed of, see
+    :func:`aepsl.engine.config.seed_runs`) with a finished ``psl_plus_plus`` stage."""
+    from ..engine.artifacts import load_metrics
+    from ..engine.config import seed_runs
+
+    done = [k for k, folder in seed_runs(artifacts_root, profile).items()
+            if load_metrics(folder / "psl_plus_plus") is not None]
     if not done:
         return " No other seed has been measured for the book."
     return (f" Measured: `benchmarks/results.md` has this profile's stages under training "
             f"seed{'s' if len(done) > 1 else ''} " + " and ".join(map(str, done))
-            + ", one row per seed (" + ", ".join(f"`benchmarks/designs/{profile}_seed{k}.yaml`" for k in done)
+            + ", one row per seed (" + ", ".join(f"`python -m aepsl --profile {profile} --seed {k}`" for k in done)
             + ").")
 
 

@@ -2,9 +2,23 @@
 
 A profile (``notebooks/params/<profile>.yaml``) holds every hyper-parameter of a run:
 
+    extends:      (optional) the profile this one starts from; it then states only its changes
+    stop_after:   (optional, with extends) keep the base's notebooks up to this one, drop the rest
     common:       parameters every notebook receives (profile, seed, device, data_root, ...)
     notebooks:    one entry per notebook, in reading order; its parameters
                   (an entry may hold ``runs:``, a list of parameter sets, one papermill run each)
+
+``extends`` merges like a base config (mmsegmentation-style), one level deep: ``common`` key by
+key; ``notebooks`` notebook by notebook, a notebook the child names getting the base's entry with
+the child's keys on top (a child's ``runs`` list replaces the base's whole list; the base's runs
+stay when the child gives none); a notebook only the child names is added after the base's. A
+profile may be a name, a YAML path, or a design of a file of designs, ``FILE.yaml#NAME`` (the
+file's ``designs:`` mapping; there ``extends`` names another design of the file or a profile).
+
+Seeds are an axis, not files: ``load_profile(profile, seed=K)`` is the profile with training
+seed K, written under its own profile name ``<profile>_seed<K>`` so the profile's own artifacts
+are never overwritten (K equal to the profile's seed: the profile itself). The data notebook
+keeps the profile's seed, so every training seed sees the same scenes.
 
 Stage functions receive a flat dict and turn it into a dataclass with :func:`from_params`,
 which rejects unknown names and wrong types with one message naming the parameter.
@@ -158,10 +172,18 @@ def from_params(cls, params: dict, stage: str):
     return obj
 
 
+DATA_NOTEBOOK = "00_data"   # its ``seed`` is the scenes', not a training seed: --seed leaves it
+DESIGN_SEPARATOR = "#"      # FILE.yaml#NAME: the design NAME of a file of designs
+
+
 def profile_path(profile: str) -> Path:
-    path = Path(profile)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        return path
+    """The YAML file of ``profile``: a profile name (notebooks/params/<name>.yaml) or a path,
+    relative to the working folder or to the repository root (for FILE#design: FILE)."""
+    path = Path(str(profile).split(DESIGN_SEPARATOR)[0])
+    if path.suffix in (".yaml", ".yml"):
+        for candidate in (path, REPO_DIR / path):
+            if candidate.exists():
+                return candidate
     path = PARAMS_DIR / f"{profile}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
@@ -169,21 +191,151 @@ def profile_path(profile: str) -> Path:
     return path
 
 
-def load_profile(profile: str) -> dict:
-    """The profile as ``{"common": {...}, "notebooks": {name: entry}}``."""
-    path = profile_path(profile)
+def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ParameterError(f"profile file {path} is not valid YAML: {exc}") from None
-    if not isinstance(data.get("common"), dict) or not isinstance(data.get("notebooks"), dict):
-        raise ParameterError(f"profile file {path} needs the sections 'common' and 'notebooks'")
+    if not isinstance(data, dict):
+        raise ParameterError(f"profile file {path} must hold a mapping")
     return data
 
 
-def notebook_runs(profile: str, notebook: str) -> list[dict]:
-    """The parameter sets of every papermill run of ``notebook`` in ``profile``."""
-    data = load_profile(profile)
+def load_designs(path: str | os.PathLike) -> dict[str, dict]:
+    """The ``designs:`` mapping of a file of designs (name -> design: ``note``, ``seeds``, and a
+    profile's keys: ``extends``, ``stop_after``, ``common``, ``notebooks``)."""
+    data = _read_yaml(resolve(path))
+    designs = data.get("designs")
+    if not isinstance(designs, dict) or not designs:
+        raise ParameterError(f"{path}: a file of designs needs a non-empty 'designs:' mapping")
+    for name, design in designs.items():
+        if not isinstance(design, dict):
+            raise ParameterError(f"{path}: design {name!r} must be a mapping")
+        seeds = design.get("seeds", [])
+        if not isinstance(seeds, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in seeds):
+            raise ParameterError(f"{path}: design {name!r}: 'seeds' must be a list of integers, got {seeds!r}")
+        if not isinstance(design.get("note", ""), str) or not design.get("note"):
+            raise ParameterError(f"{path}: design {name!r} needs a one-line 'note'")
+    return designs
+
+
+def merge_profiles(base: dict, child: dict, where: str = "profile") -> dict:
+    """``child`` (a profile's own keys) on top of ``base`` (a resolved profile), as the module's
+    docstring says: common key by key, notebooks entry by entry (``runs`` replaced whole), the
+    base's notebooks after ``stop_after`` dropped."""
+    common = {**base.get("common", {}), **(child.get("common") or {})}
+    notebooks = dict(base.get("notebooks", {}))
+    stop = child.get("stop_after")
+    if stop is not None:
+        if stop not in notebooks:
+            raise ParameterError(f"{where}: stop_after {stop!r} is not a notebook of its base "
+                                 f"(it has {list(notebooks)})")
+        names = list(notebooks)
+        notebooks = {n: notebooks[n] for n in names[:names.index(stop) + 1]}
+    for name, entry in (child.get("notebooks") or {}).items():
+        if entry is not None and not isinstance(entry, dict):
+            raise ParameterError(f"{where}: notebook {name!r} must map parameter names to values")
+        notebooks[name] = {**(notebooks.get(name) or {}), **(entry or {})}
+    return {"common": common, "notebooks": notebooks}
+
+
+def _resolve(profile: str, seen: tuple[str, ...] = ()) -> dict:
+    """The profile ``profile`` (name, path or FILE#design) with its ``extends`` chain merged."""
+    if profile in seen:
+        raise ParameterError(f"profile {profile!r} extends itself (through {' -> '.join(seen)})")
+    path = profile_path(profile)
+    if DESIGN_SEPARATOR in str(profile):
+        design = str(profile).split(DESIGN_SEPARATOR, 1)[1]
+        designs = load_designs(path)
+        if design not in designs:
+            raise ParameterError(f"{path} has no design {design!r} (designs: {list(designs)})")
+        data, where = designs[design], f"design {design!r} of {path}"
+    else:
+        data, where = _read_yaml(path), f"profile file {path}"
+    base_name = data.get("extends")
+    if base_name is None:
+        if "stop_after" in data:
+            raise ParameterError(f"{where}: stop_after needs 'extends' (the base whose notebooks it cuts)")
+        resolved = {"common": data.get("common"), "notebooks": data.get("notebooks")}
+    else:
+        base_name = str(base_name)
+        if DESIGN_SEPARATOR in str(profile) and base_name in load_designs(path):
+            base_ref = f"{str(profile).split(DESIGN_SEPARATOR)[0]}{DESIGN_SEPARATOR}{base_name}"
+        else:
+            base_ref = base_name
+        resolved = merge_profiles(_resolve(base_ref, seen + (str(profile),)), data, where)
+        resolved["extends"] = base_name
+    if not isinstance(resolved.get("common"), dict) or not isinstance(resolved.get("notebooks"), dict):
+        raise ParameterError(f"{where} needs the sections 'common' and 'notebooks' (or 'extends')")
+    resolved["notebooks"] = {k: dict(v or {}) for k, v in resolved["notebooks"].items()}
+    return resolved
+
+
+def with_seed(data: dict, seed: int) -> dict:
+    """The resolved profile ``data`` with training seed ``seed``: every run's ``seed`` is
+    ``seed`` except the data notebook's (the scenes stay the profile's), and it writes under the
+    profile name ``<profile>_seed<seed>``; its ``seed_of`` (and ``extends``) name the profile it
+    is a seed variant of. ``seed`` equal to the profile's own seed: ``data`` unchanged."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParameterError(f"--seed must be a non-negative integer, got {seed!r}")
+    common = data["common"]
+    own = common.get("seed", 0)
+    if seed == own:
+        return data
+    name = str(common.get("profile"))
+    notebooks = {k: dict(v) for k, v in data["notebooks"].items()}
+    if DATA_NOTEBOOK in notebooks:
+        notebooks[DATA_NOTEBOOK].setdefault("seed", own)
+    for entry in notebooks.values():   # a run or entry that names its own seed takes the new one
+        if entry is not notebooks.get(DATA_NOTEBOOK):
+            entry.pop("seed", None)
+            if entry.get("runs"):
+                entry["runs"] = [{k: v for k, v in run.items() if k != "seed"} for run in entry["runs"]]
+    return {"common": {**common, "profile": f"{name}_seed{seed}", "seed": seed},
+            "notebooks": notebooks, "extends": name, "seed_of": name}
+
+
+def load_profile(profile: str, seed: int | None = None) -> dict:
+    """The profile as ``{"common": {...}, "notebooks": {name: entry}}`` (its ``extends`` chain
+    merged; with ``seed``, the profile with that training seed, see :func:`with_seed`); a key
+    ``extends`` names the profile it was derived from, where it was."""
+    data = _resolve(str(profile))
+    return data if seed is None else with_seed(data, seed)
+
+
+def profile_record(data: dict) -> dict:
+    """What a run of the resolved profile ``data`` writes beside its stages
+    (``artifacts/<profile>/profile.json``): its name, its training seed and, for a run made with
+    ``--seed``, the profile whose seed variant it is (``seed_of``; None for a profile's own
+    seed), by which the seed runs of a profile are found (:func:`seed_runs`)."""
+    common = data["common"]
+    return {"profile": common.get("profile"), "seed": common.get("seed", 0), "seed_of": data.get("seed_of")}
+
+
+PROFILE_RECORD = "profile.json"
+
+
+def seed_runs(artifacts_root: str | os.PathLike, profile: str) -> dict[int, Path]:
+    """The runs of ``profile`` with other training seeds found under ``artifacts_root``: seed ->
+    its profile folder, read from each folder's ``profile.json`` (its ``seed`` and ``seed_of``,
+    see :func:`profile_record`), never from folder names."""
+    import json
+
+    found: dict[int, Path] = {}
+    for record_path in sorted(Path(artifacts_root).glob(f"*/{PROFILE_RECORD}")):
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("seed_of") == profile and isinstance(record.get("seed"), int):
+            found[record["seed"]] = record_path.parent
+    return dict(sorted(found.items()))
+
+
+def notebook_runs(profile: str, notebook: str, seed: int | None = None) -> list[dict]:
+    """The parameter sets of every papermill run of ``notebook`` in ``profile`` (with training
+    seed ``seed``, when given)."""
+    data = load_profile(profile, seed)
     if notebook not in data["notebooks"]:
         raise ParameterError(f"profile {profile!r} has no notebook {notebook!r} "
                              f"(it has {list(data['notebooks'])})")

@@ -143,8 +143,10 @@ def run_name(name: str, run: dict, base: dict) -> str:
     return name + "".join(f"_{k}{run[k]}" for k in changed)
 
 
-def plan(profile: str, only: list[str] | None = None, force: bool = False) -> list[PlannedRun]:
-    """Every run of ``profile`` in order, each config built and checked, nothing touched.
+def plan(profile: str, only: list[str] | None = None, force: bool = False,
+         seed: int | None = None) -> list[PlannedRun]:
+    """Every run of ``profile`` in order (with training seed ``seed``, when given: see
+    :func:`aepsl.engine.config.with_seed`), each config built and checked, nothing touched.
 
     Raises :class:`aepsl.engine.config.ParameterError` for an unknown notebook, a parameter the
     notebook does not have, a wrong type or value, and a run that reads a stage no earlier
@@ -152,7 +154,7 @@ def plan(profile: str, only: list[str] | None = None, force: bool = False) -> li
     """
     from .config import ParameterError, load_profile, notebook_runs
 
-    data = load_profile(profile)
+    data = load_profile(profile, seed)
     names = list(data["notebooks"])
     for name in names:
         entry(name)   # an unknown notebook in the profile: one clear error
@@ -167,7 +169,7 @@ def plan(profile: str, only: list[str] | None = None, force: bool = False) -> li
     for name in names:
         e = entry(name)
         base = {**data["common"], **{k: v for k, v in (data["notebooks"][name] or {}).items() if k != "runs"}}
-        for params in notebook_runs(profile, name):
+        for params in notebook_runs(profile, name, seed):
             out_name = run_name(name, params, base)
             page = bool(params.get("_page", True))
             if not page and e.function is None:

@@ -4,6 +4,7 @@
     python -m aepsl --profile quick                 # executed notebooks -> artifacts/quick/notebooks/
     python -m aepsl --profile default --only 01_cam --force
     python -m aepsl --profile voc --check           # print the plan, touch nothing
+    python -m aepsl --profile default --seed 1      # the book's chain, training seed 1 -> artifacts/default_seed1/
 
 Each notebook is a jupytext py:percent file in ``notebooks/``; :mod:`aepsl.engine.registry` says
 which package function computes its stage, with which parameter dataclass. The profile file
@@ -13,6 +14,11 @@ values, a stage read before any run writes it) before anything runs. Stages skip
 when their artifacts exist for the same parameters, so rerunning the pipeline only
 re-executes notebooks (cheap) unless ``--force`` is given. A run marked ``_page: false`` in
 the profile has no page: its stage function runs without the notebook.
+
+``--seed K`` runs the same profile with training seed K (every run's ``seed`` but the data's,
+so the scenes stay the same) under the profile name ``<profile>_seed<K>``: its stages and pages
+go to ``artifacts/<profile>_seed<K>/``, never over the profile's own; the folder's
+``profile.json`` says the seed and the profile it is a seed of (:func:`aepsl.engine.config.with_seed`).
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import time
 from pathlib import Path
 
 from .artifacts import REPO_DIR, ArtifactError, atomic_path, missing_ancestor, remove_stale_temps, write_json
-from .config import ParameterError, check_declared, load_profile, resolve
+from .config import PROFILE_RECORD, ParameterError, check_declared, load_profile, profile_record, resolve
 from .registry import REGISTRY, describe, entry, plan, run_name  # noqa: F401  (run_name: API)
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
@@ -224,17 +230,20 @@ def check_executed(path: Path, name: str) -> None:
 
 
 def run_profile(profile: str, only: list[str] | None = None, force: bool = False, book: bool = False,
-                log_output: bool = False, page_workers: int = PAGE_WORKERS) -> dict:
-    """Every run of ``profile``: first each run's stage, in order, computed by its stage function in
-    this process (progress bars on the terminal, none in the pages), then the pages, executed by
-    papermill (each notebook finds its stage done and only draws), ``page_workers`` at a time.
-    One line per stage and per page on stdout."""
-    data = load_profile(profile)
+                log_output: bool = False, page_workers: int = PAGE_WORKERS, seed: int | None = None) -> dict:
+    """Every run of ``profile`` (with training seed ``seed``, when given): first each run's stage,
+    in order, computed by its stage function in this process (progress bars on the terminal, none
+    in the pages), then the pages, executed by papermill (each notebook finds its stage done and
+    only draws), ``page_workers`` at a time. One line per stage and per page on stdout."""
+    data = load_profile(profile, seed)
     # a profile given as a YAML path is named by its common.profile (where its stages write)
     name = str(data["common"].get("profile") or Path(profile).stem)
+    if book and data.get("seed_of"):
+        raise ParameterError(f"--book writes the book's pages, which are the profile's own seed's; the pages of "
+                             f"--seed {seed} go to artifacts/{name}/notebooks (run without --book)")
     root = resolve(data["common"].get("artifacts_root", "artifacts"))
     out_dir = BOOK_NOTEBOOK_DIR if book else root / name / "notebooks"
-    runs = plan(profile, only, force)   # every run checked before anything executes
+    runs = plan(profile, only, force, seed)   # every run checked before anything executes
     for run in runs:
         if run.page:
             check_parameters(run.notebook, run.params)
@@ -267,6 +276,7 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
     earlier = json.loads(path.read_text()).get("notebooks", {}) if path.exists() else {}
     record = {"profile": name, "notebooks": {**earlier, **timings}, "output_dir": str(out_dir)}
     write_json(path, record)
+    write_json(root / name / PROFILE_RECORD, profile_record(data))   # its seed, and whose seed run it is
     return record
 
 
@@ -347,19 +357,23 @@ def _remove_empty(folder: Path, top: Path | None) -> None:
         folder = folder.parent
 
 
-def print_plan(profile: str, only: list[str] | None = None) -> None:
+def print_plan(profile: str, only: list[str] | None = None, seed: int | None = None) -> None:
     """The dry run: every run's config built and checked, the plan printed, nothing touched."""
-    runs = plan(profile, only)
-    data = load_profile(profile)
-    print(f"profile {data['common'].get('profile')!r} ({len(runs)} runs; stage folders under "
-          f"{data['common'].get('artifacts_root', 'artifacts')}/{data['common'].get('profile')}/):")
+    runs = plan(profile, only, seed=seed)
+    data = load_profile(profile, seed)
+    common = data["common"]
+    derived = f"; training seed {common.get('seed')} of profile {data['seed_of']!r}" if data.get("seed_of") else ""
+    print(f"profile {common.get('profile')!r} ({len(runs)} runs; stage folders under "
+          f"{common.get('artifacts_root', 'artifacts')}/{common.get('profile')}/{derived}):")
     for line in describe(runs):
         print("  " + line)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aepsl", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="default", help="profile name (notebooks/params/<name>.yaml) or a YAML path")
+    ap.add_argument("--profile", default="default", help="profile name (notebooks/params/<name>.yaml), a YAML path or FILE.yaml#DESIGN")
+    ap.add_argument("--seed", type=int, help="training seed of every run (the data's excepted); writes to "
+                    "artifacts/<profile>_seed<K>/ (the profile's own seed: the profile itself)")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (e.g. 01_cam)")
     ap.add_argument("--force", action="store_true", help="recompute stages even when their artifacts exist")
     ap.add_argument("--book", action="store_true", help="write executed notebooks where the book reads them")
@@ -376,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"updated the parameters cell of notebooks/{e.notebook}.py")
             return 0
         if args.check:
-            print_plan(args.profile, args.only)
+            print_plan(args.profile, args.only, args.seed)
             return 0
-        run_profile(args.profile, args.only, args.force, args.book, args.log_output, args.page_workers)
+        run_profile(args.profile, args.only, args.force, args.book, args.log_output, args.page_workers, args.seed)
     except (ParameterError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

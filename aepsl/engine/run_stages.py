@@ -4,6 +4,7 @@
     python -m aepsl.stages --profile voc --check                       # the plan only, nothing touched
     torchrun --standalone --nproc_per_node 4 -m aepsl.stages --profile voc
     python -m aepsl --profile voc                                      # then the notebooks
+    python -m aepsl.stages --profile default --seed 1                  # training seed 1 -> artifacts/default_seed1/
 
 Every run of the profile maps, through :mod:`aepsl.engine.registry`, to the package function doing
 its work (the function the notebook itself calls), run with the same parameters the pipeline
@@ -11,6 +12,8 @@ would give the notebook, so the notebooks run afterwards find every stage done a
 Under torchrun the training stages train data-parallel on every process and rank 0 writes;
 stages without training (data check, merge, comparison) run on rank 0 while the others wait.
 Pages that compute nothing (the results and provenance chapters) are left to ``python -m aepsl``.
+``--seed K`` runs the profile with training seed K under ``<profile>_seed<K>``, as ``python -m
+aepsl --seed K`` does (see :mod:`aepsl.engine.run_notebooks`).
 """
 from __future__ import annotations
 
@@ -18,13 +21,16 @@ import argparse
 import sys
 
 from . import dist
-from .config import ParameterError, load_profile
+from .artifacts import write_json
+from .config import PROFILE_RECORD, ParameterError, load_profile, profile_record, resolve
 from .registry import PlannedRun, plan
 
 
-def run_stages(profile: str, only: list[str] | None = None, force: bool = False, progress: bool = True) -> list[dict]:
-    """Run the stage functions of ``profile`` in order; returns the records rank 0 wrote."""
-    runs: list[PlannedRun] = plan(profile, only, force)   # every run checked before anything runs
+def run_stages(profile: str, only: list[str] | None = None, force: bool = False, progress: bool = True,
+               seed: int | None = None) -> list[dict]:
+    """Run the stage functions of ``profile`` (with training seed ``seed``, when given) in order;
+    returns the records rank 0 wrote."""
+    runs: list[PlannedRun] = plan(profile, only, force, seed)   # every run checked before anything runs
     records = []
     for run in runs:
         fn = run.entry.stage_function()
@@ -42,12 +48,19 @@ def run_stages(profile: str, only: list[str] | None = None, force: bool = False,
         if dist.is_main():
             records.append(record)
             print(f"[aepsl.stages] {run.name} done ({record.get('stage')}, {record.get('wall_time_s')} s)", flush=True)
+    if dist.is_main() and runs:   # beside the stages: the profile's seed, and whose seed run it is
+        data = load_profile(profile, seed)
+        common = data["common"]
+        write_json(resolve(common.get("artifacts_root", "artifacts")) / str(common["profile"]) / PROFILE_RECORD,
+                   profile_record(data))
     return records
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aepsl.stages", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="voc", help="profile name (notebooks/params/<name>.yaml) or a YAML path")
+    ap.add_argument("--profile", default="voc", help="profile name (notebooks/params/<name>.yaml), a YAML path or FILE.yaml#DESIGN")
+    ap.add_argument("--seed", type=int, help="training seed of every run (the data's excepted); writes to "
+                    "artifacts/<profile>_seed<K>/ (the profile's own seed: the profile itself)")
     ap.add_argument("--only", nargs="*", help="run only these notebooks' stages (e.g. 01_cam 02_erasing)")
     ap.add_argument("--force", action="store_true", help="recompute stages even when their artifacts exist")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -57,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         from .run_notebooks import print_plan
 
         try:
-            print_plan(args.profile, args.only)
+            print_plan(args.profile, args.only, args.seed)
         except (ParameterError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -66,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = str(load_profile(args.profile)["common"].get("device", "auto"))
         dist.init_from_env(device)
-        run_stages(args.profile, args.only, args.force, progress=not args.no_progress)
+        run_stages(args.profile, args.only, args.force, progress=not args.no_progress, seed=args.seed)
     except (ParameterError, FileNotFoundError, ValueError) as exc:
         print(f"error (rank {dist.rank()}): {exc}", file=sys.stderr)
         return 2
