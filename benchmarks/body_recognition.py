@@ -1,6 +1,6 @@
 """Does an erasing round's classifier recognise the items' bodies? (a benchmark, not a test)
 
-    .venv/bin/python benchmarks/body_recognition.py --profile default benchmarks/designs/default_seed1.yaml
+    .venv/bin/python benchmarks/body_recognition.py --profile default
     # -> benchmarks/body_recognition.json (one entry per profile, replaced when rerun)
     .venv/bin/python benchmarks/body_recognition.py --profile quick --dry-run   # the plan; scores nothing
 

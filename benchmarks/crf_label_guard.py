@@ -37,7 +37,8 @@ def guarded(pred: np.ndarray, crf: np.ndarray, labels, keep: float) -> np.ndarra
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("profiles", nargs="+", help="artifact profiles with a finished psl stage (artifacts/<profile>/psl)")
+    ap.add_argument("profiles", nargs="*", default=["default"],
+                    help="artifact profiles with a finished psl stage (artifacts/<profile>/psl; default: default)")
     ap.add_argument("--seeds", action="store_true", help="also each profile's runs with other training seeds (--seed K)")
     ap.add_argument("--data-root", default="data/scenes-default")
     ap.add_argument("--artifacts", default="artifacts")

@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:18s} {d.get('study') or 'base':10s} seeds {d.get('seeds', [])}: {d['note']}")
             return 0
         if not args.all and not args.design:
-            ap.error("give --design NAME ..., --all or --list")
+            if not args.dry_run:
+                ap.error("give --design NAME ..., --all or --list")
+            args.all = True   # a dry run without a design checks every design
         pairs = selected(args, designs)
         for name, seed in pairs:   # every run checked before anything runs
             runs = plan(design_ref(name, designs_file), seed=seed)

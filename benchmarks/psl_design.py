@@ -7,7 +7,7 @@ labels and loss settings, held-out mIoU (with the test-time drop, with nothing d
 dense CRF), the share of true classes the drop removes, and where the wrong pixels go
 (:func:`aepsl.methods.metrics.error_shares`).
 
-    .venv/bin/python benchmarks/psl_design.py --profile benchmarks/designs/warmup.yaml \\
+    .venv/bin/python benchmarks/psl_design.py --profile 'benchmarks/designs.yaml#warmup' \\
         --design "Ŝ after a 2-epoch warm-up" --note "what changed and why"
 
 Records go to benchmarks/psl_design.json, keyed by design and stage; benchmarks/record_results.py

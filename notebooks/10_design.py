@@ -309,3 +309,15 @@ if len(body):
         "bodies, which is what erasing is for."))
 else:
     missing("body_recognition")
+
+# %% tags=["remove-input"]
+display(Markdown(notes.try_it(
+    "a design of your own",
+    "Every design above is an entry of `benchmarks/designs.yaml`: a short name, a one-line note, "
+    "its training seeds and the parameters it changes. Measure one of them on a seed it has not "
+    "been run with, or add an entry of your own and run it",
+    "python benchmarks/erasing_design.py --list\n"
+    "python benchmarks/erasing_design.py --design prior-0.25 --seed 2\nmake book",
+    "The design's stages run under a profile folder of their own (the book's are left alone), "
+    "and its record joins `benchmarks/erasing_design.json`: the next build of this appendix "
+    "shows it as one more point in the erasing figure.")))

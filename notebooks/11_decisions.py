@@ -96,8 +96,8 @@ say(notes.settings_note(profile, "02_erasing", ["mine_prior", "mine_threshold"])
 display(notes.table_or_note(notes.erasing_recipe_table(bench / "erasing_design.json"),
                             bench / "erasing_design.json", "python benchmarks/erasing_design.py --help"))
 say("Every design tried, on every scene variant, is in {ref}`design-erasing`. **Measure it again:**",
-    "each design is a stage profile in `benchmarks/designs/`, recorded by `benchmarks/erasing_design.py`",
-    "(`--help` gives the commands).")
+    "each design is an entry of `benchmarks/designs.yaml`, run and recorded by",
+    "`python benchmarks/erasing_design.py --design NAME --seed K` (`--list` names them).")
 
 # %% [markdown]
 # (decision-cam-scales)=
@@ -195,7 +195,8 @@ say(notes.settings_note(profile, "04_psl", ["online_crf", "online_pixels"], stag
 display(notes.table_or_note(notes.psl_design_table(bench / "psl_design.json"),
                             bench / "psl_design.json", "python benchmarks/psl_design.py --help"))
 say(notes.book_numbers_note(records, profile),
-    "**Measure it again:** each form is a stage profile in `benchmarks/designs/`, recorded by",
+    "**Measure it again:** each form is an entry of `benchmarks/designs.yaml`, run with",
+    "`python -m aepsl.stages --profile 'benchmarks/designs.yaml#NAME'` and recorded by",
     "`benchmarks/psl_design.py` (`--help` gives the commands).")
 
 # %% [markdown]

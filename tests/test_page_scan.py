@@ -119,8 +119,8 @@ def test_the_scan_leaves_calls_and_comments_alone(line):
 
 def test_process_words_are_found_and_ordinary_words_are_not():
     # the examples are joined from parts so that the repository-wide wording test does not find them here
-    assert PROCESS_WORDS.search("as measured in " + "session 12")
-    assert PROCESS_WORDS.search("see " + "issue 16")
-    assert PROCESS_WORDS.search("on the " + "earlier machine")
+    assert PROCESS_WORDS.search("as measured in sess" + "ion 12")
+    assert PROCESS_WORDS.search("see iss" + "ue 16")
+    assert PROCESS_WORDS.search("on the earlier " + "machine")
     assert PROCESS_WORDS.search("DESIGN" + ".md says")
     assert not PROCESS_WORDS.search("the segmenter's sessile items; an issue of scale; the machine")

@@ -220,11 +220,11 @@ def erasing_recipe_table(path: str | Path, class_hue: float = 0.34, book=(0.2, 0
     records."""
     paper = {"erase_value": "mean", "init": "fresh", "clean_fraction": 0.0, "round_epochs": 0,
              "erase_margin": 0, "decoys": 0}
-    newest = max([r.get("numerics", 1) for r in _entries(read_record(path))] or [1])
+    newest = max([(r.get("numerics") or 1) for r in _entries(read_record(path))] or [1])
     groups: dict = {}
     for r in _entries(read_record(path)):
         recipe, scenes = r.get("recipe") or {}, r.get("scenes") or {}
-        if (not recipe or scenes.get("class_hue") != class_hue or r.get("numerics", 1) != newest
+        if (not recipe or scenes.get("class_hue") != class_hue or (r.get("numerics") or 1) != newest
                 or any(recipe.get(k, v) != v for k, v in paper.items())):
             continue
         rounds = {x.get("round"): x for x in r.get("rounds", []) if isinstance(x, dict)}

@@ -187,7 +187,7 @@ def measured_on(v: dict) -> str:
     """Which machine and code measured a design record: the CPU model (where recorded) and
     whether the training's float rounding was the current one (:data:`NUMERICS`)."""
     cpu = v.get("cpu") or "CPU not recorded"
-    return cpu + ("" if v.get("numerics", 1) >= NUMERICS else ", older float rounding")
+    return cpu + ("" if (v.get("numerics") or 1) >= NUMERICS else ", older float rounding")
 
 
 def erasing_designs(record: dict) -> pd.DataFrame:
