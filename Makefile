@@ -70,6 +70,7 @@ results:
 # `make book` from empty artifacts, timed in one go -> benchmarks/book_time.json (run nothing else meanwhile)
 book-time: setup
 	$(PY) benchmarks/book_time.py --profile $(PROFILE)
+	$(PY) -m aepsl.book.readme
 
 # the design studies of benchmarks/designs.yaml, run and recorded (hours of CPU; the book's chain
 # first): `make studies` runs every design and seed, DESIGN=prior-0.2 one design, SEED=1 one seed,

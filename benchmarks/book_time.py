@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aepsl.engine.artifacts import current_metrics_files, git_revision, write_json  # noqa: E402
+from aepsl.engine.artifacts import cpu_model, current_metrics_files, git_revision, write_json  # noqa: E402
 from aepsl.engine.config import load_profile, resolve  # noqa: E402
 
 
@@ -74,6 +74,13 @@ def reference_seconds(repeats: int = 3) -> float | None:
             print(f"[book_time] the reference workload failed: {res.stderr[-500:]}", file=sys.stderr)
             return None
     return round(min(times), 2)
+
+
+def reference_units(wall: float, before: float | None, after: float | None) -> float | None:
+    """The build's wall time in units of the reference workload (its mean before and after): a
+    number that compares builds across hosts of different speed; None without a reference."""
+    refs = [r for r in (before, after) if r]
+    return round(wall / (sum(refs) / len(refs)), 1) if refs else None
 
 
 def _aside(path: Path) -> None:
@@ -125,7 +132,8 @@ def main() -> int:
             "load": f"{load.get('start')} / {load.get('end')}"}
     run = {"profile": args.profile, "command": command, "git_revision": git_revision(),
            "wall_s": round(wall, 1), "cpu_s": round(kids.ru_utime + kids.ru_stime, 1),
-           "peak_rss_mib": round(kids.ru_maxrss / 1024, 1), "cores": os.cpu_count(),
+           "peak_rss_mib": round(kids.ru_maxrss / 1024, 1), "cores": os.cpu_count(), "cpu": cpu_model(),
+           "reference_units": reference_units(wall, reference_before, reference_after),
            "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
            "reference_s": {"before": reference_before, "after": reference_after},
            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": stages}
