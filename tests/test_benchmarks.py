@@ -155,3 +155,11 @@ def test_segmenter_recipe_trains_and_records_one_setting_on_the_quick_scenes(tmp
     assert row["val_miou_drop05"] == round(sweep["miou"]["0.5"], 4)
     assert row["val_miou_nodrop"] == round(sweep["miou"]["0.0"], 4)
     assert 0 <= row["train_miou_300"] <= 1 and set(record) == {"stride4/e5", "_machine"}
+
+
+def test_suite_time_reads_pytests_closing_line():
+    summary = _module("suite_time").pytest_summary
+    out = "....\n=========== 398 passed, 1 skipped, 2 deselected in 361.20s (0:06:01) ===========\n"
+    assert summary(out) == {"passed": 398, "skipped": 1, "deselected": 2, "seconds": 361.2}
+    assert summary("3 failed, 5 passed in 2.50s\n")["failed"] == 3
+    assert summary("no closing line") == {}

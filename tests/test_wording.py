@@ -91,7 +91,14 @@ def test_times_block_follows_the_record(tmp_path):
     (tmp_path / readme.BOOK_TIME).write_text(json.dumps(record))
     block = readme.times_block(tmp_path)
     assert "813 s" in block and "1,500 s CPU" in block and "700 s" not in block
-    assert "no timed run recorded yet" in block   # no extended run in this record
+    assert "no timed run recorded yet (`make book-time PROFILE=extended`)" in block   # no extended run
+    assert "no timed run recorded yet (`python benchmarks/suite_time.py`)" in block    # no test record
+    (tmp_path / readme.TEST_TIME).write_text(json.dumps({"runs": [
+        {"command": "make test", "wall_s": 540.2, "cpu_s": 900.0, "setup_s": 150, "tests_s": 361.2, "passed": 410,
+         "cores": 2, "cpu": "Some CPU", "reference_s": {"before": 4.0, "after": 5.0},
+         "finished_at": "2026-01-03T10:00:00"}]}))
+    block = readme.times_block(tmp_path)
+    assert "540 s in all, set-up 150 s, suite 361 s, 410 passed (120 reference units, 2 cores, Some CPU" in block
     text = f"# x\n{readme.BEGIN}\nSTALE\n{readme.END}\ntail\n"
     new = readme.with_times(text, tmp_path)
     assert "STALE" not in new and new.endswith(f"{readme.END}\ntail\n") and "813 s" in new
@@ -102,7 +109,7 @@ def test_times_block_follows_the_record(tmp_path):
 def test_times_block_without_a_record(tmp_path):
     block = readme.times_block(tmp_path)
     assert not re.search(r"\d+ s\b", block)
-    assert block.count("no timed run recorded yet") == 2
+    assert block.count("no timed run recorded yet") == 3   # the default book, the extended book, the test suite
 
 
 # ------------------------------------------------------------------ the decisions appendix
