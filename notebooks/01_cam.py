@@ -30,7 +30,7 @@
 # trained on the image's label vector $y \in \{0, 1\}^C$ with the multi-label soft-margin loss
 #
 # $$
-# \mathcal{L}(s, y) = -\frac{1}{C} \sum_{c=1}^{C} \Big[ y_c \log \sigma(s_c) + (1 - y_c) \log\big(1 - \sigma(s_c)\big) \Big].
+# L(s, y) = -\frac{1}{C} \sum_{c=1}^{C} \Big[ y_c \log \sigma(s_c) + (1 - y_c) \log\big(1 - \sigma(s_c)\big) \Big].
 # $$
 #
 # Because GAP and the $1\times1$ convolution commute, the map before pooling is the class
@@ -43,10 +43,10 @@
 #
 # normalised so that each labelled class peaks at 1. A CAM says nothing about background, so a
 # constant background plane at threshold $t$ is added and each pixel takes the arg-max over the
-# background and the image's labelled classes $\mathcal{Y}$:
+# background and the image's labelled classes $Y$:
 #
 # $$
-# \hat y(x) = \begin{cases} \arg\max_{c \in \mathcal{Y}} \bar M_c(x) & \text{if } \max_{c \in \mathcal{Y}} \bar M_c(x) > t, \\ 0 \text{ (background)} & \text{otherwise.} \end{cases}
+# \hat y(x) = \begin{cases} \arg\max_{c \in Y} \bar M_c(x) & \text{if } \max_{c \in Y} \bar M_c(x) > t, \\ 0 \text{ (background)} & \text{otherwise.} \end{cases}
 # $$
 #
 # A mask $P$ is scored against the truth $G$ by the mean intersection-over-union over the

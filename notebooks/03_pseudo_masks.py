@@ -22,13 +22,13 @@
 # ## The method
 # Let $R^{(k)}_c$ be the region round $k$ mined for class $c$ (the erasing chapter) and
 # $\bar M^{(k)}_c$ that round's normalised CAM. The pseudo mask of an image with labelled classes
-# $\mathcal{Y}$ is the union of each class's regions over the first $K$ rounds, a background cue
+# $Y$ is the union of each class's regions over the first $K$ rounds, a background cue
 # for the pixels no class reaches, and *ignore* for the rest:
 #
 # $$
 # S(x) = \begin{cases}
-# \arg\max_{c \in \mathcal{Y} :\, x \in \bigcup_{k \le K} R^{(k)}_c} \ \max_k \bar M^{(k)}_c(x) & \text{if some round mined } x, \\
-# 0 \text{ (background)} & \text{if } \max_{k \le K,\, c \in \mathcal{Y}} \bar M^{(k)}_c(x) < \beta, \\
+# \arg\max_{c \in Y :\, x \in \bigcup_{k \le K} R^{(k)}_c} \ \max_k \bar M^{(k)}_c(x) & \text{if some round mined } x, \\
+# 0 \text{ (background)} & \text{if } \max_{k \le K,\, c \in Y} \bar M^{(k)}_c(x) < \beta, \\
 # 255 \text{ (ignore)} & \text{otherwise.}
 # \end{cases}
 # $$
