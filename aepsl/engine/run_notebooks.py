@@ -369,11 +369,17 @@ def print_plan(profile: str, only: list[str] | None = None, seed: int | None = N
         print("  " + line)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m aepsl", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="default", help="profile name (notebooks/params/<name>.yaml), a YAML path or FILE.yaml#DESIGN")
+def add_profile_options(ap, default: str) -> None:
+    """The options both runners take to name what they run: ``--profile`` and ``--seed``."""
+    ap.add_argument("--profile", default=default,
+                    help="profile name (notebooks/params/<name>.yaml), a YAML path or FILE.yaml#DESIGN")
     ap.add_argument("--seed", type=int, help="training seed of every run (the data's excepted); writes to "
                     "artifacts/<profile>_seed<K>/ (the profile's own seed: the profile itself)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m aepsl", description=__doc__.split("\n\n")[0])
+    add_profile_options(ap, default="default")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (e.g. 01_cam)")
     ap.add_argument("--force", action="store_true", help="recompute stages even when their artifacts exist")
     ap.add_argument("--book", action="store_true", help="write executed notebooks where the book reads them")

@@ -23,6 +23,7 @@ import sys
 from . import dist
 from .artifacts import write_json
 from .config import PROFILE_RECORD, ParameterError, load_profile, profile_record, resolve
+from .run_notebooks import add_profile_options
 from .registry import PlannedRun, plan
 
 
@@ -58,9 +59,7 @@ def run_stages(profile: str, only: list[str] | None = None, force: bool = False,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aepsl.stages", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="voc", help="profile name (notebooks/params/<name>.yaml), a YAML path or FILE.yaml#DESIGN")
-    ap.add_argument("--seed", type=int, help="training seed of every run (the data's excepted); writes to "
-                    "artifacts/<profile>_seed<K>/ (the profile's own seed: the profile itself)")
+    add_profile_options(ap, default="voc")
     ap.add_argument("--only", nargs="*", help="run only these notebooks' stages (e.g. 01_cam 02_erasing)")
     ap.add_argument("--force", action="store_true", help="recompute stages even when their artifacts exist")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
