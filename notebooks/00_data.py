@@ -55,7 +55,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from aepsl.book import notes, tables, viz
+from aepsl.book import notes, records, tables, viz
 from aepsl.data import stage as data_stage
 from aepsl.data.voc import VOCTree
 from aepsl.engine.config import collect, resolve
@@ -161,4 +161,4 @@ display(Markdown(notes.try_it(
     f".venv/bin/python -m aepsl --profile {profile} --only 00_data",
     f"The page lands in `artifacts/{profile}/notebooks/00_data.ipynb` and the scenes in "
     "`data/scenes-anyhue`, the same items in colours of any hue; the later chapters keep reading "
-    f"`{data_root}`. What such scenes did to erasing is in the appendix ({{ref}}`design-scenes`).")))
+    f"`{records.shown_path(data_root)}`. What such scenes did to erasing is in the appendix ({{ref}}`design-scenes`).")))

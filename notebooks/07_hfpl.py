@@ -96,7 +96,7 @@ record = hfpl_compare.compare(params)
 m = record["metrics"]
 tree = VOCTree(resolve(data_root))
 root = resolve(artifacts_root)
-display(tables.parameters_table(params))
+display(tables.parameters_table(params, columns=2))
 plain, with_h = (load_metrics(stage_dir(root, profile, s))
                  for s in (cam_stage, hfpl_cam_stage))
 display(Markdown(notes.hfpl_recipe_note(with_h["params"])))

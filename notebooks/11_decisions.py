@@ -33,14 +33,15 @@ force: bool = False  # unused: the page is rebuilt from metrics.json every time
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from aepsl.book import notes, tables, viz
+from aepsl.book import notes, records, tables, viz
 from aepsl.engine.config import PageConfig, collect, resolve
 from aepsl.methods.randomwalk import DENSE_CELLS
 
 viz.page_setup()
 display(tables.parameters_table(collect(globals(), PageConfig)))
 bench = resolve("benchmarks")
-records = resolve(artifacts_root)
+artifacts = resolve(artifacts_root)
+book = records.BOOK_PROFILE   # the decisions are the book's: its settings, whatever profile builds this page
 
 
 def say(*parts):
@@ -92,7 +93,7 @@ say("**Evidence.**", notes.round1_reuse_note(bench / "book_time.json"),
 # each at its best background cut (mIoU on the training scenes).
 
 # %% tags=["remove-input"]
-say(notes.settings_note(profile, "02_erasing", ["mine_prior", "mine_threshold"]))
+say(notes.settings_note(book, "02_erasing", ["mine_prior", "mine_threshold"]))
 display(notes.table_or_note(notes.erasing_recipe_table(bench / "erasing_design.json"),
                             bench / "erasing_design.json", "python benchmarks/erasing_design.py --help"))
 say("Every design tried, on every scene variant, is in {ref}`design-erasing`. **Measure it again:**",
@@ -111,7 +112,7 @@ say("Every design tried, on every scene variant, is in {ref}`design-erasing`. **
 # on the small embedded scenes the smaller scales already carry the context.
 
 # %% tags=["remove-input"]
-say(notes.settings_note(profile, "01_cam", ["cam_scales"]), "**Evidence.**",
+say(notes.settings_note(book, "01_cam", ["cam_scales"]), "**Evidence.**",
     notes.cam_scales_note(bench / "book_recipe.json"),
     "No record measures the largest scale on these scenes. **Measure it again:** `python benchmarks/book_recipe.py`.")
 
@@ -128,7 +129,7 @@ say(notes.settings_note(profile, "01_cam", ["cam_scales"]), "**Evidence.**",
 # calibration runs) compares it with a small network trained from scratch.
 
 # %% tags=["remove-input"]
-say(notes.settings_note(profile, "01_cam", ["backbone", "backbone_depth"]))
+say(notes.settings_note(book, "01_cam", ["backbone", "backbone_depth"]))
 display(notes.table_or_note(notes.classes_table(bench / "calibration.json"),
                             bench / "calibration.json", "python benchmarks/calibrate.py"))
 say("*val mAP*: the classifier's held-out mean average precision; *CAM mIoU*: its CAM seeds on the",
@@ -191,10 +192,10 @@ say("The decoder and the longer training lift the oracle; the variants of the lo
 # form of Ŝ tried (– where a form was not trained).
 
 # %% tags=["remove-input"]
-say(notes.settings_note(profile, "04_psl", ["online_crf", "online_pixels"], stage="psl"))
+say(notes.settings_note(book, "04_psl", ["online_crf", "online_pixels"], stage="psl"))
 display(notes.table_or_note(notes.psl_design_table(bench / "psl_design.json"),
                             bench / "psl_design.json", "python benchmarks/psl_design.py --help"))
-say(notes.book_numbers_note(records, profile),
+say(notes.book_numbers_note(artifacts, profile),
     "**Measure it again:** each form is an entry of `benchmarks/designs.yaml`, run with",
     "`python -m aepsl.stages --profile 'benchmarks/designs.yaml#NAME'` and recorded by",
     "`benchmarks/psl_design.py` (`--help` gives the commands).")
@@ -212,7 +213,7 @@ say(notes.book_numbers_note(records, profile),
 # erased items the segmentation head had found.
 
 # %% tags=["remove-input"]
-say(notes.settings_note(profile, "04_psl", ["cls_lr"], stage="psl"), "**Evidence.**",
+say(notes.settings_note(book, "04_psl", ["cls_lr"], stage="psl"), "**Evidence.**",
     "No record on the current scenes holds this comparison. **Measure it again:** a design profile",
     "with the PSL runs at the head's rate (`cls_lr` set to the head's multiplier), recorded by",
     "`benchmarks/psl_design.py`.")
@@ -231,7 +232,7 @@ say(notes.settings_note(profile, "04_psl", ["cls_lr"], stage="psl"), "**Evidence
 # everything the segmentation head had found of them.
 
 # %% tags=["remove-input"]
-say(notes.settings_note(profile, "04_psl", ["test_windows"], stage="psl"), "**Evidence.**",
+say(notes.settings_note(book, "04_psl", ["test_windows"], stage="psl"), "**Evidence.**",
     notes.test_windows_note(bench / "segmenter_recipe.json", bench / "psl_design.json"),
     "**Measure it again:** `python benchmarks/segmenter_recipe.py` and `benchmarks/psl_design.py`.")
 
@@ -250,7 +251,7 @@ say(notes.settings_note(profile, "04_psl", ["test_windows"], stage="psl"), "**Ev
 # segmenters it bounds.
 
 # %% tags=["remove-input"]
-say(notes.settings_note(profile, "04_psl", ["test_threshold"], stage="oracle"), "**Evidence.**",
+say(notes.settings_note(book, "04_psl", ["test_threshold"], stage="oracle"), "**Evidence.**",
     notes.oracle_drop_note(bench / "segmenter_recipe.json"),
     "**Measure it again:** `python benchmarks/segmenter_recipe.py`.")
 
@@ -315,7 +316,7 @@ say("**Evidence.**", notes.walk_memory_note(bench / "randomwalk_memory.json"),
 # the disc is erased, as colour and texture do for real objects.
 
 # %% tags=["remove-input"]
-say(notes.settings_note(profile, "00_data", ["part_size", "class_hue"]), "**Evidence.**",
+say(notes.settings_note(book, "00_data", ["part_size", "class_hue"]), "**Evidence.**",
     notes.body_recognition_note(bench / "body_recognition.json"),
     "The scene designs tried are in {ref}`design-scenes` and {ref}`design-body`.",
     "**Measure it again:** `python benchmarks/body_recognition.py --profile default`.")
@@ -333,7 +334,7 @@ say(notes.settings_note(profile, "00_data", ["part_size", "class_hue"]), "**Evid
 # calibration table of {ref}`decision-backbone` compares the class sets.
 
 # %% tags=["remove-input"]
-say(notes.settings_note(profile, "00_data", ["classes"]),
+say(notes.settings_note(book, "00_data", ["classes"]),
     "**Measure it again:** `python benchmarks/calibrate.py`; more in {ref}`design-calibration`.")
 
 # %% [markdown]

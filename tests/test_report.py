@@ -243,3 +243,28 @@ def test_drop_note_names_what_the_drop_costs_gains_and_leaves():
     assert "gains psl 0.001" in note and note.endswith("leaves psl_plus_plus as it was.")
     assert notes.drop_note(pd.Series({"psl": 0.0001}), 0.5) == (
         " Dropping classes below 0.5 changes no segmenter's mIoU by 0.001 or more.")
+
+
+def _erasing_round(root, stage, k, params, metrics):
+    write_json(root / "p" / stage / f"round{k}" / "metrics.json", {"metrics": metrics, "params": params})
+
+
+def test_merge_variants_table_names_each_recipe_in_few_columns(tmp_path):
+    paper = {"erase_value": "mean", "mine_threshold": 0.5, "init": "fresh", "clean_fraction": 0.0}
+    warm = {"erase_value": "blur", "mine_threshold": 0.7, "init": "previous", "clean_fraction": 0.5}
+    for stage, params in (("erasing", paper), ("erasing_warm", warm)):
+        for k in (1, 2):
+            _erasing_round(tmp_path, stage, k, params, {"val_map": 0.8 + k / 100})
+    write_json(tmp_path / "p" / "pseudo_masks" / "metrics.json",
+               {"params": {"erasing_stage": "erasing", "bg_cue": "cam"},
+                "metrics": {"rounds": 2, "per_rounds": [{"miou": 0.41}, {"miou": 0.52}]}})
+    write_json(tmp_path / "p" / "pm_warm" / "metrics.json",
+               {"params": {"erasing_stage": "erasing_warm", "bg_cue": "cam"},
+                "metrics": {"rounds": 2, "per_rounds": [{"miou": 0.40}, {"miou": 0.45}]}})
+    table = tables.merge_variants_table(tmp_path, "p")
+    assert list(table.index) == ["pseudo_masks", "pm_warm"]           # the book's merge first
+    assert table.loc["pseudo_masks", "recipe"] == "fill mean, mine > 0.5"
+    assert table.loc["pm_warm", "recipe"] == "fill blur, mine > 0.7, start previous, 50% clean"
+    assert table.loc["pm_warm", "mIoU, all"] == 0.45 and table.loc["pseudo_masks", "mIoU, 1 round"] == 0.41
+    assert table.loc["pm_warm", "last val mAP"] == 0.82
+    assert len(table.columns) <= 5

@@ -456,8 +456,10 @@ def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
 
 def merge_variants_table(artifacts_root: str | Path, profile: str, first: str = "pseudo_masks") -> pd.DataFrame:
     """One row per finished merge stage of ``profile`` (the book's and every erasing variant the
-    profile ran), ``first`` on top: the erase value, the last round's train mAP on erased images
-    and val mAP on clean ones, the pseudo-mask mIoU after 1 and after all merged rounds."""
+    profile ran), ``first`` on top: its recipe in a few words (erase value, mining threshold, the
+    start of rounds 2+ and the share of images shown clean where they depart from the paper), the
+    number of rounds, the last round's val mAP on clean images, the pseudo-mask mIoU after 1 and
+    after all merged rounds. Few, short columns: the table fits the book's column."""
     root = Path(artifacts_root) / profile
     rows = []
     for path in current_metrics_files(root):
@@ -469,15 +471,15 @@ def merge_variants_table(artifacts_root: str | Path, profile: str, first: str = 
         rounds = [json.loads((root / params["erasing_stage"] / f"round{j}" / "metrics.json").read_text())
                   for j in (1, k)]
         last = rounds[-1]["metrics"] if k > 1 else {}
-        rows.append({"merge stage": str(path.parent.relative_to(root)), "erasing stage": params["erasing_stage"],
-                     "erase value": rounds[0]["params"]["erase_value"],
-                     "mining threshold": rounds[0]["params"]["mine_threshold"],
-                     "rounds 2+ start": rounds[0]["params"].get("init", "fresh"),
-                     "shown clean": rounds[0]["params"].get("clean_fraction", 0.0), "rounds": k,
-                     "last round train mAP (erased)": last.get("train_map"),
-                     "last round val mAP (clean)": last.get("val_map"),
-                     "mIoU after 1 round": per[0].get("miou"), "mIoU after all rounds": per[k - 1].get("miou")
-                     if len(per) >= k else None})
+        first_round = rounds[0]["params"]
+        recipe = [f"fill {first_round['erase_value']}", f"mine > {first_round['mine_threshold']:g}"]
+        if first_round.get("init", "fresh") != "fresh":
+            recipe.append(f"start {first_round['init']}")
+        if first_round.get("clean_fraction", 0.0):
+            recipe.append(f"{first_round['clean_fraction']:.0%} clean")
+        rows.append({"merge stage": str(path.parent.relative_to(root)), "recipe": ", ".join(recipe), "rounds": k,
+                     "last val mAP": last.get("val_map"), "mIoU, 1 round": per[0].get("miou"),
+                     "mIoU, all": per[k - 1].get("miou") if len(per) >= k else None})
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows).set_index("merge stage")
