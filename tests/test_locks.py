@@ -235,3 +235,30 @@ def test_a_folder_that_cannot_hold_a_lock_file_still_serves_finished_stages(scen
     assert (again["params_hash"], again["finished_at"]) == (record["params_hash"], record["finished_at"])
     assert (folder / "metrics.json").stat().st_mtime_ns == written   # read, not computed again
     assert not lock.exists()
+
+
+@pytest.mark.notebooks
+def test_ctrl_c_during_a_page_prints_one_line_exits_130_and_the_rerun_writes_it(scene_tree, tmp_path):
+    """``python -m aepsl`` computes the stage, then waits at its page, whose lock this test holds
+    (a known point); Ctrl-C there. The rerun reuses the stage and executes the page."""
+    from aepsl.engine.locks import locked
+
+    cmd = _command(scene_tree, tmp_path)
+    cmd = [sys.executable, "-c", RUNNER.replace("run_stages", "run_notebooks"), *cmd[3:]]
+    cmd.remove("--no-progress")
+    page = tmp_path / "artifacts" / PROFILE / "notebooks" / "01_cam.ipynb"
+    log = tmp_path / "first.log"
+    with locked(page, "page '01_cam'"):
+        first = _run(cmd, None, log)
+        _wait_for(first, log, lambda: "waiting for page '01_cam'" in log.read_text())
+        os.kill(first.pid, signal.SIGINT)
+        assert first.wait(timeout=WAIT_S) == 130, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert text.strip().splitlines()[-1] == "interrupted: page 01_cam; rerun the same command to resume"
+    assert not page.exists() and not list(page.parent.glob("*.tmp*"))
+
+    rerun = tmp_path / "rerun.log"
+    assert _finish(_run(cmd, None, rerun), rerun) == 0, rerun.read_text()[-3000:]
+    assert "stage done" in rerun.read_text() and page.exists()
+    _assert_finished(tmp_path / "artifacts" / PROFILE / "cam")
