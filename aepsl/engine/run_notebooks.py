@@ -19,6 +19,11 @@ the profile has no page: its stage function runs without the notebook.
 so the scenes stay the same) under the profile name ``<profile>_seed<K>``: its stages and pages
 go to ``artifacts/<profile>_seed<K>/``, never over the profile's own; the folder's
 ``profile.json`` says the seed and the profile it is a seed of (:func:`aepsl.engine.config.with_seed`).
+
+A second run on the same artifacts (another terminal, a notebook run by hand) waits for a stage or
+page another process is writing and then reuses it; ``--no-wait`` stops it at once with one line
+(:mod:`aepsl.engine.locks`). Ctrl-C ends a run with one line naming the stage or page and exit
+status 130; the same command resumes.
 """
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ Under torchrun the training stages train data-parallel on every process and rank
 stages without training (data check, merge, comparison) run on rank 0 while the others wait.
 Pages that compute nothing (the results and provenance chapters) are left to ``python -m aepsl``.
 ``--seed K`` runs the profile with training seed K under ``<profile>_seed<K>``, as ``python -m
-aepsl --seed K`` does (see :mod:`aepsl.engine.run_notebooks`).
+aepsl --seed K`` does (see :mod:`aepsl.engine.run_notebooks`). Two runs at once, ``--no-wait`` and
+Ctrl-C behave as there (:mod:`aepsl.engine.locks`).
 """
 from __future__ import annotations
 
