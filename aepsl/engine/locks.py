@@ -69,7 +69,7 @@ def waits() -> bool:
 
 
 def holder(path: str | os.PathLike) -> str:
-    """Who holds the lock, as its file says ("pid N (command), since T"); "another process"
+    """Who holds the lock, as its file says ("pid N (command, started T)"); "another process"
     when the file says nothing readable."""
     try:
         text = Path(path).read_text().strip()
@@ -97,9 +97,9 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def locked(target: str | os.PathLike, what: str) -> Iterator[bool]:
+def locked(target: str | os.PathLike, what: str, doing: str = "computing") -> Iterator[bool]:
     """Hold the lock of ``target`` (a stage folder or a page file) for the block; ``what``
-    names it in messages ("stage 'cam'"). Yields whether a lock is held (False where the
+    names it in messages ("stage 'cam'"), ``doing`` says what its holder does. Yields whether a lock is held (False where the
     folder cannot hold one). Waits for another holder, or raises :class:`StageBusy`."""
     path = lock_path(target)
     key = str(path)
@@ -123,10 +123,10 @@ def locked(target: str | os.PathLike, what: str) -> Iterator[bool]:
             who = holder(path)
             if not waits():
                 os.close(fd)
-                raise StageBusy(f"{what} is being computed by {who}; run the same command again when it has "
-                                f"ended, or without --no-wait ({WAIT_ENV}=0) to wait for it") from None
+                raise StageBusy(f"{who} is {doing} {what}; run the same command again when it has ended, "
+                                "or without --no-wait to wait for it") from None
             if not told:
-                print(f"[aepsl] waiting for {what}: {who} is computing it", file=sys.stderr, flush=True)
+                print(f"[aepsl] waiting for {what}, which {who} is {doing}", file=sys.stderr, flush=True)
                 told = True
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -138,8 +138,8 @@ def locked(target: str | os.PathLike, what: str) -> Iterator[bool]:
         os.close(fd)   # the file was removed while we waited: lock the new one
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]}), since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]}, started "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode(), 0)
     except OSError:
         pass   # the message loses its detail, the lock holds
     _HELD[key] = [fd, 1]

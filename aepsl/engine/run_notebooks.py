@@ -166,7 +166,7 @@ def execute(name: str, params: dict, output: Path, log_output: bool = False) -> 
     ``<output stem>.failed.ipynb`` beside it and :class:`NotebookError` names the notebook,
     the cell and the exception."""
     check_parameters(name, params)
-    with locked(output, f"page {output.stem!r}"):   # one process writes a page (and clears its temp files)
+    with locked(output, f"page {output.stem!r}", "executing"):   # one process writes a page (and clears its temp files)
         return _execute(name, params, output, log_output)
 
 
