@@ -313,13 +313,52 @@ def check_profile(record: dict, path: Path, profile: str) -> None:
             f"with force=True (--force) to recompute it for {profile!r}.")
 
 
+def folder_manifest(folder: str | os.PathLike) -> dict[str, int]:
+    """What a finished stage folder holds, as metrics.json records it: the number of files in
+    each of its folders (``"."`` for its own), hidden files (temporary, lock) and metrics.json
+    left out. A count, not a list: a VOC stage writes tens of thousands of masks."""
+    folder = Path(folder)
+    counts: dict[str, int] = {}
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or rel == Path("metrics.json") or not path.is_file():
+            continue
+        key = rel.parent.as_posix()
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def manifest_problem(folder: str | os.PathLike, record: dict) -> str | None:
+    """Why the finished ``folder`` cannot be trusted (None when it can): a folder holding fewer
+    files than its metrics.json says the stage wrote (files lost after it finished). A record
+    without a file count (written before counts were kept) is trusted."""
+    expected = record.get("files")
+    if not isinstance(expected, dict):
+        return None
+    found = folder_manifest(folder)
+    for sub, count in expected.items():
+        if found.get(sub, 0) < count:
+            where = "" if sub == "." else f" in {sub}/"
+            return f"metrics.json lists {count} files{where} but {found.get(sub, 0)} are there"
+    return None
+
+
 def is_done(folder: str | os.PathLike, params: dict) -> bool:
-    """True when ``folder`` holds a finished stage run with exactly these parameters.
+    """True when ``folder`` holds a finished stage run with exactly these parameters and every
+    file its metrics.json counts; a folder that lacks some is reported in one line and is not
+    done (the stage computes again).
 
     A folder whose metrics.json was written under another profile raises ArtifactError.
     """
     metrics = load_metrics(folder, params.get("profile"))
-    return bool(metrics) and metrics.get("params_hash") == params_hash(params)
+    if not metrics or metrics.get("params_hash") != params_hash(params):
+        return False
+    problem = manifest_problem(folder, metrics)
+    if problem:
+        print(f"[aepsl] stage {metrics.get('stage', Path(folder).name)!r} in {folder}: {problem}; computing it again",
+              file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 ARCHIVE_MARK = "@"
@@ -426,7 +465,8 @@ class StageRun:
     >>> run.finish()               # writes metrics.json atomically
     """
 
-    def __init__(self, folder: str | os.PathLike, stage: str, params: dict, device: str = "cpu"):
+    def __init__(self, folder: str | os.PathLike, stage: str, params: dict, device: str = "cpu",
+                 created: Path | None | bool = False):
         self.folder = Path(folder)
         self.stage = stage
         self.params = dict(params)
@@ -440,7 +480,8 @@ class StageRun:
 
         # results of other parameters are kept aside, not overwritten (rank 0 alone moves them)
         self.archived = archive_stale(self.folder, self.params) if is_main() else None
-        self.created = missing_ancestor(self.folder)   # what to remove if the run fails
+        # what to remove if the run fails (the caller may have found it before it made a lock file)
+        self.created = missing_ancestor(self.folder) if created is False else created
         make_dirs(self.folder)
         # a rerun starts by invalidating the old record, so that an interrupted rerun (of a
         # forced stage, say) is never mistaken for a finished one
@@ -488,6 +529,7 @@ class StageRun:
                          "numpy": np.__version__},
             "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "cpu": cpu_model()},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": folder_manifest(self.folder),
         }
         write_json(self.folder / "metrics.json", record)
         self.finished = True

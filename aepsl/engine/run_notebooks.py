@@ -19,6 +19,11 @@ the profile has no page: its stage function runs without the notebook.
 so the scenes stay the same) under the profile name ``<profile>_seed<K>``: its stages and pages
 go to ``artifacts/<profile>_seed<K>/``, never over the profile's own; the folder's
 ``profile.json`` says the seed and the profile it is a seed of (:func:`aepsl.engine.config.with_seed`).
+
+A second run on the same artifacts (another terminal, a notebook run by hand) waits for a stage or
+page another process is writing and then reuses it; ``--no-wait`` stops it at once with one line
+(:mod:`aepsl.engine.locks`). Ctrl-C ends a run with one line naming the stage or page and exit
+status 130; the same command resumes.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from pathlib import Path
 
 from .artifacts import REPO_DIR, ArtifactError, atomic_path, missing_ancestor, remove_stale_temps, write_json
 from .config import PROFILE_RECORD, ParameterError, check_declared, load_profile, profile_record, resolve
+from .locks import WAIT_ENV, locked
 from .registry import REGISTRY, describe, entry, plan, run_name  # noqa: F401  (run_name: API)
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
@@ -159,11 +165,16 @@ def execute(name: str, params: dict, output: Path, log_output: bool = False) -> 
     When a cell raises, the executed copy (with the traceback in its outputs) is kept as
     ``<output stem>.failed.ipynb`` beside it and :class:`NotebookError` names the notebook,
     the cell and the exception."""
+    check_parameters(name, params)
+    with locked(output, f"page {output.stem!r}", "executing"):   # one process writes a page (and clears its temp files)
+        return _execute(name, params, output, log_output)
+
+
+def _execute(name: str, params: dict, output: Path, log_output: bool) -> float:
     import jupytext
     import nbformat
     import papermill
 
-    check_parameters(name, params)
     nb = jupytext.read(notebook_source(name))
     if output.parent.is_dir():
         remove_stale_temps(output.parent, output.name)   # left by a run killed while executing
@@ -256,7 +267,10 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
             if fn is not None:
                 try:
                     fn(run.stage_params, progress=True)
-                except (ParameterError, ArtifactError, KeyboardInterrupt):
+                except KeyboardInterrupt as exc:
+                    exc.stage = getattr(exc, "stage", None) or run.name
+                    raise
+                except (ParameterError, ArtifactError):
                     raise
                 except Exception as exc:   # one line naming the run and the error, as a failed cell does
                     raise NotebookError(f"run {run.name} (notebooks/{run.notebook}.py) failed computing its stage "
@@ -293,12 +307,16 @@ def execute_pages(pages: list[tuple], out_dir: Path, log_output: bool = False, w
     order as the pages finish. After a failure no further page starts; the pages already running
     end, those before the failed one are yielded, and its error is raised."""
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor
 
     total = len(pages)
     if workers <= 1 or total <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         for i, page in enumerate(pages, start=1):
-            seconds = _execute_page(page, out_dir, log_output)
+            try:
+                seconds = _execute_page(page, out_dir, log_output)
+            except KeyboardInterrupt as exc:
+                exc.stage = f"page {page[0]}"
+                raise
             print(f"[aepsl] {profile} page {i}/{total} {page[0]}: done in {seconds:.1f} s", flush=True)
             yield page[0], seconds
         return
@@ -306,9 +324,6 @@ def execute_pages(pages: list[tuple], out_dir: Path, log_output: bool = False, w
     with ProcessPoolExecutor(min(workers, total), mp_context=multiprocessing.get_context("fork")) as pool:
         todo = iter(range(total))
         running: dict = {}
-        seconds: dict[int, float] = {}
-        failed: dict[int, BaseException] = {}
-        shown = 0
 
         def start_next() -> None:   # one page at a time per free worker: nothing queued ahead
             i = next(todo, None)
@@ -317,28 +332,46 @@ def execute_pages(pages: list[tuple], out_dir: Path, log_output: bool = False, w
 
         for _ in range(min(workers, total)):
             start_next()
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:   # every outcome of this batch first: a failure in it stops new starts
-                i = running.pop(future)
-                try:
-                    seconds[i] = future.result()
-                except BrokenExecutor as exc:   # its worker was killed (out of memory, a signal)
-                    failed[i] = NotebookError(
-                        f"page {pages[i][0]} (notebooks/{pages[i][1]}.py): its worker process died before the "
-                        f"page ended ({type(exc).__name__}: {exc}); run again, or with --page-workers 1")
-                except BaseException as exc:   # noqa: BLE001 (re-raised below, after the running pages)
-                    failed[i] = exc
-            if not failed:
-                for _ in done:
-                    start_next()
-            while shown in seconds:   # in page order: never past a failed page
-                print(f"[aepsl] {profile} page {shown + 1}/{total} {pages[shown][0]}: done in {seconds[shown]:.1f} s",
-                      flush=True)
-                yield pages[shown][0], seconds[shown]
-                shown += 1
-        if failed:
-            raise failed[min(failed)]
+        try:
+            yield from _collect(pages, running, start_next, profile)
+        except KeyboardInterrupt as exc:   # Ctrl-C: stop the pages now (a page is written whole or not at all)
+            exc.stage = "page " + ", ".join(pages[i][0] for i in sorted(running.values()))
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _collect(pages: list[tuple], running: dict, start_next, profile: str):
+    """The pages of :func:`execute_pages` as they finish, in page order."""
+    from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, wait
+
+    total = len(pages)
+    seconds: dict[int, float] = {}
+    failed: dict[int, BaseException] = {}
+    shown = 0
+    while running:
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:   # every outcome of this batch first: a failure in it stops new starts
+            i = running.pop(future)
+            try:
+                seconds[i] = future.result()
+            except BrokenExecutor as exc:   # its worker was killed (out of memory, a signal)
+                failed[i] = NotebookError(
+                    f"page {pages[i][0]} (notebooks/{pages[i][1]}.py): its worker process died before the "
+                    f"page ended ({type(exc).__name__}: {exc}); run again, or with --page-workers 1")
+            except BaseException as exc:   # noqa: BLE001 (re-raised below, after the running pages)
+                failed[i] = exc
+        if not failed:
+            for _ in done:
+                start_next()
+        while shown in seconds:   # in page order: never past a failed page
+            print(f"[aepsl] {profile} page {shown + 1}/{total} {pages[shown][0]}: done in {seconds[shown]:.1f} s",
+                  flush=True)
+            yield pages[shown][0], seconds[shown]
+            shown += 1
+    if failed:
+        raise failed[min(failed)]
 
 
 def _remove_empty(folder: Path, top: Path | None) -> None:
@@ -377,6 +410,29 @@ def add_profile_options(ap, default: str) -> None:
                     "artifacts/<profile>_seed<K>/ (the profile's own seed: the profile itself)")
 
 
+def add_wait_option(ap) -> None:
+    """``--no-wait``, taken by both runners: what a run does when another process is computing a
+    stage (or executing a page) it needs (see :mod:`aepsl.engine.locks`)."""
+    ap.add_argument("--no-wait", action="store_true",
+                    help="when another process is computing a stage this run needs, stop at once "
+                         "instead of waiting for it and reusing its result")
+
+
+def apply_wait_option(args) -> None:
+    if args.no_wait:   # in the environment, so that the pages' kernels see it too
+        import os
+
+        os.environ[WAIT_ENV] = "0"
+
+
+def interrupted(exc: KeyboardInterrupt) -> int:
+    """Ctrl-C: one line naming what was running (the stage keeps what it had finished: its
+    checkpoint and atomically written files; no metrics.json), exit status 130."""
+    what = getattr(exc, "stage", None)
+    print(f"interrupted{': ' + what if what else ''}; rerun the same command to resume", file=sys.stderr, flush=True)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aepsl", description=__doc__.split("\n\n")[0])
     add_profile_options(ap, default="default")
@@ -386,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal (pages one at a time)")
     ap.add_argument("--page-workers", type=int, default=PAGE_WORKERS, help=f"pages executed at once (default {PAGE_WORKERS})")
     ap.add_argument("--check", action="store_true", help="dry run: check every run's parameters, print the plan, exit")
+    add_wait_option(ap)
     ap.add_argument("--sync-params", action="store_true",
                     help="developers: rewrite every notebook's parameters cell from the registry, then exit")
     args = ap.parse_args(argv)
@@ -398,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print_plan(args.profile, args.only, args.seed)
             return 0
+        apply_wait_option(args)
         run_profile(args.profile, args.only, args.force, args.book, args.log_output, args.page_workers, args.seed)
+    except KeyboardInterrupt as exc:
+        return interrupted(exc)
     except (ParameterError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

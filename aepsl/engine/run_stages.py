@@ -13,7 +13,8 @@ Under torchrun the training stages train data-parallel on every process and rank
 stages without training (data check, merge, comparison) run on rank 0 while the others wait.
 Pages that compute nothing (the results and provenance chapters) are left to ``python -m aepsl``.
 ``--seed K`` runs the profile with training seed K under ``<profile>_seed<K>``, as ``python -m
-aepsl --seed K`` does (see :mod:`aepsl.engine.run_notebooks`).
+aepsl --seed K`` does (see :mod:`aepsl.engine.run_notebooks`). Two runs at once, ``--no-wait`` and
+Ctrl-C behave as there (:mod:`aepsl.engine.locks`).
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ import argparse
 import sys
 
 from . import dist
-from .artifacts import write_json
+from .artifacts import ArtifactError, write_json
 from .config import PROFILE_RECORD, ParameterError, load_profile, profile_record, resolve
-from .run_notebooks import add_profile_options
+from .run_notebooks import add_profile_options, add_wait_option, apply_wait_option, interrupted
 from .registry import PlannedRun, plan
 
 
@@ -41,11 +42,15 @@ def run_stages(profile: str, only: list[str] | None = None, force: bool = False,
             continue
         if dist.is_main():
             print(f"[aepsl.stages] {run.name} (world size {dist.world_size()}) ...", flush=True)
-        if run.entry.trains:   # every process trains; rank 0 evaluates and writes, the others wait inside
-            record = fn(run.stage_params, progress=progress and dist.is_main())
-        else:
-            record = fn(run.stage_params, progress=progress) if dist.is_main() else None
-            dist.barrier()
+        try:
+            if run.entry.trains:   # every process trains; rank 0 evaluates and writes, the others wait inside
+                record = fn(run.stage_params, progress=progress and dist.is_main())
+            else:
+                record = fn(run.stage_params, progress=progress) if dist.is_main() else None
+                dist.barrier()
+        except KeyboardInterrupt as exc:
+            exc.stage = getattr(exc, "stage", None) or run.name
+            raise
         if dist.is_main():
             records.append(record)
             print(f"[aepsl.stages] {run.name} done ({record.get('stage')}, {record.get('wall_time_s')} s)", flush=True)
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="recompute stages even when their artifacts exist")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("--check", action="store_true", help="dry run: check every run's parameters, print the plan, exit")
+    add_wait_option(ap)
     args = ap.parse_args(argv)
     if args.check:
         from .run_notebooks import print_plan
@@ -77,11 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     joined = not dist.is_initialized()   # leave a process group the caller made to the caller
     try:
         device = str(load_profile(args.profile)["common"].get("device", "auto"))
+        apply_wait_option(args)
         dist.init_from_env(device)
         run_stages(args.profile, args.only, args.force, progress=not args.no_progress, seed=args.seed)
+    except KeyboardInterrupt as exc:
+        return interrupted(exc)
     except (ParameterError, FileNotFoundError, ValueError) as exc:
         print(f"error (rank {dist.rank()}): {exc}", file=sys.stderr)
         return 2
+    except (ArtifactError, OSError) as exc:   # a busy stage (--no-wait), a full disk, a read-only folder
+        print(f"error (rank {dist.rank()}): {exc}", file=sys.stderr)
+        return 1
     finally:
         if joined:
             dist.shutdown()

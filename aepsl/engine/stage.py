@@ -16,17 +16,23 @@ the cache key: the config's hashed fields (as its field metadata declares), the 
 hashes of those inputs, the dataset's identity and the hash of the code the stage runs. A
 finished run with that key is returned as it is; otherwise a :class:`~aepsl.engine.artifacts.StageRun`
 is opened (older results of other parameters moved aside), the body computes, and rank 0 writes
-``metrics.json``. A failure removes what the run created (:func:`~aepsl.engine.artifacts.stage_entry`).
+``metrics.json`` with a count of the files the stage wrote; a finished run whose folder lacks
+some of them is computed again. Rank 0 does all this holding the stage folder's lock
+(:mod:`aepsl.engine.locks`): a second process that needs the stage waits for it and reuses the
+result, or stops with one line; a Ctrl-C leaves the stage to be resumed by the same command. A failure removes what the run created (:func:`~aepsl.engine.artifacts.stage_entry`).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 from pathlib import Path
 from typing import Callable
 
 from . import dist
-from .artifacts import StageRun, code_hash, is_done, load_metrics, read_json, stage_dir, stage_entry
+from .artifacts import (StageRun, code_hash, is_done, load_metrics, missing_ancestor, read_json, stage_dir,
+                        stage_entry)
+from .locks import locked
 from .config import from_params, resolve
 from ..data.voc import VOCTree
 
@@ -88,6 +94,12 @@ def input_records(cfg, where: str) -> dict[str, dict]:
     return records
 
 
+def _remove_if_only_locks(folder: Path) -> None:
+    """After a failed first run: remove the folder it created if only lock files are left in it."""
+    if folder.is_dir() and all(p.is_dir() or p.name.endswith(".lock") for p in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def stage(config: type, where: str, *, trains: bool = False, dataset: bool = True,
           ready: Callable[[object], bool] | None = None) -> Callable:
     """Decorator: ``body(cfg, run, device, progress) -> metrics`` becomes the stage entry point
@@ -100,24 +112,20 @@ def stage(config: type, where: str, *, trains: bool = False, dataset: bool = Tru
     The body returns the metrics dict on rank 0 and None on the other processes.
     """
     def decorate(body: Callable) -> Callable:
-        @functools.wraps(body)
         @stage_entry
-        def entry(params: dict, progress: bool = True) -> dict:
+        def compute(cfg, inputs: dict, folder: Path, created: Path | None, progress: bool) -> dict:
             from .device import pick_device
 
-            cfg = from_params(config, params, where)
-            inputs = input_records(cfg, where)
             hashed = {**cfg.hashed(), "inputs": {k: r["params_hash"] for k, r in inputs.items()},
                       "code": code_hash(body.__module__)}
             if dataset:
                 tree = VOCTree(resolve(cfg.data_root))
                 hashed["dataset"] = dataset_identity(tree, getattr(cfg, "train_split", "train"))
-            folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.writes())
             done = not cfg.force and is_done(folder, hashed) and (ready is None or ready(cfg))
             if (dist.agree(done) if trains else done):
                 return load_metrics(folder)
             device = pick_device(cfg.device)
-            run = StageRun(folder, cfg.writes(), hashed, device=str(device))
+            run = StageRun(folder, cfg.writes(), hashed, device=str(device), created=created)
             run.inputs = inputs
             metrics = body(cfg, run, device, progress)
             if trains and not dist.is_main():
@@ -125,6 +133,28 @@ def stage(config: type, where: str, *, trains: bool = False, dataset: bool = Tru
             run.metrics = metrics
             record = run.finish()
             return dist.release(record) if trains else record
+
+        @functools.wraps(body)
+        def entry(params: dict, progress: bool = True) -> dict:
+            cfg = from_params(config, params, where)
+            inputs = input_records(cfg, where)
+            folder = stage_dir(resolve(cfg.artifacts_root), cfg.profile, cfg.writes())
+            main = dist.is_main()
+            created = missing_ancestor(folder) if main else None   # before the lock file's folder exists
+            # rank 0 computes the stage holding its folder's lock (the other ranks write nothing)
+            lock = locked(folder, f"stage {cfg.writes()!r}") if main else contextlib.nullcontext()
+            try:
+                with lock:
+                    try:
+                        return compute(cfg, inputs, folder, created, progress)
+                    except Exception:
+                        if created is not None:
+                            _remove_if_only_locks(created)
+                        raise
+            except KeyboardInterrupt as exc:   # the runners name the stage in their one line
+                if not getattr(exc, "stage", None):
+                    exc.stage = cfg.writes()
+                raise
 
         entry.config = config
         return entry

@@ -16,8 +16,9 @@
 
 Fault injection for tests: with ``AEPSL_TEST_HOLD=<epoch>:<batch>:<file>`` in the environment,
 training stops before that batch (1-based epoch, 0-based batch), creates ``<file>`` and waits
-there until the process is killed; a test then kills it with SIGKILL at a known point in the
-middle of an epoch, with weights in memory that no checkpoint holds.
+there until the process is killed (or ``<file>`` is removed: training goes on); a test then kills
+it with SIGKILL, or interrupts it, at a known point in the middle of an epoch, with weights in
+memory that no checkpoint holds, or starts a second run against it.
 """
 from __future__ import annotations
 
@@ -163,9 +164,11 @@ def _test_hold() -> tuple[int, int, Path] | None:
 
 
 def _hold_forever(marker: Path, desc: str, epoch: int, batch: int) -> None:
+    """Wait at the hold until the process is killed or interrupted, or until the test removes
+    ``marker`` (then training goes on)."""
     marker.write_text(f"{desc}: holding before epoch {epoch} batch {batch} (pid {os.getpid()})\n")
-    while True:
-        time.sleep(3600)
+    while marker.exists():
+        time.sleep(0.05)
 
 
 def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, epochs: int, batch_size: int,
