@@ -482,6 +482,8 @@ class StageRun:
         self.archived = archive_stale(self.folder, self.params) if is_main() else None
         # what to remove if the run fails (the caller may have found it before it made a lock file)
         self.created = missing_ancestor(self.folder) if created is False else created
+        if self.archived is not None and self.created is None:
+            self.created = self.folder   # the old folder went aside: the one made below is this run's
         make_dirs(self.folder)
         # a rerun starts by invalidating the old record, so that an interrupted rerun (of a
         # forced stage, say) is never mistaken for a finished one
