@@ -36,12 +36,6 @@ CODE_RULES = [
      "compares with a profile name"),
 ]
 
-# words about the making of the project, which no page speaks of
-PROCESS_WORDS = re.compile(
-    r"\bsessions?\b|\bissue\s*#?\d+|\bhelpers?\b|\bagents?\b|\b(previous|earlier|last)\s+machine\b"
-    r"|\bDESIGN\.md\b", re.IGNORECASE)
-
-
 def _cells(name: str, kind: str):
     nb = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
     return [c for c in nb.cells if c.cell_type == kind]
@@ -76,14 +70,6 @@ def test_code_cells_only_call_draw_and_explain(name):
     assert not found, "a page computes what a stage or a tested package function should:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_markdown_cells_speak_of_the_project_alone(name):
-    found = [f"notebooks/{name}.py, markdown cell {k}: {m.group(0)!r}"
-             for k, cell in enumerate(_cells(name, "markdown"), start=1)
-             for m in PROCESS_WORDS.finditer(cell.source)]
-    assert not found, "\n".join(found)
-
-
 @pytest.mark.parametrize("line, why", [
     ("model, _ = psl.load_segmenter(folder)", "loads a model"),
     ("state = torch.load(path)", "torch.load"),
@@ -115,12 +101,3 @@ def test_the_scan_finds_each_kind_of_computation(line, why):
 ])
 def test_the_scan_leaves_calls_and_comments_alone(line):
     assert code_hits(line) == []
-
-
-def test_process_words_are_found_and_ordinary_words_are_not():
-    # the examples are joined from parts so that the repository-wide wording test does not find them here
-    assert PROCESS_WORDS.search("as measured in sess" + "ion 12")
-    assert PROCESS_WORDS.search("see iss" + "ue 16")
-    assert PROCESS_WORDS.search("on the earlier " + "machine")
-    assert PROCESS_WORDS.search("DESIGN" + ".md says")
-    assert not PROCESS_WORDS.search("the segmenter's sessile items; an issue of scale; the machine")

@@ -263,8 +263,8 @@ def test_merge_variants_table_names_each_recipe_in_few_columns(tmp_path):
                 "metrics": {"rounds": 2, "per_rounds": [{"miou": 0.40}, {"miou": 0.45}]}})
     table = tables.merge_variants_table(tmp_path, "p")
     assert list(table.index) == ["pseudo_masks", "pm_warm"]           # the book's merge first
-    assert table.loc["pseudo_masks", "recipe"] == "fill mean, mine > 0.5"
-    assert table.loc["pm_warm", "recipe"] == "fill blur, mine > 0.7, start previous, 50% clean"
+    assert table.loc["pseudo_masks", "recipe"] == "paper's recipe"
+    assert table.loc["pm_warm", "recipe"] == "mining at 0.7, blur fill, warm start, 50% clean"
     assert table.loc["pm_warm", "mIoU, all"] == 0.45 and table.loc["pseudo_masks", "mIoU, 1 round"] == 0.41
     assert table.loc["pm_warm", "last val mAP"] == 0.82
     assert len(table.columns) <= 5

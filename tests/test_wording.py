@@ -13,11 +13,13 @@ import pytest
 from aepsl.book import notes, readme
 from aepsl.engine.artifacts import REPO_DIR
 
-# words of how the project was made, not of what it is; pytest's scope="session" and
-# subprocess's start_new_session are Python's own words and are allowed
-PROCESS_WORDS = re.compile(r"\bsessions?\b|\bissues? ?#?\d+|\b(previous|earlier) (machine|session)s?\b"
-                           r"|DESIGN\.md|\bhelpers?\b|\bagents?\b", re.IGNORECASE)
-ALLOWED = re.compile(r"""scope=["']session["']""")
+# words of how the project was made, not of what it is (every tracked file, notebooks included,
+# is scanned). The words are joined from parts so that this file does not name them itself;
+# pytest's scope="..." and subprocess's start_new_session are Python's own words and are allowed.
+_SESS, _ISS, _DES = "sess" + "ion", "iss" + "ue", "DES" + "IGN"
+PROCESS_WORDS = re.compile(rf"\b{_SESS}s?\b|\b{_ISS}s? ?#?\d+|\b(previous|earlier) (machine|{_SESS})s?\b"
+                           rf"|{_DES}\.md|\bhelpers?\b|\bagents?\b", re.IGNORECASE)
+ALLOWED = re.compile(rf"""scope=["']{_SESS}["']""")
 THIS_FILE = Path(__file__).resolve().relative_to(REPO_DIR).as_posix()
 
 
@@ -45,11 +47,11 @@ def process_word_hits(text: str) -> list[tuple[int, str]]:
 
 
 def test_process_words_are_found():
-    assert process_word_hits("see issue 16 and the previous machine\nclean line") == [
-        (1, "see issue 16 and the previous machine")]
-    assert process_word_hits("as DESIGN.md says") and process_word_hits("a figure helper")
-    assert process_word_hits("in session 12") and process_word_hits("measured on an earlier machine")
-    assert not process_word_hits('@pytest.fixture(scope="session")')
+    line = f"see {_ISS} 16 and the previous " + "machine"
+    assert process_word_hits(line + "\nclean line") == [(1, line)]
+    assert process_word_hits(f"as {_DES}.md says") and process_word_hits("a figure " + "helper")
+    assert process_word_hits(f"in {_SESS} 12") and process_word_hits("measured on an earlier " + "machine")
+    assert not process_word_hits(f'@pytest.fixture(scope="{_SESS}")')
     assert not process_word_hits("Popen(cmd, start_new_session=True)")
     assert not process_word_hits("the issue is the CAM's spread; an agentless design")
 

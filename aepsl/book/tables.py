@@ -471,13 +471,8 @@ def merge_variants_table(artifacts_root: str | Path, profile: str, first: str = 
         rounds = [json.loads((root / params["erasing_stage"] / f"round{j}" / "metrics.json").read_text())
                   for j in (1, k)]
         last = rounds[-1]["metrics"] if k > 1 else {}
-        first_round = rounds[0]["params"]
-        recipe = [f"fill {first_round['erase_value']}", f"mine > {first_round['mine_threshold']:g}"]
-        if first_round.get("init", "fresh") != "fresh":
-            recipe.append(f"start {first_round['init']}")
-        if first_round.get("clean_fraction", 0.0):
-            recipe.append(f"{first_round['clean_fraction']:.0%} clean")
-        rows.append({"merge stage": str(path.parent.relative_to(root)), "recipe": ", ".join(recipe), "rounds": k,
+        recipe = {p: v for p, v in rounds[0]["params"].items() if p in ERASING_RECIPE}
+        rows.append({"merge stage": str(path.parent.relative_to(root)), "recipe": recipe_label(recipe), "rounds": k,
                      "last val mAP": last.get("val_map"), "mIoU, 1 round": per[0].get("miou"),
                      "mIoU, all": per[k - 1].get("miou") if len(per) >= k else None})
     if not rows:
