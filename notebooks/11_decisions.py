@@ -137,6 +137,48 @@ say("*val mAP*: the classifier's held-out mean average precision; *CAM mIoU*: it
     "**Measure it again:** `python benchmarks/calibrate.py`.")
 
 # %% [markdown]
+# (decision-frozen-stages)=
+# ### The backbone's first stages keep their ImageNet weights
+#
+# **What.** In all three networks (the classifier, the segmenter and AffinityNet) the stem and
+# the first three stages of EfficientNet-Lite0, everything up to output stride 8, keep their
+# ImageNet weights and batch-norm statistics; only the later stages and the new layers train
+# (`frozen_stages`).
+#
+# **Why.** The anchors do the same: PSA {cite}`ahn2018psa` trains its ResNet with the first
+# blocks fixed and every batch norm in inference mode, and IRN {cite}`ahn2019irn` stops the
+# gradient after its backbone's second stage. The early stages hold most of the activations a
+# training step keeps for the backward pass, and what they compute (edges, colours, textures) needs
+# no new learning for these scenes. A step costs markedly less (first table); the second table sets
+# the book's chain beside the same chain with every layer trained, seed by seed.
+
+# %% tags=["remove-input"]
+from aepsl.book import lessons
+
+say(notes.settings_note(book, "01_cam", ["frozen_stages"]))
+frozen = bench / "frozen_stages.json"
+frozen_record = notes.read_record(frozen)
+display(notes.table_or_note(tables.frozen_stages_table(frozen_record) if frozen_record else None,
+                            frozen, "python benchmarks/frozen_stages.py"))
+say(notes.measured_note(frozen_record),
+    "*frozen stages*: the stem and that many stages after it; the seconds of one training step",
+    "(forward, backward, optimiser; batch 32), in brackets as a share of the step with every layer trained.",
+    "**Measure it again:** `python benchmarks/frozen_stages.py`.")
+seeds_record = bench / "seeds.json"
+pair = (lessons.before_after_table(notes.read_record(seeds_record), "all layers trained", "book")
+        if notes.read_record(seeds_record) else None)
+display(notes.table_or_note(pair, seeds_record,
+                            "python benchmarks/seeds.py --seeds 0 1 2"))
+say(lessons.study_provenance(notes.read_record(seeds_record) or {}, ["all layers trained", "book"]))
+say("The chain's numbers per training seed: *mAP*: the classifier's on held-out scenes; *CAM* and *AE*:",
+    "seed mIoU of the CAM at its best cut and of the best merged erasing round (training scenes); the others:",
+    "held-out mIoU of the segmenters.",
+    "*lessons*: how many held of the book's six checks on its chain (classifier mAP, erasing over the CAM,",
+    "each PSL step, PSL++ against the oracle, the oracle itself).",
+    "**Measure it again:** `python benchmarks/seeds.py --seeds 0 1 2` (the book's chain); the other",
+    "rows: the same with `frozen_stages: 0` in the profile and `--label 'all layers trained'`.")
+
+# %% [markdown]
 # (decision-segmenter-recipe)=
 # ### A stride-4 decoder and a regularised segmenter recipe
 #

@@ -127,3 +127,45 @@ def test_a_failed_run_with_new_parameters_gives_the_old_results_back(tmp_path):
     assert [p.name for p in (tmp_path / "p").iterdir()] == ["toy"]
     assert (folder / "result.txt").read_text() == "x=1"
     assert load_metrics(folder)["params"]["x"] == 1
+
+
+def test_a_stage_set_back_to_earlier_parameters_is_restored_not_recomputed(scene_tree, tmp_path, monkeypatch):
+    """Parameters A, then B, then A again: the third run renames A's kept folder back into place
+    (B's goes aside in its turn) and trains nothing."""
+    from aepsl.methods import cam
+    from test_interrupt import _cam_params
+
+    root = tmp_path / "artifacts"
+    a = {**_cam_params(scene_tree, root), "epochs": 1}
+    b = {**a, "lr": 0.02}
+    first = cam.run(a, progress=False)
+    second = cam.run(b, progress=False)
+    folder = root / a["profile"] / "cam"
+    assert second["params_hash"] != first["params_hash"]
+    calls = []
+    monkeypatch.setattr(cam, "train_classifier", lambda *x, **k: calls.append(1) or (_ for _ in ()).throw(
+        AssertionError("trained again")))
+    again = cam.run(a, progress=False)
+    assert calls == [] and again["finished_at"] == first["finished_at"]   # the kept record itself
+    assert load_metrics(folder)["params_hash"] == first["params_hash"]
+    assert is_done(archived_name(folder, second["params_hash"]), {**second["params"]})
+    assert not archived_name(folder, first["params_hash"]).exists()
+    # forced: computed again even though the kept run is in place
+    monkeypatch.undo()
+    forced = cam.run({**a, "force": True}, progress=False)
+    assert forced["finished_at"] >= first["finished_at"] and forced["params_hash"] == first["params_hash"]
+
+
+def test_an_incomplete_kept_run_is_not_restored(tmp_path):
+    from aepsl.engine.artifacts import restore_archived
+
+    folder = tmp_path / "p" / "toy"
+    _stage_x(folder, 1)
+    _stage_x(folder, 2)
+    kept = archived_name(folder, params_hash({"profile": "p", "x": 1}))
+    (kept / "result.txt").unlink()                            # a file its metrics.json counts is gone
+    assert restore_archived(folder, {"profile": "p", "x": 1}) is None
+    assert load_metrics(folder)["params"]["x"] == 2
+    (kept / "result.txt").write_text("x=1")
+    assert restore_archived(folder, {"profile": "p", "x": 1}) == kept
+    assert load_metrics(folder)["params"]["x"] == 1 and (folder / "result.txt").read_text() == "x=1"

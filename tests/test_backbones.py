@@ -150,3 +150,63 @@ def test_only_stride1_depthwise_convolutions_take_the_fast_backward():
     assert not [m for m in others if m.groups > 1 and tuple(m.stride) == (1, 1)]
     assert B.fast_depthwise_backward(torch.nn.Conv2d(4, 8, 3, padding=1, groups=4)) == 0   # not one filter per channel
     assert B.fast_depthwise_backward(torch.nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4)) == 0
+
+
+def _bn_stats(module):
+    return [t.clone() for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)
+            for t in (m.running_mean, m.running_var)]
+
+
+@pytest.mark.parametrize("frozen", [1, 3])
+def test_frozen_stages_keep_their_weights_and_statistics_while_the_rest_trains(frozen):
+    from aepsl.models import CAMClassifier
+
+    torch.manual_seed(0)
+    model = CAMClassifier(3, "efficientnet_lite0", "package", depth="stage5", frozen=frozen)
+    stages = model.backbone.stage_modules()
+    kept, trained = stages[:frozen + 1], stages[frozen + 1:]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in stages]
+    stats = [_bn_stats(m) for m in stages]
+    model.train()                                            # asks every module to train ...
+    def norms(group):
+        return [m for s in group for m in s.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms(kept) and not any(m.training for m in norms(kept))   # ... the frozen ones stay in eval
+    assert norms(trained) and all(m.training for m in norms(trained))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    x = torch.randn(4, 3, 64, 64)
+    for _ in range(2):
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for i, s in enumerate(stages):
+        same = all(torch.equal(before[i][k], v) for k, v in s.state_dict().items())
+        assert same == (i <= frozen), f"stage {i}: weights or statistics {'changed' if i <= frozen else 'stayed'}"
+    assert all(torch.equal(a, b) for a, b in zip(stats[0], _bn_stats(stages[0])))
+    assert all(p.grad is None for s in kept for p in s.parameters())
+
+
+def test_frozen_stages_bounds_and_no_weights():
+    from aepsl.models.backbones import EfficientNetLite
+
+    n = len(EfficientNetLite(weights="", depth="stage5").stage_modules())
+    with pytest.raises(ValueError, match="frozen_stages"):
+        build_backbone("efficientnet_lite0", "package", depth="stage5", frozen=n)
+    # without pretrained weights there is nothing to keep: every layer trains
+    net = build_backbone("efficientnet_lite0", "", depth="stage5", frozen=3)
+    assert net.frozen == () and all(p.requires_grad for p in net.parameters())
+    net = build_backbone("efficientnet_lite0", "package", depth="stage5", frozen=3)
+    assert len(net.frozen) == 4 and not any(p.requires_grad for p in net.stem.parameters())
+
+
+@pytest.mark.parametrize("name", ["small", "efficientnet_lite0", "vgg16", "resnet50"])
+def test_every_backbone_names_its_stages_in_order(name):
+    """The stages, run one after the other, are the whole backbone (so freezing the first n
+    freezes exactly the network's first layers)."""
+    net = build_backbone(name, "", depth="stage5", width=4).eval()
+    x = y = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        for s in net.stage_modules():
+            for m in (s if isinstance(s, torch.nn.ModuleList) else [s]):
+                y = m(y)
+        assert torch.allclose(y, net(x))

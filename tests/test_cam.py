@@ -145,6 +145,26 @@ def test_seed_miou_recomputed_from_saved_cams(cam_run, scene_tree):
     assert M.mean_iou(acc.matrix) == pytest.approx(m["seed_miou"], abs=1e-6)
 
 
+def test_cams_bring_the_image_level_logits_of_their_scale_1_pass(cam_run, scene_tree):
+    """The training split's logits come from the CAM pass (no second forward pass): the same as
+    the plain forward pass gives, and the stage's train mAP is theirs."""
+    _, folder, _ = cam_run
+    from aepsl.models.fold import fold_batchnorm
+
+    model = fold_batchnorm(cam.load_model(folder))
+    ds = SegDataset(VOCTree(scene_tree), "train", with_masks=False)
+    classified: dict = {}
+    for _ in cam.iterate_cams(model, ds, torch.device("cpu"), [0.5, 1.0], True, 4, False, classified=classified):
+        pass
+    scores, targets = cam.predict_logits(model, ds, torch.device("cpu"))
+    np.testing.assert_allclose(np.concatenate(classified["scores"]), scores, atol=1e-5)
+    np.testing.assert_array_equal(np.concatenate(classified["targets"]), targets)
+    m = read_json(folder / "metrics.json")["metrics"]
+    assert M.mean_average_precision(scores, targets) == pytest.approx(m["train_map"], abs=1e-4)
+    with pytest.raises(ValueError, match="scale 1"):
+        next(cam.iterate_cams(model, ds, torch.device("cpu"), [0.5], False, 4, False, classified={}))
+
+
 def test_load_model_rebuilds_trained_classifier(cam_run, scene_tree):
     _, folder, _ = cam_run
     model = cam.load_model(folder)

@@ -132,6 +132,14 @@ def test_psl_stage_trains_and_writes_train_predictions(scene_tree, tmp_path):
     assert sweep["miou"]["0.5"] == pytest.approx(m["eval"]["miou"], abs=1e-9)
     shares = [sweep["dropped_true"][t] for t in ("0.0", "0.5", "0.9")]
     assert shares[0] == 0.0 and shares == sorted(shares) and shares[-1] <= 1.0
+    # scored from the evaluation's own forward passes, it equals a sweep of its own passes
+    from aepsl.data.voc import VOCTree
+    from aepsl.models.fold import fold_batchnorm
+
+    model, cfg = psl.load_segmenter(tmp_path / "t" / "oracle")
+    alone = psl.drop_sweep(fold_batchnorm(model), VOCTree(scene_tree), "val", cfg, torch.device("cpu"))
+    assert alone["dropped_true"] == sweep["dropped_true"]
+    assert alone["miou"] == pytest.approx(sweep["miou"], abs=1e-9)
     from aepsl.book import records, tables
 
     table = tables.drop_sweep_table(tmp_path, "t", ["oracle"])

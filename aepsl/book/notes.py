@@ -111,6 +111,16 @@ def read_record(path: str | Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def measured_note(record: dict | None) -> str:
+    """Which CPU and code revision measured a record, and when ('' without a record)."""
+    if not record:
+        return ""
+    when = str(record.get("finished_at") or "")[:10]
+    return (f"Measured on {record.get('cpu') or 'an unrecorded CPU'}"
+            f"{', ' + str(record['cores']) + ' cores' if record.get('cores') else ''}, code revision "
+            f"{str(record.get('git_revision') or 'unrecorded')[:7]}{', ' + when if when else ''}.")
+
+
 def missing_note(path: str | Path, command: str) -> str:
     """The one sentence an entry says where its record is missing (the path relative to the
     repository where it lies inside it)."""

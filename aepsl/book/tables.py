@@ -615,3 +615,15 @@ def ablation_parts(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 ABLATION_FORMAT = {"mIoU (train)": "{:.3f}", "mIoU (held-out)": "{:.3f}", "of oracle": "{:.0%}",
                    "time (s)": "{:.0f}"}
+
+
+def frozen_stages_table(record: dict) -> pd.DataFrame:
+    """benchmarks/frozen_stages.json as a table: one row per number of frozen stages, per network
+    the seconds of a training step and, in brackets, their share of the step with nothing frozen."""
+    rows = record.get("rows") or []
+    if not rows:
+        return pd.DataFrame()
+    nets = [k for k in rows[0] if k != "frozen_stages" and not k.endswith("parameters")]
+    base = rows[0]
+    return pd.DataFrame([{"frozen stages": r["frozen_stages"],
+                          **{n: f"{r[n]:.3f} s ({r[n] / base[n]:.0%})" for n in nets}} for r in rows])

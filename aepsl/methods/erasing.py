@@ -371,9 +371,12 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
         save_torch(folder / "model.pt", {"model": model.state_dict(), "num_classes": tree.num_classes - 1,
                                          "config": dataclasses.asdict(recipe), "classes": tree.classes})
         model = fold_batchnorm(model)   # inference only: batch norm folded into the convolutions
+        # the erased training images' logits come with their CAMs below when scale 1 is a CAM scale
+        classified = {} if 1 in recipe.cam_scales else None
         with run_.timed("classify"):
-            scores, targets = predict_logits(model, view, device, cfg.eval_batch_size, cfg.num_workers)
-            out["train_map"] = M.mean_average_precision(scores, targets)   # on erased training images
+            if classified is None:
+                scores, targets = predict_logits(model, view, device, cfg.eval_batch_size, cfg.num_workers)
+                out["train_map"] = M.mean_average_precision(scores, targets)   # on erased training images
             if "val" in tree.splits():
                 s, t = predict_logits(model, SegDataset(tree, "val", with_masks=False), device, cfg.eval_batch_size,
                                       cfg.num_workers)
@@ -391,7 +394,8 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
         else:
             items = ((n, c, ids) for n, c, ids, _ in _save_cams(
                 iterate_cams(model, view, device, recipe.cam_scales, recipe.cam_flip, max(cfg.eval_batch_size // 4, 1),
-                             progress, f"round {cfg.round} CAMs", cfg.num_workers), folder / "cams"))
+                             progress, f"round {cfg.round} CAMs", cfg.num_workers, classified=classified),
+                folder / "cams"))
         for name, cams, ids in items:
             earlier = view.region_classes(name) if prev_regions else None
             exclude = None if earlier is None else earlier > 0
@@ -409,6 +413,9 @@ def run_round(cfg: ErasingConfig, run_, device, progress: bool) -> dict | None:
                 part = part_map(tree, name)
                 if part is not None:
                     parts.update(part, regions, earlier, gt)
+    if cfg.round >= 2 and classified is not None:   # on erased training images
+        out["train_map"] = M.mean_average_precision(np.concatenate(classified["scores"]),
+                                                    np.concatenate(classified["targets"]))
     if parts.total.any():
         out["part_coverage"] = parts.summary()
     out["mined_fraction"] = {c: round(float(a) / max(total_px, 1), 5) for c, a in zip(tree.classes[1:], area[1:])}

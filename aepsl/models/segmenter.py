@@ -57,12 +57,13 @@ def _run(modules: list, x: torch.Tensor) -> torch.Tensor:
 class LargeFOVSegmenter(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "small", weights: str = "", depth: str = "full",
                  width: int = 32, head_channels: int = 256, head_dilation: int = 12, dropout: float = 0.5,
-                 decoder: str = "none", low_channels: int = 48, decoder_channels: int = 64, cls_lr: float = 1.0):
+                 decoder: str = "none", low_channels: int = 48, decoder_channels: int = 64, cls_lr: float = 1.0,
+                 frozen: int = 0):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"parameter decoder must be one of {DECODERS}, got {decoder!r}")
         self.cls_lr = cls_lr
-        self.backbone = build_backbone(backbone, weights, depth=depth, width=width)
+        self.backbone = build_backbone(backbone, weights, depth=depth, width=width, frozen=frozen)
         c = self.backbone.out_channels
         self.head = nn.Sequential(
             nn.Conv2d(c, head_channels, 3, padding=head_dilation, dilation=head_dilation), nn.ReLU(inplace=True),

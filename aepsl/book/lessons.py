@@ -1,0 +1,142 @@
+"""The book's lessons as checks on a chain's saved numbers, and the tables of several seeds.
+
+A *chain* is one run of the default profile's stages for one training seed (and one set of
+scenes): its numbers are read from the stages' metrics.json by :func:`chain_numbers`. Each
+lesson of :data:`LESSONS` is a claim a chapter makes (erasing finds more than the CAM, PSL adds
+to the AE segmenter, ...) written as a check on those numbers with its margin. The seeds study
+(``benchmarks/seeds.py``) records the numbers of every chain it ran; :func:`seed_table` and
+:func:`spread_table` turn those records into the pages' tables, and :func:`lesson_table` says
+which lesson held on which seed.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .records import pipeline_numbers
+
+# the rows of a chain, in the order of the pipeline, with what each number is
+ROWS = {
+    "val mAP": "classifier, held-out mean average precision",
+    "CAM": "CAM seeds at the best background cut (train)",
+    "best AE": "best merged AE round (train)",
+    "CAM + random walk": "CAM seeds after the random walk (train)",
+    "CAM + HFPL": "HFPL classifier's CAM seeds at the best cut (train)",
+    "AE segmenter": "segmenter on the AE masks (held-out)",
+    "PSL": "AE + PSL (held-out)",
+    "PSL++": "PSL++ (held-out)",
+    "oracle": "fully supervised segmenter (held-out)",
+}
+
+
+def chain_numbers(artifacts_root: str | Path, profile: str) -> dict:
+    """The numbers of one chain (:data:`ROWS`; None where a stage has not run), from its records."""
+    from ..engine.artifacts import load_metrics
+
+    n = pipeline_numbers(artifacts_root, profile)
+    cam = load_metrics(Path(artifacts_root) / profile / "cam") or {}
+    rounds = [v for v in n.get("AE") or [] if v is not None]
+    return {"val mAP": (cam.get("metrics") or {}).get("val_map"), "CAM": n.get("CAM"),
+            "best AE": max(rounds) if rounds else None, "AE rounds": rounds,
+            "CAM + random walk": n.get("CAM + random walk"), "CAM + HFPL": n.get("CAM + HFPL"),
+            "AE segmenter": n.get("AE segmenter"), "PSL": n.get("PSL"), "PSL++": n.get("PSL++"),
+            "oracle": n.get("oracle")}
+
+
+def _have(*values) -> bool:
+    return all(isinstance(v, (int, float)) and not math.isnan(v) for v in values)
+
+
+def _check(test: Callable[..., bool], *keys: str) -> Callable[[dict], bool | None]:
+    def check(numbers: dict) -> bool | None:
+        values = [numbers.get(k) for k in keys]
+        return bool(test(*values)) if _have(*values) else None
+    return check
+
+
+# (lesson, its check on a chain's numbers: True, False, or None when a number is missing)
+LESSONS: list[tuple[str, Callable[[dict], bool | None]]] = [
+    ("classifier val mAP ≥ 0.95", _check(lambda m: m >= 0.95, "val mAP")),
+    ("best AE round ≥ CAM + 0.03", _check(lambda ae, cam: ae >= cam + 0.03, "best AE", "CAM")),
+    ("AE + PSL ≥ AE segmenter + 0.01", _check(lambda psl, ae: psl >= ae + 0.01, "PSL", "AE segmenter")),
+    ("PSL++ ≥ AE + PSL + 0.01", _check(lambda pp, psl: pp >= psl + 0.01, "PSL++", "PSL")),
+    ("PSL++ ≥ 0.85 × oracle", _check(lambda pp, o: pp >= 0.85 * o, "PSL++", "oracle")),
+    ("oracle ≥ 0.80", _check(lambda o: o >= 0.80, "oracle")),
+    ("CAM + random walk ≥ CAM + 0.03", _check(lambda rw, cam: rw >= cam + 0.03, "CAM + random walk", "CAM")),
+    ("CAM + HFPL ≥ CAM + 0.03", _check(lambda h, cam: h >= cam + 0.03, "CAM + HFPL", "CAM")),
+]
+
+
+def lesson_table(chains: dict[str, dict]) -> pd.DataFrame:
+    """One row per lesson, one column per chain (``{label: numbers}``): ✓, ✗ or – (not run)."""
+    mark = {True: "✓", False: "✗", None: "–"}
+    return pd.DataFrame({label: [mark[check(numbers)] for _, check in LESSONS] for label, numbers in chains.items()},
+                        index=pd.Index([name for name, _ in LESSONS], name="lesson"))
+
+
+def seed_table(chains: dict[str, dict]) -> pd.DataFrame:
+    """One row per number of :data:`ROWS`, one column per chain (``{label: numbers}``)."""
+    return pd.DataFrame({label: [numbers.get(k) for k in ROWS] for label, numbers in chains.items()},
+                        index=pd.Index(list(ROWS), name="number"), dtype=float)
+
+
+def spread_table(chains: dict[str, dict]) -> pd.DataFrame:
+    """Per number of :data:`ROWS`: mean, standard deviation (n - 1), worst and best over the
+    chains that have it, and how many do."""
+    table = seed_table(chains)
+    return pd.DataFrame({"mean": table.mean(axis=1), "sd": table.std(axis=1, ddof=1),
+                         "worst": table.min(axis=1), "best": table.max(axis=1),
+                         "seeds": table.notna().sum(axis=1)})
+
+
+def study_chains(record: dict, label: str, profile: str = "default") -> dict[int, dict]:
+    """``{seed: record}`` of the newest record of each training seed of ``label`` on ``profile``
+    in a seeds study record (benchmarks/seeds.json)."""
+    out: dict[int, dict] = {}
+    for r in (record or {}).get("runs", []):
+        if r.get("label") == label and r.get("profile") == profile:
+            out[r["seed"]] = r
+    return dict(sorted(out.items()))
+
+
+SHORT = {"val mAP": "mAP", "CAM": "CAM", "best AE": "AE", "AE segmenter": "AE seg.", "PSL": "PSL",
+         "PSL++": "PSL++", "oracle": "oracle", "CAM + random walk": "walk", "CAM + HFPL": "HFPL"}
+
+
+def before_after_table(record: dict, before: str, after: str, keys=("val mAP", "CAM", "best AE", "AE segmenter",
+                                                                       "PSL", "PSL++", "oracle"),
+                       profile: str = "default") -> pd.DataFrame:
+    """Two studies of ``record`` side by side, seed by seed: one row per study and seed, the
+    numbers of ``keys`` (three decimals; short names, :data:`SHORT`) and how many of the first six
+    lessons (those of the book's chain) held."""
+    rows = []
+    for label in (before, after):
+        for seed, r in study_chains(record, label, profile).items():
+            lessons = list((r.get("lessons") or {}).values())[:6]
+            rows.append({"study": label, "seed": seed,
+                         **{SHORT.get(k, k): _round(r["numbers"].get(k)) for k in keys},
+                         "lessons": f"{sum(1 for v in lessons if v)}/{len(lessons)}"})
+    return pd.DataFrame(rows)
+
+
+def _round(v):
+    return round(v, 3) if _have(v) else None
+
+
+def study_provenance(record: dict, labels, profile: str = "default") -> str:
+    """One sentence per study: which code revision(s), CPU and dates made its records."""
+    parts = []
+    for label in labels:
+        runs = list(study_chains(record, label, profile).values())
+        if not runs:
+            continue
+        revs = sorted({rev[:7] for r in runs for rev in (r.get("stage_revisions") or [r.get("git_revision") or "?"])})
+        cpus = sorted({str(r.get("cpu")) for r in runs})
+        days = sorted({str(r.get("finished_at", ""))[:10] for r in runs})
+        parts.append(f"*{label}*: seeds {', '.join(str(r['seed']) for r in runs)}, computed by code revision "
+                     f"{', '.join(revs)} on {', '.join(cpus)}, recorded {days[0]}"
+                     + (f" to {days[-1]}" if days[-1] != days[0] else "") + ".")
+    return " ".join(parts)
