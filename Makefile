@@ -14,7 +14,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aepsl-installed
 
-.PHONY: setup fashion-mnist chromium notebooks book check-book test test-fast results book-time studies clean-book
+.PHONY: setup fashion-mnist chromium notebooks book check-book test test-fast results book-time studies seeds clean-book
 
 setup: $(STAMP)
 
@@ -71,6 +71,14 @@ results:
 book-time: setup
 	$(PY) benchmarks/book_time.py --profile $(PROFILE)
 	$(PY) -m aepsl.book.readme
+
+# the seeds study: the book's chain for training seeds 0-4, and at training seed 0 on two scene
+# sets drawn anew, each chain recorded in benchmarks/seeds.json (about an hour of CPU; stages done
+# for the same parameters are reused; DRY_RUN=1 checks every run's parameters and runs nothing)
+seeds: setup fashion-mnist
+	$(PY) benchmarks/seeds.py --seeds 0 1 2 3 4 $(if $(DRY_RUN),--dry-run)
+	$(PY) benchmarks/seeds.py --profile 'benchmarks/designs.yaml#scenes-1' --seeds 0 $(if $(DRY_RUN),--dry-run)
+	$(PY) benchmarks/seeds.py --profile 'benchmarks/designs.yaml#scenes-2' --seeds 0 $(if $(DRY_RUN),--dry-run)
 
 # the design studies of benchmarks/designs.yaml, run and recorded (hours of CPU; the book's chain
 # first): `make studies` runs every design and seed, DESIGN=prior-0.2 one design, SEED=1 one seed,

@@ -5,7 +5,9 @@ For every (profile, training seed) asked for, this script computes the profile's
 skipped: seed 0 of the default profile is the book's own build) and appends one record per chain
 to benchmarks/seeds.json: the chain's numbers (:func:`aepsl.book.lessons.chain_numbers`: val mAP,
 CAM, best AE round, random walk, HFPL, AE segmenter, PSL, PSL++, oracle), which lessons held,
-the stages' summed wall and CPU seconds, and the code revision, CPU and date that made them.
+the stages' summed wall and CPU seconds (and, for a chain this script ran, the chain's wall time
+in units of the fixed reference workload of benchmarks/book_time.py, timed before and after it),
+and the code revision, CPU and date that made them.
 The book's pages read the newest record of each (label, profile, seed).
 
     .venv/bin/python benchmarks/seeds.py --seeds 0 1 2                    # the default chain, seeds 0-2
@@ -45,6 +47,14 @@ def chain_profile(profile: str, seed: int) -> tuple[str, Path, dict]:
     data = load_profile(profile, seed)
     common = data["common"]
     return common["profile"], resolve(common.get("artifacts_root", "artifacts")), data
+
+
+def reference_seconds() -> float | None:
+    """The reference workload of benchmarks/book_time.py (the faster of two fresh processes)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from book_time import reference_seconds as timed
+
+    return timed(repeats=2)
 
 
 def chain_record(profile: str, seed: int, label: str) -> dict:
@@ -101,13 +111,20 @@ def main(argv: list[str] | None = None) -> int:
                 return res.returncode
             print(f"seed {seed}: {' '.join(cmd[1:])} -> {root / name} (parameters checked)")
             continue
+        timing = {}
         if not args.record_only:
             print(f"[seeds] {args.profile} seed {seed} -> {root / name}", flush=True)
+            before, t0 = reference_seconds(), time.time()
             res = subprocess.run(cmd, cwd=ROOT)
+            wall = time.time() - t0
             if res.returncode:
                 print(f"[seeds] {' '.join(cmd[1:])} failed (exit {res.returncode}); nothing recorded", file=sys.stderr)
                 return res.returncode
-        record = chain_record(args.profile, seed, args.label)
+            after = reference_seconds()
+            refs = [r for r in (before, after) if r]
+            timing = {"chain_wall_s": round(wall, 1), "reference_s": {"before": before, "after": after},
+                      "reference_units": round(wall / (sum(refs) / len(refs)), 1) if refs else None}
+        record = {**chain_record(args.profile, seed, args.label), **timing}
         append(Path(args.record), record)
         held = sum(1 for v in record["lessons"].values() if v)
         print(f"[seeds] {args.profile} seed {seed}: {json.dumps({k: v for k, v in record['numbers'].items() if k != 'AE rounds'}, default=str)}; "

@@ -52,6 +52,43 @@ display(Markdown("**Segmenters**, scored on the held-out split:"))
 display(final.style.format(tables.ABLATION_FORMAT, na_rep="–"))
 
 # %% [markdown]
+# ## Over training seeds
+#
+# One build of the book is one training seed, and a learned number moves from seed to seed:
+# float rounding, the order of the batches and the initial weights all change. The seeds study
+# runs the same chain for several training seeds and records each chain's numbers; the table
+# gives each row's mean ± standard deviation and its worst and best seed, and the figure one
+# point per seed. A gap between two rows smaller than their spread is not a lesson.
+
+# %% tags=["remove-input"]
+from aepsl.book import lessons
+
+seeds_path = resolve("benchmarks") / "seeds.json"
+study = lessons.study_chains(notes.read_record(seeds_path) or {}, "book", records.BOOK_PROFILE)
+chains = {f"seed {k}": r["numbers"] for k, r in study.items()}
+own = lessons.chain_numbers(root, profile)
+if len(chains) > 1:
+    display(lessons.spread_display(chains).style.format(precision=3, na_rep="–"))
+    display(Markdown(lessons.provenance_note(list(study.values()), load_metrics(stage_dir(root, profile, "cam")))
+                     + " Redo the study with `make seeds`."))
+else:
+    display(lessons.seed_table({"this build": own}).round(3).style.format(precision=3, na_rep="–"))
+    display(Markdown("Only this build's own seed is recorded here. `make seeds` runs the chain for "
+                     "training seeds 0-4 (and on two scene sets drawn anew) and records every chain in "
+                     "`benchmarks/seeds.json`; this section then shows their spread."))
+
+# %% tags=["remove-input"]
+if len(chains) > 1:
+    keys = [k for k in lessons.ROWS if any(isinstance(c.get(k), (int, float)) for c in chains.values())]
+    viz.seed_points(chains, keys)
+    plt.tight_layout()
+    plt.show()
+    scenes = lessons.scene_chains(notes.read_record(seeds_path) or {}, "book", records.BOOK_PROFILE)
+    display(Markdown("Which of the book's claims held on which training seed, and on the scene sets drawn "
+                     "anew (training seed 0; ✓ held, ✗ failed, – not run):"))
+    display(lessons.lesson_table({**chains, **scenes}))
+
+# %% [markdown]
 # ## The same, as a picture
 
 # %% tags=["hide-input"]

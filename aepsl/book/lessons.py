@@ -140,3 +140,44 @@ def study_provenance(record: dict, labels, profile: str = "default") -> str:
                      f"{', '.join(revs)} on {', '.join(cpus)}, recorded {days[0]}"
                      + (f" to {days[-1]}" if days[-1] != days[0] else "") + ".")
     return " ".join(parts)
+
+
+def spread_display(chains: dict[str, dict]) -> pd.DataFrame:
+    """What the results page shows of several chains: per number of :data:`ROWS` that any chain
+    has, ``mean ± sd``, the worst and best chain's value and how many chains have it."""
+    spread = spread_table(chains)
+    spread = spread[spread["seeds"] > 0]
+    text = [f"{m:.3f} ± {s:.3f}" if n > 1 else f"{m:.3f}" for m, s, n in
+            zip(spread["mean"], spread["sd"].fillna(0), spread["seeds"])]
+    return pd.DataFrame({"mean ± sd": text, "worst": spread["worst"].round(3), "best": spread["best"].round(3),
+                         "seeds": spread["seeds"].astype(int)}, index=spread.index)
+
+
+def provenance_note(runs: list[dict], book: dict | None) -> str:
+    """Which code, CPU and dates made the study's records, and whether that is the book's own
+    build (``book``: the metrics.json record of the book's CAM stage): a sentence for the page."""
+    if not runs:
+        return ""
+    revs = sorted({rev[:7] for r in runs for rev in (r.get("stage_revisions") or [r.get("git_revision") or "?"])})
+    cpus = sorted({str(r.get("cpu")) for r in runs})
+    days = sorted({str(r.get("finished_at", ""))[:10] for r in runs})
+    text = (f"The study's chains were computed by code revision {', '.join(revs)} on {', '.join(cpus)} and "
+            f"recorded {days[0]}" + (f" to {days[-1]}" if days[-1] != days[0] else "") + ".")
+    if book:
+        own_rev = str(book.get("git_revision") or "?")[:7]
+        own_cpu = str((book.get("host") or {}).get("cpu") or "?")
+        if own_rev not in revs or own_cpu not in cpus:
+            text += (f" This book's own build (revision {own_rev}, {own_cpu}) is not among them: float rounding "
+                     "differs between CPU models and training amplifies it, so its own numbers above may "
+                     "differ from the study's seed 0.")
+    return text
+
+
+def scene_chains(record: dict, label: str = "book", book_profile: str = "default") -> dict[str, dict]:
+    """``{"scenes K": numbers}``: the newest chain of ``label`` on each scene set drawn anew (a
+    profile other than ``book_profile`` whose data seed differs from 0), for the lesson table."""
+    out: dict[str, dict] = {}
+    for r in (record or {}).get("runs", []):
+        if r.get("label") == label and r.get("profile") != book_profile and r.get("data_seed"):
+            out[f"scenes {r['data_seed']}"] = r["numbers"]
+    return dict(sorted(out.items()))

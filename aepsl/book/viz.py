@@ -119,10 +119,13 @@ def _num(v) -> str:
     return "–" if v is None or v != v else f"{v:.3f}"
 
 
-def pipeline_figure(artifacts_root: str | Path, profile: str, path: str | Path | None = None):
+def pipeline_figure(artifacts_root: str | Path, profile: str, path: str | Path | None = None,
+                    spread: dict | None = None):
     """The book's pipeline as a map — CAM → erasing rounds → PSL → PSL++, the oracle beside — with
-    each stage's number from its metrics.json ('–' where the stage has not run). Saved as a PNG
-    at ``path`` when given; returns the figure."""
+    each stage's number from its metrics.json ('–' where the stage has not run) and, where
+    ``spread`` has it (``{number: (mean, sd, seeds)}``, keys of :data:`aepsl.book.lessons.ROWS`),
+    the mean ± sd over the seeds study's training seeds under the box. Saved as a PNG at ``path``
+    when given; returns the figure."""
     import matplotlib
 
     if path is not None:
@@ -136,9 +139,15 @@ def pipeline_figure(artifacts_root: str | Path, profile: str, path: str | Path |
     ax.set_ylim(0, 4.6)
     ax.axis("off")
 
-    def box(x, y, title, value, note, colour, w=1.9, h=1.05, dashed=False, size=13):
+    spread = spread or {}
+
+    def box(x, y, title, value, note, colour, w=1.9, h=1.05, dashed=False, size=13, key=None):
         ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.04", fc=colour, ec="0.25",
                                     lw=1.2, ls="--" if dashed else "-"))
+        mean, sd, seeds = spread.get(key, (None, None, 0))
+        if seeds and seeds > 1:
+            ax.text(x + w / 2, y - 0.13, f"{seeds} seeds: {mean:.3f} ± {sd:.3f}", ha="center", va="center",
+                    fontsize=7.5, color="0.15")
         ax.text(x + w / 2, y + h - 0.2, title, ha="center", va="center", fontsize=10, weight="bold")
         ax.text(x + w / 2, y + h / 2 - 0.05, value, ha="center", va="center", fontsize=size)
         ax.text(x + w / 2, y + 0.14, note, ha="center", va="center", fontsize=7.5, color="0.3")
@@ -155,24 +164,25 @@ def pipeline_figure(artifacts_root: str | Path, profile: str, path: str | Path |
     ae = n["AE"]
     ae_text = " → ".join(_num(v) for v in ae) if ae else "–"
     row = 1.75
-    cam = box(0.1, row, "CAM", _num(n["CAM"]), "seeds, mIoU (train)", "#dbe9f6")
+    cam = box(0.1, row, "CAM", _num(n["CAM"]), "seeds, mIoU (train)", "#dbe9f6", key="CAM")
     rounds = box(3.0, row, f"AE, rounds 1{'–' + str(len(ae)) if len(ae) > 1 else ''} merged", ae_text,
-                 "pseudo masks, mIoU (train)", "#fde9d0", w=2.8, size=11.5)
-    psl = box(6.8, row, "AE + PSL", _num(n["PSL"]), "segmenter, mIoU (held-out)", "#e3f1dc")
-    pp = box(9.8, row, "PSL++", _num(n["PSL++"]), "segmenter, mIoU (held-out)", "#e3f1dc")
+                 "pseudo masks, mIoU (train)", "#fde9d0", w=2.8, size=11.5 if len(ae) <= 3 else 9.5, key="best AE")
+    psl = box(6.8, row, "AE + PSL", _num(n["PSL"]), "segmenter, mIoU (held-out)", "#e3f1dc", key="PSL")
+    pp = box(9.8, row, "PSL++", _num(n["PSL++"]), "segmenter, mIoU (held-out)", "#e3f1dc", key="PSL++")
     arrow(cam, rounds, "erase, retrain")
     arrow(rounds, psl, "learn from S, Ŝ")
     arrow(psl, pp, "CRF, retrain")
     box(6.8, 3.2, "AE segmenter", _num(n["AE segmenter"]), "no Ŝ term, mIoU (held-out)", "#f3f3f3",
-        h=1.0, dashed=True)
-    box(9.8, 3.2, "oracle", _num(n["oracle"]), "true masks, mIoU (held-out)", "#eeeeee", h=1.0, dashed=True)
+        h=1.0, dashed=True, key="AE segmenter")
+    box(9.8, 3.2, "oracle", _num(n["oracle"]), "true masks, mIoU (held-out)", "#eeeeee", h=1.0, dashed=True, key="oracle")
     box(0.1, 0.2, "CAM + random walk", _num(n["CAM + random walk"]), "seeds, mIoU (train)", "#f1e6f6",
-        w=2.3, h=1.0)
-    box(3.0, 0.2, "CAM + HFPL", _num(n["CAM + HFPL"]), "seeds, mIoU (train)", "#f1e6f6", w=2.0, h=1.0)
+        w=2.3, h=1.0, key="CAM + random walk")
+    box(3.0, 0.2, "CAM + HFPL", _num(n["CAM + HFPL"]), "seeds, mIoU (train)", "#f1e6f6", w=2.0, h=1.0, key="CAM + HFPL")
     ax.text(5.35, 0.7, "add-ons on any seeds\n(chapters 6 and 7)", fontsize=8.5, color="0.3", va="center")
     ax.text(0.1, 4.25, f"profile {profile!r}: each number read from its stage's metrics.json",
             fontsize=9, color="0.2")
-    ax.text(0.1, 3.95, "'–': the stage has not run", fontsize=8.5, color="0.4")
+    ax.text(0.1, 3.95, "'–': the stage has not run" + ("; under a box: the seeds study's mean ± sd (best AE round)"
+                                                        if spread else ""), fontsize=8.5, color="0.4")
     if path is not None:
         from ..engine.artifacts import atomic_path
 
@@ -182,6 +192,41 @@ def pipeline_figure(artifacts_root: str | Path, profile: str, path: str | Path |
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
     return fig
+
+
+def seed_points(chains: dict[str, dict], keys: list[str], ax=None):
+    """One row per number in ``keys``, one point per chain (``{label: numbers}``), the mean as a
+    bar with ± one standard deviation: how far the seeds spread against the gaps between rows."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 0.42 * len(keys) + 0.9))
+    labels = list(chains)
+    colours = plt.get_cmap("tab10")
+    seen: set = set()
+    for row, key in enumerate(keys):
+        values = [(i, chains[c].get(key)) for i, c in enumerate(labels)
+                  if isinstance(chains[c].get(key), (int, float))]
+        if not values:
+            continue
+        xs = np.array([v for _, v in values], float)
+        for (i, v) in values:
+            ax.plot(v, row + 0.5 * (i - (len(labels) - 1) / 2) / max(len(labels), 1), "o", ms=5,
+                    color=colours(i % 10), label=None if i in seen else labels[i])
+            seen.add(i)
+        if len(xs) > 1:
+            ax.errorbar(xs.mean(), row, xerr=xs.std(ddof=1), fmt="|", color="black", ms=14, capsize=4, lw=1)
+    ax.set_yticks(range(len(keys)))
+    ax.set_yticklabels(keys, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("mIoU (val mAP for the classifier)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, names, fontsize=7, ncol=min(len(names), 7), loc="lower center",
+                  bbox_to_anchor=(0.5, 1.0), frameon=False)
+    return ax
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline-figure", required=True, metavar="PNG",
                     help="write the intro's pipeline map, with each stage's number, to this PNG")
     ap.add_argument("--profile", default="default", help="profile name or YAML path whose metrics it reads")
+    ap.add_argument("--seeds-record", default="benchmarks/seeds.json", metavar="JSON",
+                    help="the seeds study's record, whose spread the map shows for the book's profile "
+                         "(default benchmarks/seeds.json; ignored where missing)")
     args = ap.parse_args(argv)
     try:
         common = load_profile(args.profile)["common"]
@@ -202,9 +250,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     name = str(common.get("profile") or Path(args.profile).stem)
-    pipeline_figure(resolve(common.get("artifacts_root", "artifacts")), name, resolve(args.pipeline_figure))
+    from . import lessons
+    from .notes import read_record
+    from .records import BOOK_PROFILE
+
+    study = lessons.study_chains(read_record(resolve(args.seeds_record)) or {}, "book", BOOK_PROFILE)
+    spread = None
+    if name == BOOK_PROFILE and len(study) > 1:
+        table = lessons.spread_table({k: r["numbers"] for k, r in study.items()})
+        spread = {k: (row["mean"], row["sd"], int(row["seeds"])) for k, row in table.iterrows() if row["seeds"] > 1}
+    pipeline_figure(resolve(common.get("artifacts_root", "artifacts")), name, resolve(args.pipeline_figure), spread)
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+

@@ -1,0 +1,117 @@
+"""The lessons as checks on a chain's numbers, the seeds study's tables, and its script."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aepsl.book import lessons
+from aepsl.engine.artifacts import REPO_DIR, write_json
+
+
+def _numbers(**over) -> dict:
+    base = {"val mAP": 0.97, "CAM": 0.50, "best AE": 0.56, "CAM + random walk": 0.55, "CAM + HFPL": 0.54,
+            "AE segmenter": 0.60, "PSL": 0.65, "PSL++": 0.72, "oracle": 0.82}
+    return {**base, **over}
+
+
+def _held(numbers: dict) -> dict:
+    return {name: check(numbers) for name, check in lessons.LESSONS}
+
+
+def test_every_lesson_holds_on_a_chain_that_meets_it_and_fails_one_step_past_its_margin():
+    assert all(_held(_numbers()).values())
+    cases = {   # one number moved just past the lesson's margin -> that lesson alone fails
+        "classifier val mAP ≥ 0.95": {"val mAP": 0.949},
+        "best AE round ≥ CAM + 0.03": {"best AE": 0.529},
+        "AE + PSL ≥ AE segmenter + 0.01": {"PSL": 0.609},
+        "PSL++ ≥ AE + PSL + 0.01": {"PSL": 0.711},
+        "PSL++ ≥ 0.85 × oracle": {"oracle": 0.72 / 0.85 + 0.001},
+        "oracle ≥ 0.80": {"oracle": 0.799},
+        "CAM + random walk ≥ CAM + 0.03": {"CAM + random walk": 0.529},
+        "CAM + HFPL ≥ CAM + 0.03": {"CAM + HFPL": 0.529},
+    }
+    assert set(cases) == {name for name, _ in lessons.LESSONS}
+    for name, over in cases.items():
+        held = _held(_numbers(**over))
+        assert held[name] is False, name
+        others = {k: v for k, v in held.items() if k != name}
+        assert all(others.values()), (name, others)
+
+
+def test_a_missing_number_is_not_a_failed_lesson():
+    held = _held(_numbers(**{"CAM + random walk": None, "oracle": float("nan")}))
+    assert held["CAM + random walk ≥ CAM + 0.03"] is None
+    assert held["oracle ≥ 0.80"] is None and held["PSL++ ≥ 0.85 × oracle"] is None
+    table = lessons.lesson_table({"seed 0": _numbers(), "seed 1": _numbers(PSL=0.5)})
+    assert table.loc["AE + PSL ≥ AE segmenter + 0.01"].tolist() == ["✓", "✗"]
+
+
+def test_spread_is_mean_sd_worst_and_best_over_the_chains():
+    chains = {"seed 0": _numbers(CAM=0.50), "seed 1": _numbers(CAM=0.54), "seed 2": _numbers(CAM=0.49, oracle=None)}
+    spread = lessons.spread_table(chains)
+    values = [0.50, 0.54, 0.49]
+    assert spread.loc["CAM", "mean"] == pytest.approx(np.mean(values))
+    assert spread.loc["CAM", "sd"] == pytest.approx(np.std(values, ddof=1))
+    assert (spread.loc["CAM", "worst"], spread.loc["CAM", "best"]) == (0.49, 0.54)
+    assert spread.loc["oracle", "seeds"] == 2 and spread.loc["CAM", "seeds"] == 3
+    shown = lessons.spread_display(chains)
+    assert shown.loc["CAM", "mean ± sd"] == f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def _record(label, seed, numbers, profile="default", rev="abc1234def", cpu="CPU A", data_seed=0, day="2026-12-01"):
+    return {"label": label, "profile": profile, "seed": seed, "data_seed": data_seed, "numbers": numbers,
+            "lessons": {k: v for k, v in _held(numbers).items()}, "stage_revisions": [rev], "git_revision": rev,
+            "cpu": cpu, "finished_at": f"{day}T10:00:00+0000"}
+
+
+def test_study_reads_the_newest_record_of_each_seed_and_says_where_it_was_made():
+    record = {"runs": [_record("book", 0, _numbers(CAM=0.1)), _record("book", 0, _numbers(CAM=0.5), day="2026-12-02"),
+                       _record("book", 1, _numbers(), day="2026-12-01"), _record("other", 2, _numbers()),
+                       _record("book", 0, _numbers(), profile="benchmarks/designs.yaml#scenes-1", data_seed=1)]}
+    study = lessons.study_chains(record, "book")
+    assert list(study) == [0, 1] and study[0]["numbers"]["CAM"] == 0.5
+    assert list(lessons.scene_chains(record, "book")) == ["scenes 1"]
+    note = lessons.provenance_note(list(study.values()), {"git_revision": "abc1234def", "host": {"cpu": "CPU A"}})
+    assert "abc1234" in note and "CPU A" in note and "2026-12-01 to 2026-12-02" in note and "not among" not in note
+    other = lessons.provenance_note(list(study.values()), {"git_revision": "fff0000", "host": {"cpu": "CPU B"}})
+    assert "not among" in other and "fff0000" in other
+    pair = lessons.before_after_table({"runs": [_record("old", 0, _numbers()), _record("new", 0, _numbers(PSL=0.5))]},
+                                      "old", "new")
+    assert pair["study"].tolist() == ["old", "new"] and pair["lessons"].tolist() == ["6/6", "5/6"]
+
+
+def test_chain_numbers_read_the_stage_records(tmp_path):
+    def stage(name, metrics):
+        write_json(tmp_path / "p" / name / "metrics.json", {"stage": name, "metrics": metrics, "params": {}})
+
+    stage("cam", {"seed_miou": 0.5, "val_map": 0.96})
+    stage("pseudo_masks", {"per_rounds": [{"miou": 0.5}, {"miou": 0.58}, {"miou": 0.57}]})
+    stage("psl", {"eval": {"miou": 0.66}})
+    n = lessons.chain_numbers(tmp_path, "p")
+    assert (n["val mAP"], n["CAM"], n["best AE"], n["PSL"]) == (0.96, 0.5, 0.58, 0.66)
+    assert n["oracle"] is None and n["AE rounds"] == [0.5, 0.58, 0.57]
+
+
+def test_seeds_script_records_a_finished_chain(tmp_path):
+    """--record-only on a chain whose records exist: one record with its numbers and lessons."""
+    profile = tmp_path / "p.yaml"
+    profile.write_text(json.dumps({"common": {"profile": "p", "seed": 0, "artifacts_root": str(tmp_path / "art"),
+                                              "data_root": str(tmp_path / "data")},
+                                   "notebooks": {"00_data": {}, "01_cam": {}}}))
+    write_json(tmp_path / "art" / "p" / "cam" / "metrics.json",
+               {"stage": "cam", "metrics": {"seed_miou": 0.5, "val_map": 0.97}, "params": {"profile": "p"},
+                "wall_time_s": 12.0, "cpu_time_s": 20.0, "git_revision": "1234567"})
+    out = tmp_path / "seeds.json"
+    res = subprocess.run([sys.executable, "benchmarks/seeds.py", "--profile", str(profile), "--seeds", "0",
+                          "--record-only", "--record", str(out)], cwd=REPO_DIR, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rec = json.loads(out.read_text())["runs"]
+    assert len(rec) == 1 and rec[0]["numbers"]["CAM"] == 0.5 and rec[0]["stages_wall_s"] == 12.0
+    assert rec[0]["lessons"]["classifier val mAP ≥ 0.95"] is True
+    assert rec[0]["lessons"]["best AE round ≥ CAM + 0.03"] is None      # no erasing ran
+    assert rec[0]["stage_revisions"] == ["1234567"] and not math.isnan(rec[0]["stages_cpu_s"])
