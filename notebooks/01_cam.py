@@ -243,6 +243,12 @@ display(tables.show(pd.DataFrame(
      {"method": "CAM (published)", "seed mIoU (train)": None, "val mAP": None,
       "published, VOC 2012 (%)": tables.PUBLISHED["CAM"]}]).set_index("method")))
 
+# %% tags=["remove-input"]
+from aepsl.book import lessons
+
+display(Markdown(lessons.seeds_note(notes.read_record(resolve("benchmarks") / "seeds.json"), ["val mAP", "CAM"], ["classifier val mAP ≥ 0.95"],
+                                     page_profile=profile)))
+
 # %% [markdown]
 # ## How much of each part the CAM finds
 # The scenes' part maps split every object into its disc and the rest, its body. For each

@@ -181,6 +181,12 @@ if "per_rounds" in m:
         f"{last['fg_precision']:.3f} from 1 to {len(ious)} rounds; the classifiers' train "
         "mAP per round was " + ", ".join(f"{v:.3f}" for v in m["round_train_map"]) + "."))
 
+# %% tags=["remove-input"]
+from aepsl.book import lessons
+
+display(Markdown(lessons.seeds_note(notes.read_record(resolve("benchmarks") / "seeds.json"), ["CAM", "best AE"], ["best AE round ≥ CAM + 0.03"],
+                                     page_profile=profile)))
+
 # %% [markdown]
 # ## Which comparison, and when erasing pays
 # The CAM line above is the CAM cut at its *best* background threshold, chosen with the true

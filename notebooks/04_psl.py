@@ -277,6 +277,12 @@ if tr:
 display(Markdown(text))
 
 # %% tags=["remove-input"]
+from aepsl.book import lessons
+
+display(Markdown(lessons.seeds_note(notes.read_record(resolve("benchmarks") / "seeds.json"), ["AE segmenter", "PSL", "oracle"], ["AE + PSL ≥ AE segmenter + 0.01", "oracle ≥ 0.80"],
+                                     page_profile=profile)))
+
+# %% tags=["remove-input"]
 sweep = m.get("drop_sweep")
 none = {float(t): v for t, v in sweep["miou"].items()}.get(0.0) if sweep else None
 expect = ("Expect items the classification branch doubts to come back as predictions: "

@@ -216,6 +216,12 @@ display(Markdown(
     + drop_note + notes.crf_turn_note(src_ev, ev)))
 
 # %% tags=["remove-input"]
+from aepsl.book import lessons
+
+display(Markdown(lessons.seeds_note(notes.read_record(resolve("benchmarks") / "seeds.json"), ["PSL", "PSL++"], ["PSL++ ≥ AE + PSL + 0.01", "PSL++ ≥ 0.85 × oracle"],
+                                     page_profile=profile)))
+
+# %% tags=["remove-input"]
 display(Markdown(notes.try_it(
     "labels",
     "Retrain on PSL's predictions *without* the CRF, to see what the CRF itself buys: in "

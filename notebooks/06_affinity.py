@@ -312,6 +312,12 @@ if "after" in m:
         f"{num(m['labels'].get('certain_pixel_accuracy'), 100, '.0f')}% of them." + extra))
 
 # %% tags=["remove-input"]
+from aepsl.book import lessons
+
+display(Markdown(lessons.seeds_note(notes.read_record(resolve("benchmarks") / "seeds.json"), ["CAM", "CAM + random walk"], ["CAM + random walk ≥ CAM + 0.03"],
+                                     page_profile=profile)))
+
+# %% tags=["remove-input"]
 if "logt_sweep" in m and len(m["logt_sweep"]) > 1:
     sweep = {int(k): v for k, v in m["logt_sweep"].items()}
     other = min((k for k in sweep if k != logt), key=lambda k: abs(k - logt))

@@ -198,6 +198,12 @@ else:
 display(Markdown(text))
 
 # %% tags=["remove-input"]
+from aepsl.book import lessons
+
+display(Markdown(lessons.seeds_note(notes.read_record(resolve("benchmarks") / "seeds.json"), ["CAM", "CAM + HFPL"], ["CAM + HFPL ≥ CAM + 0.03"],
+                                     page_profile=profile)))
+
+# %% tags=["remove-input"]
 cf = {k: v["contour_f"] for k, v in r.items() if v.get("contour_f") is not None}
 display(Markdown(notes.try_it(
     "tolerance",

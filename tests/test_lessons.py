@@ -115,3 +115,15 @@ def test_seeds_script_records_a_finished_chain(tmp_path):
     assert rec[0]["lessons"]["classifier val mAP ≥ 0.95"] is True
     assert rec[0]["lessons"]["best AE round ≥ CAM + 0.03"] is None      # no erasing ran
     assert rec[0]["stage_revisions"] == ["1234567"] and not math.isnan(rec[0]["stages_cpu_s"])
+
+
+def test_a_chapter_sentence_gives_each_range_and_names_the_seeds_where_a_lesson_failed():
+    record = {"runs": [_record("book", 0, _numbers(CAM=0.50)), _record("book", 1, _numbers(CAM=0.52)),
+                       _record("book", 2, _numbers(CAM=0.52, **{"best AE": 0.54}))]}
+    text = lessons.seeds_note(record, ["CAM", "best AE"], ["best AE round ≥ CAM + 0.03"])
+    assert "3 training seeds" in text and "CAM 0.500–0.520" in text and "best AE 0.540–0.560" in text
+    assert "held on 2 of 3 seeds (not on seed 2)" in text
+    assert lessons.seeds_note(record, ["CAM"], page_profile="quick") == ""
+    assert "make seeds" in lessons.seeds_note({"runs": record["runs"][:1]}, ["CAM"])
+    with pytest.raises(KeyError):
+        lessons.seeds_note(record, ["CAM"], ["no such lesson"])

@@ -181,3 +181,43 @@ def scene_chains(record: dict, label: str = "book", book_profile: str = "default
         if r.get("label") == label and r.get("profile") != book_profile and r.get("data_seed"):
             out[f"scenes {r['data_seed']}"] = r["numbers"]
     return dict(sorted(out.items()))
+
+
+def _lesson(name: str):
+    for lesson, check in LESSONS:
+        if lesson == name:
+            return check
+    raise KeyError(f"no lesson {name!r}; the lessons are {[n for n, _ in LESSONS]}")
+
+
+def seeds_note(record: dict | None, keys: list[str], lessons: list[str] = (), page_profile: str | None = None,
+               label: str = "book", profile: str = "default") -> str:
+    """A chapter's sentence on the seeds study: the range of each number of ``keys`` over the
+    recorded training seeds, and on how many seeds each of ``lessons`` held (naming the seeds
+    where it failed). '' on a page built for another profile than the book's; a pointer to
+    ``make seeds`` where fewer than two seeds are recorded."""
+    if page_profile is not None and page_profile != profile:
+        return ""
+    study = study_chains(record or {}, label, profile)
+    if len(study) < 2:
+        return ("These numbers are one training seed's; `make seeds` records the chain for five, and "
+                "this sentence then gives their range.")
+    seeds = list(study)
+    parts = []
+    for key in keys:
+        values = [r["numbers"].get(key) for r in study.values() if _have(r["numbers"].get(key))]
+        if values:
+            parts.append(f"{key} {min(values):.3f}–{max(values):.3f}" if len(values) > 1 else f"{key} {values[0]:.3f}")
+    text = (f"Over the {len(seeds)} training seeds of the seeds study ({', '.join(map(str, seeds))}): "
+            + "; ".join(parts) + ".")
+    for name in lessons:
+        check = _lesson(name)
+        results = {s: check(r["numbers"]) for s, r in study.items()}
+        judged = {s: v for s, v in results.items() if v is not None}
+        if not judged:
+            continue
+        failed = [s for s, v in judged.items() if not v]
+        text += (f" *{name}* held on {len(judged) - len(failed)} of {len(judged)} seeds"
+                 + (f" (not on seed{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))})" if failed else "")
+                 + ".")
+    return text
