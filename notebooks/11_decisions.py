@@ -143,7 +143,7 @@ say("*val mAP*: the classifier's held-out mean average precision; *CAM mIoU*: it
 # **What.** In all three networks (the classifier, the segmenter and AffinityNet) the stem and
 # the first three stages of EfficientNet-Lite0, everything up to output stride 8, keep their
 # ImageNet weights and batch-norm statistics; only the later stages and the new layers train
-# (`frozen_stages`).
+# (`frozen_stages`). The `voc` profile's VGG16 keeps its first two blocks fixed, as PSA's does.
 #
 # **Why.** The anchors do the same: PSA {cite}`ahn2018psa` trains its ResNet with the first
 # blocks fixed and every batch norm in inference mode, and IRN {cite}`ahn2019irn` stops the
