@@ -86,12 +86,19 @@ seeds: setup fashion-mnist
 studies: setup fashion-mnist
 	$(PY) benchmarks/erasing_design.py $(if $(DESIGN),--design $(DESIGN),--all) $(if $(SEED),--seed $(SEED)) $(if $(DRY_RUN),--dry-run)
 
+# The suite runs in TEST_PROCESSES processes (pytest-xdist; each test runs single-threaded, see
+# tests/conftest.py). --dist loadgroup keeps the tests that share an expensive fixture (the quick
+# profile's run, a file's module-scoped training) in one process, so each is computed once.
+# TEST_PROCESSES=0 runs the suite in this process alone.
+TEST_PROCESSES ?= 2
+PYTEST_PARALLEL := -n $(TEST_PROCESSES) --dist loadgroup
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 # day-to-day: the suite without the notebook, book and other slow end-to-end tests
 test-fast: setup
-	$(PY) -m pytest -q -m "not notebooks and not slow"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not notebooks and not slow"
 
 clean-book:
 	rm -rf book/_build book/notebooks

@@ -38,6 +38,56 @@ def scene_tree(tmp_path_factory) -> Path:
     return root
 
 
+# `make test` runs the suite in two processes (pytest-xdist, --dist loadgroup), and each process
+# computes the shared fixtures its tests use. So that the expensive ones are still computed once,
+# the tests that share one run in the same process: every test that uses the quick profile's run
+# (``quick_run``, directly or through another fixture) in the group "quick_run", and the tests of
+# a file that use a module-scoped fixture of that file (a training, a torchrun launch, a runner
+# call) in a group named after the file. The other tests go to whichever process is free.
+SHARED_RUNS = ("quick_run",)
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    """The process group of a test (None: any process), as the comment above says."""
+    names = set(item.fixturenames)
+    for name in SHARED_RUNS:
+        if name in names:
+            return name
+    module = item.nodeid.split("::")[0]
+    for name in sorted(names):
+        defs = item._fixtureinfo.name2fixturedefs.get(name) or ()
+        if defs and defs[-1].scope == "module" and defs[-1].baseid == module:
+            return module
+    return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its group; in a pytest-xdist process run with --dist loadgroup, also
+    append the group to the test's node id (``path::test@group``), which is how the scheduler
+    learns it. pytest-xdist 3.8 does that itself through ``item._nodeid``, which pytest 9.2 no
+    longer reads (it keeps node ids in a structured ``item._id``), so the groups were lost and
+    each process ran the quick profile again. This hook runs after pytest-xdist's and sets the
+    suffix itself (https://github.com/pytest-dev/pytest-xdist/issues/1386)."""
+    loadgroup = getattr(config.option, "loadgroup", False)   # set in the processes pytest-xdist starts
+    for item in items:
+        group = xdist_group(item)
+        if not group:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+        if loadgroup and not item.nodeid.endswith(f"@{group}"):
+            _append_to_node_id(item, f"@{group}")
+
+
+def _append_to_node_id(item: pytest.Item, suffix: str) -> None:
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:   # pytest before 9.2: the node id is a string
+        item._nodeid = item.nodeid + suffix
+    else:
+        item._id = NodeId.parse(item.nodeid + suffix)
+
+
 @pytest.fixture(scope="session")
 def make_scene_config():
     """``make_scene_config(root, seed=0, **overrides)`` -> the tiny SceneConfig."""

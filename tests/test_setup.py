@@ -1,10 +1,12 @@
-"""The set-up files: pins agree, CI calls the README's test command, the Makefile's targets."""
+"""The set-up files: pins agree, CI calls the README's test command, the Makefile's targets, the
+test processes share the expensive fixtures."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -99,3 +101,75 @@ def test_make_dry_run_test():
     result = subprocess.run(["make", "-n", "test"], cwd=REPO_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "pytest" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize("target", ["test", "test-fast"])
+def test_make_test_runs_the_suite_in_processes_grouped_by_shared_fixture(target):
+    result = subprocess.run(["make", "-n", target], cwd=REPO_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if "-m pytest" in ln)
+    assert " -n 2 " in line and "--dist loadgroup" in line
+
+
+GROUPED = '''
+import os
+import pytest
+
+
+@pytest.fixture(scope="session")
+def quick_run():            # stands in for conftest's: each process that uses it computes it
+    return os.environ["PYTEST_XDIST_WORKER"]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return os.environ["PYTEST_XDIST_WORKER"]
+
+
+@pytest.fixture
+def book(quick_run):
+    return quick_run
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_quick(quick_run, i):
+    assert quick_run == os.environ["PYTEST_XDIST_WORKER"]
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_book(book, i):
+    assert book == os.environ["PYTEST_XDIST_WORKER"]
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_trained(trained, i):
+    assert trained == os.environ["PYTEST_XDIST_WORKER"]
+
+
+@pytest.mark.parametrize("i", range(8))
+def test_free(i):
+    pass
+'''
+
+
+def test_tests_sharing_an_expensive_fixture_run_in_one_process(tmp_path):
+    """With `make test`'s --dist loadgroup, the tests that use quick_run (directly or not) run in
+    one process, and those that use a module-scoped fixture of their file in one process: each
+    such fixture is computed once (tests/conftest.py names the groups)."""
+    shutil.copy(REPO_DIR / "tests" / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_grouped.py").write_text(GROUPED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-n", "2",
+                             "--dist", "loadgroup", "test_grouped.py"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ran = re.findall(r"^\[(gw\d)\] .*PASSED test_grouped\.py::(test_\w+)\[\d\](@\S+)?", result.stdout, re.M)
+    assert len(ran) == 20, result.stdout[-3000:]
+    workers = {}
+    for worker, test, group in ran:
+        workers.setdefault(test, set()).add(worker)
+        assert group == {"test_quick": "@quick_run", "test_book": "@quick_run",
+                         "test_trained": "@test_grouped.py", "test_free": ""}[test], (test, group)
+    assert workers["test_quick"] == workers["test_book"] and len(workers["test_quick"]) == 1
+    assert len(workers["test_trained"]) == 1
