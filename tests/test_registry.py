@@ -280,39 +280,3 @@ def test_the_ablation_table_reads_stages_the_default_profile_writes():
     written = {r.writes for r in plan("default") + plan("extended")}
     assert set(ABLATION_STAGES) <= written, sorted(set(ABLATION_STAGES) - written)
 
-
-def test_early_pages_run_while_the_caller_computes_at_the_lowest_priority_and_stop_after_a_failure(tmp_path, monkeypatch):
-    """The pages of run_profile's overlap: a page submitted when its stage is done runs while the
-    caller goes on (here: the caller waits for the page's file before it submits the next), its
-    kernel at the lowest CPU priority; after a failed page nothing more starts, and results()
-    yields the pages before it in order, then raises its error."""
-    import time
-
-    from aepsl.engine import run_notebooks as pipeline
-
-    src = tmp_path / "notebooks"
-    src.mkdir()
-    out = tmp_path / "out"
-    head = '# %% tags=["parameters"]\nprofile: str = "x"  # the profile\n\n'
-    (src / "95_nice.py").write_text(head + f'# %%\nimport os, pathlib\npathlib.Path({str(tmp_path / "nice.txt")!r})'
-                                           '.write_text(str(os.nice(0)))\n')
-    (src / "99_fails.py").write_text(head + '# %%\nfirst = [][0]\n')
-    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", src)
-    early = pipeline._EarlyPages(out, 2, "y", 4)
-    early.submit(("a", "95_nice", {"profile": "y"}))
-    deadline = time.time() + 600
-    while not (out / "a.ipynb").exists():   # "the next stage": it computes until page a is written
-        assert time.time() < deadline, "page a never ran while its caller went on"
-        time.sleep(0.1)
-    assert (tmp_path / "nice.txt").read_text() == "19"
-    early.submit(("b", "99_fails", {"profile": "y"}))
-    while not early.futures[-1].done():   # the caller learns of the failure at its next stage's end
-        assert time.time() < deadline, "page b never ended"
-        time.sleep(0.1)
-    assert (out / "b.failed.ipynb").exists()
-    early.submit(("c", "95_nice", {"profile": "y"}))   # after the failure: not started
-    seen = []
-    with pytest.raises(NotebookError, match="99_fails"):
-        for name, seconds in early.results():
-            seen.append(name)
-    assert seen == ["a"] and not (out / "c.ipynb").exists()

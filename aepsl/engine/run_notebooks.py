@@ -242,12 +242,10 @@ def check_executed(path: Path, name: str) -> None:
 
 def run_profile(profile: str, only: list[str] | None = None, force: bool = False, book: bool = False,
                 log_output: bool = False, page_workers: int = PAGE_WORKERS, seed: int | None = None) -> dict:
-    """Every run of ``profile`` (with training seed ``seed``, when given): each run's stage, in
-    order, computed by its stage function in this process (progress bars on the terminal, none in
-    the pages), and the pages, executed by papermill (each notebook finds its stage done and only
-    draws), ``page_workers`` at a time: each page starts when its stage is done, at the lowest CPU
-    priority, while the later stages compute (with ``log_output`` or one worker: one by one after
-    the stages). One line per stage and per page on stdout."""
+    """Every run of ``profile`` (with training seed ``seed``, when given): first each run's stage,
+    in order, computed by its stage function in this process (progress bars on the terminal, none
+    in the pages), then the pages, executed by papermill (each notebook finds its stage done and
+    only draws), ``page_workers`` at a time. One line per stage and per page on stdout."""
     data = load_profile(profile, seed)
     # a profile given as a YAML path is named by its common.profile (where its stages write)
     name = str(data["common"].get("profile") or Path(profile).stem)
@@ -262,12 +260,6 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
             check_parameters(run.notebook, run.params)
     timings = {}
     created = missing_ancestor(out_dir)
-    # pages start as soon as their stage is done, in worker processes at the lowest CPU priority,
-    # so that they use what a running stage leaves idle and never slow it; the book's pages read
-    # only stages of earlier runs
-    n_pages = sum(1 for run in runs if run.page)
-    overlap = page_workers > 1 and not log_output and n_pages > 1 and _can_fork()
-    early = _EarlyPages(out_dir, page_workers, name, n_pages) if overlap else None
     try:
         for i, run in enumerate(runs, start=1):
             t0 = time.time()
@@ -286,19 +278,11 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
             timings[run.name] = round(time.time() - t0, 1)
             print(f"[aepsl] {name} {i}/{len(runs)} {run.name}: stage done in {timings[run.name]:.1f} s"
                   + ("" if run.page else " (no page)"), flush=True)
-            if early is not None and run.page:
-                early.submit((run.name, run.notebook, {k: v for k, v in run.params.items() if k != "force"}))
-        if early is not None:
-            for page, seconds in early.results():
-                timings[page] = round(timings[page] + seconds, 1)
-        else:
-            pages = [(run.name, run.notebook, {k: v for k, v in run.params.items() if k != "force"})
-                     for run in runs if run.page]   # force: the stage was computed just now
-            for page, seconds in execute_pages(pages, out_dir, log_output, 1 if log_output else page_workers, name):
-                timings[page] = round(timings[page] + seconds, 1)
-    except BaseException:
-        if early is not None:
-            early.stop()
+        pages = [(run.name, run.notebook, {k: v for k, v in run.params.items() if k != "force"})
+                 for run in runs if run.page]   # force: the stage was computed just now
+        for page, seconds in execute_pages(pages, out_dir, log_output, 1 if log_output else page_workers, name):
+            timings[page] = round(timings[page] + seconds, 1)
+    except Exception:
         _remove_empty(out_dir, created)
         raise
     # merge with earlier runs, so a run of a few notebooks (--only) keeps the others' last times
@@ -308,78 +292,6 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
     write_json(path, record)
     write_json(root / name / PROFILE_RECORD, profile_record(data))   # its seed, and whose seed run it is
     return record
-
-
-def _can_fork() -> bool:
-    import multiprocessing
-
-    return "fork" in multiprocessing.get_all_start_methods()
-
-
-def _lowest_priority() -> None:   # a page worker (and the kernels it starts) yields the CPU to the stages
-    import os
-
-    try:
-        os.nice(19)
-    except OSError:
-        pass
-
-
-class _EarlyPages:
-    """Pages executed while later stages compute: :meth:`submit` queues a page whose stage is
-    done (``workers`` run at a time, at the lowest CPU priority); :meth:`results` waits for all
-    and yields (run name, seconds) in page order, raising the first page's error after the
-    others end; a failed page stops the pages queued after it; :meth:`stop` ends every worker."""
-
-    def __init__(self, out_dir: Path, workers: int, profile: str, total: int):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.out_dir, self.profile, self.total = out_dir, profile, total
-        self.pages: list[tuple] = []
-        self.futures: list = []
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                        initializer=_lowest_priority)
-
-    def submit(self, page: tuple) -> None:
-        if any(f.done() and f.exception() is not None for f in self.futures):
-            return   # a page failed: no further page starts (results() raises its error)
-        self.pages.append(page)
-        self.futures.append(self.pool.submit(_execute_page, page, self.out_dir, False))
-
-    def results(self):
-        from concurrent.futures import BrokenExecutor
-
-        try:
-            for i, (page, future) in enumerate(zip(self.pages, self.futures), start=1):
-                try:
-                    seconds = future.result()
-                except KeyboardInterrupt as exc:   # Ctrl-C while waiting: name the pages not yet done
-                    exc.stage = "page " + ", ".join(p[0] for p, f in zip(self.pages, self.futures) if not f.done())
-                    raise
-                except BrokenExecutor as exc:   # its worker was killed (out of memory, a signal)
-                    raise NotebookError(
-                        f"page {page[0]} (notebooks/{page[1]}.py): its worker process died before the page "
-                        f"ended ({type(exc).__name__}: {exc}); run again, or with --page-workers 1") from None
-                except BaseException:
-                    for later in self.futures[i:]:
-                        later.cancel()
-                    for later in self.futures[i:]:   # the pages already running end first
-                        if not later.cancelled():
-                            try:
-                                later.result()
-                            except BaseException:   # noqa: BLE001 (the first failure is the one reported)
-                                pass
-                    raise
-                print(f"[aepsl] {self.profile} page {i}/{self.total} {page[0]}: done in {seconds:.1f} s", flush=True)
-                yield page[0], seconds
-        finally:
-            self.pool.shutdown(wait=True)
-
-    def stop(self) -> None:
-        for process in list((getattr(self.pool, "_processes", None) or {}).values()):
-            process.terminate()
-        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _execute_page(page: tuple, out_dir: Path, log_output: bool) -> float:
