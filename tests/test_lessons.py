@@ -82,7 +82,8 @@ def test_study_reads_the_newest_record_of_each_seed_and_says_where_it_was_made()
     assert "not among" in other and "fff0000" in other
     pair = lessons.before_after_table({"runs": [_record("old", 0, _numbers()), _record("new", 0, _numbers(PSL=0.5))]},
                                       "old", "new")
-    assert pair["study"].tolist() == ["old", "new"] and pair["lessons"].tolist() == ["6/6", "5/6"]
+    assert list(pair.columns) == [("old", "seed 0"), ("new", "seed 0")]
+    assert pair.loc["lessons held"].tolist() == ["6/6", "5/6"] and pair.loc["PSL"].tolist() == ["0.650", "0.500"]
 
 
 def test_chain_numbers_read_the_stage_records(tmp_path):

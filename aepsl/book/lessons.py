@@ -109,21 +109,25 @@ SHORT = {"val mAP": "mAP", "CAM": "CAM", "best AE": "AE", "AE segmenter": "AE se
 def before_after_table(record: dict, before: str, after: str, keys=("val mAP", "CAM", "best AE", "AE segmenter",
                                                                        "PSL", "PSL++", "oracle"),
                        profile: str = "default") -> pd.DataFrame:
-    """Two studies of ``record`` side by side, seed by seed: one row per study and seed, the
-    numbers of ``keys`` (three decimals; short names, :data:`SHORT`) and how many of the first six
-    lessons (those of the book's chain) held."""
-    rows = []
+    """Two studies of ``record`` side by side, seed by seed: one row per number of ``keys`` (short
+    names, :data:`SHORT`; three decimals) and a last row with how many of the first six lessons
+    (those of the book's chain) held; one column per study and seed (two header levels)."""
+    columns = {}
     for label in (before, after):
         for seed, r in study_chains(record, label, profile).items():
-            lessons = list((r.get("lessons") or {}).values())[:6]
-            rows.append({"study": label, "seed": seed,
-                         **{SHORT.get(k, k): _round(r["numbers"].get(k)) for k in keys},
-                         "lessons": f"{sum(1 for v in lessons if v)}/{len(lessons)}"})
-    return pd.DataFrame(rows)
+            held = r.get("lessons") or {}
+            lessons = [held.get(name) for name, _ in LESSONS[:6]]   # the record's keys are sorted
+            columns[(label, f"seed {seed}")] = [_text(r["numbers"].get(k)) for k in keys] + [
+                f"{sum(1 for v in lessons if v)}/{len(lessons)}"]
+    if not columns:
+        return pd.DataFrame()
+    table = pd.DataFrame(columns, index=[SHORT.get(k, k) for k in keys] + ["lessons held"])
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
 
 
-def _round(v):
-    return round(v, 3) if _have(v) else None
+def _text(v) -> str:
+    return f"{v:.3f}" if _have(v) else "–"
 
 
 def study_provenance(record: dict, labels, profile: str = "default") -> str:
