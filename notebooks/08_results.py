@@ -68,7 +68,8 @@ study = lessons.study_chains(notes.read_record(seeds_path) or {}, "book", record
 chains = {f"seed {k}": r["numbers"] for k, r in study.items()}
 own = lessons.chain_numbers(root, profile)
 if len(chains) > 1:
-    display(lessons.spread_display(chains).style.format(precision=3, na_rep="–"))
+    display(lessons.spread_display(chains).style.format(precision=3, na_rep="–")
+            .set_table_styles([{"selector": "td, th", "props": "padding: 0.1em 0.6em;"}]))
     display(Markdown(lessons.provenance_note(list(study.values()), load_metrics(stage_dir(root, profile, "cam")))
                      + " Redo the study with `make seeds`."))
 else:
