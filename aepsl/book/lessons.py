@@ -130,19 +130,22 @@ def _text(v) -> str:
     return f"{v:.3f}" if _have(v) else "–"
 
 
+def _made_by(runs: list[dict]) -> str:
+    """'code revision(s) R on CPU C, recorded D1 to D2' for a study's records."""
+    revs = sorted({rev[:7] for r in runs for rev in (r.get("stage_revisions") or [r.get("git_revision") or "?"])})
+    cpus = sorted({str(r.get("cpu")) for r in runs})
+    days = sorted({str(r.get("finished_at", ""))[:10] for r in runs})
+    return (f"code revision {', '.join(revs)} on {', '.join(cpus)}, recorded {days[0]}"
+            + (f" to {days[-1]}" if days[-1] != days[0] else ""))
+
+
 def study_provenance(record: dict, labels, profile: str = "default") -> str:
     """One sentence per study: which code revision(s), CPU and dates made its records."""
     parts = []
     for label in labels:
         runs = list(study_chains(record, label, profile).values())
-        if not runs:
-            continue
-        revs = sorted({rev[:7] for r in runs for rev in (r.get("stage_revisions") or [r.get("git_revision") or "?"])})
-        cpus = sorted({str(r.get("cpu")) for r in runs})
-        days = sorted({str(r.get("finished_at", ""))[:10] for r in runs})
-        parts.append(f"*{label}*: seeds {', '.join(str(r['seed']) for r in runs)}, computed by code revision "
-                     f"{', '.join(revs)} on {', '.join(cpus)}, recorded {days[0]}"
-                     + (f" to {days[-1]}" if days[-1] != days[0] else "") + ".")
+        if runs:
+            parts.append(f"*{label}*: seeds {', '.join(str(r['seed']) for r in runs)}, computed by {_made_by(runs)}.")
     return " ".join(parts)
 
 
@@ -162,11 +165,9 @@ def provenance_note(runs: list[dict], book: dict | None) -> str:
     build (``book``: the metrics.json record of the book's CAM stage): a sentence for the page."""
     if not runs:
         return ""
-    revs = sorted({rev[:7] for r in runs for rev in (r.get("stage_revisions") or [r.get("git_revision") or "?"])})
-    cpus = sorted({str(r.get("cpu")) for r in runs})
-    days = sorted({str(r.get("finished_at", ""))[:10] for r in runs})
-    text = (f"The study's chains were computed by code revision {', '.join(revs)} on {', '.join(cpus)} and "
-            f"recorded {days[0]}" + (f" to {days[-1]}" if days[-1] != days[0] else "") + ".")
+    revs = {rev[:7] for r in runs for rev in (r.get("stage_revisions") or [r.get("git_revision") or "?"])}
+    cpus = {str(r.get("cpu")) for r in runs}
+    text = f"The study's chains were computed by {_made_by(runs)}."
     if book:
         own_rev = str(book.get("git_revision") or "?")[:7]
         own_cpu = str((book.get("host") or {}).get("cpu") or "?")
