@@ -280,3 +280,40 @@ def test_the_ablation_table_reads_stages_the_default_profile_writes():
     written = {r.writes for r in plan("default") + plan("extended")}
     assert set(ABLATION_STAGES) <= written, sorted(set(ABLATION_STAGES) - written)
 
+
+
+def test_a_page_kernel_talks_over_unix_sockets(tmp_path, monkeypatch):
+    """A page's kernel uses Unix sockets in the page's own temporary folder, not TCP ports that a
+    kernel started at the same moment by another process could take first."""
+    from aepsl.engine import run_notebooks as pipeline
+
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    (src / "98_sockets.py").write_text(
+        '# %% tags=["parameters"]\nprofile: str = "x"  # the profile\n\n'
+        '# %%\nimport json\nfrom ipykernel import get_connection_info\ninfo = json.loads(get_connection_info())\n'
+        'assert info["transport"] == "ipc", info\nassert "98_sockets" not in info["ip"]\nprint(info["ip"])\n')
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", src)
+    out = tmp_path / "out" / "sockets.ipynb"
+    pipeline.execute("98_sockets", {"profile": "y"}, out)
+    text = out.read_text()
+    assert "kernel" in text and "AssertionError" not in text
+
+
+def test_a_kernel_that_dies_on_start_is_started_once_more(tmp_path, monkeypatch, capfd):
+    """A kernel that ends before it answers (here: the first one exits while it starts up) is
+    started again once, with a warning; the page is executed by the second."""
+    from aepsl.engine import run_notebooks as pipeline
+
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    (src / "98_ok.py").write_text('# %% tags=["parameters"]\nprofile: str = "x"  # the profile\n\n# %%\nanswer = 42\n')
+    marker = tmp_path / "started-once"
+    exit_first = (f"--IPKernelApp.exec_lines=import os, pathlib; m = pathlib.Path({str(marker)!r}); "
+                  "seen = m.exists(); m.touch(); seen or os._exit(3)")
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", src)
+    monkeypatch.setattr(pipeline, "KERNEL_QUIET", [*pipeline.KERNEL_QUIET, exit_first])
+    out = tmp_path / "out" / "ok.ipynb"
+    pipeline.execute("98_ok", {"profile": "y"}, out)
+    assert out.is_file() and marker.exists()
+    assert "died on start" in capfd.readouterr().err

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -44,8 +45,7 @@ from .registry import REGISTRY, describe, entry, plan, run_name  # noqa: F401  (
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
 BOOK_NOTEBOOK_DIR = REPO_DIR / "book" / "notebooks"
 FAILED_SUFFIX = ".failed.ipynb"
-# the kernel's own log (e.g. "Kernel is running over TCP without encryption", twice a notebook)
-# stays off the terminal; errors in cells still reach the user through papermill
+# the kernel's own log stays off the terminal; errors in cells still reach the user through papermill
 KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 # pages executed at once after the stages (each a kernel of its own; 2: the cores of the laptop
 # the embedded default is sized for)
@@ -185,9 +185,7 @@ def _execute(name: str, params: dict, output: Path, log_output: bool) -> float:
         nbformat.write(nb, str(src))
         with atomic_path(output) as tmp:
             try:
-                papermill.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
-                                           cwd=str(REPO_DIR), progress_bar=False, log_output=log_output,
-                                           language="python", extra_arguments=KERNEL_QUIET)
+                _run_papermill(src, tmp, params, log_output, Path(tmpdir) / "kernel")
             except papermill.PapermillExecutionError as exc:
                 shutil.copyfile(tmp, failed)
                 code_cell = _code_cell_number(tmp, exc.cell_index)
@@ -199,6 +197,47 @@ def _execute(name: str, params: dict, output: Path, log_output: bool) -> float:
             hide_parameter_cells(tmp)
     failed.unlink(missing_ok=True)
     return time.time() - t0
+
+
+def _run_papermill(src: Path, out: Path, params: dict, log_output: bool, sockets: Path) -> None:
+    """papermill on a kernel of its own. The kernel talks over Unix sockets named after
+    ``sockets`` (a fresh temporary folder's), not over TCP ports: a port the client picks is free
+    when picked but may be taken by another process's kernel before its own kernel binds it, and
+    then the kernel dies on start (pages run two at a time, test processes beside them). A kernel
+    that still dies before it answers (nothing executed yet) is started once more."""
+    import papermill
+
+    kwargs = dict(parameters=params, kernel_name="python3", cwd=str(REPO_DIR), progress_bar=False,
+                  log_output=log_output, language="python", extra_arguments=KERNEL_QUIET)
+    if os.name == "posix" and len(str(sockets)) < UNIX_PATH_MAX - 8:
+        kwargs["kernel_manager_class"] = _socket_kernel_manager(str(sockets))
+    for attempt in (1, 2):
+        try:
+            papermill.execute_notebook(str(src), str(out), **kwargs)
+            return
+        except RuntimeError as exc:
+            if attempt == 2 or KERNEL_DIED not in str(exc):
+                raise
+            print(f"warning: the kernel for {src.stem} died on start ({exc}); starting it once more",
+                  file=sys.stderr, flush=True)
+
+
+# what jupyter_client raises when the kernel process ends before it answers its first request
+KERNEL_DIED = "Kernel died before replying to kernel_info"
+UNIX_PATH_MAX = 107   # the longest Unix socket path Linux accepts (sun_path, less its final NUL)
+
+
+def _socket_kernel_manager(prefix: str) -> type:
+    """A kernel manager class whose kernels use Unix sockets ``<prefix>-<n>``."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class SocketKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", prefix)
+            super().__init__(**kwargs)
+
+    return SocketKernelManager
 
 
 def _code_cell_number(path: Path, cell_index: int) -> int:
