@@ -60,16 +60,31 @@
 # T = D^{-1} A^{\circ\beta}, \qquad D_{ii} = \sum_j a_{ij}^{\beta} ,
 # $$
 #
-# and every class's score map (the background's with $\alpha$ = `alpha_infer`) walks $t$
-# steps:
+# and the score map of every class $c$ in the image walks $t$ steps:
 #
 # $$
 # \operatorname{vec}(M_c^{*}) = T^{t} \operatorname{vec}(M_c), \qquad t = 2^{\text{logt}} .
 # $$
 #
 # Each step replaces a cell's scores by an affinity-weighted average of its neighbours', so
-# scores flow inside objects and stop at their edges. The arg-max of the walked maps over
-# background and the image's classes is the new pseudo mask.
+# scores flow inside objects and stop at their edges.
+#
+# **The background after the walk.** A walked map is flatter than the map it came from: its
+# peak sinks by an amount that depends on the size of the item. So each walked map is first
+# divided by its own maximum, and a pixel is background where every class falls to or below
+# a cut $\tau$:
+#
+# $$
+# \hat M_c = \frac{M_c^{*}}{\max_i M_c^{*}(i)}, \qquad
+# y(i) = \begin{cases} 0 & \text{if } \max_c \hat M_c(i) \le \tau, \\
+#                       \arg\max_c \hat M_c(i) & \text{otherwise.} \end{cases}
+# $$
+#
+# The cut is chosen as the CAM chapter chose its own: the best of a sweep over $\tau$,
+# scored on the training split (`walk_threshold` sets it by hand). This is how IRN
+# {cite}`ahn2019irn` reads its walked maps. PSA instead walks a background score
+# $M_0^{\alpha}$ beside the classes ($\alpha$ = `alpha_infer`) and takes the arg-max; the
+# stage scores that reading on the same walk (`background: power` makes it the run's own).
 #
 # ## Where the book departs from the paper
 #
@@ -78,6 +93,17 @@
 # radius, and applies the steps to the scores, so memory grows with the number of cells, not
 # its square; on maps as small as the embedded scenes' it squares the dense matrix, which is
 # faster there. Both give the same walk. See {ref}`decision-walk-band`.
+#
+# **The background after the walk.** PSA's background score with its $\alpha$ of 16 was
+# set for VOC's CAMs. Walked beside the classes of the embedded scenes' CAMs, it lets class
+# scores flow over the background; normalising each walked class and cutting once, as above,
+# keeps what the walk spreads inside the items. The step sweep below scores both readings of
+# the same walk. See {ref}`decision-walk-cut`.
+#
+# **Fewer steps on small maps.** PSA walks $2^8 = 256$ steps on 56 × 56 maps (448-px crops at
+# stride 8). A walk's reach grows with the square root of its steps, so the same reach on the
+# scenes' 12 × 12 maps takes about $256 \cdot (12/56)^2 \approx 12$ steps; the book walks
+# $2^3 = 8$.
 #
 # **The mean, not the sum.** The affinity divides the $L_1$ distance by the number of
 # feature channels, as PSA's released code does: the same formula on a rescaled feature.
@@ -97,11 +123,14 @@ stage: str = "affinity_cam"  # stage name: the output folder under artifacts_roo
 seeds: str = "cam"  # seed stage: one with cams/ (e.g. cam) or masks/ (e.g. pseudo_masks)
 alpha_low: float = 4.0  # background exponent giving confident foreground labels (> 0)
 alpha_high: float = 32.0  # background exponent giving confident background labels (not below alpha_low)
-alpha_infer: float = 16.0  # background exponent of the CAM scores the random walk spreads
+alpha_infer: float = 16.0  # background exponent of the CAM scores the random walk spreads (background: power)
+background: str = "cut"  # CAM seeds' background in the walk: cut (the class maps walk alone, each is divided by its maximum, and a cut chosen as the CAM's makes the background) or power (PSA's: (1 - max CAM)^alpha_infer walks beside them)
+walk_threshold: float = 0.0  # the cut of the walked class maps (background: cut); 0: the best of sweep on the scored split
+sweep: list = [0.05, 0.95, 0.05]  # [start, stop, step] of the cuts scored (background: cut), within 0-1
 label_crf: bool = True  # refine the affinity labels from CAM seeds with the dense CRF
 radius: int = 5  # pairs closer than this on the stride-8 grid get affinities (at least 2)
 beta: float = 8.0  # exponent applied to the affinities in the walk (> 0)
-logt: int = 8  # the walk takes 2**logt steps (from 0)
+logt: int = 3  # the walk takes 2**logt steps (from 0)
 logt_sweep: list = [0, 1, 2, 3, 4, 5, 6, 7, 8]  # further logt values also scored, integers in 0-12
 embed_dim: int = 128  # channels of the AffinityNet feature embedding (at least 4)
 backbone: str = "efficientnet_lite0"  # network backbone: small, efficientnet_lite0, vgg16 or resnet50
@@ -147,7 +176,7 @@ label_stage, label_sub = (stage, "labels") if m["seed_kind"] == "cams" else (see
 display(tables.parameters_table(params))
 symbols = {"alpha_low": "$\\alpha_{\\text{low}}$", "alpha_high": "$\\alpha_{\\text{high}}$",
            "alpha_infer": "$\\alpha$ of the walk", "radius": "$\\gamma$",
-           "beta": "$\\beta$", "logt": "logt"}
+           "beta": "$\\beta$", "logt": "logt", "background": "the background"}
 display(Markdown(notes.recipe_note("PSA", randomwalk.PSA_RECIPE, params, symbols)))
 
 # %% [markdown]
@@ -207,16 +236,17 @@ plt.show()
 
 # %% [markdown]
 # ## Seeds before and after the walk
-# Before: the seed as it is (for CAMs, the arg-max against the background score with
-# $\alpha$ = `alpha_infer`). After: the same scores walked with $T^t$.
+# Before: the seed as it is (for CAMs, at the CAM chapter's best cut). After: the same maps
+# walked with $T^t$ and cut as above.
 
 # %% tags=["hide-input"]
 # other images than above, when there are
 walked = tree.ids("train")[5:10] or tree.ids("train")[:5]
 rows, titles = records.saved_mask_rows(root, profile, tree, walked,
                                        [("after the walk", stage, "masks")])
+cut = m.get("cam_best_threshold")   # the CAM's best cut (None: PSA's background)
 rows = [[r[0], viz.colorize(randomwalk.seed_before_walk(m["seed_kind"], seed_folder, n,
-                                                        tree, alpha_infer))]
+                                                        tree, alpha_infer, cut))]
         + [viz.colorize(x) for x in r[1:]] for n, r in zip(walked, rows)]
 titles = [[t[0], "seed"] + t[1:] for t in titles]
 fig = viz.image_grid(rows, titles, size=1.7)
@@ -243,32 +273,17 @@ if "after" in m:
 # %% [markdown]
 # ## How many steps?
 #
-# PSA walks many steps on VOC's maps (the recipe above), which are several times wider than
-# the embedded scenes' stride-8 grid. Every step averages a cell's scores with its
-# neighbours' within the radius, so the number of steps sets how far a score can travel —
-# and how much of the seed's detail survives. The stage scored the walk after
-# $t = 2^{\text{logt}}$ steps for every `logt` of `logt_sweep` (the masks it writes use
-# `logt`); the dashed line is the seeds before the walk.
+# Every step averages a cell's scores with its neighbours' within the radius, so the number
+# of steps sets how far a score can travel — and how much of the seed's detail survives. The
+# stage scored the walk after $t = 2^{\text{logt}}$ steps for every `logt` of `logt_sweep`
+# (the masks it writes use `logt`), read both ways: cut after the walk, and PSA's background
+# walked beside the classes. The dashed line is the seeds before the walk.
 
 # %% tags=["hide-input"]
 if "logt_sweep" in m:
-    sweep = pd.Series({int(k): v for k, v in m["logt_sweep"].items()}).sort_index()
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot(sweep.index, sweep.values, marker="o", label="after the walk")
-    ax.axhline(m["miou_before"], ls="--", color="gray", label="seeds before the walk")
-    ax.plot([logt], [m["miou_after"]], "o", ms=12, mfc="none", color="C3",
-            label=f"this run (logt = {logt})")
-    ax.set_xlabel("logt (t = 2^logt steps)")
-    ax.set_ylabel("mIoU (train)")
-    ax.set_title(f"{stage}: seed mIoU against the number of walk steps")
-    ax.legend(fontsize=8)
-    plt.tight_layout()
+    viz.walk_steps_figure(m, logt)
     plt.show()
-    best = int(sweep.idxmax())
-    display(Markdown(
-        f"Best after $t = 2^{{{best}}}$ = {2 ** best} steps: {sweep.max():.3f} mIoU; "
-        f"after {2 ** int(sweep.index.max())} steps: {sweep.iloc[-1]:.3f}; before the "
-        f"walk: {m['miou_before']:.3f}."))
+    display(Markdown(notes.walk_steps_note(m)))
 
 # %% [markdown]
 # ## Which seeds, which alphas: the runs compared
@@ -298,7 +313,11 @@ if "after" in m:
 
     b, a = m["miou_before"], m["miou_after"]
     extra = ""
-    if m["seed_kind"] == "cams" and m.get("cam_best_threshold_miou") is not None:
+    if m["seed_kind"] == "cams" and "power_walk" in m:
+        p = m["power_walk"]["miou"]
+        extra = (f" Read with PSA's background instead, the same {m['walk']['steps']}-step walk "
+                 f"scores {p:.3f} ({'+' if p >= b else ''}{p - b:.3f}).")
+    elif m["seed_kind"] == "cams" and m.get("cam_best_threshold_miou") is not None:
         extra = (" For reference, the CAM seeds at their best single threshold score "
                  f"{m['cam_best_threshold_miou']:.3f}.")
     before, after = m["before"], m["after"]

@@ -93,9 +93,23 @@ def test_chain_numbers_read_the_stage_records(tmp_path):
     stage("cam", {"seed_miou": 0.5, "val_map": 0.96})
     stage("pseudo_masks", {"per_rounds": [{"miou": 0.5}, {"miou": 0.58}, {"miou": 0.57}]})
     stage("psl", {"eval": {"miou": 0.66}})
+    stage("affinity_cam", {"miou_after": 0.6, "power_walk": {"miou": 0.52}})
     n = lessons.chain_numbers(tmp_path, "p")
     assert (n["val mAP"], n["CAM"], n["best AE"], n["PSL"]) == (0.96, 0.5, 0.58, 0.66)
     assert n["oracle"] is None and n["AE rounds"] == [0.5, 0.58, 0.57]
+    assert n["CAM + random walk"] == 0.6 and n[lessons.WALK_POWER] == 0.52
+
+
+def test_walk_table_sets_both_readings_of_the_walk_beside_the_cam():
+    """One row per seed whose record has both readings; the gains are each walk less the CAM."""
+    record = {"runs": [_record("book", 0, _numbers(CAM=0.50, **{"CAM + random walk": 0.61, lessons.WALK_POWER: 0.53})),
+                       _record("book", 1, _numbers(CAM=0.54)),   # recorded before the walk was read both ways
+                       _record("book", 2, _numbers(CAM=0.52, **{"CAM + random walk": 0.50, lessons.WALK_POWER: 0.49}))]}
+    table = lessons.walk_table(record)
+    assert table.index.tolist() == [0, 2]
+    assert table.loc[0, "gain, cut after"] == pytest.approx(0.11) and table.loc[0, "gain, PSA background"] == pytest.approx(0.03)
+    assert table.loc[2, "gain, cut after"] == pytest.approx(-0.02)
+    assert lessons.walk_table({"runs": []}).empty
 
 
 def test_seeds_script_records_a_finished_chain(tmp_path):

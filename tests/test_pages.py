@@ -170,3 +170,17 @@ def test_item_centre_is_the_median_item_pixel_or_the_image_centre():
     mask[0, 0] = 255                                   # unlabelled: not an item
     assert item_centre(mask) == (3, 7)
     assert item_centre(np.zeros((8, 10), np.uint8)) == (4, 5)
+
+
+def test_walk_steps_note_and_figure_read_both_readings_of_the_walk():
+    m = {"logt_sweep": {"0": 0.55, "2": 0.61, "8": 0.54}, "miou_before": 0.52, "miou_after": 0.60,
+         "walk": {"background": "cut"}, "power_walk": {"alpha_infer": 16.0, "logt_sweep": {"0": 0.50, "2": 0.53, "8": 0.48}}}
+    text = notes.walk_steps_note(m)
+    assert "Cut after the walk: at best 0.610 mIoU (after 4 steps), 0.540 after 256" in text
+    assert "PSA's background on the same walk: at best 0.530 (after 4 steps), 0.480 after 256" in text
+    fig = viz.walk_steps_figure(m, 3)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert "cut after the walk" in labels and any(label.startswith("PSA's background") for label in labels)
+    del m["power_walk"]
+    assert "PSA" not in notes.walk_steps_note(m)
+    assert not any(line.get_label().startswith("PSA") for line in viz.walk_steps_figure(m, 3).axes[0].get_lines())

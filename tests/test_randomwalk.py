@@ -156,9 +156,18 @@ def test_affinity_stage_on_cam_and_mask_seeds(scene_tree, tmp_path):
     assert sorted(p.stem for p in (folder / "masks").glob("*.png")) == sorted(names)
     assert sorted(p.stem for p in (folder / "labels").glob("*.png")) == sorted(names)
     assert 0 <= m["miou_before"] <= 1 and 0 <= m["miou_after"] <= 1
-    # the sweep over t scores the walk's own logt exactly as the masks it wrote
-    assert m["walk"]["steps"] == 2 ** 3 and m["logt_sweep"]["3"] == m["miou_after"]
+    # the book's background: the CAM seed before the walk is the CAM stage's own best cut
+    cam_metrics = (tmp_path / "t" / "cam" / "metrics.json").read_text()
+    assert m["walk"]["background"] == "cut" and m["miou_before"] == pytest.approx(m["cam_best_threshold_miou"])
+    assert str(m["cam_best_threshold_miou"])[:8] in cam_metrics
+    # the sweep over t scores the walk's own logt, at the cut the masks were written with, exactly as
+    # the masks it wrote
+    assert m["walk"]["steps"] == 2 ** 3 and m["logt_sweep"]["3"] == pytest.approx(m["miou_after"], abs=1e-9)
+    assert m["walk_threshold"] == m["walk_cuts"]["3"]
     assert sorted(int(k) for k in m["logt_sweep"]) == sorted(set(rw.AffinityConfig().logt_sweep) | {3})
+    # PSA's background on the same walk, scored beside it
+    assert sorted(m["power_walk"]["logt_sweep"]) == sorted(m["logt_sweep"])
+    assert m["power_walk"]["miou"] == m["power_walk"]["logt_sweep"]["3"]
     assert abs(sum(m["labels"][k] for k in ("bg_fraction", "fg_fraction", "uncertain_fraction")) - 1) < 1e-3
     # walked masks only use background and the image's own classes
     from PIL import Image
@@ -183,6 +192,20 @@ def test_affinity_stage_on_cam_and_mask_seeds(scene_tree, tmp_path):
     assert rec2["metrics"]["seed_kind"] == "masks"
     # cached: same parameters, nothing recomputed
     assert rw.run(_affinity_params(scene_tree, tmp_path), progress=False)["finished_at"] == rec["finished_at"]
+    # PSA's background (power): the walk's masks are the arg-max against the walked background score,
+    # and its score is the one the cut run reported as PSA's
+    power = rw.run(_affinity_params(scene_tree, tmp_path, stage="affinity_power", background="power"),
+                   progress=False)["metrics"]
+    assert power["walk"]["background"] == "power" and "power_walk" not in power
+    assert power["miou_after"] == pytest.approx(m["power_walk"]["miou"], abs=1e-9)
+    assert power["logt_sweep"] == pytest.approx(m["power_walk"]["logt_sweep"], abs=1e-9)
+    # a cut given: the masks are the walked maps cut there
+    fixed = rw.run(_affinity_params(scene_tree, tmp_path, stage="affinity_fixed", walk_threshold=0.95),
+                   progress=False)["metrics"]
+    assert fixed["walk_threshold"] == 0.95 and fixed["logt_sweep"] == pytest.approx(m["logt_sweep"], abs=1e-9)
+    # its masks score what the sweep of the first run gave that cut
+    at = m["cut_sweep"]["thresholds"].index(0.95)
+    assert fixed["miou_after"] == pytest.approx(m["cut_sweep"]["miou"][at], abs=1e-9)
 
 
 def test_affinity_parameters_are_checked(tmp_path):
@@ -194,6 +217,26 @@ def test_affinity_parameters_are_checked(tmp_path):
         rw.run({"logt": "eight", "artifacts_root": str(tmp_path)})
     with pytest.raises(ValueError, match="logt_sweep"):
         rw.run({"logt_sweep": [0, -1], "artifacts_root": str(tmp_path)})
+    with pytest.raises(ValueError, match="parameter background"):
+        rw.run({"background": "mean", "artifacts_root": str(tmp_path)})
+    with pytest.raises(ValueError, match="parameter walk_threshold"):
+        rw.run({"walk_threshold": 1.5, "artifacts_root": str(tmp_path)})
+
+
+def test_cut_maps_bring_every_walked_class_to_a_peak_of_one():
+    """The cut background's maps: each walked class map at the image size, divided by its own
+    maximum, so a faint class and a strong one meet the same cut."""
+    walked = torch.zeros(2, 3, 3)
+    walked[0, 1, 1] = 0.2            # a faint class, walked
+    walked[1, 0, 0] = 0.8            # a strong one
+    walked[1, 2, 2] = 0.4
+    up = rw.cut_maps(walked, (6, 6))
+    assert up.shape == (2, 6, 6)
+    assert torch.allclose(up.flatten(1).max(1).values, torch.ones(2))
+    # the ratio inside one map is kept: the strong class's second peak stays at half its first
+    small = rw.cut_maps(walked, (3, 3))
+    assert small[1, 2, 2].item() == pytest.approx(0.5) and small[0, 1, 1].item() == pytest.approx(1.0)
+    assert rw.cut_maps(torch.zeros(0, 3, 3), (6, 6)).shape == (0, 6, 6)
 
 
 # ------------------------------------------------------------------ the chapter's equations, term by term

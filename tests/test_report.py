@@ -45,12 +45,12 @@ def test_ablation_table_add_on_rows(tmp_path):
     _stage(tmp_path, "affinity_ae", {"miou_before": 0.42, "miou_after": 0.49})
     table = ablation_table(tmp_path, "p")
     assert list(table.index) == ["CAM (best bg threshold)", "CAM + HFPL", "CAM + random walk (AffinityNet)",
-                                 "CAM + random walk, alphas and steps matched to our CAMs", "AE, 1 round", "AE + HFPL, 3 rounds", "AE + random walk (AffinityNet)"]
+                                 "CAM + random walk, PSA's background, our alphas", "AE, 1 round", "AE + HFPL, 3 rounds", "AE + random walk (AffinityNet)"]
     col = table["pseudo-label mIoU (train)"]
     assert (col["CAM + HFPL"], col["CAM + random walk (AffinityNet)"], col["AE + HFPL, 3 rounds"],
             col["AE + random walk (AffinityNet)"]) == (0.43, 0.47, 0.44, 0.49)
     assert table.loc["CAM + random walk (AffinityNet)", "published (VOC 2012)"] == PUBLISHED["CAM + random walk"]
-    assert table.loc["CAM + random walk, alphas and steps matched to our CAMs", "pseudo-label mIoU (train)"] == 0.52
+    assert table.loc["CAM + random walk, PSA's background, our alphas", "pseudo-label mIoU (train)"] == 0.52
 
 
 def test_ablation_table_of_a_profile_that_never_ran_is_empty(tmp_path):

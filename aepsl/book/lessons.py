@@ -43,7 +43,26 @@ def chain_numbers(artifacts_root: str | Path, profile: str) -> dict:
             "best AE": max(rounds) if rounds else None, "AE rounds": rounds,
             "CAM + random walk": n.get("CAM + random walk"), "CAM + HFPL": n.get("CAM + HFPL"),
             "AE segmenter": n.get("AE segmenter"), "PSL": n.get("PSL"), "PSL++": n.get("PSL++"),
-            "oracle": n.get("oracle")}
+            "oracle": n.get("oracle"), WALK_POWER: n.get(WALK_POWER)}
+
+
+# the same walk read with PSA's background score instead of the cut (not a row of the chain: the
+# random-walk decision compares it)
+WALK_POWER = "CAM + random walk, PSA background"
+
+
+def walk_table(record: dict, label: str = "book", profile: str = "default") -> pd.DataFrame:
+    """Per training seed of ``label`` whose record has both readings of the walk: the CAM at its
+    best cut, the walk cut after it, the same walk with PSA's background, and the two gains."""
+    rows = {}
+    for seed, run in study_chains(record, label, profile).items():
+        n = run.get("numbers") or {}
+        if _have(n.get("CAM"), n.get("CAM + random walk"), n.get(WALK_POWER)):
+            rows[seed] = {"CAM": n["CAM"], "walk, cut after": n["CAM + random walk"],
+                          "walk, PSA background": n[WALK_POWER],
+                          "gain, cut after": n["CAM + random walk"] - n["CAM"],
+                          "gain, PSA background": n[WALK_POWER] - n["CAM"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("training seed").round(3)
 
 
 def _have(*values) -> bool:

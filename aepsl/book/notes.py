@@ -453,12 +453,20 @@ def recipe_note(paper: str, recipe: dict, params: dict, symbols: dict | None = N
     def name(k):
         return symbols.get(k, f"`{k}`")
 
-    published = ", ".join(f"{name(k)} = {v:g}" for k, v in recipe.items())
-    changed = [k for k, v in recipe.items() if k in params and float(params[k]) != float(v)]
+    def value(v):
+        return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"`{v}`"
+
+    def differs(a, b):
+        if isinstance(b, (int, float)) and not isinstance(b, bool):
+            return float(a) != float(b)
+        return a != b
+
+    published = ", ".join(f"{name(k)} = {value(v)}" for k, v in recipe.items())
+    changed = [k for k, v in recipe.items() if k in params and differs(params[k], v)]
     if not changed:
         return f"{paper}'s recipe: {published}. This run keeps it."
     return (f"{paper}'s recipe: {published}. This run changes "
-            + ", ".join(f"{name(k)} to {float(params[k]):g}" for k in changed) + ".")
+            + ", ".join(f"{name(k)} to {value(params[k])}" for k in changed) + ".")
 
 
 def hfpl_recipe_note(params: dict | None) -> str:
@@ -490,3 +498,21 @@ def affinity_runs_note(runs, profile: str) -> str:
     if missing:
         text.append(not_run_note("AffinityNet on " + " and on ".join(AFFINITY_STAGES[s] for s in missing)))
     return "\n\n".join(text)
+
+
+def walk_steps_note(m: dict) -> str:
+    """The step sweep of an affinity stage's metrics ``m`` in words: the best number of steps and
+    the longest walk, for the run's reading of the walk and for PSA's background where scored."""
+    def best_and_last(sweep: dict) -> tuple[int, float, int, float]:
+        steps = sorted(int(k) for k in sweep)
+        best = max(steps, key=lambda k: sweep[str(k)])
+        return 2 ** best, sweep[str(best)], 2 ** steps[-1], sweep[str(steps[-1])]
+
+    mine = "Cut after the walk" if m["walk"].get("background") == "cut" else "After the walk"
+    b, bv, last, lv = best_and_last(m["logt_sweep"])
+    text = (f"{mine}: at best {bv:.3f} mIoU (after {b} steps), {lv:.3f} after {last}. "
+            f"Before the walk: {m['miou_before']:.3f}.")
+    if "power_walk" in m:
+        b, bv, last, lv = best_and_last(m["power_walk"]["logt_sweep"])
+        text += f" PSA's background on the same walk: at best {bv:.3f} (after {b} steps), {lv:.3f} after {last}."
+    return text

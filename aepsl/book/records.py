@@ -132,7 +132,8 @@ def pipeline_numbers(artifacts_root: str | Path, profile: str) -> dict:
     return {"CAM": get("cam", "seed_miou"), "AE": [p.get("miou") for p in per],
             "AE segmenter": get("ae_segmenter", "eval", "miou"), "PSL": get("psl", "eval", "miou"),
             "PSL++": get("psl_plus_plus", "eval", "miou"), "oracle": get("oracle", "eval", "miou"),
-            "CAM + random walk": get("affinity_cam", "miou_after"), "CAM + HFPL": get("cam_hfpl", "seed_miou")}
+            "CAM + random walk": get("affinity_cam", "miou_after"), "CAM + HFPL": get("cam_hfpl", "seed_miou"),
+            "CAM + random walk, PSA background": get("affinity_cam", "power_walk", "miou")}
 
 
 # The design records the appendix reads, each with the command that writes it.

@@ -406,7 +406,7 @@ def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
             PUBLISHED["CAM + random walk"])
     cut = _m(root, profile, "affinity_cam_cut")
     if cut and "miou_after" in cut["metrics"]:
-        add("CAM + random walk, alphas and steps matched to our CAMs", cut["metrics"]["miou_after"], None,
+        add("CAM + random walk, PSA's background, our alphas", cut["metrics"]["miou_after"], None,
             cut["wall_time_s"], "")
     pm = _m(root, profile, "pseudo_masks")
     if pm and "per_rounds" in pm["metrics"]:
@@ -570,8 +570,8 @@ def variants_table(artifacts_root: str | Path, profile: str, data_root: str | No
     return table, None if table.empty else profile
 
 
-AFFINITY_STAGES = {"affinity_cam": "CAM, PSA's alphas", "affinity_ae": "AE pseudo masks",
-                   "affinity_cam_cut": "CAM, our alphas"}
+AFFINITY_STAGES = {"affinity_cam": "CAM", "affinity_ae": "AE pseudo masks",
+                   "affinity_cam_cut": "CAM, PSA's background, our alphas"}
 
 
 def affinity_table(artifacts_root: str | Path, profile: str, data_root: str | None = None) -> pd.DataFrame:
@@ -583,10 +583,17 @@ def affinity_table(artifacts_root: str | Path, profile: str, data_root: str | No
         if rec is None or "miou_after" not in rec["metrics"]:
             continue
         m = rec["metrics"]
-        rows.append({"run": stage, "seeds": what, "walk steps": m["walk"]["steps"],
+        background = m["walk"].get("background", "power")
+        label = what if m.get("seed_kind") != "cams" or stage == "affinity_cam_cut" else \
+            f"{what}, {'the cut after the walk' if background == 'cut' else 'PSA background'}"
+        rows.append({"run": stage, "seeds": label, "walk steps": m["walk"]["steps"],
                      "mIoU before": m["miou_before"], "mIoU after": m["miou_after"],
                      "change": m["miou_after"] - m["miou_before"],
                      "uncertain pixels": m["labels"].get("uncertain_fraction"), "measured in": source})
+        if "power_walk" in m:   # PSA's background on the same walk, scored beside it
+            rows.append({**rows[-1], "run": f"{stage} (PSA background)", "seeds": f"{what}, PSA background",
+                         "mIoU after": m["power_walk"]["miou"],
+                         "change": m["power_walk"]["miou"] - m["miou_before"]})
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
 
 

@@ -266,3 +266,27 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
+
+
+def walk_steps_figure(m: dict, logt: int):
+    """The random walk's seed mIoU against its number of steps (an affinity stage's metrics ``m``):
+    the walk as the run reads it, PSA's background on the same walk where the stage scored it, the
+    seeds before the walk, and the run's own ``logt`` circled."""
+    import matplotlib.pyplot as plt
+
+    sweep = {int(k): v for k, v in m["logt_sweep"].items()}
+    fig, ax = plt.subplots(figsize=(6, 3))
+    mine = "cut after the walk" if m["walk"].get("background") == "cut" else "after the walk"
+    ax.plot(sorted(sweep), [sweep[k] for k in sorted(sweep)], marker="o", label=mine)
+    if "power_walk" in m:
+        power = {int(k): v for k, v in m["power_walk"]["logt_sweep"].items()}
+        ax.plot(sorted(power), [power[k] for k in sorted(power)], marker="s", color="C1",
+                label=f"PSA's background (α = {m['power_walk']['alpha_infer']:g})")
+    ax.axhline(m["miou_before"], ls="--", color="gray", label="seeds before the walk")
+    ax.plot([logt], [m["miou_after"]], "o", ms=12, mfc="none", color="C3", label=f"this run (logt = {logt})")
+    ax.set_xlabel("logt (t = 2^logt steps)")
+    ax.set_ylabel("mIoU (train)")
+    ax.set_title("seed mIoU against the number of walk steps")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -257,12 +257,15 @@ def scores_from_cams(cams: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.cat([(1 - peak).clamp(min=0) ** alpha, cams], 1)
 
 
-def seed_before_walk(kind: str, seed_folder: Path, name: str, tree: VOCTree, alpha: float) -> np.ndarray:
-    """The seed of one image as the walk starts from it: for CAM seeds the arg-max of the class
-    scores against the background score (1 - max CAM)^alpha; for mask seeds the saved PNG as it is
-    (255 = unknown)."""
+def seed_before_walk(kind: str, seed_folder: Path, name: str, tree: VOCTree, alpha: float,
+                     threshold: float | None = None) -> np.ndarray:
+    """The seed of one image as the walk starts from it: for CAM seeds cut at ``threshold`` (the
+    cut background) or, without one, the arg-max of the class scores against the background score
+    (1 - max CAM)^alpha; for mask seeds the saved PNG as it is (255 = unknown)."""
     from PIL import Image
 
+    if kind == "cams" and threshold is not None:
+        return M.cam_to_mask(load_cam(seed_folder, name), np.flatnonzero(tree.labels(name)) + 1, threshold)
     if kind == "cams":
         ids = np.flatnonzero(tree.labels(name)) + 1
         scores = scores_from_cams(torch.from_numpy(load_cam(seed_folder, name))[None], alpha)[0]
@@ -277,8 +280,19 @@ def scores_from_masks(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
     return onehot * known[:, None]
 
 
+def cut_maps(walked: torch.Tensor, size) -> torch.Tensor:
+    """Walked class maps [K, h, w] (the image's classes) at the image ``size``, each divided by its
+    own maximum, so that one background cut means the same for every class and image: the walk
+    averages a map's peak down by an amount that depends on the item's size."""
+    if walked.shape[0] == 0:
+        return torch.zeros((0, *size))
+    up = F.interpolate(walked[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return up / up.flatten(1).max(1).values.clamp(min=1e-8)[:, None, None]
+
+
 # PSA's published recipe for PASCAL VOC (Ahn & Kwak 2018), by this stage's parameter names
-PSA_RECIPE = {"alpha_low": 4.0, "alpha_high": 32.0, "alpha_infer": 16.0, "radius": 5, "beta": 8.0, "logt": 8}
+PSA_RECIPE = {"alpha_low": 4.0, "alpha_high": 32.0, "alpha_infer": 16.0, "radius": 5, "beta": 8.0, "logt": 8,
+              "background": "power"}
 
 
 # --------------------------------------------------------------------------- the stage
@@ -290,11 +304,14 @@ class AffinityConfig(StageConfig):
     seeds: str = "cam"   # seed stage: one with cams/ (e.g. cam) or masks/ (e.g. pseudo_masks)
     alpha_low: float = 4.0   # background exponent giving confident foreground labels (> 0)
     alpha_high: float = 32.0   # background exponent giving confident background labels (not below alpha_low)
-    alpha_infer: float = 16.0   # background exponent of the CAM scores the random walk spreads
+    alpha_infer: float = 16.0   # background exponent of the CAM scores the random walk spreads (background: power)
+    background: str = "cut"   # CAM seeds' background in the walk: cut (the class maps walk alone, each is divided by its maximum, and a cut chosen as the CAM's makes the background) or power (PSA's: (1 - max CAM)^alpha_infer walks beside them)
+    walk_threshold: float = 0.0   # the cut of the walked class maps (background: cut); 0: the best of sweep on the scored split
+    sweep: list = field(default_factory=lambda: [0.05, 0.95, 0.05])   # [start, stop, step] of the cuts scored (background: cut), within 0-1
     label_crf: bool = True   # refine the affinity labels from CAM seeds with the dense CRF
     radius: int = 5   # pairs closer than this on the stride-8 grid get affinities (at least 2)
     beta: float = 8.0   # exponent applied to the affinities in the walk (> 0)
-    logt: int = 8   # the walk takes 2**logt steps (from 0)
+    logt: int = 3   # the walk takes 2**logt steps (from 0)
     logt_sweep: list = field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 7, 8])   # further logt values also scored, integers in 0-12
     embed_dim: int = 128   # channels of the AffinityNet feature embedding (at least 4)
     backbone: str = "efficientnet_lite0"   # network backbone: small, efficientnet_lite0, vgg16 or resnet50
@@ -325,9 +342,20 @@ class AffinityConfig(StageConfig):
             raise ValueError(f"parameters logt must be >= 0 and beta > 0, got logt={self.logt}, beta={self.beta}")
         if not all(isinstance(x, int) and 0 <= x <= 12 for x in self.logt_sweep):
             raise ValueError(f"parameter logt_sweep must list integers in [0, 12], got {self.logt_sweep!r}")
+        if self.background not in ("cut", "power"):
+            raise ValueError(f"parameter background must be cut or power, got {self.background!r}")
+        if not 0 <= self.walk_threshold < 1:
+            raise ValueError(f"parameter walk_threshold must be in [0, 1) (0: chosen by the sweep), got {self.walk_threshold}")
+        if len(self.sweep) != 3 or not 0 <= self.sweep[0] <= self.sweep[1] <= 1 or self.sweep[2] <= 0:
+            raise ValueError(f"parameter sweep must be [start, stop, step] within [0, 1], got {self.sweep}")
         if not 0 < self.alpha_low <= self.alpha_high:
             raise ValueError(f"parameters alpha_low and alpha_high need 0 < alpha_low <= alpha_high, "
                              f"got {self.alpha_low}, {self.alpha_high}")
+
+    def thresholds(self) -> list[float]:
+        start, stop, step = self.sweep
+        n = int(round((stop - start) / step)) + 1
+        return [round(start + i * step, 6) for i in range(n)]
 
     def writes(self) -> str:
         return self.stage
@@ -466,6 +494,45 @@ def _label_stats(label_dir: Path, tree: VOCTree, names, scored: set) -> dict:
     return {k: round(float(v), 5) for k, v in out.items()}
 
 
+def _cut_walk(cfg: AffinityConfig, tree: VOCTree, walked: dict, gts: dict, sweep: list, mask_dir: Path) -> dict:
+    """The cut background: score the walked class maps (:func:`cut_maps`) of the scored images (the
+    true masks ``gts``) with
+    the CAM stage's background-threshold sweep after every ``logt`` of ``sweep``, take the cut
+    (``walk_threshold``, or the sweep's best at ``logt``) and write every image's pseudo mask with it."""
+    thresholds = cfg.thresholds()
+    scored = sorted(gts)
+    ids = {name: np.flatnonzero(tree.labels(name)) + 1 for name in walked}
+    out: dict = {}
+    if scored:
+        def maps(logt):
+            for name in scored:
+                yield cut_maps(walked[name][logt], walked[name]["size"]).numpy(), ids[name], gts[name]
+        results = {logt: M.threshold_sweep(maps(logt), thresholds, tree.num_classes, class_names=tree.classes)
+                   for logt in sweep}
+        out["logt_sweep"] = {str(logt): r["best_miou"] for logt, r in results.items()}
+        out["walk_cuts"] = {str(logt): r["best_threshold"] for logt, r in results.items()}
+        best = results[cfg.logt]
+        out["cut_sweep"] = {"thresholds": best["thresholds"], "miou": best["miou"]}
+    if cfg.walk_threshold > 0:
+        threshold = cfg.walk_threshold
+    elif scored:
+        threshold = best["best_threshold"]
+    else:
+        raise ValueError(f"parameter walk_threshold: split {cfg.score_split!r} has no masks to choose the cut "
+                         "of the walked maps by; set walk_threshold (e.g. 0.25)")
+    meter = M.ConfusionMeter(tree.num_classes)
+    for name, maps_ in walked.items():
+        mask = M.cam_to_mask(cut_maps(maps_[cfg.logt], maps_["size"]).numpy(), ids[name], threshold)
+        write_mask(mask_dir / f"{name}.png", mask)
+        if name in gts:
+            meter.update(mask, gts[name])
+    out["walk_threshold"] = threshold
+    if scored:
+        out["after"] = M.segmentation_scores(meter.matrix, tree.classes)
+        out["confusion_after"] = meter.matrix
+    return out
+
+
 @stage(AffinityConfig, "affinity", trains=True)
 def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
     """Make affinity labels from the seeds, train AffinityNet, walk the seeds; returns metrics.json."""
@@ -532,10 +599,14 @@ def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
     model.eval()
     steps = 2 ** cfg.logt
     sweep = sorted(set(cfg.logt_sweep) | {cfg.logt})
+    cut = kind == "cams" and cfg.background == "cut"
     before = M.ConfusionMeter(tree.num_classes)
-    swept = {logt: M.ConfusionMeter(tree.num_classes) for logt in sweep}   # mIoU as t grows
+    swept = {logt: M.ConfusionMeter(tree.num_classes) for logt in sweep}   # power background: mIoU as t grows
+    walked: dict[str, dict] = {}   # cut background: per image, the walked class maps [K, h, w] per logt
+    gts: dict[str, np.ndarray] = {}   # cut background: the scored images' true masks
     mask_dir = fresh_dir(folder / "masks")
     ds = SegDataset(tree, cfg.train_split, with_masks=False)
+    seed_threshold = seed_record["metrics"].get("best_threshold") if kind == "cams" else None
     with run_.timed("walk"):
         for batch in bar(inference_loader(ds, max(cfg.eval_batch_size // 4, 1), cfg.num_workers, device), desc=f"{cfg.stage}: random walk", disable=not progress,
                          unit="batches"):
@@ -544,6 +615,8 @@ def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
             scores, ids_list = _seed_scores(kind, seed_folder, batch["name"], tree, cfg.alpha_infer)
             scores = scores.to(device)
             small = F.adaptive_avg_pool2d(scores, emb.shape[-2:])
+            # every plane walks on its own, so one walk serves both backgrounds: the class planes
+            # are the same, and the power background's plane is walked beside them
             walks = walk_sweep(small, transition_band(emb, cfg.radius, cfg.beta), sweep)
             # background and the image's classes compete; the others' planes are masked out
             absent = torch.ones(scores.shape[:2], dtype=torch.bool)
@@ -552,33 +625,49 @@ def run(cfg: AffinityConfig, run_, device, progress: bool) -> dict | None:
                 absent[i, torch.as_tensor(ids, dtype=torch.long)] = False
             absent = absent.to(device)[..., None, None]
             before_maps = scores.masked_fill(absent, -float("inf")).argmax(1).to(torch.uint8).cpu().numpy()
-            walks = {logt: F.interpolate(v, size=images.shape[-2:], mode="bilinear", align_corners=False)
+            preds = {logt: F.interpolate(v, size=images.shape[-2:], mode="bilinear", align_corners=False)
                      .masked_fill(absent, -float("inf")).argmax(1).to(torch.uint8).cpu().numpy()
                      for logt, v in walks.items()}
             for i, name in enumerate(batch["name"]):
-                pred_before = before_maps[i]
-                preds = {logt: v[i] for logt, v in walks.items()}
-                write_mask(mask_dir / f"{name}.png", preds[cfg.logt])
+                ids = torch.as_tensor(ids_list[i], dtype=torch.long)
+                if cut:
+                    walked[name] = {logt: v[i, ids].half().cpu() for logt, v in walks.items()}
+                    walked[name]["size"] = tuple(images.shape[-2:])
+                else:
+                    write_mask(mask_dir / f"{name}.png", preds[cfg.logt][i])
                 if name in scored:
                     gt = tree.mask(name)
+                    if cut:
+                        gts[name] = gt
+                    pred_before = before_maps[i]
                     if kind == "masks":   # the seed as the next stage reads it: unknown pixels count as background
                         seed = np.asarray(Image.open(seed_folder / "masks" / f"{name}.png"))
                         pred_before = np.where(seed == 255, 0, seed).astype(np.uint8)
+                    elif cut:   # the CAM seed as the CAM stage scored it: at its best cut
+                        pred_before = M.cam_to_mask(load_cam(seed_folder, name), ids_list[i], seed_threshold)
                     before.update(pred_before, gt)
-                    for logt, pred in preds.items():
-                        swept[logt].update(pred, gt)
-    after = swept[cfg.logt]
+                    for logt in sweep:
+                        swept[logt].update(preds[logt][i], gt)
+        if cut:
+            out.update(_cut_walk(cfg, tree, walked, gts, sweep, mask_dir))
     if scored:
         out["before"] = M.segmentation_scores(before.matrix, tree.classes)
-        out["after"] = M.segmentation_scores(after.matrix, tree.classes)
+        power_sweep = {str(logt): M.segmentation_scores(m.matrix, tree.classes)["miou"] for logt, m in swept.items()}
+        if cut:   # PSA's background on the same walk, for comparison
+            out["power_walk"] = {"alpha_infer": cfg.alpha_infer, "logt_sweep": power_sweep,
+                                 "miou": power_sweep[str(cfg.logt)]}
+        else:
+            out["after"] = M.segmentation_scores(swept[cfg.logt].matrix, tree.classes)
+            out["confusion_after"] = swept[cfg.logt].matrix
+            # seed mIoU after t = 2^logt steps, for every logt of the sweep (logt is the walk's own)
+            out["logt_sweep"] = power_sweep
         out["miou_before"], out["miou_after"] = out["before"]["miou"], out["after"]["miou"]
-        out["confusion_after"] = after.matrix
-        # seed mIoU after t = 2^logt steps, for every logt of the sweep (logt is the walk's own)
-        out["logt_sweep"] = {str(logt): M.segmentation_scores(m.matrix, tree.classes)["miou"]
-                             for logt, m in swept.items()}
         if kind == "cams":
             out["cam_best_threshold_miou"] = seed_record["metrics"].get("seed_miou")
-    out["walk"] = {"radius": cfg.radius, "beta": cfg.beta, "steps": steps, "alpha_infer": cfg.alpha_infer}
+    if cut:
+        out["cam_best_threshold"] = seed_threshold
+    out["walk"] = {"radius": cfg.radius, "beta": cfg.beta, "steps": steps, "alpha_infer": cfg.alpha_infer,
+                   "background": cfg.background if kind == "cams" else "mask"}
     out["mask_count"] = len(names)
     out["scored_count"] = len(scored)
     return out
