@@ -70,7 +70,8 @@
 # channel to zero in turn and weighs it by the share of the score it takes away,
 # $\alpha^c_k = (s_c - s_c^{(k)}) / s_c$. **Eigen-CAM** {cite}`muhammad2020eigencam` ignores
 # the class altogether: its map is the projection of the (centred) features on their first
-# principal component, the same map for every class of an image.
+# principal component, the same map for every class of an image; and as the sign of a
+# principal component is arbitrary, it may light the background rather than the objects.
 #
 # ## How the book runs them
 # The methods come from the library `grad-cam` (`pytorch_grad_cam`), hooked on the output of
@@ -80,7 +81,8 @@
 # scored exactly as the CAM chapter scores its seeds: a constant background $t$ swept over the
 # same thresholds, mIoU on the training images with the ignore label left out, the best $t$
 # reported. Two CAMs are scored beside them on the same images: the one-pass CAM of the same
-# scales, and the CAM chapter's own maps, averaged over its scales and their mirror images.
+# scales ("CAM"), and the CAM chapter's own maps, averaged over its scales and their mirror
+# images ("CAM (saved)").
 #
 # The cost per image is measured in the run, on its machine. Score-CAM runs the classifier once
 # per feature channel and class; that is why the default book scores the first images of the
@@ -99,6 +101,7 @@ max_images: int = 0  # images of the CAM stage's score split scored, the first N
 cam_scales: list = [1.0]  # image scales whose maps are averaged, for every method and the plain CAM (positive)
 cam_flip: bool = False  # also average the maps of the horizontally flipped images
 figure_images: int = 4  # scored images whose maps of every method are saved for the page's figure
+masks_method: str = ""  # method whose seeds, cut at its best threshold, are written as masks/ for every training image (a segmenter's labels): one of methods, best (the highest mIoU), or empty: none
 batch_size: int = 8  # images per call of the library
 score_batch_size: int = 32  # masked or ablated copies per forward pass of Score-CAM and Ablation-CAM
 force: bool = False  # recompute even when finished artifacts exist
@@ -174,11 +177,16 @@ plt.show()
 
 # %% tags=["remove-input"]
 display(seeds.style.format(tables.CAM_VARIANTS_FORMAT, na_rep="–"))
+def passes(scales, flip):
+    n = len(scales)
+    return f"{n} scale{'s' if n > 1 else ''}" + (" and their mirror images" if flip else "")
+
+
 display(Markdown(
-    f"Scored on {m['images']} of the {m['of_images']} training images with masks; "
-    f"the CAM chapter's maps average {len(m['cam_stage_scales'])} scale(s)"
-    f"{' and their mirror images' if m['cam_stage_flip'] else ''}, the other rows "
-    f"{len(cam_scales)} scale(s){' and their mirror images' if cam_flip else ''}."))
+    f"Scored on {m['images']} of the {m['of_images']} training images with masks. The CAM "
+    f"chapter's maps average {passes(m['cam_stage_scales'], m['cam_stage_flip'])}, the other "
+    f"rows {passes(cam_scales, cam_flip)}; the CAM chapter's cost per image is its own "
+    "inference time."))
 
 # %% [markdown]
 # The whole sweep: each method's seed mIoU at every background threshold.
@@ -210,6 +218,22 @@ if len(mining):
     display(mining.style.format(tables.CAM_VARIANTS_FORMAT, na_rep="–"))
 else:
     display(Markdown("These scenes have no part maps (`part_size: [0, 0]` or a VOC tree)."))
+
+# %% [markdown]
+# ## The best of them through a segmenter
+# Seeds are only the start: the question that counts is what a segmenter learns from them. The
+# variants profile writes the seeds of the method with the best mIoU for every training image
+# and trains the plain segmenter of the PSL chapter on them (no PSL), as the erasing masks
+# train the AE segmenter; both are scored on the held-out scenes.
+
+# %% tags=["remove-input"]
+segmenters, source = tables.cam_variant_segmenter_table(root, profile, data_root)
+if len(segmenters):
+    display(segmenters.style.format(tables.CAM_VARIANTS_FORMAT, na_rep="–"))
+    display(Markdown("Seed mIoU on the training split, segmenter mIoU on the held-out scenes"
+                     + notes.source_note(source, profile) + "."))
+else:
+    display(Markdown(notes.not_run_note("The segmenter on the best variant's seeds")))
 
 # %% [markdown]
 # ## What we saw

@@ -15,6 +15,7 @@ from aepsl.engine.train import inference_loader
 from aepsl.methods import cam
 from aepsl.methods import cam_variants as cv
 from aepsl.methods.cam import CAMConfig, labelled_cams, load_model
+from aepsl.methods.metrics import cam_to_mask
 from aepsl.models.fold import fold_batchnorm
 
 SWEEP = [0.1, 0.9, 0.1]   # not the CAM stage's default: the variants must take the CAM stage's own
@@ -158,6 +159,30 @@ def test_max_images_caps_the_scored_images_and_reruns_give_the_same_numbers(vari
     assert again["metrics"] == m
 
 
+def test_masks_of_the_best_method_for_every_training_image(variants_run, parts_tree):
+    from PIL import Image
+
+    params = _params(parts_tree, variants_run["artifacts"], stage="cam_variants_masks", max_images=6,
+                     methods=["layercam", "ablationcam"], masks_method="best")
+    m = cv.run(params, progress=False)["metrics"]
+    scores = {k: m["methods"][k]["best_miou"] for k in ("layercam", "ablationcam")}
+    chosen = max(scores, key=scores.get)
+    assert m["masks"]["method"] == chosen and m["masks"]["threshold"] == m["methods"][chosen]["best_threshold"]
+    tree = VOCTree(parts_tree)
+    folder = variants_run["artifacts"] / "t" / "cam_variants_masks" / "masks"
+    assert sorted(p.stem for p in folder.glob("*.png")) == sorted(tree.ids("train")) and m["masks"]["count"] == 16
+    # a written mask is the chosen method's seed cut at its threshold
+    model, batch = _model_and_batch(variants_run, parts_tree)
+    obj = cv.explainer(chosen, model, 8)
+    try:
+        maps = cv.variant_cams(obj, batch["image"], batch["labels"], [1.0], False)
+    finally:
+        cv.release(obj)
+    name, ids = batch["name"][0], np.flatnonzero(batch["labels"][0].numpy() > 0.5) + 1
+    expected = cam_to_mask(maps[0].astype(np.float32), ids, m["masks"]["threshold"])
+    assert (np.asarray(Image.open(folder / f"{name}.png")) == expected).mean() > 0.99   # float rounding aside
+
+
 def test_bad_parameters_are_refused_by_name(variants_run, parts_tree, tmp_path):
     artifacts = variants_run["artifacts"]
     with pytest.raises(ValueError, match="parameter methods"):
@@ -168,6 +193,8 @@ def test_bad_parameters_are_refused_by_name(variants_run, parts_tree, tmp_path):
         cv.run(_params(parts_tree, artifacts, max_images=-1))
     with pytest.raises(ParameterError, match="max_images"):
         cv.run(_params(parts_tree, artifacts, max_images="all"))
+    with pytest.raises(ValueError, match="parameter masks_method"):
+        cv.run(_params(parts_tree, artifacts, methods=["gradcam"], masks_method="scorecam"))
     with pytest.raises(ValueError, match="parameter cam_scales"):
         cv.run(_params(parts_tree, artifacts, cam_scales=[1.0, 0]))
     with pytest.raises(FileNotFoundError, match="cam_stage='cam_elsewhere'"):
@@ -180,7 +207,11 @@ def test_page_tables_and_note(variants_run, tmp_path):
     assert list(seeds.index) == [r["label"] for r in (record["metrics"]["methods"][k]
                                                     for k in record["metrics"]["order"])]
     assert seeds.loc["Grad-CAM", "mIoU"] == record["metrics"]["methods"]["gradcam"]["best_miou"]
-    assert (seeds["s / image"] > 0).all()
+    assert (seeds.drop(index=cv.label(cv.SAVED_CAM))["s / image"] > 0).all()
+    cam_record = variants_run["cam"]
+    per_image = cam_record["timings_s"]["cams"] / cam_record["metrics"]["cam_count"]
+    shown = seeds.loc[cv.label(cv.SAVED_CAM), "s / image"]
+    assert shown == pytest.approx(per_image) if per_image else shown is None or shown != shown
     # without erasing rounds: the methods alone, cut at the sweep's threshold nearest 0.5
     mining, cut = tables.cam_variants_mining_table(record, tmp_path, "t")
     assert cut == 0.5 and list(mining.index) == list(seeds.index)
@@ -197,3 +228,24 @@ def test_page_tables_and_note(variants_run, tmp_path):
     text = notes.cam_variants_note(seeds, mining, cut)
     assert f"{seeds.loc['CAM', 'mIoU']:.3f}" in text and "60%" in text
     assert "has not been run" in notes.cam_variants_note(tables.cam_variants_table({}), mining, cut)
+
+
+def test_segmenter_table_sets_the_variant_seeds_beside_the_erasing_masks(variants_run, tmp_path):
+    root = tmp_path
+    empty, source = tables.cam_variant_segmenter_table(root, "t")
+    assert empty.empty and source is None
+    m = variants_run["record"]["metrics"]
+    masks = {"method": "layercam", "label": "LayerCAM", "threshold": 0.3, "split": "train", "count": 16}
+
+    def record(stage, metrics):
+        write_json(root / "t" / stage / "metrics.json", {"profile": "t", "params": {}, "metrics": metrics})
+
+    record("cam_variants", {**m, "masks": masks})
+    record("pseudo_masks", {"rounds": 3, "miou": 0.61})
+    record("cam_variant_segmenter", {"eval": {"miou": 0.55}})
+    record("ae_segmenter", {"eval": {"miou": 0.58}})
+    table, source = tables.cam_variant_segmenter_table(root, "t")
+    assert source == "t"
+    assert table["segmenter mIoU"].tolist() == [0.55, 0.58]
+    assert table["seed mIoU"].tolist() == [m["methods"]["layercam"]["best_miou"], 0.61]
+    assert table.index[0] == "LayerCAM seeds (t = 0.30)"

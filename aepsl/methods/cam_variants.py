@@ -20,6 +20,8 @@ to float rounding, which the tests check.
 Entry point :func:`run` (``notebooks/01_cam_variants.py``) writes ``artifacts/<profile>/<stage>/``:
 
     figure.npz     the maps of every method for the first ``figure_images`` scored images
+    masks/         with ``masks_method``: that method's seeds of every training image, cut at its
+                   best threshold, as palette PNGs (labels for a segmenter stage)
     metrics.json   per method: the sweep, the best threshold and its scores, the part coverage;
                    the seconds each method took are the record's ``timings_s``
 
@@ -42,10 +44,10 @@ from .cam import CAMConfig, labelled_cams, load_model, normalise_cams
 from .erasing import PartMeter, mine_regions, part_map
 from .seedmaps import load_cam
 from ..data.transforms import normalize
-from ..data.voc import SegDataset, VOCTree
+from ..data.voc import SegDataset, VOCTree, write_mask
 from ..engine.artifacts import stage_dir, write_bytes
 from ..engine.config import StageConfig, resolve, runtime
-from ..engine.stage import scored_names, stage
+from ..engine.stage import fresh_dir, scored_names, stage
 from ..engine.train import inference_loader
 from ..models.fold import fold_batchnorm
 
@@ -61,7 +63,7 @@ METHODS = {
 # the two maps every run scores beside the methods: the CAM stage's saved maps, and the plain
 # CAM at this stage's scales (the book's own inference)
 SAVED_CAM, PLAIN_CAM = "cam_stage", "cam"
-BASELINE_LABELS = {SAVED_CAM: "CAM (the CAM stage's maps)", PLAIN_CAM: "CAM"}
+BASELINE_LABELS = {SAVED_CAM: "CAM (saved)", PLAIN_CAM: "CAM"}
 
 
 def label(method: str) -> str:
@@ -80,6 +82,7 @@ class CAMVariantsConfig(StageConfig):
     cam_scales: list = field(default_factory=lambda: [1.0])   # image scales whose maps are averaged, for every method and the plain CAM (positive)
     cam_flip: bool = False   # also average the maps of the horizontally flipped images
     figure_images: int = 4   # scored images whose maps of every method are saved for the page's figure
+    masks_method: str = ""   # method whose seeds, cut at its best threshold, are written as masks/ for every training image (a segmenter's labels): one of methods, best (the highest mIoU), or empty: none
     batch_size: int = runtime(8)   # images per call of the library
     score_batch_size: int = runtime(32)   # masked or ablated copies per forward pass of Score-CAM and Ablation-CAM
     force: bool = runtime(False)   # recompute even when finished artifacts exist
@@ -94,6 +97,9 @@ class CAMVariantsConfig(StageConfig):
             raise ValueError(f"parameter figure_images must be >= 0, got {self.figure_images}")
         if not self.cam_scales or any(not isinstance(s, (int, float)) or s <= 0 for s in self.cam_scales):
             raise ValueError(f"parameter cam_scales must be positive numbers, got {self.cam_scales}")
+        if self.masks_method not in ("", "best", *self.methods):
+            raise ValueError(f"parameter masks_method must be empty, 'best' or one of methods {self.methods}, "
+                             f"got {self.masks_method!r}")
         if self.batch_size < 1 or self.score_batch_size < 1:
             raise ValueError(f"parameters batch_size and score_batch_size must be >= 1, "
                              f"got {self.batch_size}, {self.score_batch_size}")
@@ -224,6 +230,35 @@ def save_figure(path: Path, names: list[str], kept: dict[str, dict]) -> None:
     write_bytes(path, buf.getvalue())
 
 
+# --------------------------------------------------------------------------- masks for a segmenter
+def best_method(results: dict, methods: list[str]) -> str:
+    """The method of ``methods`` whose seeds scored the highest mIoU (the first on a tie)."""
+    return max(methods, key=lambda k: (results[k]["best_miou"] or 0.0, -methods.index(k)))
+
+
+def write_masks(method: str, threshold: float, model, tree: VOCTree, split: str, folder: Path,
+                cfg: "CAMVariantsConfig", device, progress: bool) -> dict:
+    """The seeds of ``method`` cut at ``threshold`` for every image of ``split``, as palette PNGs in
+    ``folder`` (what a segmenter stage reads as labels, ``<stage>/masks``)."""
+    from ..engine.progress import bar
+
+    out = fresh_dir(folder)
+    dataset = SegDataset(tree, split, with_masks=False)
+    obj = explainer(method, model, cfg.score_batch_size)
+    count = 0
+    try:
+        loader = inference_loader(dataset, cfg.batch_size, 0, device)
+        for batch in bar(loader, desc=f"{label(method)} masks", disable=not progress, unit="batches"):
+            cams = variant_cams(obj, batch["image"].to(device), batch["labels"], cfg.cam_scales, cfg.cam_flip)
+            for i, name in enumerate(batch["name"]):
+                ids = np.flatnonzero(batch["labels"][i].numpy() > 0.5) + 1
+                write_mask(out / f"{name}.png", M.cam_to_mask(cams[i].astype(np.float32), ids, threshold))
+                count += 1
+    finally:
+        release(obj)
+    return {"method": method, "label": label(method), "threshold": threshold, "split": split, "count": count}
+
+
 # --------------------------------------------------------------------------- the stage
 def warm_up(model: torch.nn.Module, dataset, device: torch.device) -> None:
     """One forward and backward pass on the first image, before any method is timed, so that no
@@ -310,8 +345,19 @@ def run(cfg: CAMVariantsConfig, run_, device, progress: bool) -> dict:
                     release(obj)
         results[method]["label"] = label(method)
     save_figure(run_.folder / "figure.npz", figure, kept)
+    masks = None
+    if cfg.masks_method:
+        chosen = best_method(results, cfg.methods) if cfg.masks_method == "best" else cfg.masks_method
+        with run_.timed("masks"):
+            masks = write_masks(chosen, results[chosen]["best_threshold"], model, tree, recipe.train_split,
+                                run_.folder / "masks", cfg, device, progress)
+    cam_record = run_.inputs[cfg.cam_stage]
+    cam_seconds = cam_record.get("timings_s", {}).get("cams")
+    cam_count = cam_record["metrics"].get("cam_count")
     return {"classes": tree.classes, "cam_stage": cfg.cam_stage, "score_split": recipe.score_split,
+            # what the CAM stage's saved maps cost it: its inference time per training image
+            "cam_stage_seconds_per_image": cam_seconds / cam_count if cam_seconds and cam_count else None,
             "images": len(names), "of_images": len(scored_names(tree, recipe.train_split, recipe.score_split)),
             "thresholds": thresholds, "order": [SAVED_CAM, PLAIN_CAM, *cfg.methods],
             "cam_stage_scales": list(recipe.cam_scales), "cam_stage_flip": recipe.cam_flip,
-            "methods": results}
+            "methods": results, "masks": masks}
