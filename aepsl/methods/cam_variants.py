@@ -78,7 +78,7 @@ class CAMVariantsConfig(StageConfig):
     stage: str = "cam_variants"   # stage name: the output folder under artifacts_root/profile
     cam_stage: str = "cam"   # CAM stage whose classifier every method explains, and whose maps are scored beside them
     methods: list = field(default_factory=lambda: list(METHODS))   # methods of grad-cam computed: gradcam, gradcam++, scorecam, layercam, ablationcam, eigencam
-    max_images: int = 0   # images of the CAM stage's score split scored, the first N in the split's order (0: all)
+    max_images: int = 24   # images of the CAM stage's score split scored, the first N in the split's order (0: all; Score-CAM costs seconds per image on a CPU)
     cam_scales: list = field(default_factory=lambda: [1.0])   # image scales whose maps are averaged, for every method and the plain CAM (positive)
     cam_flip: bool = False   # also average the maps of the horizontally flipped images
     figure_images: int = 4   # scored images whose maps of every method are saved for the page's figure
