@@ -17,8 +17,8 @@
 # **What you will learn.** How the CAM's successors — Grad-CAM, Grad-CAM++, Score-CAM,
 # LayerCAM, Ablation-CAM and Eigen-CAM — weigh a classifier's feature maps; why on the book's
 # GAP classifier Grad-CAM *is* the CAM; and whether any of them finds the body of an item,
-# which the next chapter's adversarial erasing gets by training the classifier again, for the
-# cost of one or a few passes through the same network.
+# which the next chapter's adversarial erasing gets by training the classifier again, from the
+# trained classifier alone.
 #
 # ## The methods
 # Every method below explains the CAM chapter's trained classifier, unchanged. Let $f_k(x)$ be

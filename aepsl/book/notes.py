@@ -539,6 +539,12 @@ def cam_variants_note(seeds: pd.DataFrame, mining: pd.DataFrame, cut: float) -> 
         if rounds:
             text += f"; the erasing rounds together ({rounds[-1].split(', ', 1)[1]}) find {100 * body[rounds[-1]]:.0f}%"
         out.append(text + ".")
+        if rounds and len(ranked) and "s / image" in mining.columns:
+            cost = mining["s / image"].astype(float)
+            slowest = cost.drop(index=[r for r in cost.index if r.startswith(("CAM", "erasing"))]).idxmax()
+            if cost[rounds[-1]] == cost[rounds[-1]] and cost[slowest] == cost[slowest]:
+                out.append(f"In time, the erasing rounds cost {cost[rounds[-1]]:.3f} s per training image, "
+                           f"retraining included; the dearest method here, {slowest}, {cost[slowest]:.3f} s.")
         if rounds and len(ranked):
             top = ranked.idxmax()
             if ranked[top] > body[rounds[-1]]:
