@@ -81,8 +81,8 @@ def test_extended_and_quick_extend_and_plan_the_runs_they_planned_as_full_copies
     changes the fingerprint: update it then, with the reason in the commit."""
     assert load_profile("extended")["extends"] == "default"
     assert load_profile("quick")["extends"] == "extended"
-    assert _fingerprint(plan("extended")) == "d1ed5749c2e26735"
-    assert _fingerprint(plan("quick")) == "e21483621fb50cd5"
+    assert _fingerprint(plan("extended")) == "1caaf85170e87045"
+    assert _fingerprint(plan("quick")) == "ff1f25b248defaac"
 
 
 # --------------------------------------------------------------------------- --seed

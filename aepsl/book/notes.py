@@ -516,3 +516,68 @@ def walk_steps_note(m: dict) -> str:
         b, bv, last, lv = best_and_last(m["power_walk"]["logt_sweep"])
         text += f" PSA's background on the same walk: at best {bv:.3f} (after {b} steps), {lv:.3f} after {last}."
     return text
+
+
+def cam_variants_note(seeds: pd.DataFrame, mining: pd.DataFrame, cut: float) -> str:
+    """What the CAM-variants chapter found, from its two tables (see
+    :func:`aepsl.book.tables.cam_variants_table` and :func:`~aepsl.book.tables.cam_variants_mining_table`):
+    the one-pass CAM, the best method and how far it is from the CAM, whether Grad-CAM matched
+    the CAM, and how much body the methods and the erasing rounds find above the mining cut."""
+    if seeds is None or seeds.empty or "CAM" not in seeds.index:
+        return "The CAM-variants stage has not been run: `python -m aepsl.stages --only 01_cam_variants` runs it."
+    cam = float(seeds.loc["CAM", "mIoU"])
+    methods = seeds.drop(index=[r for r in seeds.index if r.startswith("CAM")])
+    out = [f"The one-pass CAM's seeds score {cam:.3f} mIoU on these images."]
+    if len(methods):
+        miou = methods["mIoU"].astype(float)
+        # Grad-CAM is the CAM on a GAP classifier: the ranking is of the others
+        others = miou.drop(index="Grad-CAM") if len(miou) > 1 and "Grad-CAM" in miou.index else miou
+        best, worst = others.idxmax(), others.idxmin()
+        gap = others[best] - cam
+        if gap >= 0.0005:
+            out.append(f"The best of the later methods, {best}, scores {others[best]:.3f}, {gap:.3f} above it;")
+        elif gap <= -0.0005:
+            out.append(f"None of the later methods beats it: the best, {best}, scores {others[best]:.3f} "
+                       f"({gap:+.3f});")
+        else:
+            out.append(f"The best of the later methods, {best}, scores the same, {others[best]:.3f};")
+        out.append(f"the worst, {worst}, {others[worst]:.3f}.")
+        if "Grad-CAM" in miou.index:
+            grad = miou["Grad-CAM"]
+            if abs(grad - cam) < 0.0005:
+                out.append("Grad-CAM scores as the CAM does, as the identity above says it must on a GAP "
+                           "classifier.")
+            elif abs(grad - cam) < 0.01:
+                out.append(f"Grad-CAM scores {grad:.3f}: the CAM's maps, as the identity above says, up to the "
+                           "rounding of the saved maps, which moves a few pixels across a threshold.")
+            else:
+                out.append(f"Grad-CAM scores {grad:.3f}, not the CAM's {cam:.3f}: on a GAP classifier the two "
+                           "should agree, so something between them differs (the scales, the resizing).")
+    if mining is not None and not mining.empty and "CAM" in mining.index:
+        body = mining["body"].astype(float)
+        ranked = body.drop(index=[r for r in body.index if r.startswith(("CAM", "erasing"))])
+        text = (f"Above {cut:.2f}, the CAM gives the right class to {100 * mining.loc['CAM', 'disc']:.0f}% of the "
+                f"disc pixels and {100 * body['CAM']:.0f}% of the body pixels")
+        if len(ranked):
+            top = ranked.idxmax()
+            text += f"; of the later methods {top} finds the most body, {100 * ranked[top]:.0f}%"
+        rounds = [r for r in body.index if r.startswith("erasing, rounds")]
+        if rounds:
+            text += f"; the erasing rounds together ({rounds[-1].split(', ', 1)[1]}) find {100 * body[rounds[-1]]:.0f}%"
+        out.append(text + ".")
+        if rounds and len(ranked) and "s / image" in mining.columns:
+            cost = mining["s / image"].astype(float)
+            slowest = cost.drop(index=[r for r in cost.index if r.startswith(("CAM", "erasing"))]).idxmax()
+            if cost[rounds[-1]] == cost[rounds[-1]] and cost[slowest] == cost[slowest]:
+                out.append(f"In time, the erasing rounds cost {cost[rounds[-1]]:.3f} s per training image, "
+                           f"retraining included; the dearest method here, {slowest}, {cost[slowest]:.3f} s.")
+        if rounds and len(ranked):
+            top = ranked.idxmax()
+            if ranked[top] > body[rounds[-1]]:
+                out.append(f"So on these scenes {top} finds more of the body than the erasing rounds do, "
+                           "from the CAM's own classifier, without retraining it.")
+            else:
+                out.append("So on these scenes no later CAM finds as much of the body as the erasing rounds "
+                           "do: re-weighting the features of one classifier does not reach what "
+                           "classifiers retrained on erased images learn to see.")
+    return " ".join(out)

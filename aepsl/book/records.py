@@ -227,3 +227,18 @@ def affinity_figure(folder: str | Path) -> list[dict]:
     with np.load(path) as data:
         return [{"name": str(n), "point": tuple(int(v) for v in data[f"point_{n}"]),
                  "map": data[f"map_{n}"].astype(np.float32)} for n in data["names"]]
+
+
+def cam_variant_figure(folder: str | Path) -> tuple[list[str], dict[str, list[np.ndarray]]]:
+    """What the CAM-variants stage saved for its page (``figure.npz``, see
+    :func:`aepsl.methods.cam_variants.save_figure`): the image names, and per method the maps
+    [K,H,W] (float32) of each image's labelled classes; ``([], {})`` when the stage saved none."""
+    path = Path(folder) / "figure.npz"
+    if not path.is_file():
+        return [], {}
+    with np.load(path) as data:
+        names = [str(n) for n in data["names"]]
+        methods = [str(m) for m in data["methods"]]
+        maps = {m: [data[f"m{j}_i{i}"].astype(np.float32) for i in range(len(names))]
+                for j, m in enumerate(methods)}
+    return names, maps

@@ -634,3 +634,111 @@ def frozen_stages_table(record: dict) -> pd.DataFrame:
     base = rows[0]
     return pd.DataFrame([{"frozen stages": r["frozen_stages"],
                           **{n: f"{r[n]:.3f} s ({r[n] / base[n]:.0%})" for n in nets}} for r in rows])
+
+
+def _nearest(values: list[float], target: float) -> int:
+    return min(range(len(values)), key=lambda i: abs(values[i] - target))
+
+
+def cam_variants_table(record: dict) -> pd.DataFrame:
+    """The CAM-variants stage's seeds, one row per method in the stage's order: mIoU on the scored
+    training images at the method's best background threshold ``t``, the share of disc and of
+    body pixels the seed gives the right class there (None without part maps), and the seconds
+    per image the method took in the run (from the record's ``timings_s``)."""
+    if not record:
+        return pd.DataFrame()
+    m = record["metrics"]
+    rows = []
+    for key in m["order"]:
+        r = m["methods"][key]
+        cov = r.get("part_coverage")
+        i = cov["thresholds"].index(r["best_threshold"]) if cov else None
+        rows.append({"method": r["label"], "mIoU": r["best_miou"], "t": r["best_threshold"],
+                     "disc": cov["disc"][i] if cov else None, "body": cov["body"][i] if cov else None,
+                     "s / image": _seconds_per_image(record, key)})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def _seconds_per_image(record: dict, key: str) -> float | None:
+    """A CAM-variants method's seconds per image in its run; for the CAM stage's saved maps, what
+    inferring them cost that stage per image."""
+    m = record["metrics"]
+    if key == "cam_stage":
+        return m.get("cam_stage_seconds_per_image")
+    seconds = record.get("timings_s", {}).get(key)
+    return seconds / max(m["methods"][key]["images"], 1) if seconds is not None else None
+
+
+def cam_variants_mining_table(record: dict, artifacts_root: str | Path, profile: str,
+                              data_root: str | None = None, rounds: int = 3) -> tuple[pd.DataFrame, float]:
+    """What each method would mine as an erasing round's first region, beside what the erasing
+    rounds mined: the share of disc and of body pixels given the right class above the erasing
+    stage's mining threshold (the sweep's threshold nearest to it), per method on the stage's
+    images, and for the erasing rounds (this profile's, else the variants profile's) round 1 alone
+    and rounds 1..k together on every training image. Column ``s / image``: a method's seconds per
+    image; for the rounds, their wall time (training included) per training image.
+    Returns the table and the threshold used."""
+    if not record:
+        return pd.DataFrame(), float("nan")
+    from .records import stage_metrics
+
+    m = record["metrics"]
+    first, _ = stage_metrics(artifacts_root, profile, "erasing/round1", data_root)
+    wanted = (first or {}).get("params", {}).get("mine_threshold", 0.5)
+    rows = []
+    cut = float("nan")
+    for key in m["order"]:
+        r = m["methods"][key]
+        cov = r.get("part_coverage")
+        if not cov:
+            continue
+        i = _nearest(cov["thresholds"], wanted)
+        cut = cov["thresholds"][i]
+        rows.append({"seeds": r["label"], "disc": cov["disc"][i], "body": cov["body"][i],
+                     "images": r["images"], "s / image": _seconds_per_image(record, key)})
+    total = 0.0
+    for k in range(1, rounds + 1):
+        rec, _ = stage_metrics(artifacts_root, profile, f"erasing/round{k}", data_root)
+        cov = ((rec or {}).get("metrics", {}).get("part_coverage") or {}).get("so_far")
+        if not cov:
+            break
+        total += rec.get("wall_time_s") or 0.0
+        count = m.get("of_images") or None
+        rows.append({"seeds": "erasing, round 1" if k == 1 else f"erasing, rounds 1–{k}", "disc": cov["disc"],
+                     "body": cov["body"], "images": count, "s / image": total / count if count else None})
+    return (pd.DataFrame(rows).set_index("seeds") if rows else pd.DataFrame()), cut
+
+
+CAM_VARIANT_SEGMENTERS = {"cam_variant_segmenter": "cam_variants", "ae_segmenter": "pseudo_masks"}
+
+
+def cam_variant_segmenter_table(artifacts_root: str | Path, profile: str,
+                                data_root: str | None = None) -> tuple[pd.DataFrame, str | None]:
+    """The segmenter trained on the best CAM variant's seeds beside the one trained on the erasing
+    masks (both plain segmenters, no PSL), this profile's runs, else the variants profile's:
+    rows 'seeds' (what the segmenter learned from), columns the seeds' mIoU on the training split
+    and the segmenter's held-out mIoU. ``(table, profile it came from)``; empty without the run."""
+    from .records import stage_metrics
+
+    seg, source = stage_metrics(artifacts_root, profile, "cam_variant_segmenter", data_root)
+    if seg is None:
+        return pd.DataFrame(), None
+    rows = []
+    for stage, seeds_stage in CAM_VARIANT_SEGMENTERS.items():
+        rec, _ = stage_metrics(artifacts_root, source, stage, data_root, fallback=None)
+        seeds, _ = stage_metrics(artifacts_root, source, seeds_stage, data_root, fallback=None)
+        if rec is None or seeds is None:
+            continue
+        sm = seeds["metrics"]
+        if stage == "cam_variant_segmenter":
+            masks = sm.get("masks") or {}
+            what = f"{masks.get('label', '?')} seeds (t = {masks.get('threshold', float('nan')):.2f})"
+            miou = (sm["methods"].get(masks.get("method")) or {}).get("best_miou")
+        else:
+            what, miou = f"erasing masks ({sm.get('rounds')} rounds)", sm.get("miou")
+        rows.append({"seeds": what, "seed mIoU": miou, "segmenter mIoU": rec["metrics"]["eval"].get("miou")})
+    return (pd.DataFrame(rows).set_index("seeds") if rows else pd.DataFrame()), source
+
+
+CAM_VARIANTS_FORMAT = {"seed mIoU": "{:.3f}", "segmenter mIoU": "{:.3f}", "mIoU": "{:.3f}", "t": "{:.2f}", "disc": "{:.0%}", "body": "{:.0%}",
+                       "s / image": "{:.3f}", "images": "{:,.0f}"}

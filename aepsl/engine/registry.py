@@ -78,6 +78,8 @@ REGISTRY: tuple[Entry, ...] = (
           "aepsl.data.stage:DataConfig", "aepsl.data.stage:run"),
     Entry("01_cam", "CAM: a GAP classifier, its class activation maps, the threshold sweep",
           "aepsl.methods.cam:CAMConfig", "aepsl.methods.cam:run", trains=True),
+    Entry("01_cam_variants", "Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM ... from the CAM classifier, scored as seeds",
+          "aepsl.methods.cam_variants:CAMVariantsConfig", "aepsl.methods.cam_variants:run"),
     Entry("02_erasing", "adversarial erasing: one round per run",
           "aepsl.methods.erasing:ErasingConfig", "aepsl.methods.erasing:run_round", trains=True),
     Entry("03_pseudo_masks", "the erasing rounds merged into pseudo masks",
