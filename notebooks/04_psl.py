@@ -125,6 +125,7 @@ test_threshold: float = 0.5  # class confidence below which a class is dropped a
 eval_split: str = "val"  # split the segmenter is scored on
 predict_train: bool = True  # predict the training images (train_pred, train_crf) for the next stage
 crf: bool = True  # also refine predictions with the dense CRF and score them
+crf_keep: float = 0.25  # training labels for the next stage: a labelled class the CRF keeps less than this share of keeps its predicted pixels (0: the CRF as it is)
 crf_workers: int = 2  # processes running the dense CRF
 eval_batch_size: int = 64  # images per batch at inference
 num_workers: int = 0  # data-loader worker processes (0: load in the main process)

@@ -110,6 +110,29 @@ def test_psl_parameters_are_checked():
         psl.run({"labels": "nonsense"})
     with pytest.raises(ValueError, match="test_threshold"):
         psl.run({"test_threshold": 1.5})
+    with pytest.raises(ValueError, match="parameter crf_keep"):
+        psl.run({"crf_keep": 1.0})
+
+
+def test_a_class_the_crf_erases_keeps_its_predicted_pixels():
+    """The guard on the CRF's labels: a labelled class of which the CRF kept less than the share
+    gets its predicted pixels back; one it kept enough of, background, and a class the image is not
+    labelled with are left as the CRF made them."""
+    from aepsl.methods.crf import keep_erased_classes
+
+    pred = np.zeros((4, 6), np.uint8)
+    pred[:2, :3] = 1          # 6 pixels of class 1
+    pred[2:, 3:] = 2          # 6 pixels of class 2
+    pred[0, 5] = 3            # 1 pixel of class 3, not a label of the image
+    crf = np.zeros_like(pred)
+    crf[0, 0] = 1             # the CRF kept 1 of class 1's 6 pixels (< 0.25)
+    crf[2:, 4:] = 2           # and 4 of class 2's 6 (>= 0.25)
+    out = keep_erased_classes(pred, crf, [1, 2], 0.25)
+    assert (out[pred == 1] == 1).all()                     # put back
+    assert (out == 2).sum() == 4 and (out[2:, 3] == 0).all()   # left as the CRF made it
+    assert out[0, 5] == 0                                  # not labelled: not put back
+    assert (keep_erased_classes(pred, crf, [1, 2], 0.0) == crf).all()   # keep 0: the CRF as it is
+    assert (keep_erased_classes(pred, crf, [1, 2], 0.1) == crf).all()   # 1/6 >= 0.1: kept enough
 
 
 def test_psl_stage_trains_and_writes_train_predictions(scene_tree, tmp_path):
@@ -125,6 +148,19 @@ def test_psl_stage_trains_and_writes_train_predictions(scene_tree, tmp_path):
     for sub in ("train_pred", "train_crf"):
         files = sorted(p.stem for p in (tmp_path / "t" / "oracle" / sub).glob("*.png"))
         assert files == sorted(names)
+    # the labels for the next stage erase no labelled class: each keeps at least crf_keep of the pixels
+    # the segmenter gave it, or all of them
+    from PIL import Image
+    from aepsl.data.voc import VOCTree
+
+    keep, tree = psl.PSLConfig().crf_keep, VOCTree(scene_tree)
+    for name in names:
+        pred = np.asarray(Image.open(tmp_path / "t" / "oracle" / "train_pred" / f"{name}.png"))
+        crf = np.asarray(Image.open(tmp_path / "t" / "oracle" / "train_crf" / f"{name}.png"))
+        for c in np.flatnonzero(tree.labels(name)) + 1:
+            n, kept = (pred == c).sum(), (crf == c).sum()
+            assert kept >= keep * n
+    assert m["train"]["crf_restored_images"] >= 0 and "crf_restored_images" not in m["eval"]
     # the test-time drop sweep, computed by the stage with its model: its own threshold (0.5)
     # reproduces the stage's score, nothing dropped at 0, more dropped as the threshold grows
     sweep = m["drop_sweep"]

@@ -56,6 +56,23 @@ def crf_labels(image: np.ndarray, probs: np.ndarray, labels: np.ndarray | None =
     return (out if labels is None else np.asarray(labels)[out]).astype(np.uint8)
 
 
+def keep_erased_classes(pred: np.ndarray, refined: np.ndarray, class_ids, keep: float) -> np.ndarray:
+    """``refined`` (a CRF-refined label map) with the pixels of ``pred`` (the map the CRF refined)
+    put back for every class of ``class_ids`` (the image's labels) of which the CRF kept less than
+    ``keep`` of the pixels ``pred`` gave it: the CRF may smooth a weakly predicted class away, but
+    the image is known to hold it. Background and unlabelled classes are never put back."""
+    out = refined.copy()
+    for c in class_ids:
+        c = int(c)
+        if c in (0, 255):
+            continue
+        predicted = pred == c
+        n = int(predicted.sum())
+        if n and int((refined == c).sum()) < keep * n:
+            out[predicted] = c
+    return out
+
+
 def _work(args):
     image, probs, labels, params = args
     return crf_labels(image, probs, labels, params)

@@ -43,7 +43,7 @@ from ..engine import dist
 from . import metrics as M
 from ..engine.artifacts import params_hash, save_torch, stage_dir
 from ..engine.config import StageConfig, resolve, runtime
-from .crf import CRFParams, crf_batch, crf_pool
+from .crf import CRFParams, crf_batch, crf_pool, keep_erased_classes
 from ..data.transforms import TrainView, normalize
 from ..data.voc import SegDataset, VOCTree, write_mask
 from ..models.fold import fold_batchnorm
@@ -182,6 +182,7 @@ class PSLConfig(StageConfig):
     eval_split: str = "val"   # split the segmenter is scored on
     predict_train: bool = True   # predict the training images (train_pred, train_crf) for the next stage
     crf: bool = True   # also refine predictions with the dense CRF and score them
+    crf_keep: float = 0.25   # training labels for the next stage: a labelled class the CRF keeps less than this share of keeps its predicted pixels (0: the CRF as it is)
     crf_workers: int = runtime(2)   # processes running the dense CRF
     eval_batch_size: int = runtime(64)   # images per batch at inference
     num_workers: int = runtime(0)   # data-loader worker processes (0: load in the main process)
@@ -204,6 +205,8 @@ class PSLConfig(StageConfig):
             raise ValueError("parameters train_split and score_split must name split files")
         if not 0 <= self.test_threshold < 1:
             raise ValueError(f"parameter test_threshold must lie in [0, 1), got {self.test_threshold}")
+        if not 0 <= self.crf_keep < 1:
+            raise ValueError(f"parameter crf_keep must lie in [0, 1), got {self.crf_keep}")
         if self.labels != "ground_truth" and "/" not in self.labels:
             raise ValueError(f"parameter labels must be 'ground_truth' or '<stage>/<folder>', got {self.labels!r}")
         if self.decoder not in DECODERS:
@@ -348,6 +351,7 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
         scored = set(ds.names) if tree.has_masks(split) else set()
     meter, meter_crf = M.ConfusionMeter(tree.num_classes), M.ConfusionMeter(tree.num_classes)
     swept = _SweepMeters(tree, sweep) if sweep else None
+    restored = 0   # images whose CRF labels got a class back (restrict_to_labels, crf_keep)
     for batch in bar(inference_loader(ds, cfg.eval_batch_size, cfg.num_workers, device),
                      desc=f"{cfg.stage}: predict {split}", disable=not progress, unit="batches"):
         images = batch["image"].to(device, non_blocking=True)
@@ -365,6 +369,12 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
             imgs = batch["image"].permute(0, 2, 3, 1).numpy()
             refined = crf_batch(list(imgs), list(probs.cpu().numpy()), workers=cfg.crf_workers,
                                 params=CRFParams())
+            if restrict_to_labels and cfg.crf_keep > 0:   # labels for the next stage: no labelled class erased
+                for i in range(len(refined)):
+                    ids = np.flatnonzero(batch["labels"][i].numpy()) + 1
+                    kept = keep_erased_classes(pred[i], refined[i], ids, cfg.crf_keep)
+                    restored += int((kept != refined[i]).any())
+                    refined[i] = kept
         for i, name in enumerate(batch["name"]):
             if name in scored:
                 gt = tree.mask(name)
@@ -383,6 +393,8 @@ def evaluate(model, tree: VOCTree, split: str, cfg: PSLConfig, device, crf: bool
         if crf:
             out["crf_scores"] = M.segmentation_scores(meter_crf.matrix, tree.classes)
             out["crf_miou"] = out["crf_scores"]["miou"]
+    if crf and restrict_to_labels:
+        out["crf_restored_images"] = restored
     if swept:
         out["drop_sweep"] = swept.result(cfg.test_threshold)
     return out
