@@ -287,6 +287,6 @@ def walk_steps_figure(m: dict, logt: int):
     ax.set_xlabel("logt (t = 2^logt steps)")
     ax.set_ylabel("mIoU (train)")
     ax.set_title("seed mIoU against the number of walk steps")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
