@@ -81,8 +81,8 @@ def test_extended_and_quick_extend_and_plan_the_runs_they_planned_as_full_copies
     changes the fingerprint: update it then, with the reason in the commit."""
     assert load_profile("extended")["extends"] == "default"
     assert load_profile("quick")["extends"] == "extended"
-    assert _fingerprint(plan("extended")) == "1caaf85170e87045"
-    assert _fingerprint(plan("quick")) == "ff1f25b248defaac"
+    assert _fingerprint(plan("extended")) == "ab1b171bab9268d4"
+    assert _fingerprint(plan("quick")) == "2a7d377f532150b2"
 
 
 # --------------------------------------------------------------------------- --seed
