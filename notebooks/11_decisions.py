@@ -176,8 +176,9 @@ say("The chain's numbers per training seed: *mAP*: the classifier's on held-out 
     "held-out mIoU of the segmenters.",
     "*lessons*: how many held of the book's six checks on its chain (classifier mAP, erasing over the CAM,",
     "each PSL step, PSL++ against the oracle, the oracle itself).",
-    "**Measure it again:** `python benchmarks/seeds.py --seeds 0 1 2` (the book's chain); the other",
-    "rows: the same with `frozen_stages: 0` in the profile and `--label 'all layers trained'`.")
+    "**Measure it again:** `python benchmarks/seeds.py --seeds 0 1 2 --label 'before the class guard'` with",
+    "`crf_keep: 0` in the profile's `04_psl` run; the other columns: the same with `frozen_stages: 0` too and",
+    "`--label 'all layers trained'`.")
 
 # %% [markdown]
 # (decision-segmenter-recipe)=
