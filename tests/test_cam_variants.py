@@ -146,6 +146,35 @@ def test_figure_holds_the_first_images_maps_of_every_method(variants_run, parts_
     assert records.cam_variant_figure(variants_run["artifacts"]) == ([], {})
 
 
+def test_page_figures_show_every_method_on_the_same_images(variants_run, parts_tree):
+    """The page's two grids: per figure image a row of the image, one panel per method and the
+    truth; the seeds grid cuts each method's map at that method's own best threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from aepsl.book import viz
+
+    m = variants_run["record"]["metrics"]
+    names, maps = records.cam_variant_figure(variants_run["folder"])
+    tree = VOCTree(parts_tree)
+    panels = len(m["order"]) + 2
+    heat = viz.cam_variant_maps_figure(tree, names, maps, m)
+    seeds = viz.cam_variant_seeds_figure(tree, names, maps, m)
+    for fig in (heat, seeds):
+        shown = [ax for ax in fig.axes if ax.images]
+        assert len(shown) == len(names) * panels
+        assert [ax.get_title() for ax in shown[:panels]][0] == "image"
+    k = m["order"][-1]
+    t = m["methods"][k]["best_threshold"]
+    ids = np.flatnonzero(tree.labels(names[0])) + 1
+    cell = [ax for ax in seeds.axes if ax.images][panels - 2]   # first row, the last method
+    assert cell.get_title().endswith(f"t = {t:.2f}")
+    assert np.array_equal(cell.images[0].get_array(), viz.colorize(cam_to_mask(maps[k][0], ids, t)))
+    sweep = viz.threshold_sweep_figure(m)
+    assert len(sweep.axes[0].lines) == len(m["order"])
+    matplotlib.pyplot.close("all")
+
+
 def test_max_images_caps_the_scored_images_and_reruns_give_the_same_numbers(variants_run, parts_tree):
     params = _params(parts_tree, variants_run["artifacts"], stage="cam_variants_capped", max_images=5,
                      methods=["layercam", "eigencam"])

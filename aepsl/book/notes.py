@@ -518,6 +518,19 @@ def walk_steps_note(m: dict) -> str:
     return text
 
 
+def cam_variants_passes_note(m: dict, scales: list, flip: bool) -> str:
+    """Under the CAM-variants table: how many images were scored, and how many passes per image
+    the CAM chapter's maps and the other rows average (the stage's metrics ``m``, the page's
+    ``cam_scales`` and ``cam_flip``)."""
+    def passes(scales, flip):
+        n = len(scales)
+        return f"{n} scale{'s' if n > 1 else ''}" + (" and their mirror images" if flip else "")
+
+    return (f"Scored on {m['images']} of the {m['of_images']} training images with masks. The CAM "
+            f"chapter's maps average {passes(m['cam_stage_scales'], m['cam_stage_flip'])}, the other "
+            f"rows {passes(scales, flip)}; the CAM chapter's cost per image is its own inference time.")
+
+
 def cam_variants_note(seeds: pd.DataFrame, mining: pd.DataFrame, cut: float) -> str:
     """What the CAM-variants chapter found, from its two tables (see
     :func:`aepsl.book.tables.cam_variants_table` and :func:`~aepsl.book.tables.cam_variants_mining_table`):
