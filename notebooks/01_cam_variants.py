@@ -196,6 +196,22 @@ else:
     display(Markdown(notes.not_run_note("The segmenter on the best variant's seeds")))
 
 # %% [markdown]
+# ## Over training seeds
+# The numbers above come from one trained classifier. Every chain of the seeds study trains its
+# own and runs this stage on it; over those seeds, each row's mean ± standard deviation (on the
+# same first training images of each chain):
+
+# %% tags=["remove-input"]
+variant_seeds = notes.read_record(resolve("benchmarks") / "cam_variants_seeds.json")
+over_seeds = tables.cam_variants_seeds_table(variant_seeds)
+if len(over_seeds):
+    display(over_seeds)
+    display(Markdown(notes.cam_variants_seeds_note(variant_seeds)))
+else:
+    display(Markdown("No seeds are recorded yet: `make seeds` runs the chains, and "
+                     "`.venv/bin/python benchmarks/cam_variants_seeds.py` records this stage of each."))
+
+# %% [markdown]
 # ## What we saw
 
 # %% tags=["remove-input"]

@@ -278,3 +278,31 @@ def test_segmenter_table_sets_the_variant_seeds_beside_the_erasing_masks(variant
     assert table["segmenter mIoU"].tolist() == [0.55, 0.58]
     assert table["seed mIoU"].tolist() == [m["methods"]["layercam"]["best_miou"], 0.61]
     assert table.index[0] == "LayerCAM seeds (t = 0.30)"
+
+
+def _seed_entry(seed: int, cam: float, best: float, body: float, erased: float) -> dict:
+    order = ["CAM (saved)", "CAM", "Grad-CAM", "Grad-CAM++", "erasing, round 1", "erasing, rounds 1–3"]
+    return {"seed": seed, "order": order, "mining_threshold": 0.55, "git_revision": "abc1234def00",
+            "cpu": "CPU A", "finished_at": f"2026-12-0{seed + 1}T10:00:00+0000",
+            "seeds": {"CAM (saved)": {"mIoU": cam + 0.01, "body": 0.5}, "CAM": {"mIoU": cam, "body": 0.5},
+                      "Grad-CAM": {"mIoU": cam, "body": 0.5}, "Grad-CAM++": {"mIoU": best, "body": 0.45}},
+            "mining": {"CAM (saved)": {"body": 0.2}, "CAM": {"body": 0.2}, "Grad-CAM": {"body": 0.2},
+                       "Grad-CAM++": {"body": body}, "erasing, round 1": {"body": 0.2},
+                       "erasing, rounds 1–3": {"body": erased}}}
+
+
+def test_variants_over_seeds_table_and_note():
+    record = {"runs": [_seed_entry(0, 0.50, 0.48, 0.25, 0.50), _seed_entry(1, 0.52, 0.53, 0.30, 0.45)]}
+    table = tables.cam_variants_seeds_table(record)
+    assert list(table.index) == record["runs"][0]["order"]
+    assert table.loc["CAM", "seed mIoU"] == f"{0.51:.3f} ± {np.std([0.50, 0.52], ddof=1):.3f}"
+    assert table.loc["erasing, rounds 1–3", "seed mIoU"] == "–"
+    assert table.loc["erasing, rounds 1–3", "body above 0.55"].startswith("0.475 ± ")
+    note = notes.cam_variants_seeds_note(record)
+    assert "-0.020 to +0.010" in note and "seed 1" in note
+    assert "found 25-30% of it" in note and "45-50%" in note and "more than any method" in note
+    assert "abc1234" in note and "2026-12-01 to 2026-12-02" in note
+    # a seed where a method finds as much of the body as the rounds is named
+    record["runs"][1] = _seed_entry(1, 0.52, 0.53, 0.46, 0.45)
+    assert "on seeds 1 a method found as much as the rounds" in notes.cam_variants_seeds_note(record)
+    assert tables.cam_variants_seeds_table({}).empty and notes.cam_variants_seeds_note(None) == ""
