@@ -79,6 +79,7 @@ seeds: setup fashion-mnist
 	$(PY) benchmarks/seeds.py --seeds 0 1 2 3 4 $(if $(DRY_RUN),--dry-run)
 	$(PY) benchmarks/seeds.py --profile 'benchmarks/designs.yaml#scenes-1' --seeds 0 $(if $(DRY_RUN),--dry-run)
 	$(PY) benchmarks/seeds.py --profile 'benchmarks/designs.yaml#scenes-2' --seeds 0 $(if $(DRY_RUN),--dry-run)
+	$(if $(DRY_RUN),,$(PY) benchmarks/cam_variants_seeds.py --seeds 0 1 2 3 4)
 
 # the design studies of benchmarks/designs.yaml, run and recorded (hours of CPU; the book's chain
 # first): `make studies` runs every design and seed, DESIGN=prior-0.2 one design, SEED=1 one seed,

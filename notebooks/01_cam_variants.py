@@ -108,8 +108,6 @@ force: bool = False  # recompute even when finished artifacts exist
 
 # %% tags=["remove-input"]
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
 
 from aepsl.book import notes, records, tables, viz
@@ -117,7 +115,6 @@ from aepsl.data.voc import VOCTree
 from aepsl.engine.artifacts import stage_dir
 from aepsl.engine.config import collect, resolve
 from aepsl.methods import cam_variants
-from aepsl.methods.metrics import cam_to_mask
 
 viz.page_setup()
 params = collect(globals(), cam_variants.CAMVariantsConfig)
@@ -137,35 +134,14 @@ display(tables.parameters_table(params))
 
 # %% tags=["hide-input"]
 names, maps = records.cam_variant_figure(folder)
-order = [k for k in m["order"] if k in maps]
-rows, titles = [], []
-for i, name in enumerate(names):
-    image = tree.image(name)
-    heat = [maps[k][i].max(axis=0) if len(maps[k][i]) else None for k in order]
-    rows.append([image] + [None if h is None else viz.overlay(image, h) for h in heat]
-                + [viz.colorize(tree.mask(name))])
-    labels = [m["methods"][k]["label"] for k in order]
-    titles.append(["image"] + labels + ["ground truth"])
-fig = viz.image_grid(rows, titles, size=1.25)
+viz.cam_variant_maps_figure(tree, names, maps, m)
 plt.show()
 
 # %% [markdown]
 # Each map cut at its own best background threshold gives its seed:
 
 # %% tags=["hide-input"]
-rows, titles = [], []
-for i, name in enumerate(names):
-    ids = np.flatnonzero(tree.labels(name)) + 1
-    row, title = [tree.image(name)], ["image"]
-    for k in order:
-        t = m["methods"][k]["best_threshold"]
-        row.append(viz.colorize(cam_to_mask(maps[k][i], ids, t)))
-        title.append(f"{m['methods'][k]['label']}\nt = {t:.2f}")
-    rows.append(row + [viz.colorize(tree.mask(name))])
-    titles.append(title + ["ground truth"])
-fig = viz.image_grid(rows, titles, size=1.25)
-fig.legend(handles=viz.legend_handles(tree.classes), loc="lower center",
-           ncol=4, fontsize=7, bbox_to_anchor=(0.5, -0.04))
+viz.cam_variant_seeds_figure(tree, names, maps, m)
 plt.show()
 
 # %% [markdown]
@@ -177,29 +153,13 @@ plt.show()
 
 # %% tags=["remove-input"]
 display(seeds.style.format(tables.CAM_VARIANTS_FORMAT, na_rep="–"))
-def passes(scales, flip):
-    n = len(scales)
-    return f"{n} scale{'s' if n > 1 else ''}" + (" and their mirror images" if flip else "")
-
-
-display(Markdown(
-    f"Scored on {m['images']} of the {m['of_images']} training images with masks. The CAM "
-    f"chapter's maps average {passes(m['cam_stage_scales'], m['cam_stage_flip'])}, the other "
-    f"rows {passes(cam_scales, cam_flip)}; the CAM chapter's cost per image is its own "
-    "inference time."))
+display(Markdown(notes.cam_variants_passes_note(m, cam_scales, cam_flip)))
 
 # %% [markdown]
 # The whole sweep: each method's seed mIoU at every background threshold.
 
 # %% tags=["hide-input"]
-fig, ax = plt.subplots(figsize=(6, 3.2))
-for k in m["order"]:
-    r = m["methods"][k]
-    ax.plot(r["thresholds"], r["miou"], marker=".", label=r["label"])
-ax.set_xlabel("background threshold t")
-ax.set_ylabel("seed mIoU (train)")
-ax.legend(fontsize=7, ncol=2)
-fig.tight_layout()
+viz.threshold_sweep_figure(m)
 plt.show()
 
 # %% [markdown]
@@ -234,6 +194,22 @@ if len(segmenters):
                      + notes.source_note(source, profile) + "."))
 else:
     display(Markdown(notes.not_run_note("The segmenter on the best variant's seeds")))
+
+# %% [markdown]
+# ## Over training seeds
+# The numbers above come from one trained classifier. Every chain of the seeds study trains its
+# own and runs this stage on it; over those seeds, each row's mean ± standard deviation (on the
+# same first training images of each chain):
+
+# %% tags=["remove-input"]
+variant_seeds = notes.read_record(resolve("benchmarks") / "cam_variants_seeds.json")
+over_seeds = tables.cam_variants_seeds_table(variant_seeds)
+if len(over_seeds):
+    display(over_seeds)
+    display(Markdown(notes.cam_variants_seeds_note(variant_seeds)))
+else:
+    display(Markdown("No seeds are recorded yet: `make seeds` runs the chains, and "
+                     "`.venv/bin/python benchmarks/cam_variants_seeds.py` records this stage of each."))
 
 # %% [markdown]
 # ## What we saw

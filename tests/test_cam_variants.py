@@ -146,6 +146,35 @@ def test_figure_holds_the_first_images_maps_of_every_method(variants_run, parts_
     assert records.cam_variant_figure(variants_run["artifacts"]) == ([], {})
 
 
+def test_page_figures_show_every_method_on_the_same_images(variants_run, parts_tree):
+    """The page's two grids: per figure image a row of the image, one panel per method and the
+    truth; the seeds grid cuts each method's map at that method's own best threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from aepsl.book import viz
+
+    m = variants_run["record"]["metrics"]
+    names, maps = records.cam_variant_figure(variants_run["folder"])
+    tree = VOCTree(parts_tree)
+    panels = len(m["order"]) + 2
+    heat = viz.cam_variant_maps_figure(tree, names, maps, m)
+    seeds = viz.cam_variant_seeds_figure(tree, names, maps, m)
+    for fig in (heat, seeds):
+        shown = [ax for ax in fig.axes if ax.images]
+        assert len(shown) == len(names) * panels
+        assert [ax.get_title() for ax in shown[:panels]][0] == "image"
+    k = m["order"][-1]
+    t = m["methods"][k]["best_threshold"]
+    ids = np.flatnonzero(tree.labels(names[0])) + 1
+    cell = [ax for ax in seeds.axes if ax.images][panels - 2]   # first row, the last method
+    assert cell.get_title().endswith(f"t = {t:.2f}")
+    assert np.array_equal(cell.images[0].get_array(), viz.colorize(cam_to_mask(maps[k][0], ids, t)))
+    sweep = viz.threshold_sweep_figure(m)
+    assert len(sweep.axes[0].lines) == len(m["order"])
+    matplotlib.pyplot.close("all")
+
+
 def test_max_images_caps_the_scored_images_and_reruns_give_the_same_numbers(variants_run, parts_tree):
     params = _params(parts_tree, variants_run["artifacts"], stage="cam_variants_capped", max_images=5,
                      methods=["layercam", "eigencam"])
@@ -249,3 +278,31 @@ def test_segmenter_table_sets_the_variant_seeds_beside_the_erasing_masks(variant
     assert table["segmenter mIoU"].tolist() == [0.55, 0.58]
     assert table["seed mIoU"].tolist() == [m["methods"]["layercam"]["best_miou"], 0.61]
     assert table.index[0] == "LayerCAM seeds (t = 0.30)"
+
+
+def _seed_entry(seed: int, cam: float, best: float, body: float, erased: float) -> dict:
+    order = ["CAM (saved)", "CAM", "Grad-CAM", "Grad-CAM++", "erasing, round 1", "erasing, rounds 1–3"]
+    return {"seed": seed, "order": order, "mining_threshold": 0.55, "git_revision": "abc1234def00",
+            "cpu": "CPU A", "finished_at": f"2026-12-0{seed + 1}T10:00:00+0000",
+            "seeds": {"CAM (saved)": {"mIoU": cam + 0.01, "body": 0.5}, "CAM": {"mIoU": cam, "body": 0.5},
+                      "Grad-CAM": {"mIoU": cam, "body": 0.5}, "Grad-CAM++": {"mIoU": best, "body": 0.45}},
+            "mining": {"CAM (saved)": {"body": 0.2}, "CAM": {"body": 0.2}, "Grad-CAM": {"body": 0.2},
+                       "Grad-CAM++": {"body": body}, "erasing, round 1": {"body": 0.2},
+                       "erasing, rounds 1–3": {"body": erased}}}
+
+
+def test_variants_over_seeds_table_and_note():
+    record = {"runs": [_seed_entry(0, 0.50, 0.48, 0.25, 0.50), _seed_entry(1, 0.52, 0.53, 0.30, 0.45)]}
+    table = tables.cam_variants_seeds_table(record)
+    assert list(table.index) == record["runs"][0]["order"]
+    assert table.loc["CAM", "seed mIoU"] == f"{0.51:.3f} ± {np.std([0.50, 0.52], ddof=1):.3f}"
+    assert table.loc["erasing, rounds 1–3", "seed mIoU"] == "–"
+    assert table.loc["erasing, rounds 1–3", "body above 0.55"].startswith("0.475 ± ")
+    note = notes.cam_variants_seeds_note(record)
+    assert "-0.020 to +0.010" in note and "seed 1" in note
+    assert "found 25-30% of it" in note and "45-50%" in note and "more than any method" in note
+    assert "abc1234" in note and "2026-12-01 to 2026-12-02" in note
+    # a seed where a method finds as much of the body as the rounds is named
+    record["runs"][1] = _seed_entry(1, 0.52, 0.53, 0.46, 0.45)
+    assert "on seeds 1 a method found as much as the rounds" in notes.cam_variants_seeds_note(record)
+    assert tables.cam_variants_seeds_table({}).empty and notes.cam_variants_seeds_note(None) == ""

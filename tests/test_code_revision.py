@@ -123,3 +123,52 @@ def test_changed_code_invalidates_the_cache(scene_tree, tmp_path):
     assert {k: v for k, v in second["params"].items() if k != "code"} == \
         {k: v for k, v in old["params"].items() if k != "code"}
     assert second["metrics"] == old["metrics"]
+
+
+def test_pinned_code_hash_ignores_later_edits(tmp_path):
+    """A run pins its stages' code when it plans them: a file edited while it goes on does not
+    change the hash (nor the revision) its later stages record; unpinned, the edit counts again."""
+    from aepsl.engine.artifacts import git_revision, pin_code, unpin_code
+
+    pkg = _package(tmp_path)
+    before = code_hash("aepsl.a", pkg)
+    pin_code(["aepsl.a"], pkg, load=False)
+    try:
+        revision = git_revision()
+        _edit(pkg / "b.py", "Y = 1", "Y = 2")
+        assert code_hash("aepsl.a", pkg) == before
+        assert git_revision() == revision
+        # a module the run did not pin is read from its files as before
+        unpinned = code_hash("aepsl.d", pkg)
+        _edit(pkg / "d.py", "Z = 3", "Z = 4")
+        assert code_hash("aepsl.d", pkg) != unpinned
+    finally:
+        unpin_code()
+    assert code_hash("aepsl.a", pkg) != before
+
+
+def test_stage_runner_pins_the_code_of_its_planned_stages(monkeypatch):
+    """``run_stages`` pins the modules of every stage it planned before the first one runs, and
+    unpins them when it ends."""
+    import contextlib
+
+    from aepsl.engine import artifacts
+    from aepsl.engine import run_stages as rs
+    from aepsl.engine.registry import plan, stage_modules
+
+    pinned = []
+
+    @contextlib.contextmanager
+    def spy(modules):
+        pinned.append(sorted(modules))
+        with artifacts.code_pinned(modules):
+            assert artifacts._PINNED_REVISION   # the revision is pinned even for a plan of pages only
+            yield
+
+    monkeypatch.setattr(rs, "code_pinned", spy)
+    runs = plan("quick", ["01_cam"])
+    monkeypatch.setattr(rs, "plan", lambda *a, **k: [r for r in runs if r.entry.stage_function() is None])
+    rs.run_stages("quick", progress=False)
+    assert len(pinned) == 1 and not artifacts._PINNED_HASHES and not artifacts._PINNED_REVISION
+    modules = stage_modules(plan("quick"))
+    assert {"aepsl.methods.cam", "aepsl.methods.erasing", "aepsl.methods.psl"} <= set(modules)

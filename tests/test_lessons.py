@@ -142,3 +142,37 @@ def test_a_chapter_sentence_gives_each_range_and_names_the_seeds_where_a_lesson_
     assert "make seeds" in lessons.seeds_note({"runs": record["runs"][:1]}, ["CAM"])
     with pytest.raises(KeyError):
         lessons.seeds_note(record, ["CAM"], ["no such lesson"])
+
+
+def test_study_bars_hold_by_share_and_mean_and_name_the_failing_seeds():
+    ok = {f"seed {k}": _numbers() for k in range(5)}   # erasing +0.06 everywhere, every bar met
+    bars = lessons.study_bars(ok)
+    assert (bars["claim holds"] == "✓").all()
+    assert lessons.study_bars_note(bars).startswith("Every claim holds")
+    erasing = "erasing: best AE − CAM"
+    assert bars.loc[erasing, "mean"] == pytest.approx(0.06)
+    # one seed under the erasing margin: 4 of 5 is enough, as long as the mean stays >= 0.04
+    one_low = {**ok, "seed 2": _numbers(**{"best AE": 0.52})}
+    row = lessons.study_bars(one_low).loc[erasing]
+    assert row["held"] == "4/5" and row["claim holds"] == "✓" and row["failed on"] == "seed 2"
+    # the same seed, and the mean under 0.04: the claim fails, the note names the seed and the mean
+    low_mean = {k: _numbers(**{"best AE": 0.535}) for k in ok} | {"seed 2": _numbers(**{"best AE": 0.52})}
+    bars = lessons.study_bars(low_mean)
+    assert bars.loc[erasing, "claim holds"] == "✗"
+    note = lessons.study_bars_note(bars)
+    assert "seed 2" in note and f"{bars.loc[erasing, 'mean']:+.3f}" in note
+    # two seeds under the margin: fewer than 4 of 5
+    two_low = {**one_low, "seed 3": _numbers(**{"best AE": 0.52})}
+    assert lessons.study_bars(two_low).loc[erasing, "claim holds"] == "✗"
+    # the every-seed bars fail on one seed; the ratio bar uses the oracle
+    walk = lessons.study_bars({**ok, "seed 4": _numbers(**{"CAM + random walk": 0.52})})
+    assert walk.loc["random walk − CAM", "claim holds"] == "✗"
+    assert walk.loc["random walk − CAM", "failed on"] == "seed 4"
+    ratio = lessons.study_bars({**ok, "seed 1": _numbers(oracle=0.72 / 0.85 + 0.001)})
+    assert ratio.loc["PSL++ / oracle", "claim holds"] == "✗"
+    # a chain without the number neither holds nor fails
+    missing = lessons.study_bars({**ok, "seed 4": _numbers(**{"CAM + HFPL": None})})
+    assert missing.loc["HFPL − CAM", "held"] == "4/4"
+    shown = lessons.study_bars_display(bars, low_mean)
+    assert list(shown.columns)[0] == "gain on 0, 1, 2, 3, 4"
+    assert shown.loc[erasing, "gain on 0, 1, 2, 3, 4"].split(" / ")[2] == "+0.020"

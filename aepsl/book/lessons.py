@@ -89,6 +89,78 @@ LESSONS: list[tuple[str, Callable[[dict], bool | None]]] = [
 ]
 
 
+# The study's bars: each claim as a gain over the training seeds, with its margin, the share of
+# seeds on which it must hold and, for erasing, the mean gain the study asks of it:
+# (claim, gain on a chain's numbers, margin, least share of seeds, least mean gain or None)
+STUDY_BARS: list[tuple[str, Callable[[dict], float], float, float, float | None]] = [
+    ("erasing: best AE − CAM", lambda n: n["best AE"] - n["CAM"], 0.03, 0.8, 0.04),
+    ("PSL: AE + PSL − AE segmenter", lambda n: n["PSL"] - n["AE segmenter"], 0.01, 1.0, None),
+    ("PSL++ − AE + PSL", lambda n: n["PSL++"] - n["PSL"], 0.01, 1.0, None),
+    ("PSL++ / oracle", lambda n: n["PSL++"] / n["oracle"], 0.85, 1.0, None),
+    ("random walk − CAM", lambda n: n["CAM + random walk"] - n["CAM"], 0.03, 1.0, None),
+    ("HFPL − CAM", lambda n: n["CAM + HFPL"] - n["CAM"], 0.03, 1.0, None),
+]
+
+
+def _gain(fn: Callable[[dict], float], numbers: dict) -> float | None:
+    try:
+        value = fn(numbers)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+    return value if _have(value) else None
+
+
+def study_bars(chains: dict[str, dict]) -> pd.DataFrame:
+    """One row per claim of :data:`STUDY_BARS` over the chains (``{label: numbers}``): its gain on
+    each chain, the mean, the bar it must reach, on how many chains it did, whether the claim
+    holds (on at least the bar's share of the chains with the number, and with the mean gain the
+    bar asks), and the chains where it failed."""
+    rows = {}
+    for claim, fn, margin, share, mean_bar in STUDY_BARS:
+        gains = {label: _gain(fn, numbers) for label, numbers in chains.items()}
+        have = {k: v for k, v in gains.items() if v is not None}
+        held = [k for k, v in have.items() if v >= margin - 1e-12]
+        failed = [k for k in have if k not in held]
+        mean = sum(have.values()) / len(have) if have else float("nan")
+        need = math.ceil(share * len(have) - 1e-9)
+        holds = bool(have) and len(held) >= need and (mean_bar is None or mean >= mean_bar - 1e-12)
+        every = "every chain" if share >= 1 else f"{need} of {len(have)} chains"
+        bar = f"≥ {margin:g} on {every}" + (f", mean ≥ {mean_bar:g}" if mean_bar is not None else "")
+        rows[claim] = {**{k: gains[k] for k in chains}, "mean": mean, "bar": bar,
+                       "held": f"{len(held)}/{len(have)}", "claim holds": "✓" if holds else ("✗" if have else "–"),
+                       "failed on": ", ".join(failed) or "–"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("claim")
+
+
+def study_bars_display(bars: pd.DataFrame, chains: dict[str, dict]) -> pd.DataFrame:
+    """What the results page shows of :func:`study_bars`: the gains of the chains in one column
+    (in the chains' order, three decimals), the mean, the bar, how many held and the verdict."""
+    def shown(claim, v):   # a gain with its sign; the ratio row as it is
+        return "–" if not _have(v) else (f"{v:.3f}" if claim.endswith("/ oracle") else f"{v:+.3f}")
+
+    text = {claim: " / ".join(shown(claim, row[k]) for k in chains) for claim, row in bars.iterrows()}
+    mean = {claim: shown(claim, v) for claim, v in bars["mean"].items()}
+    return pd.DataFrame({f"gain on {', '.join(k.replace('seed ', '') for k in chains)}": pd.Series(text),
+                         "mean": pd.Series(mean), "bar": bars["bar"], "held": bars["held"],
+                         "holds": bars["claim holds"]}, index=bars.index)
+
+
+def study_bars_note(bars: pd.DataFrame) -> str:
+    """A sentence for the page: which claims hold over the chains, and where the others fail."""
+    failing = bars[bars["claim holds"] == "✗"]
+    if not len(bars) or not (bars["claim holds"] != "–").any():
+        return ""
+    if not len(failing):
+        return "Every claim holds over these chains, at its bar."
+    parts = []
+    for claim, row in failing.iterrows():
+        where = f"it fails on {row['failed on']}" if row["failed on"] != "–" else "it holds on every chain"
+        parts.append(f"**{claim}** does not reach its bar ({row['bar']}): {where}, and its mean gain is "
+                     f"{row['mean']:+.3f}" if not claim.endswith("/ oracle") else
+                     f"**{claim}** does not reach its bar ({row['bar']}): {where}")
+    return "Not every claim holds over these chains. " + "; ".join(parts) + "."
+
+
 def lesson_table(chains: dict[str, dict]) -> pd.DataFrame:
     """One row per lesson, one column per chain (``{label: numbers}``): ✓, ✗ or – (not run)."""
     mark = {True: "✓", False: "✗", None: "–"}

@@ -518,6 +518,74 @@ def walk_steps_note(m: dict) -> str:
     return text
 
 
+def cam_variants_seeds_note(record: dict) -> str:
+    """The CAM-variants claims over training seeds (``benchmarks/cam_variants_seeds.json``): how far
+    the best later method (Grad-CAM left out: it is the CAM) came from the one-pass CAM on each
+    seed, and how much of the body the best of them and the erasing rounds find above the mining
+    threshold; with the seeds, code revisions, CPU and dates of the records."""
+    runs = (record or {}).get("runs") or []
+    if not runs:
+        return ""
+    gaps, bodies, erased = {}, {}, {}
+    for r in runs:
+        later = {k: v["mIoU"] for k, v in r["seeds"].items() if not k.startswith("CAM") and k != "Grad-CAM"}
+        if not later or "CAM" not in r["seeds"]:
+            continue
+        best = max(later, key=later.get)
+        gaps[r["seed"]] = (best, later[best] - r["seeds"]["CAM"]["mIoU"])
+        found = {k: v.get("body") for k, v in r["mining"].items() if not k.startswith(("CAM", "erasing"))}
+        found = {k: v for k, v in found.items() if v is not None}
+        if found:
+            bodies[r["seed"]] = max(found.values())
+        rounds = [k for k in r["mining"] if k.startswith("erasing") and r["mining"][k].get("body") is not None]
+        if rounds:
+            erased[r["seed"]] = r["mining"][rounds[-1]]["body"]
+    if not gaps:
+        return ""
+    seeds = sorted(gaps)
+    top = max(gaps.values(), key=lambda g: g[1])
+    top_seed = [s for s in seeds if gaps[s] == top][0]
+    winners = sorted({g[0] for g in gaps.values()})
+    which = (f"{winners[0]} on every seed" if len(winners) == 1 else
+             f"{', '.join(winners[:-1])} or {winners[-1]}, depending on the seed")
+    out = [f"Over training seeds {', '.join(map(str, seeds))}, the best later method (Grad-CAM aside) was "
+           f"{which}, and it came "
+           f"{min(g[1] for g in gaps.values()):+.3f} to {top[1]:+.3f} mIoU from the one-pass CAM "
+           f"(the most on seed {top_seed}, with {top[0]})."]
+    if bodies and erased:
+        both = sorted(set(bodies) & set(erased))
+        def span(values) -> str:
+            low, high = f"{100 * min(values):.0f}", f"{100 * max(values):.0f}"
+            return f"{low}%" if low == high else f"{low}-{high}%"
+
+        out.append(f"Above the erasing threshold, the method that found most of the body found "
+                   f"{span([bodies[s] for s in both])} of it; the erasing rounds together found "
+                   f"{span([erased[s] for s in both])}, on every one of these seeds more than any method.")
+        if not all(erased[s] > bodies[s] for s in both):
+            out[-1] = out[-1].replace(", on every one of these seeds more than any method.",
+                                      "; on seeds " + ", ".join(str(s) for s in both if erased[s] <= bodies[s])
+                                      + " a method found as much as the rounds.")
+    revs = sorted({str(r.get("git_revision") or "?")[:7] for r in runs})
+    cpus = sorted({str(r.get("cpu")) for r in runs})
+    days = sorted({str(r.get("finished_at") or "")[:10] for r in runs})
+    out.append(f"(Computed by code revision {', '.join(revs)} on {', '.join(cpus)}, {days[0]}"
+               + (f" to {days[-1]}" if days[-1] != days[0] else "") + "; each chain's classifier is its own.)")
+    return " ".join(out)
+
+
+def cam_variants_passes_note(m: dict, scales: list, flip: bool) -> str:
+    """Under the CAM-variants table: how many images were scored, and how many passes per image
+    the CAM chapter's maps and the other rows average (the stage's metrics ``m``, the page's
+    ``cam_scales`` and ``cam_flip``)."""
+    def passes(scales, flip):
+        n = len(scales)
+        return f"{n} scale{'s' if n > 1 else ''}" + (" and their mirror images" if flip else "")
+
+    return (f"Scored on {m['images']} of the {m['of_images']} training images with masks. The CAM "
+            f"chapter's maps average {passes(m['cam_stage_scales'], m['cam_stage_flip'])}, the other "
+            f"rows {passes(scales, flip)}; the CAM chapter's cost per image is its own inference time.")
+
+
 def cam_variants_note(seeds: pd.DataFrame, mining: pd.DataFrame, cut: float) -> str:
     """What the CAM-variants chapter found, from its two tables (see
     :func:`aepsl.book.tables.cam_variants_table` and :func:`~aepsl.book.tables.cam_variants_mining_table`):

@@ -659,6 +659,38 @@ def cam_variants_table(record: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
+def cam_variants_seeds_table(record: dict) -> pd.DataFrame:
+    """The CAM-variants comparison over training seeds (``benchmarks/cam_variants_seeds.json``):
+    one row per method, then the erasing rounds; per row the mean ± sd over the seeds of the seed
+    mIoU and of the share of body pixels found at the method's best cut, and of the share of body
+    pixels above the erasing threshold (what a first erasing round would mine; for the rounds,
+    what they mined). An empty table without records."""
+    runs = (record or {}).get("runs") or []
+    if not runs:
+        return pd.DataFrame()
+
+    def spread(values) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "–"
+        mean = sum(values) / len(values)
+        if len(values) == 1:
+            return f"{mean:.3f}"
+        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return f"{mean:.3f} ± {sd:.3f}"
+
+    cut = runs[0].get("mining_threshold")
+    names = runs[0].get("order") or list(runs[0]["seeds"]) + [k for k in runs[0]["mining"] if k not in runs[0]["seeds"]]
+    rows = {}
+    for name in names:
+        seeds = [r["seeds"].get(name) or {} for r in runs]
+        mined = [r["mining"].get(name) or {} for r in runs]
+        rows[name] = {"seed mIoU": spread([s.get("mIoU") for s in seeds]),
+                      "body at its cut": spread([s.get("body") for s in seeds]),
+                      f"body above {cut:.2f}": spread([m.get("body") for m in mined])}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"{len(runs)} seeds")
+
+
 def _seconds_per_image(record: dict, key: str) -> float | None:
     """A CAM-variants method's seconds per image in its run; for the CAM stage's saved maps, what
     inferring them cost that stage per image."""

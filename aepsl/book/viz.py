@@ -290,3 +290,58 @@ def walk_steps_figure(m: dict, logt: int):
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+def cam_variant_maps_figure(tree, names: list[str], maps: dict[str, list[np.ndarray]], m: dict,
+                            size: float = 1.25):
+    """The CAM-variants stage's figure images (its metrics ``m``, the maps of
+    :func:`aepsl.book.records.cam_variant_figure`): per image, the image, each method's map
+    overlaid (the highest map of the labelled classes at each pixel) and the truth."""
+    order = [k for k in m["order"] if k in maps]
+    labels = [m["methods"][k]["label"] for k in order]
+    rows, titles = [], []
+    for i, name in enumerate(names):
+        image = tree.image(name)
+        heat = [maps[k][i].max(axis=0) if len(maps[k][i]) else None for k in order]
+        rows.append([image] + [None if h is None else overlay(image, h) for h in heat] + [colorize(tree.mask(name))])
+        titles.append(["image"] + labels + ["ground truth"])
+    fig = image_grid(rows, titles, size=size)
+    return fig
+
+
+def cam_variant_seeds_figure(tree, names: list[str], maps: dict[str, list[np.ndarray]], m: dict,
+                             size: float = 1.25):
+    """The same images as :func:`cam_variant_maps_figure`, each method's map cut into a seed at its
+    own best background threshold (:func:`aepsl.methods.metrics.cam_to_mask`), with a legend."""
+    from ..methods.metrics import cam_to_mask
+
+    order = [k for k in m["order"] if k in maps]
+    rows, titles = [], []
+    for i, name in enumerate(names):
+        ids = np.flatnonzero(tree.labels(name)) + 1
+        row, title = [tree.image(name)], ["image"]
+        for k in order:
+            t = m["methods"][k]["best_threshold"]
+            row.append(colorize(cam_to_mask(maps[k][i], ids, t)))
+            title.append(f"{m['methods'][k]['label']}\nt = {t:.2f}")
+        rows.append(row + [colorize(tree.mask(name))])
+        titles.append(title + ["ground truth"])
+    fig = image_grid(rows, titles, size=size)
+    fig.legend(handles=legend_handles(tree.classes), loc="lower center", ncol=4, fontsize=7,
+               bbox_to_anchor=(0.5, -0.04))
+    return fig
+
+
+def threshold_sweep_figure(m: dict):
+    """Each CAM-variants method's seed mIoU at every background threshold (the stage's ``m``)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for k in m["order"]:
+        r = m["methods"][k]
+        ax.plot(r["thresholds"], r["miou"], marker=".", label=r["label"])
+    ax.set_xlabel("background threshold t")
+    ax.set_ylabel("seed mIoU (train)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

@@ -177,7 +177,12 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------- provenance
 def git_revision() -> str:
-    """The git revision of the checkout holding the package (``+dirty`` if modified)."""
+    """The git revision of the checkout holding the package (``+dirty`` if modified); in a run
+    that pinned its code (:func:`pin_code`), the revision when it did."""
+    return _PINNED_REVISION[0] if _PINNED_REVISION else _read_git_revision()
+
+
+def _read_git_revision() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_DIR,
                              capture_output=True, text=True, timeout=10)
@@ -255,6 +260,45 @@ def code_modules(module: str, package_dir: str | os.PathLike = PACKAGE_DIR) -> d
     return dict(sorted(seen.items()))
 
 
+# code hashes and the git revision fixed by pin_code for the rest of this process
+_PINNED_HASHES: dict[tuple[str, str], str] = {}
+_PINNED_REVISION: list[str] = []
+
+
+def pin_code(modules, package_dir: str | os.PathLike = PACKAGE_DIR, load: bool = True) -> None:
+    """Fix the code revision this process's stage records carry: import ``modules`` (the stages a
+    run will compute; ``load`` False: hash them only) and hash them and read the git revision now.
+    A run of many stages imports its code once, at its start; a file edited or a commit made while
+    it goes on would otherwise be recorded by the later stages as code they did not run, and a
+    later run would take their results for those of the new code."""
+    import importlib
+
+    modules = sorted(set(modules))
+    if load:
+        for module in modules:
+            importlib.import_module(module)
+    _PINNED_REVISION[:] = [_read_git_revision()]
+    for module in modules:
+        _PINNED_HASHES.pop((module, str(Path(package_dir))), None)
+        _PINNED_HASHES[(module, str(Path(package_dir)))] = code_hash(module, package_dir)
+
+
+def unpin_code() -> None:
+    """Undo :func:`pin_code`: hashes and the revision are read from the files again."""
+    _PINNED_HASHES.clear()
+    _PINNED_REVISION.clear()
+
+
+@contextlib.contextmanager
+def code_pinned(modules, package_dir: str | os.PathLike = PACKAGE_DIR):
+    """:func:`pin_code` for the ``with`` block; unpinned after it, however it ends."""
+    pin_code(modules, package_dir)
+    try:
+        yield
+    finally:
+        unpin_code()
+
+
 def code_hash(module: str, package_dir: str | os.PathLike = PACKAGE_DIR) -> str:
     """The code revision a stage's results depend on: a hash of the source of ``module`` and of
     every ``aepsl`` module it imports, directly or not.
@@ -263,6 +307,9 @@ def code_hash(module: str, package_dir: str | os.PathLike = PACKAGE_DIR) -> str:
     change of code does, committed or not; a fresh clone gives the same hash. A stage records it
     among its hashed parameters, so a change of the code it runs makes its artifacts stale.
     """
+    pinned = _PINNED_HASHES.get((module, str(Path(package_dir))))
+    if pinned is not None:
+        return pinned
     digest = hashlib.sha256()
     for name, path in code_modules(module, package_dir).items():
         digest.update(f"{name}\n{_normalised_source(path)}\n".encode())

@@ -211,3 +211,8 @@ def describe(runs: list[PlannedRun]) -> list[str]:
         reads = ", ".join(r.reads) if r.reads else "-"
         lines.append(f"{i:2d}. {r.name:<{width}}  {kind:<8}  writes {writes}  reads {reads}")
     return lines
+
+
+def stage_modules(runs) -> list[str]:
+    """The modules of the stage functions of planned ``runs`` (pages without a stage left out)."""
+    return sorted({run.entry.function.split(":")[0] for run in runs if run.entry.function})

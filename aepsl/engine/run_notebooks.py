@@ -37,10 +37,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from .artifacts import REPO_DIR, ArtifactError, atomic_path, missing_ancestor, remove_stale_temps, write_json
+from .artifacts import (REPO_DIR, ArtifactError, atomic_path, missing_ancestor, pin_code, remove_stale_temps, unpin_code,
+                        write_json)
 from .config import PROFILE_RECORD, ParameterError, check_declared, load_profile, profile_record, resolve
 from .locks import WAIT_ENV, locked
-from .registry import REGISTRY, describe, entry, plan, run_name  # noqa: F401  (run_name: API)
+from .registry import REGISTRY, describe, entry, plan, run_name, stage_modules  # noqa: F401  (run_name: API)
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
 BOOK_NOTEBOOK_DIR = REPO_DIR / "book" / "notebooks"
@@ -300,6 +301,7 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
     timings = {}
     created = missing_ancestor(out_dir)
     try:
+        pin_code(stage_modules(runs))   # the code the stages run is the code their records name
         for i, run in enumerate(runs, start=1):
             t0 = time.time()
             fn = run.entry.stage_function()
@@ -324,6 +326,8 @@ def run_profile(profile: str, only: list[str] | None = None, force: bool = False
     except Exception:
         _remove_empty(out_dir, created)
         raise
+    finally:
+        unpin_code()
     # merge with earlier runs, so a run of a few notebooks (--only) keeps the others' last times
     path = root / name / "pipeline.json"
     earlier = json.loads(path.read_text()).get("notebooks", {}) if path.exists() else {}

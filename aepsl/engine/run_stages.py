@@ -22,10 +22,10 @@ import argparse
 import sys
 
 from . import dist
-from .artifacts import ArtifactError, write_json
+from .artifacts import ArtifactError, code_pinned, write_json
 from .config import PROFILE_RECORD, ParameterError, load_profile, profile_record, resolve
 from .run_notebooks import add_profile_options, add_wait_option, apply_wait_option, interrupted
-from .registry import PlannedRun, plan
+from .registry import PlannedRun, plan, stage_modules
 
 
 def run_stages(profile: str, only: list[str] | None = None, force: bool = False, progress: bool = True,
@@ -33,27 +33,28 @@ def run_stages(profile: str, only: list[str] | None = None, force: bool = False,
     """Run the stage functions of ``profile`` (with training seed ``seed``, when given) in order;
     returns the records rank 0 wrote."""
     runs: list[PlannedRun] = plan(profile, only, force, seed)   # every run checked before anything runs
-    records = []
-    for run in runs:
-        fn = run.entry.stage_function()
-        if fn is None:
+    with code_pinned(stage_modules(runs)):   # the code the stages run is the code their records name
+        records = []
+        for run in runs:
+            fn = run.entry.stage_function()
+            if fn is None:
+                if dist.is_main():
+                    print(f"[aepsl.stages] {run.name}: a page, nothing to compute (python -m aepsl renders it)", flush=True)
+                continue
             if dist.is_main():
-                print(f"[aepsl.stages] {run.name}: a page, nothing to compute (python -m aepsl renders it)", flush=True)
-            continue
-        if dist.is_main():
-            print(f"[aepsl.stages] {run.name} (world size {dist.world_size()}) ...", flush=True)
-        try:
-            if run.entry.trains:   # every process trains; rank 0 evaluates and writes, the others wait inside
-                record = fn(run.stage_params, progress=progress and dist.is_main())
-            else:
-                record = fn(run.stage_params, progress=progress) if dist.is_main() else None
-                dist.barrier()
-        except KeyboardInterrupt as exc:
-            exc.stage = getattr(exc, "stage", None) or run.name
-            raise
-        if dist.is_main():
-            records.append(record)
-            print(f"[aepsl.stages] {run.name} done ({record.get('stage')}, {record.get('wall_time_s')} s)", flush=True)
+                print(f"[aepsl.stages] {run.name} (world size {dist.world_size()}) ...", flush=True)
+            try:
+                if run.entry.trains:   # every process trains; rank 0 evaluates and writes, the others wait inside
+                    record = fn(run.stage_params, progress=progress and dist.is_main())
+                else:
+                    record = fn(run.stage_params, progress=progress) if dist.is_main() else None
+                    dist.barrier()
+            except KeyboardInterrupt as exc:
+                exc.stage = getattr(exc, "stage", None) or run.name
+                raise
+            if dist.is_main():
+                records.append(record)
+                print(f"[aepsl.stages] {run.name} done ({record.get('stage')}, {record.get('wall_time_s')} s)", flush=True)
     if dist.is_main() and runs:   # beside the stages: the profile's seed, and whose seed run it is
         data = load_profile(profile, seed)
         common = data["common"]
