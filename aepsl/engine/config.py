@@ -26,6 +26,7 @@ which rejects unknown names and wrong types with one message naming the paramete
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import os
 import textwrap
@@ -191,13 +192,31 @@ def profile_path(profile: str) -> Path:
     return path
 
 
+# parsed profile files by path, with the (modification time, size) they were read at: a plan
+# resolves a profile's parents once per notebook, and a file of designs is read once per design
+_YAML_CACHE: dict[str, tuple[tuple[int, int], dict]] = {}
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml's parser where PyYAML has it
+
+
 def _read_yaml(path: Path) -> dict:
+    """The mapping in the YAML file ``path`` (a fresh copy: callers may change it); a file read
+    before and not changed since is not parsed again."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        stat = os.stat(path)
+    except OSError:
+        stat = None
+    key = (stat.st_mtime_ns, stat.st_size) if stat else None
+    cached = _YAML_CACHE.get(str(path))
+    if key is not None and cached is not None and cached[0] == key:
+        return copy.deepcopy(cached[1])
+    try:
+        data = yaml.load(Path(path).read_text(), Loader=_LOADER) or {}
     except yaml.YAMLError as exc:
         raise ParameterError(f"profile file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ParameterError(f"profile file {path} must hold a mapping")
+    if key is not None:
+        _YAML_CACHE[str(path)] = (key, copy.deepcopy(data))
     return data
 
 
