@@ -9,7 +9,7 @@ with the machine, the code revision and the date. What freezing does to the lear
 measured on whole chains, several training seeds each, by benchmarks/seeds.py.
 
     .venv/bin/python benchmarks/frozen_stages.py
-    .venv/bin/python benchmarks/frozen_stages.py --dry-run   # one step of each setting, nothing written
+    .venv/bin/python benchmarks/frozen_stages.py --dry-run   # one step of each setting on 2 images, nothing written
 """
 from __future__ import annotations
 
@@ -35,12 +35,12 @@ OUT = ROOT / "benchmarks" / "frozen_stages.json"
 SETTINGS = (0, 1, 2, 3, 4)
 
 
-def networks(frozen: int):
+def networks(frozen: int, batch: int = 32):
     """(name, model, input crop, loss of a forward pass) of the book's three networks."""
     classifier = build_model(CAMConfig(frozen_stages=frozen), 10)
     segmenter = build_segmenter(PSLConfig(frozen_stages=frozen), 11)
     affinity = build_affinity_net(AffinityConfig(frozen_stages=frozen))
-    labels = (torch.rand(32, 10) > 0.7).float()
+    labels = (torch.rand(batch, 10) > 0.7).float()
     return [
         ("classifier", classifier, 96, lambda m, x: F.multilabel_soft_margin_loss(m(x), labels)),
         ("segmenter", segmenter, 64, _segmenter_loss),
@@ -53,18 +53,18 @@ def _segmenter_loss(model, x):
     return out["seg"].float().logsumexp(1).mean() + out["cls"].float().pow(2).mean()
 
 
-def step_seconds(model, crop: int, loss_fn, steps: int) -> float:
+def step_seconds(model, crop: int, loss_fn, steps: int, batch: int = 32, warm_up: int = 2) -> float:
     model = model.to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    x = torch.randn(32, 3, crop, crop).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, crop, crop).contiguous(memory_format=torch.channels_last)
     times = []
-    for i in range(steps + 2):
+    for i in range(steps + warm_up):
         t0 = time.perf_counter()
         loss = loss_fn(model, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i >= 2:
+        if i >= warm_up:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -72,15 +72,16 @@ def step_seconds(model, crop: int, loss_fn, steps: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=8, help="timed steps per setting (default 8)")
-    ap.add_argument("--dry-run", action="store_true", help="one step of each setting, nothing written")
+    ap.add_argument("--dry-run", action="store_true", help="one untimed step of each setting on 2 images, nothing written")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     steps = 1 if args.dry_run else args.steps
+    batch, warm_up = (2, 0) if args.dry_run else (32, 2)
     rows = []
     for frozen in SETTINGS:
         row = {"frozen_stages": frozen}
-        for name, model, crop, loss_fn in networks(frozen):
-            row[name] = round(step_seconds(model, crop, loss_fn, steps), 4)
+        for name, model, crop, loss_fn in networks(frozen, batch):
+            row[name] = round(step_seconds(model, crop, loss_fn, steps, batch, warm_up), 4)
             row[f"{name} trained parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         rows.append(row)
         print(row, flush=True)

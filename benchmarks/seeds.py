@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from aepsl.book.lessons import LESSONS, chain_numbers  # noqa: E402
 from aepsl.engine.artifacts import cpu_model, current_metrics_files, git_revision, read_json, write_json  # noqa: E402
-from aepsl.engine.config import load_profile, resolve  # noqa: E402
+from aepsl.engine.config import ParameterError, load_profile, resolve  # noqa: E402
+from aepsl.engine.registry import plan  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "seeds.json"
 
@@ -104,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         name, root, _ = chain_profile(args.profile, seed)
         cmd = command(args.profile, seed)
-        if args.dry_run:
-            res = subprocess.run(cmd[:-1] + ["--check"], cwd=ROOT, capture_output=True, text=True)
-            if res.returncode:
-                print(res.stdout[-2000:] + res.stderr[-2000:], file=sys.stderr)
-                return res.returncode
-            print(f"seed {seed}: {' '.join(cmd[1:])} -> {root / name} (parameters checked)")
+        if args.dry_run:   # what `python -m aepsl.stages --check` checks, in this process
+            try:
+                runs = plan(args.profile, seed=seed)
+            except (ParameterError, FileNotFoundError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"seed {seed}: {' '.join(cmd[1:])} -> {root / name} ({len(runs)} runs, parameters checked)")
             continue
         timing = {}
         if not args.record_only:
