@@ -7,9 +7,10 @@ is ``notebooks/params/voc.yaml`` shrunk in place (EfficientNet-Lite0 with the pa
 weights cut at stage 5, 1 epoch, 48 px crops, CPU, ``train`` instead of ``train_aug``), every
 run kept: CAM and CAM + HFPL, the three erasing rounds with and without HFPL, the merge, the AE
 segmenter, PSL and the oracle, PSL++, AffinityNet on CAM and AE seeds, HFPL, results and
-provenance. Both runners must go through it: ``python -m aepsl.stages`` and then
-``python -m aepsl`` on the same artifacts (the notebooks then only draw), and ``python -m aepsl``
-alone on fresh artifacts (each notebook computes its stage); the results table must then hold
+provenance. Both runners must go through it, each on fresh artifacts: ``python -m aepsl.stages``
+computes every stage, and ``python -m aepsl`` computes every stage and renders every page; the
+two must give every stage the same parameters and code (so either runner's stages are the
+other's: pages run after ``python -m aepsl.stages`` only draw), and the results table must hold
 a row for every method the profile produces.
 """
 from __future__ import annotations
@@ -207,19 +208,26 @@ def test_stages_runner_computes_every_stage(staged):
         assert (folder / stage / "metrics.json").is_file(), stage
 
 
-def test_notebooks_after_the_stages(staged):
-    path, profile, artifacts, stages_proc = staged
+def _stage_records(folder: Path) -> dict[str, dict]:
+    """Every finished stage under a profile's folder (archived ``name@hash`` folders left out)."""
+    return {p.parent.relative_to(folder).as_posix(): json.loads(p.read_text())
+            for p in sorted(folder.rglob("metrics.json")) if "@" not in p.parent.name}
+
+
+def test_notebooks_alone_compute_every_stage_as_the_stages_runner_does(staged, voc_tree, tmp_path):
+    _, _, staged_artifacts, stages_proc = staged
     assert stages_proc.returncode == 0, "python -m aepsl.stages failed first:\n" + _tail(stages_proc)
-    proc = run_cli("aepsl", path)
-    assert proc.returncode == 0, _tail(proc)
-    check_notebooks(artifacts, profile)
-    check_results(artifacts, profile)
-
-
-# --------------------------------------------------------------------------- notebooks alone
-def test_notebooks_alone_compute_every_stage(voc_tree, tmp_path):
     path, profile = write_profile(tmp_path, voc_tree, tmp_path / "artifacts")
     proc = run_cli("aepsl", path)
     assert proc.returncode == 0, _tail(proc)
     check_notebooks(tmp_path / "artifacts", profile)
     check_results(tmp_path / "artifacts", profile)
+    # the same stages, with the same parameters and code, whichever runner computed them (the
+    # artifacts' folder and the hashes of the inputs, which include it, aside)
+    alone, staged_records = _stage_records(tmp_path / "artifacts" / PROFILE), _stage_records(staged_artifacts / PROFILE)
+    assert sorted(alone) == sorted(staged_records)
+    for stage, record in alone.items():
+        mine = {k: v for k, v in record["params"].items() if k not in ("artifacts_root", "inputs")}
+        theirs = {k: v for k, v in staged_records[stage]["params"].items() if k not in ("artifacts_root", "inputs")}
+        assert mine == theirs, stage
+        assert record["code_hash"] == staged_records[stage]["code_hash"], stage
