@@ -16,8 +16,8 @@
 #
 # Each stage wrote a `metrics.json` beside its artifacts, holding its parameters, the seed, the
 # git revision of the `aepsl` package that computed it (`+dirty` when the package had
-# uncommitted changes), the device and the wall time. The table lists each stage's code hash,
-# seed, revision and wall time; the rest (the full parameters, the device, the load of the
+# uncommitted changes; `+` in the table), the device and the wall time. The table lists each
+# stage's code hash, seed, revision and wall time; the rest (the full parameters, the device, the load of the
 # machine) is in its `metrics.json` under `artifacts/<profile>/<stage>/`.
 #
 # The *code hash* is part of a stage's cache key: a hash of the source of the stage's module
@@ -46,6 +46,7 @@ table = tables.provenance_table(resolve(artifacts_root), profile)
 if len(table):   # a narrow view; the full record is each stage's metrics.json
     table = table[["code hash", "seed", "git revision", "wall time (s)"]]
     table.columns = ["code hash", "seed", "revision", "time (s)"]
+    table["revision"] = table["revision"].map(tables.short_revision)
 display(table.style.format({"time (s)": "{:.0f}"}, na_rep="–"))
 
 # %% tags=["remove-input"]

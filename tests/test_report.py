@@ -268,3 +268,11 @@ def test_merge_variants_table_names_each_recipe_in_few_columns(tmp_path):
     assert table.loc["pm_warm", "mIoU, all"] == 0.45 and table.loc["pseudo_masks", "mIoU, 1 round"] == 0.41
     assert table.loc["pm_warm", "last val mAP"] == 0.82
     assert len(table.columns) <= 5
+
+
+def test_short_revision_keeps_the_mark_of_uncommitted_changes():
+    from aepsl.book.tables import short_revision
+
+    assert short_revision("86056ebd1234") == "86056eb"
+    assert short_revision("86056ebd1234+dirty") == "86056eb+"
+    assert short_revision(None) == short_revision("") == "–"

@@ -489,6 +489,15 @@ def _load_text(load: dict | None) -> str:
     return " / ".join("–" if v is None else f"{v:.2f}" for v in (load.get("start"), load.get("end")))
 
 
+def short_revision(revision) -> str:
+    """A git revision as a page shows it: 7 hex digits, and ``+`` where the checkout had
+    uncommitted changes (recorded as ``+dirty``); ``–`` where none was recorded."""
+    if not revision:
+        return "–"
+    revision = str(revision)
+    return revision[:7] + ("+" if revision.endswith("+dirty") else "")
+
+
 def provenance_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
     """One row per finished stage: parameters hash, code hash, seed, git revision, device, wall time."""
     root = Path(artifacts_root) / profile
