@@ -90,8 +90,8 @@ if len(chains) > 1:
                      "anew (training seed 0; ✓ held, ✗ failed, – not run):"))
     display(lessons.lesson_table({**chains, **scenes}))
     bars = lessons.study_bars(chains)
-    display(Markdown("Each claim as a gain over the training seeds, with the bar it must reach "
-                     "(the PSL++ row is a ratio to the oracle, not a gain):"))
+    display(Markdown("Each claim as a gain on each training seed, with the bar it must reach (the "
+                     "PSL++ row is a ratio to the oracle, not a gain):"))
     display(lessons.study_bars_display(bars, chains))
     display(Markdown(lessons.study_bars_note(bars)))
 

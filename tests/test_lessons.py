@@ -174,8 +174,10 @@ def test_study_bars_hold_by_share_and_mean_and_name_the_failing_seeds():
     missing = lessons.study_bars({**ok, "seed 4": _numbers(**{"CAM + HFPL": None})})
     assert missing.loc["HFPL − CAM", "held"] == "4/4"
     shown = lessons.study_bars_display(bars, low_mean)
-    assert list(shown.columns)[0] == "gain on 0, 1, 2, 3, 4"
-    assert shown.loc[erasing, "gain on 0, 1, 2, 3, 4"].split(" / ")[2] == "+0.020"
+    assert list(shown.columns) == ["0", "1", "2", "3", "4", "mean", "holds"]
+    row = shown.loc["erasing: best AE − CAM ≥ 0.03 on 4 of 5, mean ≥ 0.04"]
+    assert row["2"] == "+0.020" and row["holds"] == "✗"
+    assert shown.loc["PSL++ / oracle ≥ 0.85 on every seed", "0"] == "0.878"
 
 
 def test_study_time_note_counts_only_chains_timed_alone_from_empty():

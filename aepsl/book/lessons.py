@@ -133,16 +133,18 @@ def study_bars(chains: dict[str, dict]) -> pd.DataFrame:
 
 
 def study_bars_display(bars: pd.DataFrame, chains: dict[str, dict]) -> pd.DataFrame:
-    """What the results page shows of :func:`study_bars`: the gains of the chains in one column
-    (in the chains' order, three decimals), the mean, the bar, how many held and the verdict."""
+    """What the results page shows of :func:`study_bars`: one row per claim, named with its bar;
+    one column per chain (its gain, three decimals with a sign; the ratio row without), the mean
+    and the verdict. Narrow enough for the book's column."""
     def shown(claim, v):   # a gain with its sign; the ratio row as it is
         return "–" if not _have(v) else (f"{v:.3f}" if claim.endswith("/ oracle") else f"{v:+.3f}")
 
-    text = {claim: " / ".join(shown(claim, row[k]) for k in chains) for claim, row in bars.iterrows()}
-    mean = {claim: shown(claim, v) for claim, v in bars["mean"].items()}
-    return pd.DataFrame({f"gain on {', '.join(k.replace('seed ', '') for k in chains)}": pd.Series(text),
-                         "mean": pd.Series(mean), "bar": bars["bar"], "held": bars["held"],
-                         "holds": bars["claim holds"]}, index=bars.index)
+    rows = {}
+    for claim, row in bars.iterrows():
+        name = f"{claim} {row['bar'].replace(' chains', '').replace('every chain', 'every seed')}"
+        rows[name] = {**{k.replace("seed ", ""): shown(claim, row[k]) for k in chains},
+                      "mean": shown(claim, row["mean"]), "holds": row["claim holds"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("claim and its bar")
 
 
 def study_bars_note(bars: pd.DataFrame) -> str:
