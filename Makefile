@@ -73,8 +73,10 @@ book-time: setup
 	$(PY) -m aepsl.book.readme
 
 # the seeds study: the book's chain for training seeds 0-4, and at training seed 0 on two scene
-# sets drawn anew, each chain recorded in benchmarks/seeds.json (about an hour of CPU; stages done
-# for the same parameters are reused; DRY_RUN=1 checks every run's parameters and runs nothing)
+# sets drawn anew, each chain recorded in benchmarks/seeds.json, then the CAM-variants stage of
+# each training seed's chain in benchmarks/cam_variants_seeds.json (a chain alone takes about 15
+# minutes on two cores, so about 1 h 45 min from empty; stages done for the same parameters are
+# reused; DRY_RUN=1 checks every run's parameters and runs nothing)
 seeds: setup fashion-mnist
 	$(PY) benchmarks/seeds.py --seeds 0 1 2 3 4 $(if $(DRY_RUN),--dry-run)
 	$(PY) benchmarks/seeds.py --profile 'benchmarks/designs.yaml#scenes-1' --seeds 0 $(if $(DRY_RUN),--dry-run)

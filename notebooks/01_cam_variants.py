@@ -174,7 +174,7 @@ plt.show()
 # %% tags=["remove-input"]
 mining, cut = tables.cam_variants_mining_table(record, root, profile, data_root)
 if len(mining):
-    display(Markdown(f"Above $t$ = {cut:.2f}:"))
+    display(Markdown(f"Mined above the erasing chapter's threshold, {cut:.2f}:"))
     display(mining.style.format(tables.CAM_VARIANTS_FORMAT, na_rep="–"))
 else:
     display(Markdown("These scenes have no part maps (`part_size: [0, 0]` or a VOC tree)."))
@@ -205,7 +205,7 @@ else:
 variant_seeds = notes.read_record(resolve("benchmarks") / "cam_variants_seeds.json")
 over_seeds = tables.cam_variants_seeds_table(variant_seeds)
 if len(over_seeds):
-    display(over_seeds)
+    display(over_seeds.style)
     display(Markdown(notes.cam_variants_seeds_note(variant_seeds)))
 else:
     display(Markdown("No seeds are recorded yet: `make seeds` runs the chains, and "

@@ -71,7 +71,8 @@ if len(chains) > 1:
     display(lessons.spread_display(chains).style.format(precision=3, na_rep="–")
             .set_table_styles([{"selector": "td, th", "props": "padding: 0.1em 0.6em;"}]))
     display(Markdown(lessons.provenance_note(list(study.values()), load_metrics(stage_dir(root, profile, "cam")))
-                     + " Redo the study with `make seeds`."))
+                     + " Redo the study with `make seeds`. "
+                     + lessons.study_time_note(notes.read_record(seeds_path) or {})))
 else:
     display(lessons.seed_table({"this build": own}).round(3).style.format(precision=3, na_rep="–"))
     display(Markdown("Only this build's own seed is recorded here. `make seeds` runs the chain for "
@@ -89,8 +90,8 @@ if len(chains) > 1:
                      "anew (training seed 0; ✓ held, ✗ failed, – not run):"))
     display(lessons.lesson_table({**chains, **scenes}))
     bars = lessons.study_bars(chains)
-    display(Markdown("Each claim as a gain over the training seeds, with the bar it must reach "
-                     "(the PSL++ row is a ratio to the oracle, not a gain):"))
+    display(Markdown("Each claim as a gain on each training seed, with the bar it must reach (the "
+                     "PSL++ row is a ratio to the oracle, not a gain):"))
     display(lessons.study_bars_display(bars, chains))
     display(Markdown(lessons.study_bars_note(bars)))
 

@@ -174,5 +174,22 @@ def test_study_bars_hold_by_share_and_mean_and_name_the_failing_seeds():
     missing = lessons.study_bars({**ok, "seed 4": _numbers(**{"CAM + HFPL": None})})
     assert missing.loc["HFPL − CAM", "held"] == "4/4"
     shown = lessons.study_bars_display(bars, low_mean)
-    assert list(shown.columns)[0] == "gain on 0, 1, 2, 3, 4"
-    assert shown.loc[erasing, "gain on 0, 1, 2, 3, 4"].split(" / ")[2] == "+0.020"
+    assert list(shown.columns) == ["0", "1", "2", "3", "4", "mean", "holds"]
+    row = shown.loc["erasing: best AE − CAM ≥ 0.03 on 4 of 5, mean ≥ 0.04"]
+    assert row["2"] == "+0.020" and row["holds"] == "✗"
+    assert shown.loc["PSL++ / oracle ≥ 0.85 on every seed", "0"] == "0.878"
+
+
+def test_study_time_note_counts_only_chains_timed_alone_from_empty():
+    def run(seed, wall, stages, units, load, label="book"):
+        return {"label": label, "profile": "default", "seed": seed, "chain_wall_s": wall, "stages_wall_s": stages,
+                "reference_units": units, "load_max": load, "cpu": "CPU A", "cores": 2}
+
+    record = {"runs": [run(3, 900.0, 880.0, 180.0, 2.0), run(4, 840.0, 830.0, 200.0, 3.5),
+                       run(1, 400.0, 2000.0, 80.0, 2.0),      # reused finished stages
+                       run(5, 1200.0, 1180.0, 260.0, 6.3),    # beside other work
+                       run(6, 900.0, 900.0, 180.0, 2.0, label="other")]}
+    note = lessons.study_time_note(record, chains=7)
+    assert "14-15 minutes" in note and "180-200 reference units" in note and "2 chains timed alone" in note
+    assert f"{7 * 870 / 3600:.1f} hours" in note and f"{7 * 190:,.0f} reference units" in note
+    assert lessons.study_time_note({"runs": [run(1, 400.0, 2000.0, 80.0, 2.0)]}) == ""

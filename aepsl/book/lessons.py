@@ -133,16 +133,18 @@ def study_bars(chains: dict[str, dict]) -> pd.DataFrame:
 
 
 def study_bars_display(bars: pd.DataFrame, chains: dict[str, dict]) -> pd.DataFrame:
-    """What the results page shows of :func:`study_bars`: the gains of the chains in one column
-    (in the chains' order, three decimals), the mean, the bar, how many held and the verdict."""
+    """What the results page shows of :func:`study_bars`: one row per claim, named with its bar;
+    one column per chain (its gain, three decimals with a sign; the ratio row without), the mean
+    and the verdict. Narrow enough for the book's column."""
     def shown(claim, v):   # a gain with its sign; the ratio row as it is
         return "–" if not _have(v) else (f"{v:.3f}" if claim.endswith("/ oracle") else f"{v:+.3f}")
 
-    text = {claim: " / ".join(shown(claim, row[k]) for k in chains) for claim, row in bars.iterrows()}
-    mean = {claim: shown(claim, v) for claim, v in bars["mean"].items()}
-    return pd.DataFrame({f"gain on {', '.join(k.replace('seed ', '') for k in chains)}": pd.Series(text),
-                         "mean": pd.Series(mean), "bar": bars["bar"], "held": bars["held"],
-                         "holds": bars["claim holds"]}, index=bars.index)
+    rows = {}
+    for claim, row in bars.iterrows():
+        name = f"{claim} {row['bar'].replace(' chains', '').replace('every chain', 'every seed')}"
+        rows[name] = {**{k.replace("seed ", ""): shown(claim, row[k]) for k in chains},
+                      "mean": shown(claim, row["mean"]), "holds": row["claim holds"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("claim and its bar")
 
 
 def study_bars_note(bars: pd.DataFrame) -> str:
@@ -277,6 +279,33 @@ def scene_chains(record: dict, label: str = "book", book_profile: str = "default
         if r.get("label") == label and r.get("profile") != book_profile and r.get("data_seed"):
             out[f"scenes {r['data_seed']}"] = r["numbers"]
     return dict(sorted(out.items()))
+
+
+def study_time_note(record: dict, label: str = "book", chains: int = 7) -> str:
+    """What one chain of the study costs, from the records of ``label`` whose run computed every
+    stage itself (its wall time at least 90 % of its stages' summed wall time; a run that reused
+    finished stages timed less than a chain) and ran with the machine otherwise idle (1-minute
+    load at most 4 on its stages): their wall seconds and reference units (the chain's seconds
+    over those of the fixed workload of ``benchmarks/book_time.py``), and what ``chains`` such
+    chains (``make seeds`` from empty) come to. Empty where no record qualifies."""
+    timed = []
+    for r in (record or {}).get("runs", []):
+        wall, stages, units = r.get("chain_wall_s"), r.get("stages_wall_s"), r.get("reference_units")
+        if (r.get("label") == label and _have(wall, stages, units) and wall >= 0.9 * stages
+                and (r.get("load_max") or 0) <= 4):
+            timed.append(r)
+    if not timed:
+        return ""
+    walls = sorted(r["chain_wall_s"] for r in timed)
+    units = sorted(r["reference_units"] for r in timed)
+    mid = walls[len(walls) // 2] if len(walls) % 2 else (walls[len(walls) // 2 - 1] + walls[len(walls) // 2]) / 2
+    mean_units = sum(units) / len(units)
+    span = (f"{units[0]:.0f}" if round(units[0]) == round(units[-1]) else f"{units[0]:.0f}-{units[-1]:.0f}")
+    cpus = sorted({str(r.get("cpu")) for r in timed})
+    return (f"A chain computed from empty took {walls[0] / 60:.0f}-{walls[-1] / 60:.0f} minutes "
+            f"({span} reference units; {len(timed)} chains timed alone on {', '.join(cpus)}, "
+            f"{timed[0].get('cores')} cores), so the whole study, {chains} chains, about "
+            f"{chains * mid / 3600:.1f} hours ({chains * mean_units:,.0f} reference units).")
 
 
 def _lesson(name: str):

@@ -697,7 +697,7 @@ def cam_variants_seeds_table(record: dict) -> pd.DataFrame:
         rows[name] = {"seed mIoU": spread([s.get("mIoU") for s in seeds]),
                       "body at its cut": spread([s.get("body") for s in seeds]),
                       f"body above {cut:.2f}": spread([m.get("body") for m in mined])}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"{len(runs)} seeds")
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"over {len(runs)} seeds")
 
 
 def _seconds_per_image(record: dict, key: str) -> float | None:
