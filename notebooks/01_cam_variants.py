@@ -205,7 +205,7 @@ else:
 variant_seeds = notes.read_record(resolve("benchmarks") / "cam_variants_seeds.json")
 over_seeds = tables.cam_variants_seeds_table(variant_seeds)
 if len(over_seeds):
-    display(over_seeds.style)
+    display(over_seeds.style.set_table_styles([{"selector": "td, th", "props": "padding: 0.1em 0.6em;"}]))
     display(Markdown(notes.cam_variants_seeds_note(variant_seeds)))
 else:
     display(Markdown("No seeds are recorded yet: `make seeds` runs the chains, and "
