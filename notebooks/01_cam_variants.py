@@ -182,16 +182,25 @@ else:
 # %% [markdown]
 # ## The best of them through a segmenter
 # Seeds are only the start: the question that counts is what a segmenter learns from them. The
-# variants profile writes the seeds of the method with the best mIoU for every training image
-# and trains the plain segmenter of the PSL chapter on them (no PSL), as the erasing masks
-# train the AE segmenter; both are scored on the held-out scenes.
+# stage can write the seeds of the method with the best mIoU for every training image
+# (`masks_method: best`); the plain segmenter of the PSL chapter (no PSL) then trains on them, as
+# the AE segmenter trains on the erasing masks, and both are scored on the held-out scenes. The
+# variants profile runs it beside its own erasing chain; the design
+# `benchmarks/designs.yaml#cam-variant-segmenter` runs it for the seeds study's training seeds.
 
 # %% tags=["remove-input"]
 segmenters, source = tables.cam_variant_segmenter_table(root, profile, data_root)
+variant_seeds = notes.read_record(resolve("benchmarks") / "cam_variants_seeds.json")
+segmenter_seeds = tables.cam_variant_segmenter_seeds_table(variant_seeds)
 if len(segmenters):
     display(segmenters.style.format(tables.CAM_VARIANTS_FORMAT, na_rep="–"))
     display(Markdown("Seed mIoU on the training split, segmenter mIoU on the held-out scenes"
                      + notes.source_note(source, profile) + "."))
+elif len(segmenter_seeds):
+    display(Markdown("Held-out mIoU of the same plain segmenter trained on each seed's labels, per "
+                     "training seed of the seeds study (`benchmarks/cam_variants_seeds.json`):"))
+    display(segmenter_seeds.style.format(tables.CAM_VARIANTS_FORMAT, na_rep="–"))
+    display(Markdown(notes.cam_variant_segmenter_seeds_note(segmenter_seeds)))
 else:
     display(Markdown(notes.not_run_note("The segmenter on the best variant's seeds")))
 
@@ -202,7 +211,6 @@ else:
 # same first training images of each chain):
 
 # %% tags=["remove-input"]
-variant_seeds = notes.read_record(resolve("benchmarks") / "cam_variants_seeds.json")
 over_seeds = tables.cam_variants_seeds_table(variant_seeds)
 if len(over_seeds):
     display(over_seeds.style.set_table_styles([{"selector": "td, th", "props": "padding: 0.1em 0.6em;"}]))

@@ -306,3 +306,21 @@ def test_variants_over_seeds_table_and_note():
     record["runs"][1] = _seed_entry(1, 0.52, 0.53, 0.46, 0.45)
     assert "on seeds 1 a method found as much as the rounds" in notes.cam_variants_seeds_note(record)
     assert tables.cam_variants_seeds_table({}).empty and notes.cam_variants_seeds_note(None) == ""
+
+
+def test_segmenter_over_seeds_table_and_note():
+    def entry(seed, variant, ae):
+        return {**_seed_entry(seed, 0.5, 0.5, 0.2, 0.5),
+                "segmenter": {"method": "Grad-CAM", "threshold": 0.25, "variant segmenter": variant, "AE segmenter": ae}}
+
+    record = {"runs": [entry(0, 0.55, 0.59), entry(1, 0.56, 0.58), {**_seed_entry(2, 0.5, 0.5, 0.2, 0.5)}]}
+    table = tables.cam_variant_segmenter_seeds_table(record)
+    assert list(table.index) == ["seed 0", "seed 1", "mean"]   # seed 2 has no segmenter run
+    assert table.loc["seed 0", "AE − variant"] == pytest.approx(0.04)
+    assert table.loc["mean", "on the AE masks"] == pytest.approx(0.585)
+    note = notes.cam_variant_segmenter_seeds_note(table)
+    assert "+0.020 to +0.040" in note and "on every seed, erasing gave the better labels" in note
+    record["runs"][1] = entry(1, 0.60, 0.58)
+    note = notes.cam_variant_segmenter_seeds_note(tables.cam_variant_segmenter_seeds_table(record))
+    assert "erasing gave the better labels on 1 of them" in note
+    assert tables.cam_variant_segmenter_seeds_table({"runs": [_seed_entry(0, 0.5, 0.5, 0.2, 0.5)]}).empty

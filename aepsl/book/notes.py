@@ -573,6 +573,25 @@ def cam_variants_seeds_note(record: dict) -> str:
     return " ".join(out)
 
 
+def cam_variant_segmenter_seeds_note(table: pd.DataFrame) -> str:
+    """What the segmenter comparison over seeds says (see
+    :func:`aepsl.book.tables.cam_variant_segmenter_seeds_table`): on how many seeds the AE masks
+    trained the better segmenter, and by how much."""
+    if table is None or table.empty:
+        return ""
+    seeds = table.drop(index="mean", errors="ignore")
+    gaps = seeds["AE − variant"].astype(float)
+    ahead = int((gaps > 0).sum())
+    text = (f"On {len(gaps)} training seed{'s' if len(gaps) > 1 else ''}, the segmenter trained on the erasing masks "
+            f"scored {gaps.min():+.3f} to {gaps.max():+.3f} mIoU against the same segmenter on the best later CAM's "
+            f"seeds ({', '.join(sorted(set(seeds['variant'])))})")
+    if ahead == len(gaps):
+        return text + ": on every seed, erasing gave the better labels; a better CAM did not replace it."
+    if ahead == 0:
+        return text + ": on every seed, the better CAM gave the better labels, for one forward pass instead of retraining."
+    return text + f": erasing gave the better labels on {ahead} of them, so a one-seed answer would not hold."
+
+
 def cam_variants_passes_note(m: dict, scales: list, flip: bool) -> str:
     """Under the CAM-variants table: how many images were scored, and how many passes per image
     the CAM chapter's maps and the other rows average (the stage's metrics ``m``, the page's

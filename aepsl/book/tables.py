@@ -781,5 +781,25 @@ def cam_variant_segmenter_table(artifacts_root: str | Path, profile: str,
     return (pd.DataFrame(rows).set_index("seeds") if rows else pd.DataFrame()), source
 
 
-CAM_VARIANTS_FORMAT = {"seed mIoU": "{:.3f}", "segmenter mIoU": "{:.3f}", "mIoU": "{:.3f}", "t": "{:.2f}", "disc": "{:.0%}", "body": "{:.0%}",
+def cam_variant_segmenter_seeds_table(record: dict) -> pd.DataFrame:
+    """Per training seed of the CAM-variants seeds record that has the segmenter comparison: the
+    method whose seeds trained the plain segmenter, that segmenter's held-out mIoU, the AE
+    segmenter's of the same seed, and the difference; a last row with the means. Empty without."""
+    rows = {}
+    for r in (record or {}).get("runs") or []:
+        seg = r.get("segmenter")
+        if seg:
+            rows[f"seed {r['seed']}"] = {"variant": seg["method"], "on its seeds": seg["variant segmenter"],
+                                         "on the AE masks": seg["AE segmenter"],
+                                         "AE − variant": seg["AE segmenter"] - seg["variant segmenter"]}
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if len(table) > 1:
+        table.loc["mean"] = ["", *table[["on its seeds", "on the AE masks", "AE − variant"]].mean()]
+    return table.rename_axis("training seed")
+
+
+CAM_VARIANTS_FORMAT = {"on its seeds": "{:.3f}", "on the AE masks": "{:.3f}", "AE − variant": "{:+.3f}",
+                       "seed mIoU": "{:.3f}", "segmenter mIoU": "{:.3f}", "mIoU": "{:.3f}", "t": "{:.2f}", "disc": "{:.0%}", "body": "{:.0%}",
                        "s / image": "{:.3f}", "images": "{:,.0f}"}
