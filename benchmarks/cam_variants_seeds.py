@@ -6,8 +6,8 @@ record and the chain's erasing rounds, and writes benchmarks/cam_variants_seeds.
 each method's seed mIoU and the share of disc and body pixels it finds at its best cut, what it
 would mine above the erasing threshold beside what the erasing rounds mined, and the code
 revision, CPU and date of the stage that computed them. Where the design
-``benchmarks/designs.yaml#cam-variant-segmenter`` was run for a seed (``python -m aepsl.stages
---profile 'benchmarks/designs.yaml#cam-variant-segmenter' --seed K``), the record also holds the
+``benchmarks/designs.yaml#variant-segmenter`` was run for a seed (``python -m aepsl.stages
+--profile 'benchmarks/designs.yaml#variant-segmenter' --seed K``), the record also holds the
 held-out mIoU of the plain segmenter trained on the best variant's seeds, beside the AE segmenter
 of the same seed's chain. It runs nothing: a seed whose chain has
 not been run is reported and left out. The CAM-variants chapter reads the record.
@@ -31,7 +31,7 @@ from aepsl.engine.artifacts import load_metrics, write_json  # noqa: E402
 from seeds import chain_profile  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "cam_variants_seeds.json"
-SEGMENTERS = "benchmarks/designs.yaml#cam-variant-segmenter"
+SEGMENTERS = "benchmarks/designs.yaml#variant-segmenter"
 
 
 def _values(frame, columns) -> dict:

@@ -186,7 +186,7 @@ else:
 # (`masks_method: best`); the plain segmenter of the PSL chapter (no PSL) then trains on them, as
 # the AE segmenter trains on the erasing masks, and both are scored on the held-out scenes. The
 # variants profile runs it beside its own erasing chain; the design
-# `benchmarks/designs.yaml#cam-variant-segmenter` runs it for the seeds study's training seeds.
+# `benchmarks/designs.yaml#variant-segmenter` runs it for the seeds study's training seeds.
 
 # %% tags=["remove-input"]
 segmenters, source = tables.cam_variant_segmenter_table(root, profile, data_root)
@@ -199,7 +199,8 @@ if len(segmenters):
 elif len(segmenter_seeds):
     display(Markdown("Held-out mIoU of the same plain segmenter trained on each seed's labels, per "
                      "training seed of the seeds study (`benchmarks/cam_variants_seeds.json`):"))
-    display(segmenter_seeds.style.format(tables.CAM_VARIANTS_FORMAT, na_rep="–"))
+    display(segmenter_seeds.style.format(tables.CAM_VARIANTS_FORMAT, na_rep="–")
+            .set_table_styles([{"selector": "td, th", "props": "padding: 0.1em 0.6em;"}]))
     display(Markdown(notes.cam_variant_segmenter_seeds_note(segmenter_seeds)))
 else:
     display(Markdown(notes.not_run_note("The segmenter on the best variant's seeds")))
