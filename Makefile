@@ -74,13 +74,16 @@ book-time: setup
 
 # the seeds study: the book's chain for training seeds 0-4, and at training seed 0 on two scene
 # sets drawn anew, each chain recorded in benchmarks/seeds.json, then the CAM-variants stage of
-# each training seed's chain in benchmarks/cam_variants_seeds.json (a chain alone takes about 15
-# minutes on two cores, so about 1 h 45 min from empty; stages done for the same parameters are
-# reused; DRY_RUN=1 checks every run's parameters and runs nothing)
+# each training seed's chain in benchmarks/cam_variants_seeds.json, with the segmenter on the best
+# variant's seeds for seeds 0-2 (a chain alone takes about 15 minutes on two cores, a segmenter run
+# about 4, so about 2 hours from empty; stages done for the same parameters are reused; DRY_RUN=1
+# checks every run's parameters and runs nothing)
 seeds: setup fashion-mnist
 	$(PY) benchmarks/seeds.py --seeds 0 1 2 3 4 $(if $(DRY_RUN),--dry-run)
 	$(PY) benchmarks/seeds.py --profile 'benchmarks/designs.yaml#scenes-1' --seeds 0 $(if $(DRY_RUN),--dry-run)
 	$(PY) benchmarks/seeds.py --profile 'benchmarks/designs.yaml#scenes-2' --seeds 0 $(if $(DRY_RUN),--dry-run)
+	for k in 0 1 2; do $(PY) -m aepsl.stages --profile 'benchmarks/designs.yaml#variant-segmenter' --seed $$k \
+	  --no-progress $(if $(DRY_RUN),--check) || exit 1; done
 	$(if $(DRY_RUN),,$(PY) benchmarks/cam_variants_seeds.py --seeds 0 1 2 3 4)
 
 # the design studies of benchmarks/designs.yaml, run and recorded (hours of CPU; the book's chain
