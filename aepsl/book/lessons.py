@@ -11,6 +11,7 @@ which lesson held on which seed.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Callable
 
@@ -223,7 +224,7 @@ def _text(v) -> str:
     return f"{v:.3f}" if _have(v) else "–"
 
 
-def _made_by(runs: list[dict]) -> str:
+def made_by(runs: list[dict]) -> str:
     """'code revision(s) R on CPU C, recorded D1 to D2' for a study's records."""
     revs = sorted({rev[:7] for r in runs for rev in (r.get("stage_revisions") or [r.get("git_revision") or "?"])})
     cpus = sorted({str(r.get("cpu")) for r in runs})
@@ -238,7 +239,7 @@ def study_provenance(record: dict, labels, profile: str = "default") -> str:
     for label in labels:
         runs = list(study_chains(record, label, profile).values())
         if runs:
-            parts.append(f"*{label}*: seeds {', '.join(str(r['seed']) for r in runs)}, computed by {_made_by(runs)}.")
+            parts.append(f"*{label}*: seeds {', '.join(str(r['seed']) for r in runs)}, computed by {made_by(runs)}.")
     return " ".join(parts)
 
 
@@ -260,7 +261,7 @@ def provenance_note(runs: list[dict], book: dict | None) -> str:
         return ""
     revs = {rev[:7] for r in runs for rev in (r.get("stage_revisions") or [r.get("git_revision") or "?"])}
     cpus = {str(r.get("cpu")) for r in runs}
-    text = f"The study's chains were computed by {_made_by(runs)}."
+    text = f"The study's chains were computed by {made_by(runs)}."
     if book:
         own_rev = str(book.get("git_revision") or "?")[:7]
         own_cpu = str((book.get("host") or {}).get("cpu") or "?")
@@ -298,7 +299,7 @@ def study_time_note(record: dict, label: str = "book", chains: int = 7) -> str:
         return ""
     walls = sorted(r["chain_wall_s"] for r in timed)
     units = sorted(r["reference_units"] for r in timed)
-    mid = walls[len(walls) // 2] if len(walls) % 2 else (walls[len(walls) // 2 - 1] + walls[len(walls) // 2]) / 2
+    mid = statistics.median(walls)
     mean_units = sum(units) / len(units)
     span = (f"{units[0]:.0f}" if round(units[0]) == round(units[-1]) else f"{units[0]:.0f}-{units[-1]:.0f}")
     cpus = sorted({str(r.get("cpu")) for r in timed})

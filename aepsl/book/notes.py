@@ -565,11 +565,9 @@ def cam_variants_seeds_note(record: dict) -> str:
             out[-1] = out[-1].replace(", on every one of these seeds more than any method.",
                                       "; on seeds " + ", ".join(str(s) for s in both if erased[s] <= bodies[s])
                                       + " a method found as much as the rounds.")
-    revs = sorted({str(r.get("git_revision") or "?")[:7] for r in runs})
-    cpus = sorted({str(r.get("cpu")) for r in runs})
-    days = sorted({str(r.get("finished_at") or "")[:10] for r in runs})
-    out.append(f"(Computed by code revision {', '.join(revs)} on {', '.join(cpus)}, {days[0]}"
-               + (f" to {days[-1]}" if days[-1] != days[0] else "") + "; each chain's classifier is its own.)")
+    from .lessons import made_by
+
+    out.append(f"(Computed by {made_by(runs)}; each chain's classifier is its own.)")
     return " ".join(out)
 
 

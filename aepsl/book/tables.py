@@ -679,14 +679,12 @@ def cam_variants_seeds_table(record: dict) -> pd.DataFrame:
         return pd.DataFrame()
 
     def spread(values) -> str:
+        import statistics
+
         values = [v for v in values if v is not None]
-        if not values:
-            return "–"
-        mean = sum(values) / len(values)
-        if len(values) == 1:
-            return f"{mean:.3f}"
-        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-        return f"{mean:.3f} ± {sd:.3f}"
+        if len(values) < 2:
+            return f"{values[0]:.3f}" if values else "–"
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
     cut = runs[0].get("mining_threshold")
     names = runs[0].get("order") or list(runs[0]["seeds"]) + [k for k in runs[0]["mining"] if k not in runs[0]["seeds"]]
