@@ -173,3 +173,22 @@ def test_default_profile_restates_no_default(name):
         changed = {k for k, v in params.items() if not k.startswith("_") and defaults.get(k) != v}
         own = {k for k in params if not k.startswith("_")} - set(data["common"])
         assert changed <= own, f"{name}: a common value differs from the dataclass default: {changed - own}"
+
+
+def test_a_profile_file_is_parsed_once_until_it_changes(tmp_path, monkeypatch):
+    """The profile reader keeps what it parsed (a plan reads a profile's parents once per notebook);
+    each caller gets its own copy, and a file changed since is read again."""
+    import yaml as yaml_module
+
+    from aepsl.engine import config
+
+    path = tmp_path / "p.yaml"
+    path.write_text("common: {seed: 1}\nnotebooks: {}\n")
+    calls = []
+    real = yaml_module.load
+    monkeypatch.setattr(config.yaml, "load", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = config._read_yaml(path)
+    first["common"]["seed"] = 99   # a caller's change stays its own
+    assert config._read_yaml(path)["common"]["seed"] == 1 and len(calls) == 1
+    path.write_text("common: {seed: 2, device: cpu}\nnotebooks: {}\n")
+    assert config._read_yaml(path)["common"]["seed"] == 2 and len(calls) == 2

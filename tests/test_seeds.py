@@ -2,13 +2,11 @@
 design studies and the scripts that run and record them."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -184,25 +182,7 @@ def test_the_design_studies_are_one_file():
         assert bool(d.get("seeds")) == bool(d.get("study")), f"{name}: a study has seeds, a base none"
 
 
-@pytest.fixture
-def yaml_parsed_once(monkeypatch):
-    """The profile reader parsing each file's text once: plan() and load_profile() read
-    designs.yaml again for every design a profile extends (hundreds of parses of the same text
-    for the loop below); every read still gets its own copy of what the file says."""
-    from aepsl.engine import config
-
-    read, parsed = config._read_yaml, {}
-
-    def read_once(path):
-        key = (str(path), Path(path).read_text())
-        if key not in parsed:
-            parsed[key] = read(path)
-        return copy.deepcopy(parsed[key])
-
-    monkeypatch.setattr(config, "_read_yaml", read_once)
-
-
-def test_every_design_and_seed_plans(yaml_parsed_once):
+def test_every_design_and_seed_plans():
     """Every design's changes are valid parameters of their notebooks: plan() builds and checks
     every run's config, for every seed the design lists, and the stages each run reads are
     written earlier in its profile."""
