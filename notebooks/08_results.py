@@ -64,7 +64,8 @@ display(final.style.format(tables.ABLATION_FORMAT, na_rep="–"))
 from aepsl.book import lessons
 
 seeds_path = resolve("benchmarks") / "seeds.json"
-study = lessons.study_chains(notes.read_record(seeds_path) or {}, "book", records.BOOK_PROFILE)
+seeds_record = notes.read_record(seeds_path) or {}
+study = lessons.study_chains(seeds_record, "book", records.BOOK_PROFILE)
 chains = {f"seed {k}": r["numbers"] for k, r in study.items()}
 own = lessons.chain_numbers(root, profile)
 if len(chains) > 1:
@@ -72,7 +73,7 @@ if len(chains) > 1:
             .set_table_styles([{"selector": "td, th", "props": "padding: 0.1em 0.6em;"}]))
     display(Markdown(lessons.provenance_note(list(study.values()), load_metrics(stage_dir(root, profile, "cam")))
                      + " Redo the study with `make seeds`. "
-                     + lessons.study_time_note(notes.read_record(seeds_path) or {})))
+                     + lessons.study_time_note(seeds_record)))
 else:
     display(lessons.seed_table({"this build": own}).round(3).style.format(precision=3, na_rep="–"))
     display(Markdown("Only this build's own seed is recorded here. `make seeds` runs the chain for "
@@ -85,7 +86,7 @@ if len(chains) > 1:
     viz.seed_points(chains, keys)
     plt.tight_layout()
     plt.show()
-    scenes = lessons.scene_chains(notes.read_record(seeds_path) or {}, "book", records.BOOK_PROFILE)
+    scenes = lessons.scene_chains(seeds_record, "book", records.BOOK_PROFILE)
     display(Markdown("Which of the book's claims held on which training seed, and on the scene sets drawn "
                      "anew (training seed 0; ✓ held, ✗ failed, – not run):"))
     display(lessons.lesson_table({**chains, **scenes}))
