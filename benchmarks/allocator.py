@@ -1,13 +1,18 @@
-"""Does a faster memory allocator (tcmalloc) speed up the book's work? Timed both ways, alternately.
+"""Does the way host memory is managed speed up the book's work? Timed three ways, alternately.
 
-Debian's ``libtcmalloc-minimal4`` ships tcmalloc as a library that ``LD_PRELOAD`` puts in place of
-glibc's malloc for one process. This script times, with glibc's allocator and with tcmalloc, one
-after the other ``--repeats`` times: the fixed reference workload of benchmarks/book_time.py (ten
-training steps of the book's classifier), and the CAM stage of the default profile computed from
-empty on the default scenes (training, CAM inference, scoring) in a temporary artifacts folder. It
-records the seconds of each run, the ratio of the medians and whether the stage's numbers (its
-metrics.json ``metrics``) are the same both ways, in benchmarks/allocator.json with the CPU, the
-code revision and the date. Run nothing else meanwhile.
+glibc's malloc serves every large block with a fresh ``mmap`` and returns it to the system when
+it is freed; a stage that computes keeps freed memory in the process instead
+(:func:`aepsl.engine.device.keep_freed_memory`, off with ``AEPSL_MALLOC=system``). Debian's
+``libtcmalloc-minimal4`` ships tcmalloc as a library that ``LD_PRELOAD`` puts in place of glibc's
+malloc for one process. This script times, with glibc's malloc as it comes, with freed memory
+kept and with tcmalloc, one after the other ``--repeats`` times: the fixed reference workload of
+benchmarks/book_time.py (ten training steps of the book's classifier), and the CAM stage of the
+default profile computed from empty on the default scenes (training, then CAM inference at three
+scales with flips, scoring) in a temporary artifacts folder. It records the seconds of each run
+(the stage's training and CAM inference apart), the ratios of the medians to glibc's and whether
+the stage's numbers (its metrics.json ``metrics``) are the same every way, in
+benchmarks/allocator.json with the CPU, the code revision and the date. Run nothing else
+meanwhile.
 
     .venv/bin/python benchmarks/allocator.py                 # needs data/scenes-default (make book)
     .venv/bin/python benchmarks/allocator.py --repeats 3
@@ -41,10 +46,20 @@ def tcmalloc_path() -> str | None:
     return next((p for p in TCMALLOC if Path(p).is_file()), None)
 
 
-def env_for(preload: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    if preload:
+# the ways timed: glibc's malloc as it comes, glibc keeping freed memory (what a stage does), tcmalloc
+WAYS = ("glibc", "kept", "tcmalloc")
+# the reference workload with freed memory kept as a stage keeps it
+KEPT_PREFIX = "from aepsl.engine.device import keep_freed_memory\nassert keep_freed_memory()\n"
+
+
+def env_for(way: str, preload: str | None) -> dict:
+    """The environment of a run timed ``way``: LD_PRELOAD for tcmalloc, and AEPSL_MALLOC=system
+    except where freed memory is to be kept."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "AEPSL_MALLOC")}
+    if way == "tcmalloc":
         env["LD_PRELOAD"] = preload
+    if way != "kept":
+        env["AEPSL_MALLOC"] = "system"
     return env
 
 
@@ -56,9 +71,9 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return time.perf_counter() - t0, res.stdout
 
 
-def stage_run(env: dict, data_root: str) -> tuple[float, dict]:
+def stage_run(env: dict, data_root: str) -> tuple[float, dict, dict]:
     """The default profile's CAM stage from empty in a temporary artifacts folder: (wall seconds of
-    the stage as its record gives it, its metrics)."""
+    the stage as its record gives it, its timed parts, its metrics)."""
     import yaml
 
     with tempfile.TemporaryDirectory(prefix="aepsl-allocator-") as tmp:
@@ -70,7 +85,7 @@ def stage_run(env: dict, data_root: str) -> tuple[float, dict]:
         timed([sys.executable, "-m", "aepsl.stages", "--profile", str(path), "--only", "00_data", "01_cam",
                "--no-progress"], env)
         record = read_json(Path(tmp) / "artifacts" / "allocator" / "cam" / "metrics.json")
-    return record["wall_time_s"], record["metrics"]
+    return record["wall_time_s"], record.get("timings_s", {}), record["metrics"]
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -82,7 +97,7 @@ def _same(a: dict, b: dict) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=2, help="runs of each workload with each allocator (default 2)")
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each workload each way (default 2)")
     ap.add_argument("--data-root", default="data/scenes-default", help="the scenes the stage trains on")
     ap.add_argument("--dry-run", action="store_true", help="say what would run; run nothing")
     args = ap.parse_args(argv)
@@ -96,35 +111,35 @@ def main(argv: list[str] | None = None) -> int:
     if not (ROOT / args.data_root / "dataset.json").is_file() and not args.dry_run:
         print(f"no scenes in {args.data_root}: run `make book` (or the data stage) first", file=sys.stderr)
         return 2
-    plan = [(name, preload) for _ in range(args.repeats) for name in ("reference", "cam stage")
-            for preload in (None, lib)]
+    plan = [(name, way) for _ in range(args.repeats) for name in ("reference", "cam stage") for way in WAYS]
     if args.dry_run:
-        for name, preload in plan:
-            print(f"{name} with {'tcmalloc' if preload else 'glibc malloc'}")
+        for name, way in plan:
+            print(f"{name}, {way}")
         print(f"dry run: {len(plan)} runs, nothing run")
         return 0
-    seconds: dict[str, dict[str, list[float]]] = {"reference": {"glibc": [], "tcmalloc": []},
-                                                  "cam stage": {"glibc": [], "tcmalloc": []}}
+    parts = ("cam stage", "training", "CAM inference")
+    seconds: dict[str, dict[str, list[float]]] = {k: {w: [] for w in WAYS} for k in ("reference",) + parts}
     metrics: dict[str, dict] = {}
-    for name, preload in plan:
-        which = "tcmalloc" if preload else "glibc"
+    for name, way in plan:
+        env = env_for(way, lib)
         if name == "reference":
-            _, out = timed([sys.executable, "-c", REFERENCE], env_for(preload))
-            value = float(out.strip().splitlines()[-1])
+            _, out = timed([sys.executable, "-c", (KEPT_PREFIX if way == "kept" else "") + REFERENCE], env)
+            seconds[name][way].append(round(float(out.strip().splitlines()[-1]), 3))
         else:
-            value, metrics[which] = stage_run(env_for(preload), args.data_root)
-        seconds[name][which].append(round(value, 3))
-        print(f"{name} ({which}): {value:.2f} s", flush=True)
-    ratios = {name: round(statistics.median(v["tcmalloc"]) / statistics.median(v["glibc"]), 3)
-              for name, v in seconds.items()}
+            wall, timings, metrics[way] = stage_run(env, args.data_root)
+            for key, value in zip(parts, (wall, timings.get("train"), timings.get("cams"))):
+                seconds[key][way].append(round(value, 3))
+        print(f"{name} ({way}): {seconds[name][way][-1]:.2f} s", flush=True)
+    ratios = {way: {name: round(statistics.median(v[way]) / statistics.median(v["glibc"]), 3)
+                    for name, v in seconds.items()} for way in WAYS[1:]}
     record = read_json(OUT) if OUT.exists() else {"runs": []}
     record["runs"].append({"command": "python benchmarks/allocator.py --repeats " + str(args.repeats),
-                           "library": Path(lib).name, "seconds": seconds, "tcmalloc_over_glibc": ratios,
-                           "same_numbers": _same(metrics["glibc"], metrics["tcmalloc"]),
+                           "library": Path(lib).name, "seconds": seconds, "over_glibc": ratios,
+                           "same_numbers": all(_same(metrics["glibc"], metrics[w]) for w in WAYS[1:]),
                            "cpu": cpu_model(), "cores": os.cpu_count(), "git_revision": git_revision(),
                            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     write_json(OUT, record)
-    print(f"tcmalloc / glibc (median seconds): {ratios}; same numbers: {record['runs'][-1]['same_numbers']}")
+    print(f"median seconds over glibc's: {ratios}; same numbers: {record['runs'][-1]['same_numbers']}")
     return 0
 
 

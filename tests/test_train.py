@@ -1,5 +1,10 @@
-"""The training loop: resume gives the same weights, fingerprints, devices, training views."""
+"""The training loop: resume gives the same weights, fingerprints, devices, host memory, training views."""
 from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -191,3 +196,32 @@ def test_trainview_without_masks(scene_tree):
     s = view[0]
     assert s["image"].shape == (32, 32, 3)
     assert s.get("mask") is None
+
+
+# a process's big block, allocated after keep_freed_memory(): the mmapped bytes it added (glibc's mallinfo2 hblkhd)
+_MMAPPED = r"""
+import ctypes, sys
+from aepsl.engine.device import keep_freed_memory
+kept = keep_freed_memory()
+assert keep_freed_memory() == kept   # once per process: the same answer again
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(64 << 20)
+print(kept, libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.parametrize("setting, kept", [("", True), ("system", False)])
+def test_keep_freed_memory_serves_big_blocks_from_the_heap(setting, kept):
+    env = {**os.environ, "AEPSL_MALLOC": setting}
+    out = subprocess.run([sys.executable, "-c", _MMAPPED], env=env, capture_output=True, text=True, check=True)
+    said, mapped = out.stdout.split()
+    assert said == str(kept)
+    # kept: a 64 MiB block comes from the heap; glibc as it comes maps it on its own
+    assert (int(mapped) == 0) == kept

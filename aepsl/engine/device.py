@@ -1,5 +1,9 @@
-"""Which torch device a stage runs on."""
+"""Which torch device a stage runs on, and how the process's host memory is managed."""
 from __future__ import annotations
+
+import ctypes
+import os
+import platform
 
 import torch
 
@@ -19,3 +23,35 @@ def pick_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+_KEPT: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep the memory a process frees, for the next tensor of that size.
+
+    By default glibc serves every large block (a batch of activations, from 128 KiB up) with a
+    fresh ``mmap`` and returns it to the system when it is freed, so each forward pass faults in
+    and zeroes its activations' pages anew: on two cores that was a third of the time of a CAM
+    pass at three scales. With ``mmap`` off and the heap never trimmed, freed blocks are reused;
+    the numbers are the same (``benchmarks/allocator.py`` records both). Called once per
+    process when a stage computes; a no-op off glibc or with ``AEPSL_MALLOC=system`` in the
+    environment. Returns whether the setting is in force."""
+    global _KEPT
+    if _KEPT is not None:
+        return _KEPT
+    _KEPT = False
+    if os.environ.get("AEPSL_MALLOC", "") == "system" or not platform.libc_ver()[0] == "glibc":
+        return _KEPT
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return _KEPT
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    _KEPT = all(mallopt(param, value) == 1 for param, value in
+                ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 30), (_M_TOP_PAD, 64 << 20)))
+    return _KEPT

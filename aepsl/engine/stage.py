@@ -115,7 +115,7 @@ def stage(config: type, where: str, *, trains: bool = False, dataset: bool = Tru
     def decorate(body: Callable) -> Callable:
         @stage_entry
         def compute(cfg, inputs: dict, folder: Path, created: Path | None, progress: bool) -> dict:
-            from .device import pick_device
+            from .device import keep_freed_memory, pick_device
 
             hashed = {**cfg.hashed(), "inputs": {k: r["params_hash"] for k, r in inputs.items()},
                       "code": code_hash(body.__module__)}
@@ -128,6 +128,7 @@ def stage(config: type, where: str, *, trains: bool = False, dataset: bool = Tru
             if (dist.agree(done) if trains else done):
                 return load_metrics(folder)
             device = pick_device(cfg.device)
+            keep_freed_memory()
             run = StageRun(folder, cfg.writes(), hashed, device=str(device), created=created)
             run.inputs = inputs
             metrics = body(cfg, run, device, progress)
