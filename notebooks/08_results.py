@@ -95,6 +95,11 @@ if len(chains) > 1:
                      "PSL++ row is a ratio to the oracle, not a gain):"))
     display(lessons.study_bars_display(bars, chains))
     display(Markdown(lessons.study_bars_note(bars)))
+    variant_note = notes.cam_variant_segmenter_seeds_note(tables.cam_variant_segmenter_seeds_table(
+        notes.read_record(resolve("benchmarks") / "cam_variants_seeds.json")))
+    if variant_note:
+        display(Markdown("Is erasing better than a better CAM? " + variant_note
+                         + " (Table and method in {doc}`01_cam_variants`.)"))
 
 # %% [markdown]
 # ## The same, as a picture

@@ -452,6 +452,36 @@ display(notes.table_or_note(notes.segmenter_budget_table(bench / "book_recipe.js
 say("More in {ref}`design-budget`. **Measure it again:** `make book-time` (from empty artifacts;",
     "run nothing else meanwhile) and `python benchmarks/book_recipe.py`.")
 
+# %% [markdown]
+# (decision-freed-memory)=
+# ### A computing stage keeps the memory it frees
+#
+# **What.** When a stage computes, its process tells glibc's `malloc` to serve large blocks from
+# its heap and never to hand freed memory back to the system (`mallopt`: no `mmap`, no trim), so
+# the next batch reuses the pages the last one freed. `AEPSL_MALLOC=system` in the environment
+# turns it off.
+#
+# **Why.** As it comes, glibc maps every block from 128 KiB up afresh and unmaps it when it is
+# freed. An inference pass frees each layer's activations as soon as the next layer has used
+# them, so every batch faulted in and zeroed its activations' pages again; a CAM pass at three
+# scales with flips is where that cost most. Training gains less. The numbers are the same either
+# way. Debian's tcmalloc, timed the same way, gains about as much on the stage, but it must be
+# preloaded before a process starts (`LD_PRELOAD`), in every page's kernel and every torchrun
+# process; one `mallopt` call in the stage needs no library and no launcher.
+
+# %% tags=["remove-input"]
+alloc = bench / "allocator.json"
+alloc_record = notes.read_record(alloc)
+display(notes.table_or_note(tables.allocator_table(alloc_record), alloc, "python benchmarks/allocator.py"))
+alloc_run = tables.allocator_run(alloc_record)
+say(notes.measured_note(alloc_run),
+    "Median seconds over the runs with glibc as it comes, each other way as a share of them; the",
+    "reference workload is the one of {ref}`decision-time-budget` (ten training steps); the CAM stage",
+    "ran from empty on the default scenes, its training and its CAM inference timed apart.",
+    ("Its numbers were the same every way." if alloc_run and alloc_run.get("same_numbers") else
+     "Its numbers differed between the ways." if alloc_run else ""),
+    "**Measure it again:** `python benchmarks/allocator.py` (run nothing else meanwhile).")
+
 # %% tags=["remove-input"]
 display(Markdown(notes.try_it(
     "online_crf",

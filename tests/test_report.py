@@ -53,6 +53,37 @@ def test_ablation_table_add_on_rows(tmp_path):
     assert table.loc["CAM + random walk, PSA's background, our alphas", "pseudo-label mIoU (train)"] == 0.52
 
 
+def _variants(images: int, masks: str | None = None) -> dict:
+    return {"images": images, "of_images": 100, "masks": {"method": masks} if masks else None,
+            "methods": {"cam": {"label": "CAM", "best_miou": 0.40},
+                        "gradcam": {"label": "Grad-CAM", "best_miou": 0.44},
+                        "scorecam": {"label": "Score-CAM", "best_miou": 0.41}}}
+
+
+def test_ablation_table_best_later_cam_rows(tmp_path):
+    _stage(tmp_path, "cam", {"seed_miou": 0.40})
+    _stage(tmp_path, "cam_variants", _variants(100, masks="scorecam"))
+    _stage(tmp_path, "cam_variant_segmenter", {"eval": {"miou": 0.55}}, wall=5.0)
+    _stage(tmp_path, "ae_segmenter", {"eval": {"miou": 0.60}})
+    _stage(tmp_path, "oracle", {"eval": {"miou": 0.80}})
+    table = ablation_table(tmp_path, "p")
+    # the method whose seeds the segmenter learned from, not the best-scored one
+    assert list(table.index) == ["CAM (best bg threshold)", "best later CAM: Score-CAM",
+                                 "AE (segmenter on AE masks, no PSL)", "segmenter on Score-CAM's seeds, no PSL",
+                                 "fully supervised oracle"]
+    assert table.loc["best later CAM: Score-CAM", "pseudo-label mIoU (train)"] == 0.41
+    assert table.loc["segmenter on Score-CAM's seeds, no PSL", "final mIoU (held-out)"] == 0.55
+    assert table.loc["segmenter on Score-CAM's seeds, no PSL", "ratio to oracle"] == 0.55 / 0.80
+
+
+def test_ablation_table_best_later_cam_needs_every_training_image(tmp_path):
+    _stage(tmp_path, "cam", {"seed_miou": 0.40})
+    _stage(tmp_path, "cam_variants", _variants(24))
+    assert list(ablation_table(tmp_path, "p").index) == ["CAM (best bg threshold)"]
+    _stage(tmp_path, "cam_variants", _variants(100))   # no masks written: the best-scored method
+    assert ablation_table(tmp_path, "p").loc["best later CAM: Grad-CAM", "pseudo-label mIoU (train)"] == 0.44
+
+
 def test_ablation_table_of_a_profile_that_never_ran_is_empty(tmp_path):
     assert ablation_table(tmp_path, "nothing").empty
 
@@ -276,3 +307,17 @@ def test_short_revision_keeps_the_mark_of_uncommitted_changes():
     assert short_revision("86056ebd1234") == "86056eb"
     assert short_revision("86056ebd1234+dirty") == "86056eb+"
     assert short_revision(None) == short_revision("") == "–"
+
+
+def test_allocator_table_reads_the_latest_run_that_timed_every_way():
+    old = {"seconds": {"reference": {"glibc": [5.0], "tcmalloc": [5.1]}}, "tcmalloc_over_glibc": {}}
+    new = {"over_glibc": {}, "seconds": {
+        "training": {"glibc": [40.0, 60.0], "kept": [45.0, 47.0], "tcmalloc": [50.0, 50.0]},
+        "reference": {"glibc": [4.0, 6.0], "kept": [5.0, 5.0], "tcmalloc": [6.0, 6.0]}}}
+    assert tables.allocator_table({"runs": [old]}).empty   # tcmalloc against glibc only: not this table
+    table = tables.allocator_table({"runs": [new, old]})
+    assert list(table.index) == ["reference workload", "its training"]   # in the order of the workloads
+    assert table.loc["its training", "glibc as it comes (s)"] == 50.0
+    assert table.loc["its training", "freed memory kept"] == "92%"
+    assert table.loc["reference workload", "tcmalloc"] == "120%"
+    assert tables.allocator_table(None).empty

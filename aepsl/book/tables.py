@@ -3,6 +3,7 @@ records)."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -370,7 +371,7 @@ PUBLISHED = {
 # keeps the two in step, so a renamed stage cannot silently drop a row).
 ABLATION_STAGES = ("cam", "cam_hfpl", "affinity_cam", "affinity_cam_cut", "pseudo_masks", "erasing/round1",
                    "erasing/round2", "erasing/round3", "pseudo_masks_erasing_hfpl", "affinity_ae", "ae_segmenter",
-                   "psl", "psl_plus_plus", "oracle")
+                   "psl", "psl_plus_plus", "oracle", "cam_variants", "cam_variant_segmenter")
 
 
 def _m(root: Path, profile: str, stage: str) -> dict | None:
@@ -379,6 +380,23 @@ def _m(root: Path, profile: str, stage: str) -> dict | None:
     from ..engine.artifacts import load_metrics
 
     return load_metrics(Path(root) / profile / stage, profile)   # another profile's folder: an error
+
+
+def _best_variant(record: dict | None) -> tuple[str, float | None, bool] | None:
+    """The CAM-variants stage's method whose seeds it wrote (``masks_method``), else its best-scored
+    method: (label, best seed mIoU, whether every training image was scored); None without a
+    later method scored."""
+    if not record:
+        return None
+    m = record["metrics"]
+    methods = {k: v for k, v in (m.get("methods") or {}).items()
+               if k not in ("cam", "cam_stage") and isinstance(v, dict) and v.get("best_miou") is not None}
+    chosen = (m.get("masks") or {}).get("method")
+    if chosen not in methods:
+        if not methods:
+            return None
+        chosen = max(methods, key=lambda k: methods[k]["best_miou"])
+    return methods[chosen].get("label", chosen), methods[chosen]["best_miou"], m.get("images") == m.get("of_images")
 
 
 def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
@@ -408,6 +426,10 @@ def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
     if cut and "miou_after" in cut["metrics"]:
         add("CAM + random walk, PSA's background, our alphas", cut["metrics"]["miou_after"], None,
             cut["wall_time_s"], "")
+    variants = _m(root, profile, "cam_variants")
+    best = _best_variant(variants)
+    if best and best[2]:   # only a score over every training image compares with the CAM's
+        add(f"best later CAM: {best[0]}", best[1], None, None, "")
     pm = _m(root, profile, "pseudo_masks")
     if pm and "per_rounds" in pm["metrics"]:
         for k, p in enumerate(pm["metrics"]["per_rounds"], start=1):
@@ -424,6 +446,10 @@ def ablation_table(artifacts_root: str | Path, profile: str) -> pd.DataFrame:
     if ae:
         add("AE (segmenter on AE masks, no PSL)", None, ae["metrics"]["eval"].get("miou"), ae["wall_time_s"],
             PUBLISHED["AE seeds (pseudo masks)"])
+    vs = _m(root, profile, "cam_variant_segmenter")
+    if vs:
+        add(f"segmenter on {best[0] if best else 'a later CAM'}'s seeds, no PSL", None,
+            vs["metrics"]["eval"].get("miou"), vs["wall_time_s"], "")
     ps = _m(root, profile, "psl")
     if ps:
         ev, tr = ps["metrics"]["eval"], ps["metrics"].get("train", {})
@@ -643,6 +669,38 @@ def frozen_stages_table(record: dict) -> pd.DataFrame:
     base = rows[0]
     return pd.DataFrame([{"frozen stages": r["frozen_stages"],
                           **{n: f"{r[n]:.3f} s ({r[n] / base[n]:.0%})" for n in nets}} for r in rows])
+
+
+ALLOCATOR_WAYS = {"glibc": "glibc as it comes", "kept": "freed memory kept", "tcmalloc": "tcmalloc"}
+ALLOCATOR_WORKLOADS = {"reference": "reference workload", "cam stage": "CAM stage", "training": "its training",
+                       "CAM inference": "its CAM inference"}
+
+
+def allocator_run(record: dict | None) -> dict | None:
+    """The latest run of benchmarks/allocator.json that timed every way of
+    :data:`ALLOCATOR_WAYS` (None without one)."""
+    runs = [r for r in (record or {}).get("runs") or [] if "over_glibc" in r]
+    return runs[-1] if runs else None
+
+
+def allocator_table(record: dict | None) -> pd.DataFrame:
+    """:func:`allocator_run` as a table: one row per workload timed (the reference workload, the
+    CAM stage and its two parts), the median seconds with glibc's malloc as it comes, and each
+    other way as a share of them. Empty without such a run."""
+    run = allocator_run(record)
+    if run is None:
+        return pd.DataFrame()
+    rows = []
+    for name, shown in ALLOCATOR_WORKLOADS.items():
+        by_way = run["seconds"].get(name)
+        if not by_way:
+            continue
+        base = statistics.median(by_way["glibc"])
+        row = {"workload": shown, f"{ALLOCATOR_WAYS['glibc']} (s)": round(base, 1)}
+        for way in list(ALLOCATOR_WAYS)[1:]:
+            row[ALLOCATOR_WAYS[way]] = f"{statistics.median(by_way[way]) / base:.0%}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("workload")
 
 
 def _nearest(values: list[float], target: float) -> int:
