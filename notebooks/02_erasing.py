@@ -42,8 +42,8 @@
 # mask that the next chapter builds and the segmenter learns from.
 #
 # The pipeline runs this notebook's stage once per round, with the parameter `round`. This page
-# is the last round's and shows every round so far, from what each saved; the default book runs
-# a fourth round past the paper's three, to show why it stops there.
+# is the last round's and shows every round so far, from what each saved. The default book runs
+# the paper's three rounds; the `extended` profile runs a fourth, to show why the paper stops.
 #
 # ## The book's departures
 # **Round 1 is the CAM chapter's classifier.** Round 1 trains on clean images, exactly what the

@@ -201,12 +201,14 @@ display(Markdown(lessons.seeds_note(notes.read_record(resolve("benchmarks") / "s
 # by much. On the first scenes, without discs, the CAM already covered most of each item and
 # erasing did not beat it: the later classifiers, trained on items with their middles filled
 # in, recognised the holes' silhouettes rather than the items and mined background (the
-# appendix, {ref}`design-scenes`). Erasing stops paying once too much is gone: on this run the
-# erasing page's fourth round mines more background than object. With the paper's recipe the
-# curve then turns down; with the book's background prior those regions stay next to the
-# items, and the fourth round adds little, bought with mostly wrong pixels
-# ({ref}`design-erasing`). Wei et al. stopped after three rounds for the same reason, and so
-# does the book.
+# appendix, {ref}`design-scenes`). Erasing stops paying once too much is gone: a fourth round
+# mines more background than object. With the paper's recipe the curve then turns down; with
+# the book's background prior those regions stay next to the items, and the fourth round adds
+# little, bought with mostly wrong pixels ({ref}`design-erasing`). Wei et al. stopped after three
+# rounds for the same reason, and so does the book.
+
+# %% tags=["remove-input"]
+display(Markdown(lessons.fourth_round_note(notes.read_record(resolve("benchmarks") / "seeds.json"))))
 
 # %% tags=["remove-input"]
 if "per_rounds" in m and rounds > 1:

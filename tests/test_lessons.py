@@ -193,3 +193,19 @@ def test_study_time_note_counts_only_chains_timed_alone_from_empty():
     assert "14-15 minutes" in note and "180-200 reference units" in note and "2 chains timed alone" in note
     assert f"{7 * 870 / 3600:.1f} hours" in note and f"{7 * 190:,.0f} reference units" in note
     assert lessons.study_time_note({"runs": [run(1, 400.0, 2000.0, 80.0, 2.0)]}) == ""
+
+
+def test_fourth_round_note_gives_the_fourth_rounds_change_against_the_chains_spread():
+    def chain(seed, rounds, data_seed=0, profile="default"):
+        return _record("book", seed, {**_numbers(), "AE rounds": rounds}, profile=profile, data_seed=data_seed)
+
+    record = {"runs": [chain(0, [0.40, 0.50, 0.55, 0.56]), chain(1, [0.40, 0.50, 0.60, 0.59]),
+                       chain(2, [0.40, 0.50, 0.58]),   # three rounds: not counted
+                       chain(0, [0.40, 0.50, 0.57, 0.575], data_seed=1, profile="designs.yaml#scenes-1")]}
+    note = lessons.fourth_round_note(record)
+    assert "3 chains" in note and "-0.010 to +0.010 mIoU" in note
+    sd = float(np.std([0.55, 0.60, 0.57], ddof=1))
+    assert f"less than the three-round masks differ between chains (sd {sd:.3f})" in note
+    record["runs"][0] = chain(0, [0.40, 0.50, 0.55, 0.65])   # a fourth round that moves more than the spread
+    assert "less than" not in lessons.fourth_round_note(record)
+    assert lessons.fourth_round_note({"runs": [chain(2, [0.40, 0.50, 0.58])]}) == ""
