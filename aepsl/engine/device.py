@@ -35,9 +35,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves every large block (a batch of activations, from 128 KiB up) with a
     fresh ``mmap`` and returns it to the system when it is freed, so each forward pass faults in
-    and zeroes its activations' pages anew: on two cores that was a third of the time of a CAM
-    pass at three scales. With ``mmap`` off and the heap never trimmed, freed blocks are reused;
-    the numbers are the same (``benchmarks/allocator.py`` records both). Called once per
+    and zeroes its activations' pages anew: on two cores that was about a fifth of the CAM
+    stage's time. With ``mmap`` off and the heap never trimmed, freed blocks are reused; the
+    numbers are the same (``benchmarks/allocator.py`` records both ways). Called once per
     process when a stage computes; a no-op off glibc or with ``AEPSL_MALLOC=system`` in the
     environment. Returns whether the setting is in force."""
     global _KEPT
