@@ -263,7 +263,7 @@ if cov is not None:
     found = pd.DataFrame({"CAM above": cov["thresholds"],
                           "share of disc pixels found": cov["disc"],
                           "share of body pixels found": cov["body"]})
-    display(found.set_index("CAM above").style.format(precision=3))
+    display(found.set_index("CAM above").style.format(precision=3).format_index(precision=2))
     i = cov["thresholds"].index(0.5)
     display(Markdown(
         f"Above 0.5 — the erasing chapter's mining threshold — the CAM finds "

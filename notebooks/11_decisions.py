@@ -362,7 +362,7 @@ say("**Evidence.**", notes.walk_memory_note(bench / "randomwalk_memory.json"),
 # %% tags=["remove-input"]
 walks = lessons.walk_table(notes.read_record(seeds_record)) if notes.read_record(seeds_record) else None
 display(notes.table_or_note(walks if walks is not None and len(walks) else None, seeds_record,
-                            "python benchmarks/seeds.py --seeds 0 1 2"))
+                            "python benchmarks/seeds.py --seeds 0 1 2", precision=3))
 say("Seed mIoU on the training scenes, per training seed of the book's chain: the CAM at its best cut, the",
     "walk cut after it (the book's), the same walk read with PSA's background, and each walk's gain over",
     "the CAM.", lessons.study_provenance(notes.read_record(seeds_record) or {}, ["book"]),
@@ -472,7 +472,8 @@ say("More in {ref}`design-budget`. **Measure it again:** `make book-time` (from 
 # %% tags=["remove-input"]
 alloc = bench / "allocator.json"
 alloc_record = notes.read_record(alloc)
-display(notes.table_or_note(tables.allocator_table(alloc_record), alloc, "python benchmarks/allocator.py"))
+display(notes.table_or_note(tables.allocator_table(alloc_record), alloc, "python benchmarks/allocator.py",
+                            precision=1))
 alloc_run = tables.allocator_run(alloc_record)
 say(notes.measured_note(alloc_run),
     "Median seconds over the runs with glibc as it comes, each other way as a share of them; the",

@@ -229,6 +229,10 @@ def test_text_problems():
     found = bookcheck.text_problems("UserWarning: x\n 10%|█ | 1/10 [00:01<00:09, 1.0it/s]\nat /home/a/b")
     assert [p.split(" in the page")[0] for p in found] == ["progress-bar text", "a Python warning",
                                                           "an absolute path of one machine"]
+    # a float pandas printed with its six default decimals; three decimals, hashes and versions pass
+    assert bookcheck.text_problems("CAM\t0.519\t+0.092\tcode 9fe84b76 torch 2.9.1 lr 0.000100x") == []
+    found = bookcheck.text_problems("seed\tCAM\n0\t0.519000\t-0.019000")
+    assert len(found) == 1 and found[0].startswith("a number with six decimals") and "0.519000" in found[0]
 
 
 def test_check_without_a_built_book(tmp_path):

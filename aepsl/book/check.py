@@ -138,6 +138,8 @@ DIRTY_TEXT = (
     ("progress-bar text", re.compile(r"it/s\]|s/it\]|\d%\|")),
     ("a Python warning", re.compile(r"\w*Warning: ")),
     ("an absolute path of one machine", re.compile(r"(?<![\w.~/:-])/(?:tmp|work|home|root|Users|private|mnt)/\S*")),
+    # pandas' Styler shows a float with six decimals unless the page formats it
+    ("a number with six decimals (an unformatted table)", re.compile(r"(?<![\w.])-?\d+\.\d{6}(?![\w.])")),
 )
 
 _CLEAN_JS = """

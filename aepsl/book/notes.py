@@ -421,14 +421,17 @@ def settings_note(profile: str, notebook: str, keys, stage: str | None = None) -
             + ", ".join(f"`{k}: {_value(defaults[k])}`" for k in keys) + ".")
 
 
-def table_or_note(table: pd.DataFrame | None, path: str | Path, command: str):
-    """What a page displays for an evidence table: the table without its row numbers, or the
-    sentence naming the command that writes its record."""
+def table_or_note(table: pd.DataFrame | None, path: str | Path, command: str, precision: int | None = None):
+    """What a page displays for an evidence table: the table without its row numbers (its
+    numbers with ``precision`` decimals, when given), or the sentence naming the command that
+    writes its record."""
     from IPython.display import Markdown
 
     if table is None or not len(table):
         return Markdown(missing_note(path, command))
     style = table.style.set_table_styles([{"selector": "td, th", "props": "padding: 0.1em 0.6em;"}])
+    if precision is not None:
+        style = style.format(precision=precision)
     return style.hide(axis="index") if isinstance(table.index, pd.RangeIndex) else style
 
 
