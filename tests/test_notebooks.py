@@ -110,3 +110,20 @@ def test_pipeline_record(quick_run):
         assert list(record["notebooks"]) == ONLY
     assert all(t > 0 for t in record["notebooks"].values())
     assert Path(record["output_dir"]) == quick_run["artifacts"] / "notebooks"
+
+
+def test_results_table_sets_the_best_later_cam_beside_erasing(quick_run):
+    """The quick profile makes every run of the extended one: the best later CAM's seeds (every
+    training image scored) and the plain segmenter trained on them are rows of the results table."""
+    from aepsl.book.tables import ablation_table
+
+    table = ablation_table(quick_run["artifacts"].parent, "quick")
+    seeds = [r for r in table.index if r.startswith("best later CAM: ")]
+    assert len(seeds) == 1, list(table.index)
+    method = seeds[0].split(": ", 1)[1]
+    variants = read_json(quick_run["artifacts"] / "cam_variants" / "metrics.json")["metrics"]
+    assert method == variants["methods"][variants["masks"]["method"]]["label"]   # the method whose masks it wrote
+    segmenter = f"segmenter on {method}'s seeds, no PSL"
+    assert segmenter in table.index
+    assert 0 <= table.loc[seeds[0], "pseudo-label mIoU (train)"] <= 1
+    assert 0 <= table.loc[segmenter, "final mIoU (held-out)"] <= 1
