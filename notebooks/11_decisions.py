@@ -465,9 +465,10 @@ say("More in {ref}`design-budget`. **Measure it again:** `make book-time` (from 
 # freed. An inference pass frees each layer's activations as soon as the next layer has used
 # them, so every batch faulted in and zeroed its activations' pages again. The table gives what
 # keeping them saved on the CAM stage, in its training and in its CAM inference (three scales with
-# flips). The numbers are the same either way. Debian's tcmalloc, timed the same way, gains about as much on the stage, but it must be
-# preloaded before a process starts (`LD_PRELOAD`), in every page's kernel and every torchrun
-# process; one `mallopt` call in the stage needs no library and no launcher.
+# flips). The numbers are the same either way. Debian's tcmalloc, timed the same way, gains about
+# as much on the stage, but it must be preloaded before a process starts (`LD_PRELOAD`), in every
+# page's kernel and every torchrun process; one `mallopt` call in the stage needs no library and
+# no launcher.
 
 # %% tags=["remove-input"]
 alloc = bench / "allocator.json"

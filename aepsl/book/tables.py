@@ -737,8 +737,6 @@ def cam_variants_seeds_table(record: dict) -> pd.DataFrame:
         return pd.DataFrame()
 
     def spread(values) -> str:
-        import statistics
-
         values = [v for v in values if v is not None]
         if len(values) < 2:
             return f"{values[0]:.3f}" if values else "–"
