@@ -1,10 +1,12 @@
 """Times the CPU backward of the book's stride-1 depthwise convolutions: PyTorch's own input
 gradient against backbones.DepthwiseConv2d's (the flipped kernel's forward convolution), beside
-the forward, for the shapes of the output-stride-8 EfficientNet-Lite at a 96 px training crop
-(batch 32, channels_last; median of 20 calls each). A second table times the weight gradient:
-PyTorch's against two rewrites that give the same values (a grouped convolution of the input
-by the output gradient, and a sum over the kernel's shifted products); neither is faster here,
-so the book keeps PyTorch's.
+the forward, for the shapes of the output-stride-8 EfficientNet-Lite at the classifier's 96 px
+training crop (12x12 maps) and the segmenter's 64 px crop (8x8 maps); batch 32, channels_last,
+median of 20 calls each. A second table times the weight gradient: PyTorch's against two
+rewrites that give the same values (a grouped convolution of the input by the output gradient,
+and a sum over the kernel's shifted products). On 12x12 maps PyTorch's is the fastest; on the
+8x8 maps of the dilated 5x5 convolutions, whose padding reaches half the map, the shifted
+products take a fraction of its time, so ``backbones.depthwise_weight_grad`` uses them there.
 
     .venv/bin/python benchmarks/depthwise_backward.py
     .venv/bin/python benchmarks/depthwise_backward.py --dry-run   # each rewrite once on a small shape, checked
@@ -16,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 
-SHAPES = [(672, 5, 2, 12), (480, 5, 2, 12), (480, 3, 2, 12), (240, 5, 1, 12), (96, 3, 1, 48)]
+SHAPES = [(672, 5, 2, 12), (480, 5, 2, 12), (480, 3, 2, 12), (240, 5, 1, 12), (96, 3, 1, 48),
+          (672, 5, 2, 8), (480, 5, 2, 8), (480, 3, 2, 8), (240, 3, 1, 8)]
 
 
 def median_ms(fn, reps: int = 20) -> float:

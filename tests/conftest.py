@@ -17,6 +17,10 @@ from aepsl.data.scenes import SceneConfig, generate
 # Subprocesses (the CLI, papermill kernels) inherit the environment variable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+# The networks compute in float32 here on every machine, so that the suite checks the same
+# numbers whether or not the CPU has native bfloat16 (where it has, the book's stages run under
+# bfloat16 autocast: aepsl.engine.device.cpu_bfloat16). The tests of that path set it themselves.
+os.environ["AEPSL_CPU_AMP"] = "0"
 
 TINY_CLASSES = ["disc", "square", "triangle"]
 

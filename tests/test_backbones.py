@@ -210,3 +210,43 @@ def test_every_backbone_names_its_stages_in_order(name):
             for m in (s if isinstance(s, torch.nn.ModuleList) else [s]):
                 y = m(y)
         assert torch.allclose(y, net(x))
+
+
+@pytest.mark.parametrize("channels,kernel,padding,dilation,size", [
+    (6, 5, 4, 2, (8, 8)), (5, 3, 2, 2, (4, 3)), (4, 5, 2, 1, (4, 4)),   # padding >= half the map: the shifted sums
+    (6, 5, 4, 2, (12, 12)), (4, 3, 1, 1, (9, 7))])                      # else PyTorch's own
+def test_depthwise_weight_gradient_is_pytorchs(channels, kernel, padding, dilation, size):
+    from aepsl.models.backbones import depthwise_weight_grad
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, channels, *size, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, 1, kernel, kernel, generator=g)
+    grad = torch.randn(3, channels, *size, generator=g)
+    want = torch.ops.aten.convolution_backward(grad, x, w, None, [1, 1], [padding] * 2, [dilation] * 2, False, [0, 0],
+                                               channels, [False, True, False])[1]
+    got = depthwise_weight_grad(grad, x, w, (padding, padding), (dilation, dilation))
+    assert got.shape == w.shape and got.dtype == w.dtype
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_convolution_under_bfloat16_autocast_keeps_float32_weight_gradients():
+    """The forward and input gradient in bfloat16, the weight gradient in float32: close to the
+    float32 convolution's, at bfloat16's precision."""
+    from aepsl.models.backbones import DepthwiseConv2d, fast_depthwise_backward
+
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(8, 8, 5, padding=4, dilation=2, groups=8)
+    new = torch.nn.Conv2d(8, 8, 5, padding=4, dilation=2, groups=8)
+    new.load_state_dict(ref.state_dict())
+    assert fast_depthwise_backward(new) == 1 and type(new) is DepthwiseConv2d
+    x = torch.randn(4, 8, 8, 8)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(4, 8, 8, 8)
+    ref(x1).backward(g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = new(x2)
+    assert y.dtype == torch.bfloat16
+    y.backward(g.bfloat16())
+    assert new.weight.grad.dtype == torch.float32 and x2.grad.dtype == torch.float32
+    for a, b in ((x1.grad, x2.grad), (ref.weight.grad, new.weight.grad), (ref.bias.grad, new.bias.grad)):
+        assert ((a - b).abs().max() / a.abs().max()).item() < 0.03

@@ -225,3 +225,41 @@ def test_keep_freed_memory_serves_big_blocks_from_the_heap(setting, kept):
     assert said == str(kept)
     # kept: a 64 MiB block comes from the heap; glibc as it comes maps it on its own
     assert (int(mapped) == 0) == kept
+
+
+# ----------------------------------------------------------------- bfloat16 autocast on the CPU
+def test_cpu_bfloat16_follows_the_variable_and_the_hardware(monkeypatch):
+    from aepsl.engine.device import cpu_bfloat16, precision
+    from aepsl.engine.train import autocast
+
+    conv = torch.nn.Conv2d(3, 4, 3)
+    x = torch.randn(1, 3, 8, 8)
+    for value, on in (("1", True), ("0", False)):
+        monkeypatch.setenv("AEPSL_CPU_AMP", value)
+        assert cpu_bfloat16() is on
+        assert precision(CPU) == ("bfloat16" if on else "float32")
+        with autocast(CPU):
+            assert conv(x).dtype == (torch.bfloat16 if on else torch.float32)
+    monkeypatch.setenv("AEPSL_CPU_AMP", "auto")   # the CPU decides: native bfloat16 (AVX512-BF16 or AMX) or not
+    assert cpu_bfloat16() == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    monkeypatch.setenv("AEPSL_CPU_AMP", "yes")
+    with pytest.raises(ValueError, match="AEPSL_CPU_AMP"):
+        cpu_bfloat16()
+
+
+def test_bfloat16_training_is_deterministic_resumes_and_differs_from_float32(monkeypatch, uninterrupted, scene_tree,
+                                                                             tmp_path):
+    """Under bfloat16 autocast a fit gives the same weights twice and after a resume, and not the
+    float32 fit's weights (the switch reaches the training step)."""
+    model_32, _ = uninterrupted
+    monkeypatch.setenv("AEPSL_CPU_AMP", "1")
+    a = _model()
+    history_a = fit(a, _view(scene_tree), classification_loss, epochs=2, ckpt_path=tmp_path / "a.pt", **FIT)
+    assert all(np.isfinite(h["loss"]) for h in history_a)
+    assert all(p.dtype == torch.float32 for p in a.parameters())   # autocast: weights stay float32
+    assert not _states_equal(a.state_dict(), model_32.state_dict())
+    fit(_model(), _view(scene_tree), classification_loss, epochs=2, ckpt_path=tmp_path / "b.pt", stop_after=1, **FIT)
+    resumed = _model()
+    history_b = fit(resumed, _view(scene_tree), classification_loss, epochs=2, ckpt_path=tmp_path / "b.pt", **FIT)
+    _assert_same_state(resumed, a)
+    assert _without_time(history_b) == _without_time(history_a)

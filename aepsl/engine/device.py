@@ -25,6 +25,28 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def cpu_bfloat16() -> bool:
+    """Whether work on the CPU runs under bfloat16 autocast (:func:`aepsl.engine.train.autocast`).
+
+    ``AEPSL_CPU_AMP=1`` or ``0`` decides. Unset (or ``auto``), it is on where the CPU multiplies
+    bfloat16 natively (AVX512-BF16 or AMX): there oneDNN runs the book's convolutions about
+    twice as fast as in float32 (``benchmarks/cpu_amp.py``); elsewhere bfloat16 is emulated and
+    no faster, so float32 stays."""
+    value = os.environ.get("AEPSL_CPU_AMP", "auto").strip().lower()
+    if value in ("0", "1"):
+        return value == "1"
+    if value not in ("", "auto"):
+        raise ValueError(f"AEPSL_CPU_AMP must be 1, 0 or auto, got {value!r}")
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def precision(device: torch.device) -> str:
+    """The floating-point type a stage's networks compute in on ``device`` (as its record says)."""
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if cpu_bfloat16() else "float32"
+
+
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 _KEPT: bool | None = None

@@ -115,10 +115,13 @@ def stage(config: type, where: str, *, trains: bool = False, dataset: bool = Tru
     def decorate(body: Callable) -> Callable:
         @stage_entry
         def compute(cfg, inputs: dict, folder: Path, created: Path | None, progress: bool) -> dict:
-            from .device import keep_freed_memory, pick_device
+            from .device import keep_freed_memory, pick_device, precision
 
+            device = pick_device(cfg.device)
+            # the float type the networks compute in (bfloat16 autocast or float32 on the CPU)
+            # changes the numbers, so a run made in the other one is not reused
             hashed = {**cfg.hashed(), "inputs": {k: r["params_hash"] for k, r in inputs.items()},
-                      "code": code_hash(body.__module__)}
+                      "code": code_hash(body.__module__), "precision": precision(device)}
             if dataset:
                 tree = VOCTree(resolve(cfg.data_root))
                 hashed["dataset"] = dataset_identity(tree, getattr(cfg, "train_split", "train"))
@@ -127,7 +130,6 @@ def stage(config: type, where: str, *, trains: bool = False, dataset: bool = Tru
             done = not cfg.force and is_done(folder, hashed) and (ready is None or ready(cfg))
             if (dist.agree(done) if trains else done):
                 return load_metrics(folder)
-            device = pick_device(cfg.device)
             keep_freed_memory()
             run = StageRun(folder, cfg.writes(), hashed, device=str(device), created=created)
             run.inputs = inputs

@@ -1,7 +1,8 @@
 """The one training loop every stage uses.
 
 * progress per epoch (a bar on a terminal, one line in a log: :mod:`.progress`), loss logs averaged per epoch;
-* AMP on CUDA (bfloat16 where supported, else float16 with a gradient scaler);
+* AMP on CUDA (bfloat16 where supported, else float16 with a gradient scaler) and on CPUs
+  that multiply bfloat16 natively (:func:`.device.cpu_bfloat16`);
   channels_last memory format (it also speeds up convolutions on CPU here); cuDNN autotuning
   on CUDA; losses stay on the device and are read back every few steps, not every step;
   optionally ``torch.compile`` (``torch_compile=True``);
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import dist
 from .artifacts import save_torch
 from .progress import bar as progress_bar
-from .device import pick_device  # noqa: F401  (part of this module's API)
+from .device import cpu_bfloat16, pick_device  # noqa: F401  (pick_device: part of this module's API)
 from ..data.transforms import collate
 
 
@@ -103,11 +104,12 @@ def inference_loader(dataset: Dataset, batch_size: int, num_workers: int = 0,
 
 
 def autocast(device: torch.device):
-    """Mixed precision on CUDA (bf16 if supported, else fp16); a no-op context on CPU."""
+    """Mixed precision: on CUDA bfloat16 where supported, else float16; on the CPU bfloat16 where
+    it is native (:func:`aepsl.engine.device.cpu_bfloat16`), else a no-op context."""
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bfloat16())
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:

@@ -215,6 +215,29 @@ def static_same_padding(module: nn.Module) -> int:
     return changed
 
 
+def depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding, dilation) -> torch.Tensor:
+    """The weight gradient of a stride-1 depthwise convolution (``weight`` [C,1,k,k]) of ``x``
+    whose output gradient is ``grad`` (both [B,C,H,W]).
+
+    Each kernel tap (i, j) sees the input shifted by (i, j) times the dilation, so its gradient
+    is that shifted input times ``grad``, summed over the batch and the map. Where the padding
+    reaches half the map (the dilated 5x5 convolutions on a segmenter's 8x8 crops), PyTorch's
+    own weight gradient takes 4-6x as long as these k^2 products (``benchmarks/depthwise_backward.py``),
+    so the sums are used there; elsewhere PyTorch's is faster and is kept."""
+    (ph, pw), (dh, dw) = padding, dilation
+    h, w = grad.shape[-2:]
+    if 2 * ph < h or 2 * pw < w:
+        return torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [ph, pw], [dh, dw], False,
+                                                   [0, 0], weight.shape[0], [False, True, False])[1]
+    kh, kw = weight.shape[-2:]
+    padded = torch.nn.functional.pad(x, (pw, pw, ph, ph))
+    out = torch.empty(weight.shape[0], kh * kw, dtype=grad.dtype, device=grad.device)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i * kw + j] = (grad * padded[:, :, i * dh:i * dh + h, j * dw:j * dw + w]).sum((0, 2, 3))
+    return out.view_as(weight).to(weight.dtype)
+
+
 class _DepthwiseConv(torch.autograd.Function):
     """A stride-1 depthwise convolution whose input gradient is the forward convolution of the
     output gradient with the spatially flipped kernel (same padding and dilation): on the CPU,
@@ -236,13 +259,13 @@ class _DepthwiseConv(torch.autograd.Function):
         padding, dilation, has_bias = ctx.conf
         groups = weight.shape[0]
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.nn.functional.conv2d(grad, weight.flip(-1, -2), None, 1, padding, dilation, groups)
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], list(padding), list(dilation),
-                                                         False, [0, 0], groups, [False, True, False])[1]
+        if ctx.needs_input_grad[0]:   # in the forward's precision (bfloat16 under CPU autocast)
+            grad_x = torch.nn.functional.conv2d(grad, weight.to(grad.dtype).flip(-1, -2), None, 1, padding,
+                                                dilation, groups)
+        if ctx.needs_input_grad[1]:   # in float32: oneDNN's bfloat16 depthwise weight gradient is 4x slower
+            grad_w = depthwise_weight_grad(grad.float(), x.float(), weight, padding, dilation)
         if has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3))
+            grad_b = grad.sum((0, 2, 3)).to(weight.dtype)
         return grad_x, grad_w, grad_b, None, None
 
 
