@@ -309,6 +309,17 @@ def test_short_revision_keeps_the_mark_of_uncommitted_changes():
     assert short_revision(None) == short_revision("") == "–"
 
 
+def test_cpu_amp_table_gives_bfloat16_as_a_share_of_float32():
+    record = {"rows": [{"workload": "classifier training step", "float32_s": 0.4, "bfloat16_s": 0.25},
+                       {"workload": "CAM inference", "float32_s": 0.5, "bfloat16_s": 0.2}]}
+    table = tables.cpu_amp_table(record)
+    assert list(table.index) == ["classifier training step", "CAM inference"]
+    assert table.loc["classifier training step", "float32 (s)"] == 0.4
+    assert table.loc["classifier training step", "bfloat16"] == "62%"
+    assert table.loc["CAM inference", "bfloat16"] == "40%"
+    assert tables.cpu_amp_table(None).empty and tables.cpu_amp_table({"rows": []}).empty
+
+
 def test_allocator_table_reads_the_latest_run_that_timed_every_way():
     old = {"seconds": {"reference": {"glibc": [5.0], "tcmalloc": [5.1]}}, "tcmalloc_over_glibc": {}}
     new = {"over_glibc": {}, "seconds": {

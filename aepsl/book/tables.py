@@ -703,6 +703,14 @@ def allocator_table(record: dict | None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("workload")
 
 
+def cpu_amp_table(record: dict | None) -> pd.DataFrame:
+    """benchmarks/cpu_amp.json as a table: one row per workload timed, the median seconds in
+    float32 and the bfloat16 time as a share of them. Empty without a record."""
+    rows = [{"workload": r["workload"], "float32 (s)": round(r["float32_s"], 3),
+             "bfloat16": f"{r['bfloat16_s'] / r['float32_s']:.0%}"} for r in (record or {}).get("rows") or []]
+    return pd.DataFrame(rows).set_index("workload") if rows else pd.DataFrame()
+
+
 def _nearest(values: list[float], target: float) -> int:
     return min(range(len(values)), key=lambda i: abs(values[i] - target))
 
