@@ -484,6 +484,45 @@ say(notes.measured_note(alloc_run),
      "Its numbers differed between the ways." if alloc_run else ""),
     "**Measure it again:** `python benchmarks/allocator.py` (run nothing else meanwhile).")
 
+# %% [markdown]
+# (decision-cpu-bfloat16)=
+# ### The CPU computes in bfloat16 where it multiplies it natively
+#
+# **What.** Where the CPU has bfloat16 arithmetic of its own (AVX512-BF16 or AMX), every stage
+# trains and infers its networks under `torch.autocast("cpu", dtype=torch.bfloat16)`, as it does
+# on a GPU: convolutions and matrix products take bfloat16 inputs, while the weights, the
+# optimizer, the losses and the CAMs stay in float32. Elsewhere bfloat16 would be emulated and no
+# faster, so float32 stays. `AEPSL_CPU_AMP=0` in the environment keeps float32 and `=1` forces
+# bfloat16; the precision is part of each stage's cache key, so a run made in one is not reused
+# for the other. The depthwise convolutions' weight gradients stay in float32: in bfloat16
+# oneDNN took about three and a half times as long for them.
+#
+# **Why.** Training and CAM inference are most of the book's time, and bfloat16 halves the bytes
+# each convolution reads. The table times the three kinds of work on fixed batches. The segmenter
+# gains least, because its step is dominated by the weight gradients of its dilated depthwise
+# convolutions, which stay in float32. Where their padding reaches half of a segmenter's 8x8 map,
+# PyTorch's own weight gradient took 4-6 times as long as summing the kernel's shifted products,
+# so the book sums them there (`benchmarks/depthwise_backward.py`). Bfloat16 keeps 8 bits of
+# mantissa, so the learned numbers move as a new training seed would move them; the second table
+# sets the chains before and after side by side, seed by seed.
+
+# %% tags=["remove-input"]
+amp = bench / "cpu_amp.json"
+amp_record = notes.read_record(amp)
+display(notes.table_or_note(tables.cpu_amp_table(amp_record), amp, "python benchmarks/cpu_amp.py", precision=3))
+say(notes.measured_note(amp_record),
+    "Median seconds in float32 over the repeats, and bfloat16's as a share of them: a training step of",
+    "the CAM classifier (batch 32, 96 px crops) and of the segmenter (batch 32, 64 px crops), and the",
+    "CAMs of 16 images at three scales with flips.")
+pair = (lessons.before_after_table(notes.read_record(seeds_record), "float32", "book")
+        if notes.read_record(seeds_record) else None)
+display(notes.table_or_note(pair if pair is not None and len(pair.columns) else None, seeds_record,
+                            "python benchmarks/seeds.py --seeds 0 1 2"))
+say(lessons.study_provenance(notes.read_record(seeds_record) or {}, ["float32", "book"]),
+    "The float32 chains ran four erasing rounds, so their best AE round is the best of four.",
+    "**Measure it again:** `python benchmarks/cpu_amp.py` and `python benchmarks/seeds.py --seeds 0 1 2`;",
+    "the float32 columns: the same with `AEPSL_CPU_AMP=0` and `--label float32`.")
+
 # %% tags=["remove-input"]
 display(Markdown(notes.try_it(
     "online_crf",
