@@ -172,3 +172,23 @@ def test_stage_runner_pins_the_code_of_its_planned_stages(monkeypatch):
     assert len(pinned) == 1 and not artifacts._PINNED_HASHES and not artifacts._PINNED_REVISION
     modules = stage_modules(plan("quick"))
     assert {"aepsl.methods.cam", "aepsl.methods.erasing", "aepsl.methods.psl"} <= set(modules)
+
+
+def test_the_precision_is_part_of_the_cache_key(scene_tree, tmp_path, monkeypatch):
+    """A stage computed in float32 is not reused under bfloat16 autocast (AEPSL_CPU_AMP=1); the
+    same precision again reuses its run, and back in float32 the float32 run kept aside returns."""
+    from aepsl.data import stage
+
+    params = {"profile": "amp", "data_root": str(scene_tree), "artifacts_root": str(tmp_path), "source": "voc",
+              "device": "cpu"}
+    metrics = tmp_path / "amp" / "data" / "metrics.json"
+    records = {}
+    for value in ("0", "1", "1", "0"):
+        monkeypatch.setenv("AEPSL_CPU_AMP", value)
+        record = stage.run(params, progress=False)
+        records.setdefault(value, []).append((record["params_hash"], record["finished_at"], metrics.stat().st_mtime_ns))
+        assert record["params"]["precision"] == {"0": "float32", "1": "bfloat16"}[value]
+    (f32, f32_at, _), (b16, b16_at, b16_time) = records["0"][0], records["1"][0]
+    assert f32 != b16 and b16_at >= f32_at
+    assert records["1"][1] == (b16, b16_at, b16_time)   # the same precision: reused, not written again
+    assert records["0"][1][:2] == (f32, f32_at)          # back to float32: the float32 run itself
