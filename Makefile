@@ -75,9 +75,10 @@ book-time: setup
 # the seeds study: the book's chain for training seeds 0-4, and at training seed 0 on two scene
 # sets drawn anew, each chain recorded in benchmarks/seeds.json, then the CAM-variants stage of
 # each training seed's chain in benchmarks/cam_variants_seeds.json, with the segmenter on the best
-# variant's seeds for seeds 0-2 (a chain alone takes about 15 minutes on two cores, a segmenter run
-# about 4, so about 2 hours from empty; stages done for the same parameters are reused; DRY_RUN=1
-# checks every run's parameters and runs nothing)
+# variant's seeds for seeds 0-2 (a chain alone takes about 10 minutes on two cores with bfloat16,
+# a segmenter run about 2: after `make book`, whose chain is seed 0's, the rest took 70 minutes;
+# stages done for the same parameters are reused; DRY_RUN=1 checks every run's parameters and runs
+# nothing)
 seeds: setup fashion-mnist
 	$(PY) benchmarks/seeds.py --seeds 0 1 2 3 4 $(if $(DRY_RUN),--dry-run)
 	$(PY) benchmarks/seeds.py --profile 'benchmarks/designs.yaml#scenes-1' --seeds 0 $(if $(DRY_RUN),--dry-run)
