@@ -498,11 +498,11 @@ say(notes.measured_note(alloc_run),
 # oneDNN took about three and a half times as long for them.
 #
 # **Why.** Training and CAM inference are most of the book's time, and bfloat16 halves the bytes
-# each convolution reads. The table times the three kinds of work on fixed batches. The segmenter
-# gains least, because its step is dominated by the weight gradients of its dilated depthwise
-# convolutions, which stay in float32. Where their padding reaches half of a segmenter's 8x8 map,
-# PyTorch's own weight gradient took 4-6 times as long as summing the kernel's shifted products,
-# so the book sums them there (`benchmarks/depthwise_backward.py`). Bfloat16 keeps 8 bits of
+# each convolution reads. The table times the three kinds of work on fixed batches. A
+# segmenter's step was dominated by the weight gradients of its dilated depthwise convolutions:
+# where their padding reaches half of its 8x8 map, PyTorch's own weight gradient took 4-6 times
+# as long as summing the kernel's shifted products, so the book sums them there
+# (`benchmarks/depthwise_backward.py`), in both precisions. Bfloat16 keeps 8 bits of
 # mantissa, so the learned numbers move as a new training seed would move them; the second table
 # sets the chains before and after side by side, seed by seed.
 
