@@ -84,6 +84,10 @@ def test_study_reads_the_newest_record_of_each_seed_and_says_where_it_was_made()
                                       "old", "new")
     assert list(pair.columns) == [("old", "seed 0"), ("new", "seed 0")]
     assert pair.loc["lessons held"].tolist() == ["6/6", "5/6"] and pair.loc["PSL"].tolist() == ["0.650", "0.500"]
+    three = {"runs": [_record(label, k, _numbers()) for label in ("old", "new") for k in range(5)]}
+    assert list(lessons.before_after_table(three, "old", "new", seeds=(0, 1, 2)).columns) == [
+        (label, f"seed {k}") for label in ("old", "new") for k in range(3)]
+    assert len(lessons.before_after_table(three, "old", "new").columns) == 10
 
 
 def test_chain_numbers_read_the_stage_records(tmp_path):

@@ -202,13 +202,16 @@ SHORT = {"val mAP": "mAP", "CAM": "CAM", "best AE": "AE", "AE segmenter": "AE se
 
 def before_after_table(record: dict, before: str, after: str, keys=("val mAP", "CAM", "best AE", "AE segmenter",
                                                                        "PSL", "PSL++", "oracle"),
-                       profile: str = "default") -> pd.DataFrame:
+                       profile: str = "default", seeds=None) -> pd.DataFrame:
     """Two studies of ``record`` side by side, seed by seed: one row per number of ``keys`` (short
     names, :data:`SHORT`; three decimals) and a last row with how many of the first six lessons
-    (those of the book's chain) held; one column per study and seed (two header levels)."""
+    (those of the book's chain) held; one column per study and seed (two header levels).
+    ``seeds``: only these training seeds (None: every seed either study has)."""
     columns = {}
     for label in (before, after):
         for seed, r in study_chains(record, label, profile).items():
+            if seeds is not None and seed not in seeds:
+                continue
             held = r.get("lessons") or {}
             lessons = [held.get(name) for name, _ in LESSONS[:6]]   # the record's keys are sorted
             columns[(label, f"seed {seed}")] = [_text(r["numbers"].get(k)) for k in keys] + [
