@@ -88,6 +88,8 @@ def test_study_reads_the_newest_record_of_each_seed_and_says_where_it_was_made()
     assert list(lessons.before_after_table(three, "old", "new", seeds=(0, 1, 2)).columns) == [
         (label, f"seed {k}") for label in ("old", "new") for k in range(3)]
     assert len(lessons.before_after_table(three, "old", "new").columns) == 10
+    assert "seeds 0, 1, 2, computed" in lessons.study_provenance(three, ["old"], seeds=(0, 1, 2))
+    assert "seeds 0, 1, 2, 3, 4, computed" in lessons.study_provenance(three, ["old"])
 
 
 def test_chain_numbers_read_the_stage_records(tmp_path):
@@ -189,7 +191,8 @@ def test_study_time_note_counts_only_chains_timed_alone_from_empty():
         return {"label": label, "profile": "default", "seed": seed, "chain_wall_s": wall, "stages_wall_s": stages,
                 "reference_units": units, "load_max": load, "cpu": "CPU A", "cores": 2}
 
-    record = {"runs": [run(3, 900.0, 880.0, 180.0, 2.0), run(4, 840.0, 830.0, 200.0, 3.5),
+    record = {"runs": [run(3, 2000.0, 2000.0, 500.0, 2.0),     # an older record of seed 3: not counted
+                       run(3, 900.0, 880.0, 180.0, 2.0), run(4, 840.0, 830.0, 200.0, 3.5),
                        run(1, 400.0, 2000.0, 80.0, 2.0),      # reused finished stages
                        run(5, 1200.0, 1180.0, 260.0, 6.3),    # beside other work
                        run(6, 900.0, 900.0, 180.0, 2.0, label="other")]}

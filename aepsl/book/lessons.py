@@ -236,11 +236,12 @@ def made_by(runs: list[dict]) -> str:
             + (f" to {days[-1]}" if days[-1] != days[0] else ""))
 
 
-def study_provenance(record: dict, labels, profile: str = "default") -> str:
-    """One sentence per study: which code revision(s), CPU and dates made its records."""
+def study_provenance(record: dict, labels, profile: str = "default", seeds=None) -> str:
+    """One sentence per study: which code revision(s), CPU and dates made its records (``seeds``:
+    only these training seeds' records; None: all)."""
     parts = []
     for label in labels:
-        runs = list(study_chains(record, label, profile).values())
+        runs = [r for k, r in study_chains(record, label, profile).items() if seeds is None or k in seeds]
         if runs:
             parts.append(f"*{label}*: seeds {', '.join(str(r['seed']) for r in runs)}, computed by {made_by(runs)}.")
     return " ".join(parts)
@@ -311,9 +312,11 @@ def study_time_note(record: dict, label: str = "book", chains: int = 7) -> str:
     finished stages timed less than a chain) and ran with the machine otherwise idle (1-minute
     load at most 4 on its stages): their wall seconds and reference units (the chain's seconds
     over those of the fixed workload of ``benchmarks/book_time.py``), and what ``chains`` such
-    chains (``make seeds`` from empty) come to. Empty where no record qualifies."""
+    chains (``make seeds`` from empty) come to. Only the newest record of each chain counts (an
+    older one was made by other code). Empty where no record qualifies."""
+    newest = {(r.get("profile"), r.get("seed")): r for r in (record or {}).get("runs", []) if r.get("label") == label}
     timed = []
-    for r in (record or {}).get("runs", []):
+    for r in newest.values():
         wall, stages, units = r.get("chain_wall_s"), r.get("stages_wall_s"), r.get("reference_units")
         if (r.get("label") == label and _have(wall, stages, units) and wall >= 0.9 * stages
                 and (r.get("load_max") or 0) <= 4):
